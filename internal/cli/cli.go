@@ -1,0 +1,137 @@
+// Package cli implements the outpost command tree with cobra. Each command
+// parses flags, reads files and calls a library package; none of them holds
+// security logic of its own.
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes, documented in the README ("Exit codes").
+const (
+	ExitOK       = 0
+	ExitError    = 1 // any failure not listed below
+	ExitUsage    = 2 // bad flags or arguments
+	ExitRefused  = 3 // a verification was refused (wrong, replayed or expired code)
+	ExitLocked   = 4 // locked out or wiped after too many failures
+	ExitTampered = 5 // a signed file or store failed its integrity check
+)
+
+// exitError carries an exit code through cobra's error return.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// withCode attaches an exit code to err.
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+
+// Version is set at build time with -ldflags "-X github.com/outpost-auth/outpost/internal/cli.Version=v1.2.3".
+var Version = "dev"
+
+// Main runs the command line and returns the process exit code.
+func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRoot(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "outpost:", err)
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if isUsageError(err) {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+func isUsageError(err error) bool {
+	var u usageError
+	return errors.As(err, &u)
+}
+
+// env carries the process streams to every command.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+}
+
+func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "outpost",
+		Short: "Offline-first authentication: issue credentials online, verify them where there is no network",
+		Long: `Outpost issues one-time-password credentials while online and verifies them
+where there is no network, then reconciles everything when the network returns.
+
+Roles are subcommands: 'outpost init' and 'outpost keys' manage the root of
+trust, 'outpost serve' runs the online authority. Every command has --help.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
+	})
+	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd())
+	for _, add := range extraCommands {
+		root.AddCommand(add(e))
+	}
+	return root
+}
+
+// extraCommands lets other files of this package register top-level commands.
+var extraCommands []func(*env) *cobra.Command
+
+func (e *env) versionCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "version",
+		Short:   "Print the Outpost version",
+		Example: "  outpost version --json",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			goVersion := "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				goVersion = bi.GoVersion
+			}
+			if asJSON {
+				return e.printJSON(map[string]string{"version": Version, "go": goVersion})
+			}
+			fmt.Fprintf(e.stdout, "outpost %s (%s)\n", Version, goVersion)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return c
+}
+
+func (e *env) printJSON(v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

@@ -1,0 +1,287 @@
+package cli
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/qr"
+	"github.com/outpost-auth/outpost/otp"
+	"github.com/spf13/cobra"
+)
+
+// dataFlags are the flags every command that opens a server data directory shares.
+type dataFlags struct {
+	dir            string
+	passphraseFile string
+}
+
+func (d *dataFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&d.dir, "data", "", "server data directory (required)")
+	c.Flags().StringVar(&d.passphraseFile, "passphrase-file", "", "file holding the master key passphrase (else $"+PassphraseEnv+", else a prompt)")
+	_ = c.MarkFlagRequired("data")
+}
+
+// openMaster opens the master key, warning loudly when it is stored unsealed.
+func (e *env) openMaster(d dataFlags) (*keys.Master, error) {
+	var pass []byte
+	if datadir.Initialised(d.dir) {
+		// An unsealed key needs no passphrase; try that first without prompting.
+		if m, s, err := datadir.LoadMaster(d.dir, nil); err == nil && s.Unsealed {
+			e.warnUnsealed()
+			return m, nil
+		}
+		var err error
+		pass, err = passphraseSource{file: d.passphraseFile, envVar: PassphraseEnv, prompt: "Master key passphrase"}.read(false)
+		if err != nil {
+			return nil, err
+		}
+	}
+	m, _, err := datadir.LoadMaster(d.dir, pass)
+	if errors.Is(err, keys.ErrWrongPassphrase) {
+		return nil, withCode(ExitRefused, fmt.Errorf("%w: check --passphrase-file or $%s", err, PassphraseEnv))
+	}
+	return m, err
+}
+
+func (e *env) warnUnsealed() {
+	fmt.Fprintln(e.stderr, "WARNING: the master key is stored UNSEALED (--dev-insecure-unsealed). Anyone who can read the data directory owns every credential. Never use this outside a demo.")
+}
+
+func (e *env) initCmd() *cobra.Command {
+	var d dataFlags
+	var insecure, asJSON bool
+	c := &cobra.Command{
+		Use:   "init --data DIR",
+		Short: "Create a data directory with a new master key sealed under a passphrase",
+		Long: `Create DIR (mode 0700) and a new 256-bit master key from crypto/rand, sealed
+with argon2id and AES-256-GCM under a passphrase. The passphrase comes from
+--passphrase-file, then $OUTPOST_PASSPHRASE, then a prompt (asked twice).
+Every other key is derived from the master key; losing the passphrase loses them all.`,
+		Example: "  outpost init --data ./outpost-data --passphrase-file ./passphrase.txt",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var pass []byte
+			if !insecure {
+				var err error
+				if pass, err = (passphraseSource{file: d.passphraseFile, envVar: PassphraseEnv, prompt: "New master key passphrase"}).read(true); err != nil {
+					return err
+				}
+			}
+			m, err := datadir.Init(d.dir, pass, insecure)
+			if err != nil {
+				return err
+			}
+			if insecure {
+				e.warnUnsealed()
+			}
+			s := m.Signer(0)
+			if asJSON {
+				return e.printJSON(map[string]any{"data": d.dir, "signing_key_id": s.KeyID, "sealed": !insecure})
+			}
+			fmt.Fprintf(e.stdout, "Initialised %s\nSigning key: %s\nExport it for field devices with: outpost keys export-public --data %s\n", d.dir, s.KeyID, d.dir)
+			return nil
+		},
+	}
+	d.register(c)
+	c.Flags().BoolVar(&insecure, "dev-insecure-unsealed", false, "store the master key WITHOUT a passphrase (demos only; prints a warning every time)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return c
+}
+
+func (e *env) keysCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "keys",
+		Short: "Export and inspect keys derived from the master key",
+	}
+	c.AddCommand(e.keysExportPublicCmd(), e.keysExportCmd(), e.keysInspectCmd())
+	return c
+}
+
+func (e *env) keysExportPublicCmd() *cobra.Command {
+	var d dataFlags
+	var out string
+	var epoch uint32
+	c := &cobra.Command{
+		Use:   "export-public --data DIR [--out FILE]",
+		Short: "Write the artifact signing public key (PEM) for field devices to pin",
+		Long: `Write the Ed25519 public key that signs bundles, packages and revocation lists,
+as a PKIX PEM block (openssl pkey -pubin reads it) with a Key-Id header.`,
+		Example: "  outpost keys export-public --data ./outpost-data --out server.pub",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			m, err := e.openMaster(d)
+			if err != nil {
+				return err
+			}
+			p := keys.MarshalPublicPEM(m.Signer(epoch).Public)
+			if out == "" {
+				_, err = e.stdout.Write(p)
+				return err
+			}
+			return os.WriteFile(out, p, 0o644)
+		},
+	}
+	d.register(c)
+	c.Flags().StringVar(&out, "out", "", "write to FILE instead of standard output")
+	c.Flags().Uint32Var(&epoch, "epoch", 0, "signing key epoch")
+	return c
+}
+
+// Subject key files carry TOTP parameters so an authenticator can use the key directly.
+var subjectTOTP = otp.DefaultTOTP
+
+func (e *env) keysExportCmd() *cobra.Command {
+	var d dataFlags
+	var subject, out, exportPassFile string
+	var epoch uint32
+	c := &cobra.Command{
+		Use:   "export --data DIR --subject S --out FILE",
+		Short: "Write a subject's derived key as a passphrase-encrypted file (for a USB drive)",
+		Long: `Derive subject S's key (HKDF of the master key, label subject-key, the epoch,
+and S) and write it to FILE sealed under a new passphrase, known only to the
+subject and an administrator (seed 000's encrypted key file). The key is the
+subject's TOTP seed (SHA1, 6 digits, 30 s). The file's passphrase comes from
+--export-passphrase-file or a prompt; it must differ from the master passphrase.`,
+		Example: "  outpost keys export --data ./outpost-data --subject tech-042 --out tech-042.key",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if subject == "" || len(subject) > 256 {
+				return usageError{errors.New("--subject is required (1 to 256 characters)")}
+			}
+			m, err := e.openMaster(d)
+			if err != nil {
+				return err
+			}
+			pass, err := passphraseSource{file: exportPassFile, prompt: "Passphrase for " + out}.read(true)
+			if err != nil {
+				return err
+			}
+			key := m.Derive(20, keys.PurposeSubject, epoch, subject)
+			meta := keys.Sealed{Purpose: string(keys.PurposeSubject), Subject: subject, Epoch: epoch, Meta: totpMeta(subjectTOTP, "Outpost")}
+			data, err := keys.Seal(pass, keys.DefaultKDF, meta, key)
+			if err != nil {
+				return err
+			}
+			if err := datadir.WriteFileExclusive(out, data, 0o600); err != nil {
+				return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --out)", err)
+			}
+			fmt.Fprintf(e.stderr, "Wrote %s for %s (epoch %d, fingerprint %s)\n", out, subject, epoch, fingerprint(key))
+			return nil
+		},
+	}
+	d.register(c)
+	c.Flags().StringVar(&subject, "subject", "", "subject (technician, device) id (required)")
+	c.Flags().StringVar(&out, "out", "", "key file to write (required; never overwritten)")
+	c.Flags().StringVar(&exportPassFile, "export-passphrase-file", "", "file holding the key file's passphrase (else a prompt)")
+	c.Flags().Uint32Var(&epoch, "epoch", 0, "key epoch")
+	_ = c.MarkFlagRequired("subject")
+	_ = c.MarkFlagRequired("out")
+	return c
+}
+
+func totpMeta(p otp.Params, issuer string) map[string]string {
+	return map[string]string{"type": p.Type.String(), "algorithm": p.Algorithm.String(),
+		"digits": strconv.Itoa(p.Digits), "period": strconv.FormatUint(p.Period, 10), "issuer": issuer}
+}
+
+// totpFromMeta reads back what totpMeta wrote, validating it.
+func totpFromMeta(meta map[string]string) (otp.Params, error) {
+	var p otp.Params
+	var err error
+	if p.Type, err = otp.ParseType(meta["type"]); err != nil {
+		return p, err
+	}
+	if p.Algorithm, err = otp.ParseAlgorithm(meta["algorithm"]); err != nil {
+		return p, err
+	}
+	if p.Digits, err = strconv.Atoi(meta["digits"]); err != nil {
+		return p, fmt.Errorf("digits %q: %w", meta["digits"], err)
+	}
+	if p.Type == otp.TypeTOTP {
+		if p.Period, err = strconv.ParseUint(meta["period"], 10, 64); err != nil {
+			return p, fmt.Errorf("period %q: %w", meta["period"], err)
+		}
+	}
+	return p, p.Validate()
+}
+
+// fingerprint names a secret without revealing it: the first 8 bytes of its SHA-256.
+func fingerprint(secret []byte) string {
+	sum := sha256.Sum256(secret)
+	return hex.EncodeToString(sum[:8])
+}
+
+func (e *env) keysInspectCmd() *cobra.Command {
+	var passFile string
+	var showSecret, showQR, asJSON bool
+	c := &cobra.Command{
+		Use:   "inspect FILE",
+		Short: "Decrypt a key file and show what it holds",
+		Long: `Open a key file written by 'outpost keys export' (or 'outpost admin site credential')
+with its passphrase (--passphrase-file or a prompt) and print its subject,
+epoch, creation time and fingerprint. The secret itself is printed only with
+--show-secret (as an otpauth URI) or --qr (as a QR code for an authenticator app).`,
+		Example: "  outpost keys inspect tech-042.key --qr",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			data, err := datadir.ReadFileLimit(args[0], keys.MaxSealedFileSize)
+			if err != nil {
+				return err
+			}
+			pass, err := passphraseSource{file: passFile, prompt: "Passphrase for " + args[0]}.read(false)
+			if err != nil {
+				return err
+			}
+			s, secret, err := keys.Open(pass, data)
+			if errors.Is(err, keys.ErrWrongPassphrase) {
+				return withCode(ExitRefused, err)
+			}
+			if errors.Is(err, keys.ErrMalformedFile) {
+				return withCode(ExitTampered, err)
+			}
+			if err != nil {
+				return err
+			}
+			info := map[string]any{"purpose": s.Purpose, "subject": s.Subject, "epoch": s.Epoch,
+				"created": s.Created, "fingerprint": fingerprint(secret), "meta": s.Meta}
+			var uri string
+			if p, err := totpFromMeta(s.Meta); err == nil {
+				k := otp.Key{Params: p, Secret: secret, Issuer: s.Meta["issuer"], Account: s.Subject}
+				uri = k.URI()
+			}
+			if (showSecret || showQR) && uri == "" {
+				return errors.New("this key file carries no OTP parameters, so there is no otpauth URI to show")
+			}
+			if showSecret {
+				info["otpauth_uri"] = uri
+			}
+			if asJSON {
+				return e.printJSON(info)
+			}
+			fmt.Fprintf(e.stdout, "purpose:     %s\nsubject:     %s\nepoch:       %d\ncreated:     %s\nfingerprint: %s\n",
+				s.Purpose, s.Subject, s.Epoch, s.Created.Format("2006-01-02T15:04:05Z07:00"), fingerprint(secret))
+			if showSecret {
+				fmt.Fprintf(e.stdout, "otpauth URI: %s\n", uri)
+			}
+			if showQR {
+				t, err := qr.Terminal(uri)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(e.stdout, t)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&passFile, "passphrase-file", "", "file holding the key file's passphrase (else a prompt)")
+	c.Flags().BoolVar(&showSecret, "show-secret", false, "print the secret as an otpauth URI")
+	c.Flags().BoolVar(&showQR, "qr", false, "print the otpauth URI as a QR code for an authenticator app")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	return c
+}

@@ -1,0 +1,158 @@
+// Package datadir lays out a server's data directory and opens its master key.
+//
+//	DIR/master.key    the master key, sealed with a passphrase (mode 0600)
+//	DIR/outpost.db    the embedded SQLite database (default engine)
+//	DIR/admin.token   the bootstrap admin API token (mode 0600)
+//	DIR/tls/          the self-signed CA and server certificate
+package datadir
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/outpost-auth/outpost/internal/keys"
+)
+
+// File names inside a data directory.
+const (
+	MasterKeyFile  = "master.key"
+	DatabaseFile   = "outpost.db"
+	AdminTokenFile = "admin.token"
+	TLSDir         = "tls"
+)
+
+// ErrNotInitialised is returned when DIR has no master key yet.
+var ErrNotInitialised = errors.New("datadir: no master key")
+
+// ErrAlreadyInitialised is returned by Init when DIR already has a master key.
+var ErrAlreadyInitialised = errors.New("datadir: already initialised")
+
+// Initialised reports whether dir holds a master key file.
+func Initialised(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, MasterKeyFile))
+	return err == nil
+}
+
+// Init creates dir (mode 0700) and a new master key sealed under passphrase,
+// or stored unsealed when insecure is set. It never overwrites a key.
+func Init(dir string, passphrase []byte, insecure bool) (*keys.Master, error) {
+	if Initialised(dir) {
+		return nil, fmt.Errorf("%w: %s exists; refusing to overwrite a master key", ErrAlreadyInitialised, filepath.Join(dir, MasterKeyFile))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("datadir: %w", err)
+	}
+	m, err := keys.GenerateMaster()
+	if err != nil {
+		return nil, err
+	}
+	meta := keys.Sealed{Purpose: "master-key"}
+	var data []byte
+	if insecure {
+		data, err = keys.SealInsecure(meta, m.Bytes())
+	} else {
+		data, err = keys.Seal(passphrase, keys.DefaultKDF, meta, m.Bytes())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := WriteFileExclusive(filepath.Join(dir, MasterKeyFile), data, 0o600); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// LoadMaster opens dir's master key with passphrase. The returned Sealed
+// tells whether the key was stored unsealed (callers must warn).
+func LoadMaster(dir string, passphrase []byte) (*keys.Master, keys.Sealed, error) {
+	path := filepath.Join(dir, MasterKeyFile)
+	data, err := ReadFileLimit(path, keys.MaxSealedFileSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, keys.Sealed{}, fmt.Errorf("%w in %s: run 'outpost init --data %s' first", ErrNotInitialised, dir, dir)
+	}
+	if err != nil {
+		return nil, keys.Sealed{}, err
+	}
+	s, raw, err := keys.Open(passphrase, data)
+	if err != nil {
+		return nil, keys.Sealed{}, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if s.Purpose != "master-key" {
+		return nil, keys.Sealed{}, fmt.Errorf("%s holds a %q, not a master key", path, s.Purpose)
+	}
+	m, err := keys.MasterFromBytes(raw)
+	return m, s, err
+}
+
+// WriteFileExclusive writes a new file with perm, failing if it exists, and
+// syncs it so a crash leaves either no file or the whole file.
+func WriteFileExclusive(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// WriteFileAtomic replaces path with data via a synced temporary file and rename.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// ReadFileLimit reads at most limit bytes of path and fails if it is larger,
+// so that no file can make Outpost allocate without bound.
+func ReadFileLimit(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > limit {
+		return nil, fmt.Errorf("%s is %d bytes, larger than the %d bytes allowed for this kind of file", path, st.Size(), limit)
+	}
+	buf, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(buf)) > limit {
+		return nil, fmt.Errorf("%s grew past %d bytes while being read", path, limit)
+	}
+	return buf, nil
+}

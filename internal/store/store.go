@@ -1,0 +1,168 @@
+// Package store is the storage contract of the Outpost server, with two
+// engines: embedded SQLite (the default, a file in the data directory) and
+// PostgreSQL through pgx (for production and for several `outpost serve`
+// replicas). Open picks the engine from the DSN.
+//
+// The contract's one security-critical promise is [Store.AdvanceToken]: it
+// raises a token's last-used step or counter with a single conditional
+// UPDATE, so that of any number of concurrent callers (goroutines or
+// replicas) offering the same value, exactly one succeeds and the others get
+// [ErrReplayed]. Everything that accepts a code calls it and only it.
+//
+// The SQL stays within what both engines and CockroachDB accept: no
+// engine-specific upserts beyond ON CONFLICT, no triggers, no stored
+// procedures; integers are BIGINT, times are stored as Unix microseconds
+// (BIGINT), binary data as BLOB/BYTEA.
+//
+// Secrets never reach the store in the clear: token seeds arrive encrypted
+// (or are not stored at all when derived), PINs arrive as argon2id hashes and
+// API tokens as HMACs.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/eventlog"
+)
+
+// Errors callers branch on.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	// ErrReplayed: AdvanceToken was offered a step/counter not above the last used one.
+	ErrReplayed = errors.New("store: code already used")
+	// ErrConflict: a concurrent writer changed the row; the caller may retry.
+	ErrConflict = errors.New("store: concurrent update")
+)
+
+// Realm is a tenant. Every other record belongs to exactly one realm.
+type Realm struct {
+	ID        string
+	Name      string
+	CreatedAt time.Time
+}
+
+// User is a person (or technician) who authenticates.
+type User struct {
+	Realm       string
+	ID          string
+	DisplayName string
+	// PINHash is an argon2id PHC string, or nil when the user has no PIN.
+	PINHash []byte
+	// Failures counts consecutive failed verifications; LastFailure is the
+	// time of the latest. The lockout policy computes delays from both.
+	Failures    int
+	LastFailure time.Time
+	CreatedAt   time.Time
+}
+
+// Token states.
+const (
+	TokenPending  = "pending"  // enrolled, first code not yet confirmed
+	TokenActive   = "active"   // usable
+	TokenDisabled = "disabled" // refused everywhere
+)
+
+// Seed modes.
+const (
+	SeedDerived = "derived" // HKDF(master, token-seed, Epoch, realm, user, token id); nothing stored
+	SeedRandom  = "random"  // random, stored AES-256-GCM encrypted in SeedCiphertext
+)
+
+// Token is an OTP credential of a user.
+type Token struct {
+	Realm  string
+	UserID string
+	ID     string
+	// Type is "totp" or "hotp"; Algorithm "SHA1", "SHA256" or "SHA512".
+	Type      string
+	Algorithm string
+	Digits    int
+	Period    int // TOTP step in seconds; 0 for HOTP
+	SeedMode  string
+	Epoch     uint32
+	// SeedCiphertext is the encrypted seed (SeedRandom only), nonce included.
+	SeedCiphertext []byte
+	Status         string
+	// LastUsed is the highest TOTP step or HOTP counter ever accepted; Used is
+	// false until the first acceptance. Counters are below 2^63.
+	LastUsed  int64
+	Used      bool
+	CreatedAt time.Time
+}
+
+// API client scopes.
+const (
+	ScopeAdmin    = "admin"
+	ScopeIssuer   = "issuer"
+	ScopeVerifier = "verifier"
+)
+
+// APIClient is a holder of an API token. The token itself is never stored:
+// TokenHash is HMAC-SHA256 of it under a key derived from the master key.
+type APIClient struct {
+	ID        string
+	Realm     string
+	Name      string
+	Scopes    []string
+	TokenHash []byte
+	CreatedAt time.Time
+	Disabled  bool
+}
+
+// Store is the contract both engines implement. Every method is safe for
+// concurrent use. Methods that take a realm scope their lookups to it.
+type Store interface {
+	// Engine returns "sqlite" or "postgres".
+	Engine() string
+	// Ping checks the database answers (for /readyz).
+	Ping(ctx context.Context) error
+	Close() error
+
+	CreateRealm(ctx context.Context, r Realm) error // ErrExists
+	GetRealm(ctx context.Context, id string) (Realm, error)
+
+	CreateUser(ctx context.Context, u User) error // ErrExists
+	GetUser(ctx context.Context, realm, id string) (User, error)
+	// ListUsers returns up to limit users with ID > after, ordered by ID.
+	ListUsers(ctx context.Context, realm, after string, limit int) ([]User, error)
+	// DeleteUser removes the user and all their tokens.
+	DeleteUser(ctx context.Context, realm, id string) error
+	// SetPINHash sets (or, with nil, clears) the user's PIN hash.
+	SetPINHash(ctx context.Context, realm, id string, hash []byte) error
+	// RecordFailure atomically increments the user's failure count, sets
+	// LastFailure to now, and returns the new count.
+	RecordFailure(ctx context.Context, realm, id string, now time.Time) (int, error)
+	// ResetFailures sets the failure count to zero.
+	ResetFailures(ctx context.Context, realm, id string) error
+
+	CreateToken(ctx context.Context, t Token) error // ErrExists; ErrNotFound if the user does not exist
+	GetToken(ctx context.Context, realm, user, id string) (Token, error)
+	// ListTokens returns the user's tokens ordered by CreatedAt, then ID.
+	ListTokens(ctx context.Context, realm, user string) ([]Token, error)
+	DeleteToken(ctx context.Context, realm, user, id string) error
+	// SetTokenStatus changes Status (pending → active, active → disabled, ...).
+	SetTokenStatus(ctx context.Context, realm, user, id, status string) error
+	// AdvanceToken sets LastUsed = used and Used = true if and only if the
+	// token is not Used yet or LastUsed < used, in one conditional UPDATE.
+	// It returns ErrReplayed when the condition fails, ErrNotFound when the
+	// token does not exist.
+	AdvanceToken(ctx context.Context, realm, user, id string, used int64) error
+
+	CreateAPIClient(ctx context.Context, c APIClient) error // ErrExists
+	// GetAPIClientByHash finds the client whose TokenHash equals hash.
+	GetAPIClientByHash(ctx context.Context, hash []byte) (APIClient, error)
+	ListAPIClients(ctx context.Context, realm string) ([]APIClient, error)
+	DisableAPIClient(ctx context.Context, realm, id string) error
+
+	// AppendAudit appends e to the hash-chained audit log: in one
+	// transaction it reads the last entry and inserts eventlog.Next(last, e, nil).
+	// Concurrent appenders (including other replicas) serialise on the
+	// sequence number's uniqueness and retry; none is lost. It returns the
+	// stored entry.
+	AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.Entry, error)
+	// ListAudit returns up to limit entries with Seq > after, in order.
+	ListAudit(ctx context.Context, after uint64, limit int) ([]eventlog.Entry, error)
+}
