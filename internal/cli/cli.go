@@ -96,15 +96,48 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd())
-	for _, add := range extraCommands {
+	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.groupCmd(adminGroup), e.groupCmd(benchGroup))
+	for _, add := range topCommands {
 		root.AddCommand(add(e))
 	}
 	return root
 }
 
-// extraCommands lets other files of this package register top-level commands.
-var extraCommands []func(*env) *cobra.Command
+// Command registries: a file of this package that adds a command appends its
+// constructor in an init function, so that files owned by different work
+// never edit one shared list.
+var (
+	// topCommands are top-level commands (serve, field, site, audit, ...).
+	topCommands []func(*env) *cobra.Command
+	// adminCommands are children of 'outpost admin' (user, token, site, offline, ...).
+	adminCommands []func(*env) *cobra.Command
+	// benchCommands are children of 'outpost bench' (online, offline, sync, site).
+	benchCommands []func(*env) *cobra.Command
+)
+
+type group struct {
+	use, short, long string
+	children         *[]func(*env) *cobra.Command
+}
+
+var (
+	adminGroup = group{use: "admin", short: "Administer a running Outpost server (users, tokens, sites, offline bundles)",
+		long: `Administrative commands. Those that talk to a server find it with --server URL
+(or $OUTPOST_SERVER), authenticate with --token-file FILE (or $OUTPOST_TOKEN),
+and trust its CA with --cacert FILE.`, children: &adminCommands}
+	benchGroup = group{use: "bench", short: "Measure Outpost on this machine and print a table",
+		long: `Benchmarks that compare Outpost side by side with a baseline measured in the
+same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
+because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, children: &benchCommands}
+)
+
+func (e *env) groupCmd(g group) *cobra.Command {
+	c := &cobra.Command{Use: g.use, Short: g.short, Long: g.long}
+	for _, add := range *g.children {
+		c.AddCommand(add(e))
+	}
+	return c
+}
 
 func (e *env) versionCmd() *cobra.Command {
 	var asJSON bool
