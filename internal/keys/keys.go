@@ -168,6 +168,9 @@ func ParsePublicPEM(data []byte) (ed25519.PublicKey, error) {
 	if b == nil || b.Type != "PUBLIC KEY" {
 		return nil, fmt.Errorf("%w: no PUBLIC KEY block (export one with 'outpost keys export-public')", ErrNotPublicKey)
 	}
+	if len(b.Headers) != 0 {
+		return nil, fmt.Errorf("%w: the PEM block has headers (an encrypted or non-standard block?)", ErrNotPublicKey)
+	}
 	if len(trimSpace(rest)) != 0 {
 		return nil, fmt.Errorf("%w: trailing data after the key", ErrNotPublicKey)
 	}

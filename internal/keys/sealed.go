@@ -132,6 +132,9 @@ func Seal(passphrase []byte, kdf KDFParams, s Sealed, payload []byte) ([]byte, e
 // SealInsecure writes payload in the clear, marked as such: for demos only
 // (--dev-insecure-unsealed). Open returns it with Sealed.Unsealed set.
 func SealInsecure(s Sealed, payload []byte) ([]byte, error) {
+	if len(payload) > MaxSealedPayload {
+		return nil, fmt.Errorf("keys: payload of %d bytes is larger than %d", len(payload), MaxSealedPayload)
+	}
 	f := sealedFile{sealedHeader: header(s, "none"), Plaintext: payload}
 	return marshalFile(f)
 }
@@ -139,7 +142,14 @@ func SealInsecure(s Sealed, payload []byte) ([]byte, error) {
 // Open decrypts a file written by Seal (or SealInsecure). The passphrase is
 // ignored for an unsealed file; callers should warn loudly when
 // Sealed.Unsealed is set. Sizes, KDF cost and trailing data are checked
-// before any work is done.
+// before any work is done, and an empty passphrase fails at once with
+// ErrWrongPassphrase without running the KDF.
+//
+// Errors: ErrMalformedFile (not a sealed file, truncated, unknown version or
+// field, trailing data, KDF cost outside the accepted range) or
+// ErrWrongPassphrase (wrong passphrase, or any authenticated byte altered).
+// Whitespace and JSON formatting are not authenticated, only the values:
+// a sealed file that went through a CRLF conversion still opens.
 func Open(passphrase []byte, data []byte) (Sealed, []byte, error) {
 	if len(data) > MaxSealedFileSize {
 		return Sealed{}, nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformedFile, MaxSealedFileSize)
@@ -161,10 +171,17 @@ func Open(passphrase []byte, data []byte) (Sealed, []byte, error) {
 		return Sealed{}, nil, fmt.Errorf("%w: version %d is not supported by this Outpost (upgrade it)", ErrMalformedFile, h.Version)
 	}
 	s := Sealed{Purpose: h.Purpose, Subject: h.Subject, Epoch: h.Epoch, Meta: h.Meta, Created: h.Created}
+	if len(s.Meta) == 0 {
+		// "meta":{} and no meta at all authenticate the same way; report them the same way.
+		s.Meta = nil
+	}
 	switch h.KDF {
 	case "none":
 		if f.Ciphertext != nil || h.Params != nil || h.Salt != nil || h.Nonce != nil {
 			return Sealed{}, nil, fmt.Errorf("%w: unsealed file carries encryption fields", ErrMalformedFile)
+		}
+		if len(f.Plaintext) > MaxSealedPayload {
+			return Sealed{}, nil, fmt.Errorf("%w: payload of %d bytes is larger than %d", ErrMalformedFile, len(f.Plaintext), MaxSealedPayload)
 		}
 		s.Unsealed = true
 		return s, f.Plaintext, nil
@@ -180,6 +197,11 @@ func Open(passphrase []byte, data []byte) (Sealed, []byte, error) {
 	}
 	if len(f.Ciphertext) < 16 || len(f.Ciphertext) > MaxSealedPayload+16 {
 		return Sealed{}, nil, fmt.Errorf("%w: ciphertext length %d out of range", ErrMalformedFile, len(f.Ciphertext))
+	}
+	if len(passphrase) == 0 {
+		// Seal never accepts an empty passphrase, so skip the KDF: this is
+		// what lets callers try "is it unsealed?" without paying for argon2id.
+		return Sealed{}, nil, fmt.Errorf("%w: no passphrase was given for a sealed file", ErrWrongPassphrase)
 	}
 	pt, err := sealAEAD(passphrase, h).Open(nil, h.Nonce, f.Ciphertext, aad(h))
 	if err != nil {
