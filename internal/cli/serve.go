@@ -1,0 +1,241 @@
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/server"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/tlsboot"
+	"github.com/spf13/cobra"
+)
+
+func init() { topCommands = append(topCommands, (*env).serveCmd) }
+
+type serveFlags struct {
+	data                dataFlags
+	listen, database    string
+	plaintext, insecure bool
+	tlsCert, tlsKey     string
+	sans                []string
+	issuer, logLevel    string
+	maxFailures         int
+	enableNoop          bool
+	shutdownGrace       time.Duration
+	readyFile           string
+}
+
+func (e *env) serveCmd() *cobra.Command {
+	var f serveFlags
+	c := &cobra.Command{
+		Use:   "serve --data DIR [--listen ADDR] [--database DSN]",
+		Short: "Run the online authority (HTTPS API); initialises an empty data directory",
+		Long: `Run the Outpost server. With an empty DIR it initialises itself first: a master
+key sealed with a passphrase (from --passphrase-file, $OUTPOST_PASSPHRASE or a
+prompt), the SQLite database DIR/outpost.db, a self-signed CA and server
+certificate in DIR/tls, and a bootstrap admin API token in DIR/admin.token
+(mode 0600, path printed).
+
+HTTPS is the default; clients trust DIR/tls/ca.pem. --plaintext serves HTTP and
+is accepted only on a loopback address. --database postgres://... uses
+PostgreSQL instead of SQLite; several servers sharing one PostgreSQL database
+(each with a copy of master.key) never accept one code twice.
+SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
+		Example: "  outpost serve --data ./outpost-data --listen 127.0.0.1:8443",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			return e.serve(c.Context(), f)
+		},
+	}
+	f.data.register(c)
+	fl := c.Flags()
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:8443", "address to listen on")
+	fl.StringVar(&f.database, "database", "", "database DSN: a SQLite path or postgres://... (default DIR/outpost.db)")
+	fl.BoolVar(&f.plaintext, "plaintext", false, "serve plain HTTP (only on a loopback address)")
+	fl.BoolVar(&f.insecure, "dev-insecure-unsealed", false, "when initialising, store the master key WITHOUT a passphrase (demos only)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate chain to serve instead of the self-signed one")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
+	fl.StringSliceVar(&f.sans, "tls-san", nil, "extra DNS name or IP for the self-signed server certificate (repeatable)")
+	fl.StringVar(&f.issuer, "issuer", "Outpost", "issuer name shown in authenticator apps")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.IntVar(&f.maxFailures, "max-failures", online.DefaultPolicy.MaxFailures, "consecutive failures before a user is locked (1 to 100)")
+	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long to let requests finish on SIGTERM")
+	fl.BoolVar(&f.enableNoop, "enable-noop", false, "add POST /v1/noop, the baseline handler of 'outpost bench online'")
+	fl.StringVar(&f.readyFile, "ready-file", "", "write the listening URL to FILE once serving (for scripts and tests)")
+	_ = fl.MarkHidden("enable-noop")
+	return c
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (e *env) serve(ctx context.Context, f serveFlags) error {
+	if f.plaintext && !isLoopback(f.listen) {
+		return usageError{fmt.Errorf("--plaintext is only allowed on a loopback address (127.0.0.1:PORT or [::1]:PORT), not %q: remove --plaintext to serve HTTPS", f.listen)}
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return usageError{errors.New("--tls-cert and --tls-key go together")}
+	}
+	level := slog.LevelInfo
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return usageError{fmt.Errorf("--log-level: %w", err)}
+	}
+	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+
+	if !datadir.Initialised(f.data.dir) {
+		var pass []byte
+		if !f.insecure {
+			var err error
+			if pass, err = (passphraseSource{file: f.data.passphraseFile, envVar: PassphraseEnv, prompt: "New master key passphrase"}).read(true); err != nil {
+				return err
+			}
+		}
+		if _, err := datadir.Init(f.data.dir, pass, f.insecure); err != nil {
+			return err
+		}
+		if f.insecure {
+			e.warnUnsealed()
+		}
+		logger.Info("initialised data directory", "data", f.data.dir)
+	}
+	m, err := e.openMaster(f.data)
+	if err != nil {
+		return err
+	}
+	dsn := f.database
+	if dsn == "" {
+		dsn = filepath.Join(f.data.dir, datadir.DatabaseFile)
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("opening the database: %w", err)
+	}
+	defer st.Close()
+	pol := online.DefaultPolicy
+	pol.MaxFailures = f.maxFailures
+	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer, EnableNoop: f.enableNoop})
+	if err != nil {
+		return usageError{err}
+	}
+	if err := e.bootstrapToken(ctx, srv, f.data.dir); err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", f.listen, err)
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	scheme := "https"
+	if f.plaintext {
+		scheme = "http"
+	} else {
+		cert, err := e.serverCert(f, m, ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, hs.TLSConfig)
+	}
+	url := scheme + "://" + ln.Addr().String()
+	logger.Info("serving", "url", url, "engine", st.Engine(), "signing_key", srv.Signer().KeyID)
+	if f.readyFile != "" {
+		if err := datadir.WriteFileAtomic(f.readyFile, []byte(url+"\n"), 0o644); err != nil {
+			return err
+		}
+	}
+
+	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-sigCtx.Done():
+	}
+	logger.Info("shutting down", "grace", f.shutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), f.shutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// bootstrapToken writes the first admin API token to DIR/admin.token.
+func (e *env) bootstrapToken(ctx context.Context, srv *server.Server, dir string) error {
+	tok, err := srv.Bootstrap(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrapping: %w", err)
+	}
+	path := filepath.Join(dir, datadir.AdminTokenFile)
+	if tok == "" {
+		if _, err := os.Stat(path); err != nil {
+			fmt.Fprintf(e.stderr, "This database was bootstrapped before; use an existing admin API token (none at %s).\n", path)
+		}
+		return nil
+	}
+	if err := datadir.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("writing the admin token: %w", err)
+	}
+	fmt.Fprintf(e.stderr, "Bootstrap admin API token written to %s (mode 0600). Keep it secret.\n", path)
+	return nil
+}
+
+func (e *env) serverCert(f serveFlags, m *keys.Master, addr string) (tls.Certificate, error) {
+	if f.tlsCert != "" {
+		return tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
+	}
+	names := []string{"localhost", "127.0.0.1", "::1"}
+	if host, _, err := net.SplitHostPort(addr); err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
+		names = append(names, host)
+	}
+	if h, err := os.Hostname(); err == nil && h != "" {
+		names = append(names, h)
+	}
+	names = append(names, f.sans...)
+	cert, err := tlsboot.Load(filepath.Join(f.data.dir, datadir.TLSDir), m, dedupe(names), time.Now())
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("TLS certificate: %w", err)
+	}
+	return cert, nil
+}
+
+func dedupe(ss []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range ss {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,477 @@
+package server
+
+import (
+	_ "embed"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/pin"
+	"github.com/outpost-auth/outpost/internal/qr"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/otp"
+)
+
+//go:embed openapi.json
+var openAPIDoc []byte
+
+var (
+	admin     = []string{store.ScopeAdmin}
+	issuer    = []string{store.ScopeIssuer}
+	verifier  = []string{store.ScopeVerifier}
+	anyScoped = []string{store.ScopeIssuer, store.ScopeVerifier}
+)
+
+func (s *Server) routeTable() []route {
+	rs := []route{
+		{method: "GET", pattern: "/healthz", raw: func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		}},
+		{method: "GET", pattern: "/readyz", raw: func(w http.ResponseWriter, r *http.Request) {
+			if err := s.cfg.Store.Ping(r.Context()); err != nil {
+				writeError(w, errorf(http.StatusServiceUnavailable, "unavailable", "the database is not answering"))
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "engine": s.cfg.Store.Engine()})
+		}},
+		{method: "GET", pattern: "/metrics", raw: s.metricsHandler()},
+		{method: "GET", pattern: "/v1/openapi.json", raw: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(openAPIDoc)
+		}},
+		{method: "GET", pattern: "/v1/keys/signing", raw: func(w http.ResponseWriter, r *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]string{"kid": s.signer.KeyID, "public_key_pem": string(keys.MarshalPublicPEM(s.signer.Public))})
+		}},
+		{method: "POST", pattern: "/v1/users", scopes: issuer, handler: s.createUser},
+		{method: "GET", pattern: "/v1/users", scopes: issuer, handler: s.listUsers},
+		{method: "GET", pattern: "/v1/users/{id}", scopes: issuer, handler: s.getUser},
+		{method: "DELETE", pattern: "/v1/users/{id}", scopes: issuer, handler: s.deleteUser},
+		{method: "PUT", pattern: "/v1/users/{id}/pin", scopes: issuer, handler: s.setPIN},
+		{method: "DELETE", pattern: "/v1/users/{id}/lockout", scopes: admin, handler: s.resetLockout},
+		{method: "POST", pattern: "/v1/users/{id}/tokens", scopes: issuer, handler: s.createToken},
+		{method: "GET", pattern: "/v1/users/{id}/tokens", scopes: issuer, handler: s.listTokens},
+		{method: "DELETE", pattern: "/v1/users/{id}/tokens/{tid}", scopes: issuer, handler: s.deleteToken},
+		{method: "POST", pattern: "/v1/users/{id}/tokens/{tid}/confirm", scopes: issuer, handler: s.confirmToken},
+		{method: "POST", pattern: "/v1/users/{id}/tokens/{tid}/resync", scopes: issuer, handler: s.resyncToken},
+		{method: "POST", pattern: "/v1/verify", scopes: verifier, handler: s.verify},
+		{method: "POST", pattern: "/v1/api-clients", scopes: admin, handler: s.createAPIClient},
+		{method: "GET", pattern: "/v1/api-clients", scopes: admin, handler: s.listAPIClients},
+		{method: "DELETE", pattern: "/v1/api-clients/{id}", scopes: admin, handler: s.disableAPIClient},
+		{method: "GET", pattern: "/v1/audit", scopes: admin, handler: s.listAudit},
+		{method: "GET", pattern: "/v1/audit/verify", scopes: admin, handler: s.verifyAudit},
+	}
+	if s.cfg.EnableNoop {
+		rs = append(rs, route{method: "POST", pattern: "/v1/noop", scopes: verifier, handler: s.noop})
+	}
+	return append(rs, extraRoutes(s)...)
+}
+
+// extraRoutes lets other files (offline bundles, sync) add routes.
+var extraRouteFuncs []func(*Server) []route
+
+func extraRoutes(s *Server) []route {
+	var rs []route
+	for _, f := range extraRouteFuncs {
+		rs = append(rs, f(s)...)
+	}
+	return rs
+}
+
+// Identifiers (user ids, api client names) are 1 to 128 printable ASCII
+// characters from a conservative set, so they are safe in URLs, logs and labels.
+func validID(kind, id string) error {
+	if len(id) == 0 || len(id) > 128 {
+		return errorf(http.StatusBadRequest, "invalid_"+kind, "%s must be 1 to 128 characters", kind)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '@') {
+			return errorf(http.StatusBadRequest, "invalid_"+kind, "%s may hold only letters, digits and . _ - @", kind)
+		}
+	}
+	return nil
+}
+
+type userJSON struct {
+	ID          string    `json:"id"`
+	DisplayName string    `json:"display_name"`
+	HasPIN      bool      `json:"has_pin"`
+	Failures    int       `json:"failures"`
+	Locked      bool      `json:"locked"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+func (s *Server) userJSON(u store.User) userJSON {
+	_, locked := s.cfg.Policy.Locked(u.Failures, u.LastFailure, s.cfg.Now())
+	return userJSON{ID: u.ID, DisplayName: u.DisplayName, HasPIN: u.PINHash != nil, Failures: u.Failures, Locked: locked, CreatedAt: u.CreatedAt.UTC()}
+}
+
+func (s *Server) createUser(r *request) (int, any, error) {
+	var in struct {
+		ID          string `json:"id"`
+		DisplayName string `json:"display_name"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	if err := validID("user", in.ID); err != nil {
+		return 0, nil, err
+	}
+	if len(in.DisplayName) > 256 {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_display_name", "display_name must be at most 256 bytes")
+	}
+	u := store.User{Realm: r.realm(), ID: in.ID, DisplayName: in.DisplayName, CreatedAt: s.cfg.Now()}
+	if err := s.cfg.Store.CreateUser(r.ctx, u); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return 0, nil, errorf(http.StatusConflict, "exists", "user %q already exists", in.ID)
+		}
+		return 0, nil, err
+	}
+	if err := s.audit.Record(r.ctx, audit.UserCreate, r.actor(), in.ID, nil); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusCreated, s.userJSON(u), nil
+}
+
+func (s *Server) pathUser(r *request) (string, error) {
+	id := r.PathValue("id")
+	return id, validID("user", id)
+}
+
+func (s *Server) getUser(r *request) (int, any, error) {
+	id, err := s.pathUser(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	u, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, s.userJSON(u), nil
+}
+
+func (s *Server) listUsers(r *request) (int, any, error) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return 0, nil, errorf(http.StatusBadRequest, "invalid_limit", "limit must be 1 to 1000")
+		}
+		limit = n
+	}
+	after := r.URL.Query().Get("after")
+	if len(after) > 128 {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_after", "after must be a user id")
+	}
+	us, err := s.cfg.Store.ListUsers(r.ctx, r.realm(), after, limit)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := struct {
+		Users []userJSON `json:"users"`
+		Next  string     `json:"next,omitempty"`
+	}{Users: []userJSON{}}
+	for _, u := range us {
+		out.Users = append(out.Users, s.userJSON(u))
+	}
+	if len(us) == limit {
+		out.Next = us[len(us)-1].ID
+	}
+	return http.StatusOK, out, nil
+}
+
+func (s *Server) deleteUser(r *request) (int, any, error) {
+	id, err := s.pathUser(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.cfg.Store.DeleteUser(r.ctx, r.realm(), id); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
+		}
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, s.audit.Record(r.ctx, audit.UserDelete, r.actor(), id, nil)
+}
+
+func (s *Server) setPIN(r *request) (int, any, error) {
+	id, err := s.pathUser(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var in struct {
+		PIN string `json:"pin"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	if err := pin.Validate(in.PIN); err != nil {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_pin", "the PIN must be %d to %d digits", pin.MinLen, pin.MaxLen)
+	}
+	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
+	}
+	if err := s.svc.SetPIN(r.ctx, r.realm(), id, in.PIN, r.actor()); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, nil
+}
+
+func (s *Server) resetLockout(r *request) (int, any, error) {
+	id, err := s.pathUser(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
+	}
+	if err := s.svc.ResetLockout(r.ctx, r.realm(), id, r.actor()); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, nil
+}
+
+type tokenJSON struct {
+	ID         string    `json:"id"`
+	Type       string    `json:"type"`
+	Algorithm  string    `json:"algorithm"`
+	Digits     int       `json:"digits"`
+	Period     int       `json:"period,omitempty"`
+	Status     string    `json:"status"`
+	SeedMode   string    `json:"seed"`
+	CreatedAt  time.Time `json:"created_at"`
+	OTPAuthURI string    `json:"otpauth_uri,omitempty"`
+	QRPNG      string    `json:"qr_png,omitempty"`
+}
+
+func toTokenJSON(t store.Token) tokenJSON {
+	return tokenJSON{ID: t.ID, Type: t.Type, Algorithm: t.Algorithm, Digits: t.Digits, Period: t.Period,
+		Status: t.Status, SeedMode: t.SeedMode, CreatedAt: t.CreatedAt.UTC()}
+}
+
+func (s *Server) createToken(r *request) (int, any, error) {
+	id, err := s.pathUser(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	in := struct {
+		Type      string `json:"type"`
+		Algorithm string `json:"algorithm"`
+		Digits    int    `json:"digits"`
+		Period    uint64 `json:"period"`
+		Seed      string `json:"seed"`
+	}{Type: "totp", Algorithm: "SHA1", Digits: 6}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	var p otp.Params
+	if p.Type, err = otp.ParseType(in.Type); err != nil {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_type", "type must be totp or hotp")
+	}
+	if p.Algorithm, err = otp.ParseAlgorithm(in.Algorithm); err != nil {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_algorithm", "algorithm must be SHA1, SHA256 or SHA512")
+	}
+	p.Digits = in.Digits
+	if p.Type == otp.TypeTOTP {
+		p.Period = in.Period
+		if p.Period == 0 {
+			p.Period = 30
+		}
+	} else if in.Period != 0 {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_period", "period is only for totp tokens")
+	}
+	if err := p.Validate(); err != nil {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_token_params", "%s", trimPrefix(err.Error()))
+	}
+	if in.Seed != "" && in.Seed != store.SeedDerived && in.Seed != store.SeedRandom {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_seed", "seed must be derived or random")
+	}
+	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
+	} else if err != nil {
+		return 0, nil, err
+	}
+	t, seed, err := s.svc.Enrol(r.ctx, r.realm(), id, p, in.Seed, r.actor())
+	if err != nil {
+		return 0, nil, err
+	}
+	k := otp.Key{Params: p, Secret: seed, Issuer: s.cfg.Issuer, Account: id}
+	out := toTokenJSON(t)
+	out.OTPAuthURI = k.URI()
+	png, err := qr.PNG(out.OTPAuthURI, 256)
+	if err != nil {
+		return 0, nil, err
+	}
+	out.QRPNG = base64.StdEncoding.EncodeToString(png)
+	return http.StatusCreated, out, nil
+}
+
+func trimPrefix(s string) string {
+	const p = "otp: invalid token parameters: "
+	if len(s) > len(p) && s[:len(p)] == p {
+		return s[len(p):]
+	}
+	return s
+}
+
+func (s *Server) listTokens(r *request) (int, any, error) {
+	id, err := s.pathUser(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
+	}
+	ts, err := s.cfg.Store.ListTokens(r.ctx, r.realm(), id)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := []tokenJSON{}
+	for _, t := range ts {
+		out = append(out, toTokenJSON(t))
+	}
+	return http.StatusOK, map[string]any{"tokens": out}, nil
+}
+
+func (s *Server) pathToken(r *request) (string, string, error) {
+	id, err := s.pathUser(r)
+	if err != nil {
+		return "", "", err
+	}
+	tid := r.PathValue("tid")
+	if err := validID("token", tid); err != nil {
+		return "", "", err
+	}
+	return id, tid, nil
+}
+
+func tokenNotFound(err error, user, tid string) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return errorf(http.StatusNotFound, "token_not_found", "user %q has no token %q", user, tid)
+	}
+	return err
+}
+
+func (s *Server) deleteToken(r *request) (int, any, error) {
+	id, tid, err := s.pathToken(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.cfg.Store.DeleteToken(r.ctx, r.realm(), id, tid); err != nil {
+		return 0, nil, tokenNotFound(err, id, tid)
+	}
+	return http.StatusNoContent, nil, s.audit.Record(r.ctx, audit.TokenDelete, r.actor(), id, map[string]string{"token": tid})
+}
+
+func (s *Server) confirmToken(r *request) (int, any, error) {
+	id, tid, err := s.pathToken(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var in struct {
+		Code string `json:"code"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	res, err := s.svc.Confirm(r.ctx, r.realm(), id, tid, in.Code, r.actor())
+	if err != nil {
+		if errors.Is(err, online.ErrNotPending) {
+			return 0, nil, errorf(http.StatusConflict, "not_pending", "token %q is already confirmed or disabled", tid)
+		}
+		return 0, nil, s.verifyError(tokenNotFound(err, id, tid))
+	}
+	return http.StatusOK, map[string]any{"ok": true, "token": res.TokenID, "status": store.TokenActive}, nil
+}
+
+func (s *Server) resyncToken(r *request) (int, any, error) {
+	id, tid, err := s.pathToken(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	var in struct {
+		Code1 string `json:"code1"`
+		Code2 string `json:"code2"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	res, err := s.svc.Resync(r.ctx, r.realm(), id, tid, in.Code1, in.Code2, r.actor())
+	if err != nil {
+		return 0, nil, s.verifyError(tokenNotFound(err, id, tid))
+	}
+	return http.StatusOK, map[string]any{"ok": true, "token": res.TokenID, "counter": res.Matched}, nil
+}
+
+// verifyError maps the online service's errors to responses: one place, so
+// /v1/verify, confirm and resync answer alike.
+func (s *Server) verifyError(err error) error {
+	var le *online.LockedError
+	switch {
+	case errors.As(err, &le):
+		s.metrics.verify.WithLabelValues("locked").Inc()
+		e := errorf(http.StatusTooManyRequests, "locked", "%s", le.Error())
+		if !le.Hard {
+			e.retryAfter = max(1, int((le.RetryAfter+time.Second-1)/time.Second))
+		}
+		return e
+	case errors.Is(err, online.ErrReplayed):
+		s.metrics.verify.WithLabelValues("replayed").Inc()
+		return errorf(http.StatusUnauthorized, "replayed", "this code was already used; wait for the next one")
+	case errors.Is(err, online.ErrInvalidCode):
+		s.metrics.verify.WithLabelValues("invalid_code").Inc()
+		return errorf(http.StatusUnauthorized, "invalid_code", "the code is not valid")
+	case errors.Is(err, online.ErrMalformedCode):
+		s.metrics.verify.WithLabelValues("malformed_code").Inc()
+		return errorf(http.StatusBadRequest, "malformed_code", "the code must be the digits the authenticator shows (6 to 10 digits)")
+	}
+	return err
+}
+
+type verifyRequest struct {
+	User string `json:"user"`
+	Code string `json:"code"`
+	PIN  string `json:"pin,omitempty"`
+}
+
+func (r *request) decodeVerify() (verifyRequest, error) {
+	var in verifyRequest
+	if err := r.decode(&in); err != nil {
+		return in, err
+	}
+	if err := validID("user", in.User); err != nil {
+		return in, err
+	}
+	if len(in.Code) > otp.MaxDigits || len(in.PIN) > pin.MaxLen {
+		return in, errorf(http.StatusBadRequest, "malformed_code", "the code must be 6 to 10 digits and the PIN at most %d digits", pin.MaxLen)
+	}
+	return in, nil
+}
+
+func (s *Server) verify(r *request) (int, any, error) {
+	in, err := r.decodeVerify()
+	if err != nil {
+		return 0, nil, err
+	}
+	res, err := s.svc.Verify(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor())
+	if err != nil {
+		return 0, nil, s.verifyError(err)
+	}
+	s.metrics.verify.WithLabelValues("ok").Inc()
+	return http.StatusOK, map[string]any{"ok": true, "token": res.TokenID}, nil
+}
+
+func (s *Server) noop(r *request) (int, any, error) {
+	if _, err := r.decodeVerify(); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"ok": true, "token": "noop"}, nil
+}

@@ -1,0 +1,126 @@
+// Package server is Outpost's online authority over HTTP: it enrols users and
+// their tokens, verifies codes online, and is where offline work is issued
+// and reconciled. [New] builds an http.Handler from a [Config]; cmd/outpost's
+// `serve` command wraps it with TLS, signals and the data directory.
+//
+// Every request and response body is JSON. Errors are
+// {"error":{"code":"…","message":"…"}} with the right status; request bodies
+// are limited to 1 MiB (413), unknown fields and trailing data are refused
+// (400). Requests authenticate with "Authorization: Bearer <API token>";
+// each route needs one of the scopes admin, issuer or verifier (admin may do
+// everything). Logs are structured JSON (log/slog) and never contain a code,
+// PIN, seed or token.
+package server
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/apitoken"
+	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 1 << 20
+
+// Config is what a server needs.
+type Config struct {
+	Store  store.Store
+	Master *keys.Master
+	Policy online.Policy
+	Logger *slog.Logger
+	// Issuer is the name shown in authenticator apps (otpauth issuer).
+	Issuer string
+	// Registry receives the server's Prometheus metrics; nil makes a new one.
+	Registry *prometheus.Registry
+	// EnableNoop adds POST /v1/noop, a handler that authenticates and decodes
+	// like /v1/verify but touches no store: the baseline of `outpost bench online`.
+	EnableNoop bool
+	Now        func() time.Time
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg      Config
+	svc      *online.Service
+	audit    *audit.Log
+	tokens   *apitoken.Hasher
+	signer   *keys.Signer
+	log      *slog.Logger
+	mux      *http.ServeMux
+	metrics  *metrics
+	registry *prometheus.Registry
+	routes   []route
+}
+
+// New returns a server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Policy == (online.Policy{}) {
+		cfg.Policy = online.DefaultPolicy
+	}
+	if err := cfg.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Issuer == "" {
+		cfg.Issuer = "Outpost"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	al := &audit.Log{Store: cfg.Store, Now: cfg.Now}
+	s := &Server{
+		cfg:      cfg,
+		audit:    al,
+		tokens:   apitoken.NewHasher(cfg.Master),
+		signer:   cfg.Master.Signer(0),
+		log:      cfg.Logger,
+		registry: cfg.Registry,
+		svc: &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
+			Audit: al, Now: cfg.Now},
+	}
+	s.metrics = newMetrics(cfg.Registry)
+	s.mux = http.NewServeMux()
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+	}
+	return s, nil
+}
+
+// Handler returns the server's root handler.
+func (s *Server) Handler() http.Handler { return s.root() }
+
+// Signer returns the artifact signing key (for handlers of offline work).
+func (s *Server) Signer() *keys.Signer { return s.signer }
+
+// Service returns the online verification service.
+func (s *Server) Service() *online.Service { return s.svc }
+
+// Bootstrap makes sure the default realm exists and, the first time, creates
+// an admin API client and returns its token (shown once). Later calls return "".
+func (s *Server) Bootstrap(ctx context.Context) (string, error) {
+	err := s.cfg.Store.CreateRealm(ctx, store.Realm{ID: DefaultRealm, Name: "Default", CreatedAt: s.cfg.Now()})
+	if err == store.ErrExists || (err != nil && isExists(err)) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	tok, _, err := s.createClient(ctx, DefaultRealm, "bootstrap-admin", []string{store.ScopeAdmin}, "bootstrap")
+	return tok, err
+}
+
+// DefaultRealm is the realm created at bootstrap.
+const DefaultRealm = "default"
