@@ -168,7 +168,9 @@ func (e *env) adminUserCmd() *cobra.Command {
 			},
 			text: func(e *env, _ map[string]any) error { fmt.Fprintln(e.stdout, "PIN set"); return nil }}),
 		e.apiCmd(apiCall{use: "unlock ID", short: "Reset a user's failure counter and lockout", args: cobra.ExactArgs(1), example: "  outpost admin user unlock alice",
-			call: func(a []string) (string, string, any, error) { return "DELETE", "/v1/users/" + esc(a[0]) + "/lockout", nil, nil },
+			call: func(a []string) (string, string, any, error) {
+				return "DELETE", "/v1/users/" + esc(a[0]) + "/lockout", nil, nil
+			},
 			text: func(e *env, _ map[string]any) error { fmt.Fprintln(e.stdout, "unlocked"); return nil }}),
 	)
 	return c
@@ -191,7 +193,7 @@ func (e *env) adminTokenCmd() *cobra.Command {
 	}
 	c.AddCommand(
 		e.apiCmd(apiCall{use: "add --user U [--type totp|hotp] [--algorithm SHA1] [--digits 6] [--period 30]",
-			short: "Enrol a token: prints its otpauth URI and QR code once; confirm it with a first code",
+			short:   "Enrol a token: prints its otpauth URI and QR code once; confirm it with a first code",
 			example: "  outpost admin token add --user alice --qr\n  outpost admin token confirm --user alice --token tok_... --code 123456",
 			flags: func(c *cobra.Command) {
 				userFlag(c)
@@ -243,10 +245,15 @@ func (e *env) adminTokenCmd() *cobra.Command {
 			call: func(a []string) (string, string, any, error) {
 				return "POST", "/v1/users/" + esc(user) + "/tokens/" + esc(tok) + "/confirm", map[string]string{"code": code}, nil
 			},
-			text: func(e *env, o map[string]any) error { fmt.Fprintf(e.stdout, "token %v active\n", o["token"]); return nil }}),
+			text: func(e *env, o map[string]any) error {
+				fmt.Fprintf(e.stdout, "token %v active\n", o["token"])
+				return nil
+			}}),
 		e.apiCmd(apiCall{use: "list --user U", short: "List a user's tokens", example: "  outpost admin token list --user alice --json",
 			flags: userFlag,
-			call:  func(a []string) (string, string, any, error) { return "GET", "/v1/users/" + esc(user) + "/tokens", nil, nil }}),
+			call: func(a []string) (string, string, any, error) {
+				return "GET", "/v1/users/" + esc(user) + "/tokens", nil, nil
+			}}),
 		e.apiCmd(apiCall{use: "delete --user U --token T", short: "Delete a token", example: "  outpost admin token delete --user alice --token tok_abc",
 			flags: tokFlag,
 			call: func(a []string) (string, string, any, error) {
@@ -288,7 +295,10 @@ func (e *env) adminVerifyCmd() *cobra.Command {
 			}
 			return "POST", "/v1/verify", body, nil
 		},
-		text: func(e *env, o map[string]any) error { fmt.Fprintf(e.stdout, "accepted (token %v)\n", o["token"]); return nil }})
+		text: func(e *env, o map[string]any) error {
+			fmt.Fprintf(e.stdout, "accepted (token %v)\n", o["token"])
+			return nil
+		}})
 }
 
 func (e *env) adminAPIClientCmd() *cobra.Command {
@@ -312,7 +322,9 @@ func (e *env) adminAPIClientCmd() *cobra.Command {
 		e.apiCmd(apiCall{use: "list", short: "List API clients", example: "  outpost admin api-client list --json",
 			call: func(a []string) (string, string, any, error) { return "GET", "/v1/api-clients", nil, nil }}),
 		e.apiCmd(apiCall{use: "disable ID", short: "Disable an API client", args: cobra.ExactArgs(1), example: "  outpost admin api-client disable cli_0123",
-			call: func(a []string) (string, string, any, error) { return "DELETE", "/v1/api-clients/" + esc(a[0]), nil, nil }}),
+			call: func(a []string) (string, string, any, error) {
+				return "DELETE", "/v1/api-clients/" + esc(a[0]), nil, nil
+			}}),
 	)
 	return c
 }

@@ -432,4 +432,3 @@ func TestAuditTamperDetected(t *testing.T) {
 		t.Fatalf("tamper not found: %s", r.raw)
 	}
 }
-
