@@ -35,6 +35,21 @@ var (
 	ErrReplayed = errors.New("store: code already used")
 	// ErrConflict: a concurrent writer changed the row; the caller may retry.
 	ErrConflict = errors.New("store: concurrent update")
+	// ErrInvalid: a record or argument fails the store's own checks (an
+	// empty or oversized ID, an unknown status, type or scope, a page limit
+	// out of range). Servers map it to 400; it never reaches the database.
+	ErrInvalid = errors.New("store: invalid record")
+)
+
+// Limits the store checks before touching the database.
+const (
+	// MaxIDLen bounds every ID (realm, user, token, API client) and name, in bytes.
+	MaxIDLen = 256
+	// MaxListLimit is the largest page ListUsers and ListAudit return; a
+	// larger limit is ErrInvalid rather than silently cut short.
+	MaxListLimit = 1000
+	// MaxBlobLen bounds PIN hashes, seed ciphertexts and token hashes, in bytes.
+	MaxBlobLen = 4096
 )
 
 // Realm is a tenant. Every other record belongs to exactly one realm.
@@ -124,9 +139,13 @@ type Store interface {
 	CreateRealm(ctx context.Context, r Realm) error // ErrExists
 	GetRealm(ctx context.Context, id string) (Realm, error)
 
-	CreateUser(ctx context.Context, u User) error // ErrExists
+	// CreateUser stores u. ErrExists if the realm already has that user ID;
+	// ErrNotFound if the realm does not exist.
+	CreateUser(ctx context.Context, u User) error
 	GetUser(ctx context.Context, realm, id string) (User, error)
-	// ListUsers returns up to limit users with ID > after, ordered by ID.
+	// ListUsers returns up to limit (1..MaxListLimit) users with ID > after,
+	// ordered by ID in the database's collation (byte order on SQLite); pass
+	// the last ID of a page as after to get the next one, "" for the first.
 	ListUsers(ctx context.Context, realm, after string, limit int) ([]User, error)
 	// DeleteUser removes the user and all their tokens.
 	DeleteUser(ctx context.Context, realm, id string) error
@@ -163,6 +182,6 @@ type Store interface {
 	// sequence number's uniqueness and retry; none is lost. It returns the
 	// stored entry.
 	AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.Entry, error)
-	// ListAudit returns up to limit entries with Seq > after, in order.
+	// ListAudit returns up to limit (1..MaxListLimit) entries with Seq > after, in order.
 	ListAudit(ctx context.Context, after uint64, limit int) ([]eventlog.Entry, error)
 }

@@ -1,0 +1,132 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// The SQL of this package is written once (sql.go) and runs on both engines:
+// SQLite and PostgreSQL both accept $N placeholders, ON CONFLICT, RETURNING,
+// TRUE/FALSE, BIGINT and BYTEA (a type name SQLite stores blobs under
+// unchanged). What differs between the engines is only how a connection is
+// held and how an error is classified, and that is all an engine provides.
+
+// querier runs statements, on a pool or inside a transaction.
+type querier interface {
+	// exec runs a statement and returns the number of rows it changed.
+	exec(ctx context.Context, q string, args ...any) (int64, error)
+	query(ctx context.Context, q string, args ...any) (rows, error)
+	queryRow(ctx context.Context, q string, args ...any) row
+}
+
+type rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close()
+}
+
+// row is one result row; Scan returns an error matching sql.ErrNoRows when
+// there is none (pgx.ErrNoRows does too).
+type row interface {
+	Scan(dest ...any) error
+}
+
+// tx is a transaction: a querier that ends with commit or rollback.
+type tx interface {
+	querier
+	commit(ctx context.Context) error
+	rollback(ctx context.Context) error
+}
+
+// engine is what each database provides to the shared SQL code.
+type engine interface {
+	name() string
+	// reader and writer are where single statements run. SQLite funnels
+	// writes through one connection so that writers queue in Go instead of
+	// sleeping in SQLite's busy handler; PostgreSQL returns its pool for both.
+	reader() querier
+	writer() querier
+	// begin starts a read-write transaction (BEGIN IMMEDIATE on SQLite, so
+	// that it holds the write lock from its first statement).
+	begin(ctx context.Context) (tx, error)
+	ping(ctx context.Context) error
+	close() error
+	// classify maps an engine error to a sentinel it wraps: ErrExists for a
+	// unique violation, errForeignKey for a foreign-key violation,
+	// ErrConflict for a serialisation failure or deadlock. Other errors are
+	// returned unchanged.
+	classify(err error) error
+}
+
+// classify is engine.classify for errors that may already be classified (an
+// error from inside a transaction passes through it twice).
+func classify(e engine, err error) error {
+	for _, sentinel := range []error{ErrExists, ErrNotFound, ErrConflict, ErrReplayed, ErrInvalid, errForeignKey} {
+		if errors.Is(err, sentinel) {
+			return err
+		}
+	}
+	return e.classify(err)
+}
+
+// errForeignKey marks a foreign-key violation; callers turn it into the
+// ErrNotFound that names what is missing.
+var errForeignKey = errors.New("store: referenced record does not exist")
+
+// maxTxAttempts bounds how often inTx retries a transaction that lost a race
+// (ErrConflict). AppendAudit also retries on ErrExists: a concurrent appender
+// took the sequence number.
+const maxTxAttempts = 64
+
+// inTx runs fn in a transaction and commits it, retrying the whole
+// transaction after a short, growing, jittered pause when it fails with an
+// error for which retry returns true. Errors come back classified.
+func inTx(ctx context.Context, e engine, retry func(error) bool, fn func(q querier) error) error {
+	var err error
+	for attempt := 0; attempt < maxTxAttempts; attempt++ {
+		if attempt > 0 {
+			if werr := backoff(ctx, attempt); werr != nil {
+				return werr
+			}
+		}
+		err = runTx(ctx, e, fn)
+		if err == nil || !retry(err) {
+			return err
+		}
+	}
+	return fmt.Errorf("%w: gave up after %d attempts: %w", ErrConflict, maxTxAttempts, err)
+}
+
+func runTx(ctx context.Context, e engine, fn func(q querier) error) error {
+	t, err := e.begin(ctx)
+	if err != nil {
+		return classify(e, err)
+	}
+	if err := fn(t); err != nil {
+		_ = t.rollback(ctx)
+		return classify(e, err)
+	}
+	return classify(e, t.commit(ctx))
+}
+
+// isConflict is the retry rule of ordinary transactions.
+func isConflict(err error) bool { return errors.Is(err, ErrConflict) }
+
+// backoff sleeps about attempt milliseconds (capped at 20), jittered so that
+// racing replicas spread out.
+func backoff(ctx context.Context, attempt int) error {
+	d := time.Duration(min(attempt, 20)) * time.Millisecond
+	d = d/2 + time.Duration(rand.Int64N(int64(d)/2+1)) // not a secret: math/rand is enough
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

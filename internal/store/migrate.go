@@ -1,0 +1,147 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Migrations are the files migrations/NNNN_name.sql, numbered from 0001
+// without gaps, each applied once, in order, in its own transaction, by
+// every Open. To change the schema, add the next file; never edit one that
+// has shipped (Open refuses a database whose recorded checksum of an applied
+// migration differs from the file's). Write each in the SQL all three
+// databases accept: CREATE TABLE / CREATE INDEX / ALTER TABLE ADD COLUMN,
+// BIGINT, TEXT, BOOLEAN, BYTEA, no triggers, no functions.
+//
+// Applying is safe when several replicas start at once: a migration's first
+// statement claims its version in schema_migrations with
+// INSERT ... ON CONFLICT DO NOTHING. A replica that finds the row taken (or
+// that waits on the claiming transaction and then finds it) skips the file.
+// The claim and the file's statements commit together, so a replica that
+// crashes halfway leaves nothing claimed. No advisory lock is needed, which
+// CockroachDB does not offer.
+//
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+type migration struct {
+	version int64
+	name    string
+	sql     string
+	sum     []byte // SHA-256 of the file
+}
+
+// migrations parses the embedded files; a naming mistake is a programming
+// error caught by the tests, reported rather than panicking.
+func migrations() ([]migration, error) {
+	names, err := fs.Glob(migrationFiles, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	ms := make([]migration, 0, len(names))
+	for i, path := range names { // Glob sorts, and the numbers have four digits
+		name := strings.TrimPrefix(path, "migrations/")
+		num, _, ok := strings.Cut(name, "_")
+		v, err := strconv.ParseInt(num, 10, 64)
+		if !ok || len(num) != 4 || err != nil || v != int64(i+1) {
+			return nil, fmt.Errorf("store: migration file %s: want %04d_name.sql (numbered from 0001 without gaps)", name, i+1)
+		}
+		body, err := migrationFiles.ReadFile(path)
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(body)
+		ms = append(ms, migration{version: v, name: name, sql: string(body), sum: sum[:]})
+	}
+	return ms, nil
+}
+
+const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    BIGINT NOT NULL PRIMARY KEY,
+	name       TEXT   NOT NULL,
+	checksum   BYTEA  NOT NULL,
+	applied_us BIGINT NOT NULL
+)`
+
+// migrate brings the database to the newest schema this binary knows.
+func migrate(ctx context.Context, e engine) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	// Two PostgreSQL sessions running CREATE TABLE IF NOT EXISTS at once can
+	// collide in the system catalogue (a unique violation): the loser retries
+	// and then sees the table.
+	for attempt := 0; ; attempt++ {
+		_, err := e.writer().exec(ctx, createMigrationsTable)
+		err = classify(e, err)
+		if err == nil {
+			break
+		}
+		if attempt >= 10 || !(errors.Is(err, ErrExists) || errors.Is(err, ErrConflict)) {
+			return fmt.Errorf("store: creating schema_migrations: %w", err)
+		}
+		if err := backoff(ctx, attempt+1); err != nil {
+			return err
+		}
+	}
+	applied, err := appliedMigrations(ctx, e)
+	if err != nil {
+		return err
+	}
+	for v, sum := range applied {
+		if v < 1 || v > int64(len(ms)) {
+			return fmt.Errorf("store: the database has schema version %d but this outpost knows versions 1 to %d: run a newer outpost against it", v, len(ms))
+		}
+		if m := ms[v-1]; !bytes.Equal(sum, m.sum) {
+			return fmt.Errorf("store: migration %s differs from the one applied to this database: migrations must never be edited once shipped; add a new one instead", m.name)
+		}
+	}
+	for _, m := range ms {
+		if _, ok := applied[m.version]; ok {
+			continue
+		}
+		err := inTx(ctx, e, isConflict, func(q querier) error {
+			n, err := q.exec(ctx, `INSERT INTO schema_migrations (version, name, checksum, applied_us) VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING`,
+				m.version, m.name, m.sum, time.Now().UnixMicro())
+			if err != nil || n == 0 { // n == 0: another replica applied it
+				return err
+			}
+			_, err = q.exec(ctx, m.sql)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("store: applying migration %s: %w", m.name, err)
+		}
+	}
+	return nil
+}
+
+func appliedMigrations(ctx context.Context, e engine) (map[int64][]byte, error) {
+	rs, err := e.writer().query(ctx, `SELECT version, checksum FROM schema_migrations`)
+	if err != nil {
+		return nil, fmt.Errorf("store: reading schema_migrations: %w", err)
+	}
+	defer rs.Close()
+	applied := map[int64][]byte{}
+	for rs.Next() {
+		var v int64
+		var sum []byte
+		if err := rs.Scan(&v, &sum); err != nil {
+			return nil, fmt.Errorf("store: reading schema_migrations: %w", err)
+		}
+		applied[v] = sum
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("store: reading schema_migrations: %w", err)
+	}
+	return applied, nil
+}

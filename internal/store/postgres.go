@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pgEngine is PostgreSQL (or CockroachDB) through one pgx pool, used for
+// reads, writes and transactions alike. Transactions run at the server's
+// default isolation (READ COMMITTED on PostgreSQL, SERIALIZABLE on
+// CockroachDB); the conditional UPDATEs and the audit sequence number's
+// primary key make both correct.
+type pgEngine struct {
+	pool *pgxpool.Pool
+}
+
+// isPostgresDSN reports whether dsn names a PostgreSQL server.
+func isPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+func openPostgres(ctx context.Context, dsn string) (*pgEngine, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse errors quote the DSN, password included: say only what to fix.
+		return nil, errors.New("postgres: the DSN does not parse; use postgres://USER[:PASSWORD]@HOST:PORT/DB?sslmode=...[&search_path=SCHEMA][&pool_max_conns=N]")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: connecting to %s:%d/%s: %w (is the server running and the DSN right?)",
+			cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
+	}
+	return &pgEngine{pool: pool}, nil
+}
+
+func (e *pgEngine) name() string                   { return "postgres" }
+func (e *pgEngine) reader() querier                { return pgQuerier{e.pool} }
+func (e *pgEngine) writer() querier                { return pgQuerier{e.pool} }
+func (e *pgEngine) ping(ctx context.Context) error { return e.pool.Ping(ctx) }
+func (e *pgEngine) close() error                   { e.pool.Close(); return nil }
+func (e *pgEngine) begin(ctx context.Context) (tx, error) {
+	t, err := e.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return pgTx{pgQuerier{t}, t}, nil
+}
+
+// SQLSTATE codes classify maps.
+const (
+	pgUniqueViolation      = "23505"
+	pgForeignKeyViolation  = "23503"
+	pgSerializationFailure = "40001"
+	pgDeadlockDetected     = "40P01"
+)
+
+func (e *pgEngine) classify(err error) error {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	switch pe.Code {
+	case pgUniqueViolation:
+		return fmt.Errorf("%w (%w)", ErrExists, err)
+	case pgForeignKeyViolation:
+		return fmt.Errorf("%w (%w)", errForeignKey, err)
+	case pgSerializationFailure, pgDeadlockDetected:
+		return fmt.Errorf("%w (%w)", ErrConflict, err)
+	}
+	return err
+}
+
+// pgRunner is what *pgxpool.Pool and pgx.Tx have in common.
+type pgRunner interface {
+	Exec(ctx context.Context, q string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, q string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, q string, args ...any) pgx.Row
+}
+
+// pgQuerier adapts pgx to querier.
+type pgQuerier struct{ db pgRunner }
+
+func (q pgQuerier) exec(ctx context.Context, s string, args ...any) (int64, error) {
+	tag, err := q.db.Exec(ctx, s, args...)
+	return tag.RowsAffected(), err
+}
+
+func (q pgQuerier) query(ctx context.Context, s string, args ...any) (rows, error) {
+	return q.db.Query(ctx, s, args...)
+}
+
+func (q pgQuerier) queryRow(ctx context.Context, s string, args ...any) row {
+	return q.db.QueryRow(ctx, s, args...)
+}
+
+type pgTx struct {
+	pgQuerier
+	t pgx.Tx
+}
+
+func (t pgTx) commit(ctx context.Context) error   { return t.t.Commit(ctx) }
+func (t pgTx) rollback(ctx context.Context) error { return t.t.Rollback(ctx) }

@@ -1,0 +1,164 @@
+package store
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/outpost-auth/outpost/otp"
+)
+
+// The checks below keep records the rest of Outpost can rely on. They are
+// the last line, not the first: the server validates requests with its own,
+// friendlier messages. Every failure wraps ErrInvalid.
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
+}
+
+// checkID checks an identifier: 1..MaxIDLen bytes of UTF-8 without control
+// characters.
+func checkID(what, id string) error {
+	if id == "" || len(id) > MaxIDLen {
+		return invalid("%s must be 1 to %d bytes long", what, MaxIDLen)
+	}
+	return checkText(what, id)
+}
+
+// checkText checks free text (names): at most MaxIDLen bytes of UTF-8
+// without control characters.
+func checkText(what, s string) error {
+	if len(s) > MaxIDLen {
+		return invalid("%s is longer than %d bytes", what, MaxIDLen)
+	}
+	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return invalid("%s must be UTF-8 without control characters", what)
+	}
+	return nil
+}
+
+func checkBlob(what string, b []byte) error {
+	if len(b) > MaxBlobLen {
+		return invalid("%s is %d bytes, more than %d", what, len(b), MaxBlobLen)
+	}
+	return nil
+}
+
+func checkLimit(limit int) error {
+	if limit < 1 || limit > MaxListLimit {
+		return invalid("page limit %d out of range (use 1 to %d)", limit, MaxListLimit)
+	}
+	return nil
+}
+
+func checkRealm(r *Realm) error {
+	if err := checkID("realm ID", r.ID); err != nil {
+		return err
+	}
+	return checkText("realm name", r.Name)
+}
+
+func checkUser(u *User) error {
+	if err := checkID("realm ID", u.Realm); err != nil {
+		return err
+	}
+	if err := checkID("user ID", u.ID); err != nil {
+		return err
+	}
+	if err := checkText("display name", u.DisplayName); err != nil {
+		return err
+	}
+	if u.Failures < 0 {
+		return invalid("failure count %d is negative", u.Failures)
+	}
+	return checkBlob("PIN hash", u.PINHash)
+}
+
+var tokenStatuses = []string{TokenPending, TokenActive, TokenDisabled}
+
+func checkStatus(s string) error {
+	if !slices.Contains(tokenStatuses, s) {
+		return invalid("token status %q (use %s)", truncate(s), strings.Join(tokenStatuses, ", "))
+	}
+	return nil
+}
+
+// checkToken checks a token's parameters with the otp package's own rules
+// (otp.Params.Validate) and requires their canonical spelling, so that what
+// is stored is exactly what otp.ParseType and otp.ParseAlgorithm print.
+func checkToken(t *Token) error {
+	for _, f := range []struct{ what, id string }{{"realm ID", t.Realm}, {"user ID", t.UserID}, {"token ID", t.ID}} {
+		if err := checkID(f.what, f.id); err != nil {
+			return err
+		}
+	}
+	typ, err := otp.ParseType(t.Type)
+	if err != nil || typ.String() != t.Type {
+		return invalid("token type %q (use totp or hotp)", truncate(t.Type))
+	}
+	alg, err := otp.ParseAlgorithm(t.Algorithm)
+	if err != nil || alg.String() != t.Algorithm {
+		return invalid("token algorithm %q (use SHA1, SHA256 or SHA512)", truncate(t.Algorithm))
+	}
+	if t.Period < 0 || (typ == otp.TypeHOTP && t.Period != 0) {
+		return invalid("token period %d (HOTP tokens have period 0)", t.Period)
+	}
+	p := otp.Params{Type: typ, Algorithm: alg, Digits: t.Digits, Period: uint64(t.Period)}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	switch {
+	case t.SeedMode == SeedDerived && len(t.SeedCiphertext) != 0:
+		return invalid("a derived-seed token stores no seed ciphertext")
+	case t.SeedMode == SeedRandom && len(t.SeedCiphertext) == 0:
+		return invalid("a random-seed token needs its seed ciphertext")
+	case t.SeedMode != SeedDerived && t.SeedMode != SeedRandom:
+		return invalid("seed mode %q (use %s or %s)", truncate(t.SeedMode), SeedDerived, SeedRandom)
+	}
+	if t.LastUsed < 0 {
+		return invalid("last used step or counter %d is negative", t.LastUsed)
+	}
+	if err := checkStatus(t.Status); err != nil {
+		return err
+	}
+	return checkBlob("seed ciphertext", t.SeedCiphertext)
+}
+
+var apiScopes = []string{ScopeAdmin, ScopeIssuer, ScopeVerifier}
+
+// checkAPIClient checks c. Realm may be empty: the server decides what a
+// client outside every realm means.
+func checkAPIClient(c *APIClient) error {
+	if c.Realm != "" {
+		if err := checkID("realm ID", c.Realm); err != nil {
+			return err
+		}
+	}
+	if err := checkID("API client ID", c.ID); err != nil {
+		return err
+	}
+	if err := checkText("API client name", c.Name); err != nil {
+		return err
+	}
+	if len(c.Scopes) == 0 {
+		return invalid("an API client needs at least one scope (%s)", strings.Join(apiScopes, ", "))
+	}
+	for i, s := range c.Scopes {
+		if !slices.Contains(apiScopes, s) || slices.Contains(c.Scopes[:i], s) {
+			return invalid("API scope %q unknown or repeated (use %s)", truncate(s), strings.Join(apiScopes, ", "))
+		}
+	}
+	if len(c.TokenHash) == 0 {
+		return invalid("an API client needs its token hash")
+	}
+	return checkBlob("token hash", c.TokenHash)
+}
+
+// truncate shortens a bad value quoted in an error message.
+func truncate(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
+}
