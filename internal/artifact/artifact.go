@@ -170,6 +170,10 @@ func Verify(data []byte, ring Keyring, want Expect) (Header, json.RawMessage, er
 	if !ok {
 		return fail(ErrUnknownKey, "key id %q; pin the server's key with 'outpost keys export-public'", truncate(env.KeyID))
 	}
+	if len(pub) != ed25519.PublicKeySize {
+		// ed25519.Verify panics on a malformed key; a keyring bug must not.
+		return fail(ErrUnknownKey, "the keyring's key for %q has %d bytes, not %d", truncate(env.KeyID), len(pub), ed25519.PublicKeySize)
+	}
 	if !ed25519.Verify(pub, signedMessage(env.KeyID, env.Payload), env.Sig) {
 		return fail(ErrBadSig, "key id %s", env.KeyID)
 	}
