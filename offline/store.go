@@ -1,0 +1,924 @@
+package offline
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/devicelog"
+	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sqlitedb"
+	"github.com/outpost-auth/outpost/otp"
+)
+
+// Files in a field data directory.
+const (
+	// DatabaseFile is the SQLite store: bundles, token state, the device log.
+	DatabaseFile = "field.db"
+	// IdentityFile is the device's Ed25519 key (PKCS#8 PEM, mode 0600).
+	IdentityFile = devicelog.IdentityFile
+	// PublicKeyFile is the device's public key (PEM), for registering the device.
+	PublicKeyFile = "device.pub"
+)
+
+const schemaVersion = "1"
+
+// Policy is the device's local lockout and window policy (OneSpan's state
+// data block rules). It is fixed at [Init] and stored in the database.
+type Policy struct {
+	// MaxFailures consecutive wrong codes for one token wipe every bundle of
+	// that user on this device (1 to 1000).
+	MaxFailures int `json:"max_failures"`
+	// After the n-th consecutive failure the next attempt must wait
+	// DelayBase × 2^(n-1), at most DelayMax. DelayBase 0 disables delays.
+	DelayBase time.Duration `json:"delay_base"`
+	DelayMax  time.Duration `json:"delay_max"`
+	// ClockTolerance is how far the clock may go back behind the latest time
+	// the store has seen (its high-water mark), and the skew allowed at both
+	// ends of a bundle's validity window.
+	ClockTolerance time.Duration `json:"clock_tolerance"`
+	// TOTPBack and TOTPForward are the steps tried either side of the device
+	// clock's step (0 to 10 each).
+	TOTPBack    int `json:"totp_back"`
+	TOTPForward int `json:"totp_forward"`
+	// HOTPLookahead is how many counters after the next expected one are
+	// tried (0 to 20): next..next+HOTPLookahead.
+	HOTPLookahead int `json:"hotp_lookahead"`
+}
+
+// DefaultPolicy: wipe after 10 failures, delays 1 s, 2 s, 4 s … up to 5 min,
+// 5 minutes of clock tolerance, TOTP steps −1..+1 (3 KDF evaluations per
+// attempt), HOTP look-ahead 4 (5 evaluations).
+var DefaultPolicy = Policy{MaxFailures: 10, DelayBase: time.Second, DelayMax: 5 * time.Minute,
+	ClockTolerance: 5 * time.Minute, TOTPBack: 1, TOTPForward: 1, HOTPLookahead: 4}
+
+// Validate checks p's ranges.
+func (p Policy) Validate() error {
+	switch {
+	case p.MaxFailures < 1 || p.MaxFailures > 1000:
+		return fmt.Errorf("offline: max failures %d (use 1 to 1000)", p.MaxFailures)
+	case p.DelayBase < 0 || p.DelayMax < p.DelayBase || p.DelayMax > 24*time.Hour:
+		return fmt.Errorf("offline: delays %v..%v (use 0 <= base <= max <= 24h)", p.DelayBase, p.DelayMax)
+	case p.ClockTolerance < 0 || p.ClockTolerance > 24*time.Hour:
+		return fmt.Errorf("offline: clock tolerance %v (use 0 to 24h)", p.ClockTolerance)
+	case p.TOTPBack < 0 || p.TOTPBack > 10 || p.TOTPForward < 0 || p.TOTPForward > 10:
+		return fmt.Errorf("offline: TOTP window -%d..+%d (use 0 to 10 each way)", p.TOTPBack, p.TOTPForward)
+	case p.HOTPLookahead < 0 || p.HOTPLookahead > 20:
+		return fmt.Errorf("offline: HOTP look-ahead %d (use 0 to 20)", p.HOTPLookahead)
+	}
+	return nil
+}
+
+// Delay is the wait imposed after the n-th consecutive failure.
+func (p Policy) Delay(n int) time.Duration {
+	if n < 1 || p.DelayBase <= 0 {
+		return 0
+	}
+	d := p.DelayBase
+	for i := 1; i < n && d < p.DelayMax; i++ {
+		d *= 2
+	}
+	return min(d, p.DelayMax)
+}
+
+// Errors of the store. Refusals of a verification wrap ErrRefused; the CLI
+// maps ErrRefused to exit 3, ErrLocked and ErrWiped to 4, ErrCorrupt and the
+// bundle integrity errors to 5.
+var (
+	ErrNotInitialised     = errors.New("offline: no field store in this directory")
+	ErrAlreadyInitialised = errors.New("offline: a field store already exists in this directory")
+	// ErrCorrupt: the database, a stored bundle or the device key is damaged or was altered.
+	ErrCorrupt = errors.New("offline: the local store is damaged or was altered")
+	// ErrUnknownUser: no bundle (and no state) for the user on this device.
+	ErrUnknownUser = errors.New("offline: no bundle for this user on this device")
+	// ErrAmbiguous: the user has several tokens here; name one.
+	ErrAmbiguous = errors.New("offline: several tokens match")
+	// ErrStale: an import of a bundle not newer (by serial) than the one held.
+	ErrStale = errors.New("offline: bundle is not newer than the one already imported")
+	// ErrPINRequired and ErrPINNotUsed: the attempt's PIN does not fit the bundle.
+	ErrPINRequired = errors.New("offline: this token needs the user's PIN with the code")
+	ErrPINNotUsed  = errors.New("offline: this token's bundle takes no PIN")
+
+	ErrRefused = errors.New("offline: refused")
+	// ErrWrongCode: the code (or PIN) matched no entry in the window; it counts as a failure.
+	ErrWrongCode = fmt.Errorf("%w: wrong code", ErrRefused)
+	// ErrNoEntries: the bundle has no unused entry for now (used up, period
+	// over or not started, or this time step's code already used).
+	ErrNoEntries = fmt.Errorf("%w: no usable entry", ErrRefused)
+	// ErrClockBack: the device clock is behind the latest time seen by more than the tolerance.
+	ErrClockBack = fmt.Errorf("%w: device clock was set back", ErrRefused)
+	// ErrOutOfValidity: the stored bundle is expired or not yet valid.
+	ErrOutOfValidity = fmt.Errorf("%w: bundle outside its validity window", ErrRefused)
+
+	// ErrLocked: too many recent failures; wait before the next attempt.
+	ErrLocked = errors.New("offline: locked after failed attempts")
+	// ErrWiped: the user's entries were wiped after too many failures.
+	ErrWiped = errors.New("offline: wiped after too many failed attempts")
+)
+
+// Config is what Init records in a new store.
+type Config struct {
+	// DeviceID is this device's id: bundles must be bound to it.
+	DeviceID string
+	// ServerKey is the server's artifact signing key (from 'outpost keys export-public').
+	ServerKey ed25519.PublicKey
+	// Policy: the zero value means DefaultPolicy.
+	Policy Policy
+}
+
+// Options tune an open store.
+type Options struct {
+	// Now is the device clock; nil means time.Now.
+	Now func() time.Time
+	// Workers is the goroutines one verification runs the KDF on; 0 = GOMAXPROCS.
+	Workers int
+}
+
+// Store is a field device's local store. It is safe for concurrent use, also
+// by several processes: every decision is made in one SQLite transaction.
+type Store struct {
+	db      *sql.DB
+	dir     string
+	id      *devicelog.Identity
+	device  string
+	servers []ed25519.PublicKey
+	policy  Policy
+	now     func() time.Time
+	workers int
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS field_meta (
+	k TEXT PRIMARY KEY,
+	v BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS field_bundles (
+	realm       TEXT NOT NULL,
+	usr         TEXT NOT NULL,
+	token       TEXT NOT NULL,
+	serial      INTEGER NOT NULL,
+	data        BLOB NOT NULL,
+	imported_us INTEGER NOT NULL,
+	PRIMARY KEY (realm, usr, token)
+);
+CREATE TABLE IF NOT EXISTS field_tokens (
+	realm           TEXT NOT NULL,
+	usr             TEXT NOT NULL,
+	token           TEXT NOT NULL,
+	last_used       INTEGER NOT NULL DEFAULT -1,
+	failures        INTEGER NOT NULL DEFAULT 0,
+	locked_until_us INTEGER NOT NULL DEFAULT 0,
+	wiped_us        INTEGER NOT NULL DEFAULT 0,
+	max_serial      INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (realm, usr, token)
+);`
+
+// Init creates a field store in dir (mode 0700): the device's Ed25519
+// identity (device.key, device.pub), the SQLite database with the pinned
+// server key and the policy, and the first entry of the device log. It
+// refuses a directory that already holds a store.
+func Init(ctx context.Context, dir string, cfg Config, opts Options) (*Store, error) {
+	if err := checkID("device", cfg.DeviceID); err != nil {
+		return nil, fmt.Errorf("offline: %w", err)
+	}
+	if len(cfg.ServerKey) != ed25519.PublicKeySize {
+		return nil, errors.New("offline: the server's Ed25519 public key is required")
+	}
+	pol := cfg.Policy
+	if pol == (Policy{}) {
+		pol = DefaultPolicy
+	}
+	if err := pol.Validate(); err != nil {
+		return nil, err
+	}
+	dbPath := filepath.Join(dir, DatabaseFile)
+	if _, err := os.Stat(dbPath); err == nil {
+		return nil, fmt.Errorf("%w: %s exists (use it, or choose another --data)", ErrAlreadyInitialised, dbPath)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("offline: %w", err)
+	}
+	id, err := devicelog.LoadOrCreateIdentity(dir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sqlitedb.Open(dbPath)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{db: db, dir: dir, id: id, device: cfg.DeviceID, servers: []ed25519.PublicKey{cfg.ServerKey}, policy: pol}
+	s.setOptions(opts)
+	if err := s.create(ctx); err != nil {
+		db.Close()
+		os.Remove(dbPath)
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, PublicKeyFile), s.devicePublicPEM(), 0o644); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("offline: writing %s: %w", PublicKeyFile, err)
+	}
+	return s, nil
+}
+
+func (s *Store) create(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, schema); err != nil {
+		return fmt.Errorf("offline: creating tables: %w", err)
+	}
+	if err := devicelog.Migrate(ctx, s.db); err != nil {
+		return err
+	}
+	pol, _ := json.Marshal(s.policy)
+	srv, _ := json.Marshal(s.servers)
+	now := s.now()
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for k, v := range map[string][]byte{
+			"schema": []byte(schemaVersion), "device_id": []byte(s.device), "device_public_key": s.id.Public,
+			"server_keys": srv, "policy": pol, "clock_hwm_us": []byte(strconv.FormatInt(now.UnixMicro(), 10)),
+		} {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO field_meta (k, v) VALUES (?, ?)`, k, v); err != nil {
+				return err
+			}
+		}
+		ids := make([]string, len(s.servers))
+		for i, k := range s.servers {
+			ids[i] = keys.KeyID(k)
+		}
+		return s.log(ctx, tx, now, "init", "", map[string]any{"device": s.device, "device_key": s.id.KeyID, "server_keys": ids, "policy": s.policy})
+	})
+}
+
+// Open opens the field store in dir, checking the database's integrity, that
+// the device key matches the one recorded at Init, and the schema version.
+func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
+	dbPath := filepath.Join(dir, DatabaseFile)
+	if _, err := os.Stat(dbPath); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s: run 'outpost field init --data %s ...' first", ErrNotInitialised, dir, dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, IdentityFile)); err != nil {
+		return nil, fmt.Errorf("%w: the device key %s is missing: %v", ErrCorrupt, filepath.Join(dir, IdentityFile), err)
+	}
+	id, err := devicelog.LoadOrCreateIdentity(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	db, err := sqlitedb.Open(dbPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	s := &Store{db: db, dir: dir, id: id}
+	s.setOptions(opts)
+	if err := s.load(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) setOptions(o Options) {
+	s.now = o.Now
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.workers = o.Workers
+	if s.workers <= 0 {
+		s.workers = runtime.GOMAXPROCS(0)
+	}
+}
+
+func (s *Store) load(ctx context.Context) error {
+	corrupt := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s: restore the data directory from a backup, or run 'outpost field init' in a new one and import fresh bundles", ErrCorrupt, fmt.Sprintf(format, a...))
+	}
+	var check string
+	if err := s.db.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&check); err != nil {
+		return corrupt("%s is not a readable SQLite database (%v)", DatabaseFile, err)
+	}
+	if check != "ok" {
+		return corrupt("SQLite integrity check: %.200s", check)
+	}
+	meta := map[string][]byte{}
+	rows, err := s.db.QueryContext(ctx, `SELECT k, v FROM field_meta`)
+	if err != nil {
+		return corrupt("reading settings: %v", err)
+	}
+	for rows.Next() {
+		var k string
+		var v []byte
+		if err := rows.Scan(&k, &v); err != nil {
+			rows.Close()
+			return corrupt("reading settings: %v", err)
+		}
+		meta[k] = v
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return corrupt("reading settings: %v", err)
+	}
+	if string(meta["schema"]) != schemaVersion {
+		return corrupt("schema version %q, this Outpost reads %q", meta["schema"], schemaVersion)
+	}
+	s.device = string(meta["device_id"])
+	if checkID("device", s.device) != nil {
+		return corrupt("device id missing")
+	}
+	if string(meta["device_public_key"]) != string(s.id.Public) {
+		return corrupt("%s is not the key this store was created with", IdentityFile)
+	}
+	if err := json.Unmarshal(meta["server_keys"], &s.servers); err != nil || len(s.servers) == 0 {
+		return corrupt("pinned server key unreadable")
+	}
+	for _, k := range s.servers {
+		if len(k) != ed25519.PublicKeySize {
+			return corrupt("pinned server key has %d bytes", len(k))
+		}
+	}
+	if err := json.Unmarshal(meta["policy"], &s.policy); err != nil {
+		return corrupt("policy unreadable")
+	}
+	if err := s.policy.Validate(); err != nil {
+		return corrupt("policy: %v", err)
+	}
+	if _, err := strconv.ParseInt(string(meta["clock_hwm_us"]), 10, 64); err != nil {
+		return corrupt("clock high-water mark unreadable")
+	}
+	return nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DeviceID returns the id bundles must be bound to.
+func (s *Store) DeviceID() string { return s.device }
+
+// DevicePublicKey returns the device's Ed25519 public key (it signs the device log).
+func (s *Store) DevicePublicKey() ed25519.PublicKey { return s.id.Public }
+
+// Policy returns the store's policy.
+func (s *Store) Policy() Policy { return s.policy }
+
+// DB returns the underlying database, for the sync client that ships the
+// device log (devicelog.Since) and applies server state in the same file.
+func (s *Store) DB() *sql.DB { return s.db }
+
+func (s *Store) devicePublicPEM() []byte {
+	p := keys.MarshalPublicPEM(s.id.Public)
+	// MarshalPublicPEM's first line names an artifact signing key; say what this one is.
+	if i := strings.IndexByte(string(p), '\n'); i >= 0 {
+		p = append([]byte("Outpost field device "+s.device+" key "+s.id.KeyID), p[i:]...)
+	}
+	return p
+}
+
+// tx runs f in one IMMEDIATE transaction (sqlitedb begins them so).
+func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("offline: %w", err)
+	}
+	if err := f(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("offline: commit: %w", err)
+	}
+	return nil
+}
+
+// log appends a decision to the device log inside tx. data never holds a secret.
+func (s *Store) log(ctx context.Context, tx *sql.Tx, now time.Time, kind, subject string, data any) error {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	_, err = devicelog.Append(ctx, tx, s.id.Private, eventlog.Entry{Time: now, Kind: kind, Actor: s.device, Subject: subject, Data: raw})
+	return err
+}
+
+// clock applies the high-water-mark rule inside tx: it refuses a clock more
+// than the tolerance behind the latest time seen, and raises the mark.
+func (s *Store) clock(ctx context.Context, tx *sql.Tx, now time.Time) error {
+	var v []byte
+	if err := tx.QueryRowContext(ctx, `SELECT v FROM field_meta WHERE k = 'clock_hwm_us'`).Scan(&v); err != nil {
+		return fmt.Errorf("%w: clock high-water mark: %v", ErrCorrupt, err)
+	}
+	hwm, err := strconv.ParseInt(string(v), 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: clock high-water mark unreadable", ErrCorrupt)
+	}
+	seen := time.UnixMicro(hwm)
+	if now.Before(seen.Add(-s.policy.ClockTolerance)) {
+		return fmt.Errorf("%w: it reads %s but this store has seen %s (tolerance %v): set the clock right",
+			ErrClockBack, now.UTC().Format(time.RFC3339), seen.UTC().Format(time.RFC3339), s.policy.ClockTolerance)
+	}
+	if now.UnixMicro() > hwm {
+		_, err = tx.ExecContext(ctx, `UPDATE field_meta SET v = ? WHERE k = 'clock_hwm_us'`, []byte(strconv.FormatInt(now.UnixMicro(), 10)))
+	}
+	return err
+}
+
+// TokenKey names one token on the device.
+type TokenKey struct {
+	Realm string `json:"realm"`
+	User  string `json:"user"`
+	Token string `json:"token"`
+}
+
+func (k TokenKey) String() string { return k.Realm + "/" + k.User + "/" + k.Token }
+
+// ImportResult describes an imported bundle.
+type ImportResult struct {
+	TokenKey
+	Serial    uint64    `json:"serial"`
+	Type      string    `json:"type"`
+	First     uint64    `json:"first"`
+	Last      uint64    `json:"last"`
+	Entries   int       `json:"entries"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+	// Replaced is the serial of the bundle it replaced (0 for none).
+	Replaced uint64 `json:"replaced,omitempty"`
+	// Unchanged is set when this very bundle was already imported.
+	Unchanged bool `json:"unchanged,omitempty"`
+}
+
+// Import verifies a bundle file — signature by a pinned server key, binding
+// to this device, validity at the device clock, every field — before
+// anything is stored, then stores it in place of an older bundle (lower
+// serial) for the same token. Importing a newer bundle for a wiped token
+// lifts the wipe. The decision is logged; a refused bundle changes no state.
+func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
+	now := s.now()
+	b, err := Decode(data, s.servers, Expect{Device: s.device, Now: now, Skew: s.policy.ClockTolerance})
+	if err != nil {
+		s.logRefusal(ctx, now, "import.refused", "", map[string]any{"reason": reason(err)})
+		return ImportResult{}, err
+	}
+	if b.Serial > MaxCounter {
+		return ImportResult{}, fmt.Errorf("%w: serial %d out of range", ErrMalformed, b.Serial)
+	}
+	key := TokenKey{b.Realm, b.User, b.Token}
+	res := ImportResult{TokenKey: key, Serial: b.Serial, Type: b.OTP.Type, First: b.First, Last: b.Last(),
+		Entries: b.Count(), NotBefore: b.NotBefore, NotAfter: b.NotAfter}
+	var refused error
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		refuse := func(e error) error {
+			refused = e
+			return s.log(ctx, tx, now, "import.refused", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial, "reason": reason(e)})
+		}
+		if err := s.clock(ctx, tx, now); err != nil {
+			if errors.Is(err, ErrClockBack) {
+				return refuse(err)
+			}
+			return err
+		}
+		var maxSerial, wiped int64
+		err := tx.QueryRowContext(ctx, `SELECT max_serial, wiped_us FROM field_tokens WHERE realm = ? AND usr = ? AND token = ?`,
+			key.Realm, key.User, key.Token).Scan(&maxSerial, &wiped)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := tx.ExecContext(ctx, `INSERT INTO field_tokens (realm, usr, token) VALUES (?, ?, ?)`,
+				key.Realm, key.User, key.Token); err != nil {
+				return err
+			}
+		case err != nil:
+			return fmt.Errorf("%w: reading token state: %v", ErrCorrupt, err)
+		}
+		if b.Serial <= uint64(maxSerial) {
+			var old []byte
+			_ = tx.QueryRowContext(ctx, `SELECT data FROM field_bundles WHERE realm = ? AND usr = ? AND token = ? AND serial = ?`,
+				key.Realm, key.User, key.Token, int64(b.Serial)).Scan(&old)
+			if string(old) == string(data) {
+				res.Unchanged = true
+				return nil
+			}
+			return refuse(fmt.Errorf("%w: serial %d, this device has seen serial %d for %s: ask the server for a new bundle", ErrStale, b.Serial, maxSerial, key))
+		}
+		var prev int64
+		if err := tx.QueryRowContext(ctx, `SELECT serial FROM field_bundles WHERE realm = ? AND usr = ? AND token = ?`,
+			key.Realm, key.User, key.Token).Scan(&prev); err == nil {
+			res.Replaced = uint64(prev)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO field_bundles (realm, usr, token, serial, data, imported_us) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (realm, usr, token) DO UPDATE SET serial = excluded.serial, data = excluded.data, imported_us = excluded.imported_us`,
+			key.Realm, key.User, key.Token, int64(b.Serial), data, now.UnixMicro()); err != nil {
+			return err
+		}
+		upd := `UPDATE field_tokens SET max_serial = ? WHERE realm = ? AND usr = ? AND token = ?`
+		if wiped != 0 {
+			// The server issued a new bundle after the wipe: its decision.
+			upd = `UPDATE field_tokens SET max_serial = ?, wiped_us = 0, failures = 0, locked_until_us = 0 WHERE realm = ? AND usr = ? AND token = ?`
+		}
+		if _, err := tx.ExecContext(ctx, upd, int64(b.Serial), key.Realm, key.User, key.Token); err != nil {
+			return err
+		}
+		return s.log(ctx, tx, now, "import", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial,
+			"type": b.OTP.Type, "first": b.First, "last": b.Last(), "not_after": b.NotAfter, "replaced": res.Replaced, "unwiped": wiped != 0})
+	})
+	if err != nil {
+		return ImportResult{}, fmt.Errorf("offline: storing the bundle: %w", err)
+	}
+	if refused != nil {
+		return ImportResult{}, refused
+	}
+	return res, nil
+}
+
+// logRefusal records a refusal that changes no state, in its own transaction.
+// Failing to log it does not change the refusal.
+func (s *Store) logRefusal(ctx context.Context, now time.Time, kind, subject string, data map[string]any) {
+	_ = s.tx(ctx, func(tx *sql.Tx) error { return s.log(ctx, tx, now, kind, subject, data) })
+}
+
+// reason names an error's class for the log, without any input text.
+func reason(err error) string {
+	for _, r := range []struct {
+		err  error
+		name string
+	}{
+		{ErrBadSignature, "bad_signature"}, {ErrUnknownKey, "unknown_key"}, {ErrWrongDevice, "wrong_device"},
+		{ErrExpired, "expired"}, {ErrNotYetValid, "not_yet_valid"}, {ErrTooLarge, "too_large"}, {ErrMalformed, "malformed"},
+		{ErrStale, "stale"}, {ErrClockBack, "clock_back"}, {ErrOutOfValidity, "out_of_validity"}, {ErrNoEntries, "no_entries"},
+		{ErrLocked, "locked"}, {ErrWiped, "wiped"}, {ErrWrongCode, "wrong_code"},
+	} {
+		if errors.Is(err, r.err) {
+			return r.name
+		}
+	}
+	return "other"
+}
+
+// Attempt is one offline verification. Realm and Token may be empty when the
+// user has a single token on the device.
+type Attempt struct {
+	Realm, User, Token string
+	Code               string
+	PIN                string
+}
+
+// Result is a successful verification: the counter or step that matched, and
+// the release key its entry unwrapped.
+type Result struct {
+	TokenKey
+	// Counter is the HOTP counter or TOTP step that matched; it is now used.
+	Counter uint64
+	Serial  uint64
+	bundle  *Bundle
+	release []byte
+}
+
+// ReleaseKey returns the 32-byte key a correct code released (a data key the
+// caller may use; it is the same for every entry of the bundle).
+func (r *Result) ReleaseKey() []byte { return append([]byte(nil), r.release...) }
+
+// SecretNames lists the static secrets the bundle carries.
+func (r *Result) SecretNames() []string { return r.bundle.SecretNames() }
+
+// Secret decrypts the static secret name with the released key.
+func (r *Result) Secret(name string) ([]byte, error) { return r.bundle.OpenSecret(r.release, name) }
+
+// resolve finds the one token an attempt names, among bundles and token states.
+func (s *Store) resolve(ctx context.Context, a Attempt) (TokenKey, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT realm, usr, token FROM field_tokens
+		WHERE usr = ? AND (? = '' OR realm = ?) AND (? = '' OR token = ?) ORDER BY realm, token LIMIT 20`,
+		a.User, a.Realm, a.Realm, a.Token, a.Token)
+	if err != nil {
+		return TokenKey{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	defer rows.Close()
+	var found []TokenKey
+	for rows.Next() {
+		var k TokenKey
+		if err := rows.Scan(&k.Realm, &k.User, &k.Token); err != nil {
+			return TokenKey{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		}
+		found = append(found, k)
+	}
+	if err := rows.Err(); err != nil {
+		return TokenKey{}, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	switch len(found) {
+	case 0:
+		return TokenKey{}, fmt.Errorf("%w: %q: import one with 'outpost field import'", ErrUnknownUser, truncate(a.User))
+	case 1:
+		return found[0], nil
+	}
+	names := make([]string, len(found))
+	for i, k := range found {
+		names[i] = k.Realm + "/" + k.Token
+	}
+	return TokenKey{}, fmt.Errorf("%w: user %q has %s here: name one with --realm and --token", ErrAmbiguous, truncate(a.User), strings.Join(names, ", "))
+}
+
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// tokenState is one row of field_tokens.
+type tokenState struct {
+	lastUsed    int64 // -1: none
+	failures    int
+	lockedUntil int64 // Unix µs
+	wiped       int64 // Unix µs, 0: not wiped
+	maxSerial   int64
+}
+
+func (s *Store) readState(ctx context.Context, q devicelog.Queryer, k TokenKey) (tokenState, error) {
+	var st tokenState
+	err := q.QueryRowContext(ctx, `SELECT last_used, failures, locked_until_us, wiped_us, max_serial FROM field_tokens
+		WHERE realm = ? AND usr = ? AND token = ?`, k.Realm, k.User, k.Token).
+		Scan(&st.lastUsed, &st.failures, &st.lockedUntil, &st.wiped, &st.maxSerial)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, fmt.Errorf("%w: %q", ErrUnknownUser, truncate(k.User))
+	}
+	if err != nil {
+		return st, fmt.Errorf("%w: reading token state: %v", ErrCorrupt, err)
+	}
+	if st.lastUsed < -1 || st.failures < 0 || st.maxSerial < 0 {
+		return st, fmt.Errorf("%w: token state of %s out of range", ErrCorrupt, k)
+	}
+	return st, nil
+}
+
+// loadBundle reads and re-verifies the stored bundle of k (nil when there is none).
+func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey) (*Bundle, error) {
+	var data []byte
+	err := q.QueryRowContext(ctx, `SELECT data FROM field_bundles WHERE realm = ? AND usr = ? AND token = ?`, k.Realm, k.User, k.Token).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the bundle: %v", ErrCorrupt, err)
+	}
+	b, err := Decode(data, s.servers, Expect{Device: s.device})
+	if err != nil {
+		return nil, fmt.Errorf("%w: the stored bundle of %s no longer verifies (%w): re-import it from the server", ErrCorrupt, k, err)
+	}
+	if b.Realm != k.Realm || b.User != k.User || b.Token != k.Token {
+		return nil, fmt.Errorf("%w: the stored bundle of %s belongs to another token", ErrCorrupt, k)
+	}
+	return b, nil
+}
+
+// window returns the counters an attempt at now may try, or an error saying
+// why there is none. It is the one place the window rule is written: TOTP
+// tries the steps within the policy's window around the device clock, HOTP the
+// look-ahead after the last used counter; both only above the last used one
+// and within the bundle.
+func (s *Store) window(b *Bundle, st tokenState, now time.Time) (lo, hi uint64, err error) {
+	next := b.First
+	if st.lastUsed >= 0 && uint64(st.lastUsed)+1 > next {
+		next = uint64(st.lastUsed) + 1
+	}
+	if b.Params.Type == otp.TypeHOTP {
+		if next > b.Last() {
+			return 0, 0, fmt.Errorf("%w: all %d entries of this bundle are used: sync or import a new bundle", ErrNoEntries, b.Count())
+		}
+		return next, min(next+uint64(s.policy.HOTPLookahead), b.Last()), nil
+	}
+	step := b.Params.Step(now)
+	lo = step - min(step, uint64(s.policy.TOTPBack))
+	hi = step + uint64(s.policy.TOTPForward)
+	switch {
+	case lo > b.Last():
+		return 0, 0, fmt.Errorf("%w: the bundle's period ended at %s: sync or import a new bundle", ErrNoEntries,
+			otp.StepTime(b.Last()+1, b.Params.Period, b.Params.T0).Format(time.RFC3339))
+	case hi < b.First:
+		return 0, 0, fmt.Errorf("%w: the bundle's period starts at %s", ErrNoEntries,
+			otp.StepTime(b.First, b.Params.Period, b.Params.T0).Format(time.RFC3339))
+	}
+	lo, hi = max(lo, next), min(hi, b.Last())
+	if lo > hi {
+		return 0, 0, fmt.Errorf("%w: the code for this time step was already used: wait for the next code", ErrNoEntries)
+	}
+	return lo, hi, nil
+}
+
+// Verify checks an attempt offline and, on success, returns the released key.
+//
+// Rules, in order: the token is resolved and its stored bundle re-verified;
+// the code's format and the PIN's presence are checked (usage errors, no
+// state change); then in one transaction the wipe, the clock high-water mark,
+// the bundle's validity, the delay after failures and the window are checked
+// — each refusal logged — and the attempt is counted as a failure before any
+// KDF work, so that neither parallel attempts nor a killed process get a free
+// guess. The KDF runs outside the transaction on at most (window size)
+// entries. A second transaction records the outcome: a match above the last
+// used counter becomes the last used one and clears the failures; anything
+// else stays a failure, sets the next delay, and at Policy.MaxFailures wipes
+// every bundle of the user on this device.
+func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
+	k, err := s.resolve(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.loadBundle(ctx, s.db, k)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		if err := otp.CheckCode(a.Code, b.Params.Digits); err != nil {
+			return nil, fmt.Errorf("%w (this token's codes have %d digits)", err, b.Params.Digits)
+		}
+		if b.PIN && a.PIN == "" {
+			return nil, ErrPINRequired
+		}
+		if !b.PIN && a.PIN != "" {
+			return nil, ErrPINNotUsed
+		}
+	}
+	now := s.now()
+	subject := k.User
+	base := map[string]any{"realm": k.Realm, "token": k.Token}
+	with := func(kv ...any) map[string]any {
+		m := map[string]any{}
+		for key, v := range base {
+			m[key] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i].(string)] = kv[i+1]
+		}
+		return m
+	}
+
+	// Transaction 1: checks, refusals, and the failure counted in advance.
+	var lo, hi uint64
+	var refused error
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		st, err := s.readState(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		refuse := func(e error) error {
+			refused = e
+			return s.log(ctx, tx, now, "verify.refused", subject, with("reason", reason(e)))
+		}
+		if st.wiped != 0 {
+			return refuse(fmt.Errorf("%w: %s's entries on this device were wiped at %s: the user must authenticate online, and the device needs a new bundle",
+				ErrWiped, truncate(k.User), time.UnixMicro(st.wiped).UTC().Format(time.RFC3339)))
+		}
+		if b == nil {
+			return fmt.Errorf("%w: token state of %s has no bundle and is not wiped", ErrCorrupt, k)
+		}
+		if err := s.clock(ctx, tx, now); err != nil {
+			if errors.Is(err, ErrClockBack) {
+				return refuse(err)
+			}
+			return err
+		}
+		tol := s.policy.ClockTolerance
+		if now.Add(tol).Before(b.NotBefore) {
+			return refuse(fmt.Errorf("%w: the bundle is valid from %s", ErrOutOfValidity, b.NotBefore.UTC().Format(time.RFC3339)))
+		}
+		if now.Add(-tol).After(b.NotAfter) {
+			return refuse(fmt.Errorf("%w: the bundle expired at %s: sync or import a new one", ErrOutOfValidity, b.NotAfter.UTC().Format(time.RFC3339)))
+		}
+		if until := time.UnixMicro(st.lockedUntil); now.Before(until) {
+			return refuse(fmt.Errorf("%w: %d failed attempts; try again in %s", ErrLocked, st.failures, until.Sub(now).Round(time.Second)))
+		}
+		if lo, hi, err = s.window(b, st, now); err != nil {
+			return refuse(err)
+		}
+		fails := st.failures + 1
+		if _, err := tx.ExecContext(ctx, `UPDATE field_tokens SET failures = ?, locked_until_us = ? WHERE realm = ? AND usr = ? AND token = ?`,
+			fails, now.Add(s.policy.Delay(fails)).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
+			return err
+		}
+		return s.log(ctx, tx, now, "verify.attempt", subject, with("serial", b.Serial, "from", lo, "to", hi))
+	})
+	if err != nil {
+		return nil, err
+	}
+	if refused != nil {
+		return nil, refused
+	}
+
+	// The KDF work: at most hi-lo+1 evaluations.
+	counter, release, tryErr := b.Try(ctx, lo, hi, a.Code, a.PIN, s.workers)
+	if tryErr != nil && !errors.Is(tryErr, ErrNoMatch) && ctx.Err() == nil {
+		return nil, tryErr
+	}
+
+	// Transaction 2: the outcome. It runs even if ctx was cancelled, so that
+	// the counted attempt is closed in the log.
+	done := s.now()
+	octx := context.WithoutCancel(ctx)
+	var res *Result
+	var outcome error
+	err = s.tx(octx, func(tx *sql.Tx) error {
+		st, err := s.readState(octx, tx, k)
+		if err != nil {
+			return err
+		}
+		if st.wiped != 0 {
+			outcome = fmt.Errorf("%w: while this attempt ran", ErrWiped)
+			return nil
+		}
+		if tryErr == nil && int64(counter) > st.lastUsed {
+			if _, err := tx.ExecContext(octx, `UPDATE field_tokens SET last_used = ?, failures = 0, locked_until_us = 0 WHERE realm = ? AND usr = ? AND token = ?`,
+				int64(counter), k.Realm, k.User, k.Token); err != nil {
+				return err
+			}
+			res = &Result{TokenKey: k, Counter: counter, Serial: b.Serial, bundle: b, release: release}
+			return s.log(octx, tx, done, "verify.ok", subject, with("serial", b.Serial, "counter", counter))
+		}
+		why := "wrong_code"
+		switch {
+		case tryErr == nil:
+			why = "replayed" // matched a counter a concurrent attempt used first
+		case ctx.Err() != nil:
+			why = "interrupted"
+		}
+		if st.failures >= s.policy.MaxFailures {
+			if err := s.log(octx, tx, done, "verify.fail", subject, with("reason", why, "failures", st.failures)); err != nil {
+				return err
+			}
+			n, err := s.wipe(octx, tx, k, done)
+			if err != nil {
+				return err
+			}
+			outcome = fmt.Errorf("%w: that was failure %d of %d, so %d bundle(s) of %s on this device were deleted: the user must authenticate online",
+				ErrWiped, st.failures, s.policy.MaxFailures, n, truncate(k.User))
+			return nil
+		}
+		delay := s.policy.Delay(st.failures)
+		if _, err := tx.ExecContext(octx, `UPDATE field_tokens SET locked_until_us = ? WHERE realm = ? AND usr = ? AND token = ?`,
+			done.Add(delay).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
+			return err
+		}
+		outcome = fmt.Errorf("%w (failure %d of %d before this user's entries are wiped", ErrWrongCode, st.failures, s.policy.MaxFailures)
+		if delay > 0 {
+			outcome = fmt.Errorf("%w; wait %s before the next attempt)", outcome, delay)
+		} else {
+			outcome = fmt.Errorf("%w)", outcome)
+		}
+		if why == "replayed" {
+			outcome = fmt.Errorf("%w: the code was already used", ErrWrongCode)
+		}
+		return s.log(octx, tx, done, "verify.fail", subject, with("reason", why, "failures", st.failures, "retry_after", delay.Seconds()))
+	})
+	if err != nil {
+		clear(release)
+		return nil, err
+	}
+	if res == nil {
+		clear(release)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, outcome
+	}
+	return res, nil
+}
+
+// wipe deletes every bundle of k's user (in k's realm) and marks their token
+// states wiped, inside tx. It returns how many bundles it deleted.
+func (s *Store) wipe(ctx context.Context, tx *sql.Tx, k TokenKey, now time.Time) (int64, error) {
+	r, err := tx.ExecContext(ctx, `DELETE FROM field_bundles WHERE realm = ? AND usr = ?`, k.Realm, k.User)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := r.RowsAffected()
+	if _, err := tx.ExecContext(ctx, `UPDATE field_tokens SET wiped_us = ? WHERE realm = ? AND usr = ?`, now.UnixMicro(), k.Realm, k.User); err != nil {
+		return 0, err
+	}
+	return n, s.log(ctx, tx, now, "wipe", k.User, map[string]any{"realm": k.Realm, "token": k.Token, "bundles": n, "failures": s.policy.MaxFailures})
+}
+
+// AdvanceUsed raises the last used counter or step of a token to at least
+// counter (max semantics: it never goes back), logging the change: the call
+// the sync client makes for codes used online. It reports whether anything changed.
+func (s *Store) AdvanceUsed(ctx context.Context, k TokenKey, counter uint64, source string) (bool, error) {
+	if counter > MaxCounter {
+		return false, fmt.Errorf("offline: counter %d out of range", counter)
+	}
+	now := s.now()
+	changed := false
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		r, err := tx.ExecContext(ctx, `UPDATE field_tokens SET last_used = ? WHERE realm = ? AND usr = ? AND token = ? AND last_used < ?`,
+			int64(counter), k.Realm, k.User, k.Token, int64(counter))
+		if err != nil {
+			return err
+		}
+		if n, _ := r.RowsAffected(); n == 0 {
+			return nil
+		}
+		changed = true
+		return s.log(ctx, tx, now, "state.advance", k.User, map[string]any{"realm": k.Realm, "token": k.Token, "last_used": counter, "source": source})
+	})
+	return changed, err
+}
