@@ -13,6 +13,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"syscall"
 
 	"github.com/outpost-auth/outpost/internal/keys"
 )
@@ -31,6 +33,9 @@ var ErrNotInitialised = errors.New("datadir: no master key")
 // ErrAlreadyInitialised is returned by Init when DIR already has a master key.
 var ErrAlreadyInitialised = errors.New("datadir: already initialised")
 
+// initKDF is the cost Init seals with; tests lower it.
+var initKDF = keys.DefaultKDF
+
 // Initialised reports whether dir holds a master key file.
 func Initialised(dir string) bool {
 	_, err := os.Stat(filepath.Join(dir, MasterKeyFile))
@@ -38,10 +43,14 @@ func Initialised(dir string) bool {
 }
 
 // Init creates dir (mode 0700) and a new master key sealed under passphrase,
-// or stored unsealed when insecure is set. It never overwrites a key.
+// or stored unsealed when insecure is set. It never overwrites a key, and it
+// checks the passphrase before creating anything.
 func Init(dir string, passphrase []byte, insecure bool) (*keys.Master, error) {
 	if Initialised(dir) {
-		return nil, fmt.Errorf("%w: %s exists; refusing to overwrite a master key", ErrAlreadyInitialised, filepath.Join(dir, MasterKeyFile))
+		return nil, fmt.Errorf("%w: %s exists; refusing to overwrite a master key (every key derived from it would be lost): choose another --data directory", ErrAlreadyInitialised, filepath.Join(dir, MasterKeyFile))
+	}
+	if !insecure && len(passphrase) < keys.MinPassphraseLen {
+		return nil, fmt.Errorf("%w: use at least %d characters", keys.ErrWeakPassphrase, keys.MinPassphraseLen)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("datadir: %w", err)
@@ -55,7 +64,7 @@ func Init(dir string, passphrase []byte, insecure bool) (*keys.Master, error) {
 	if insecure {
 		data, err = keys.SealInsecure(meta, m.Bytes())
 	} else {
-		data, err = keys.Seal(passphrase, keys.DefaultKDF, meta, m.Bytes())
+		data, err = keys.Seal(passphrase, initKDF, meta, m.Bytes())
 	}
 	if err != nil {
 		return nil, err
@@ -78,36 +87,65 @@ func LoadMaster(dir string, passphrase []byte) (*keys.Master, keys.Sealed, error
 		return nil, keys.Sealed{}, err
 	}
 	s, raw, err := keys.Open(passphrase, data)
-	if err != nil {
+	switch {
+	case errors.Is(err, keys.ErrMalformedFile):
+		return nil, keys.Sealed{}, fmt.Errorf("opening %s: %w: restore it from your backup", path, err)
+	case err != nil:
 		return nil, keys.Sealed{}, fmt.Errorf("opening %s: %w", path, err)
 	}
 	if s.Purpose != "master-key" {
-		return nil, keys.Sealed{}, fmt.Errorf("%s holds a %q, not a master key", path, s.Purpose)
+		return nil, keys.Sealed{}, fmt.Errorf("%w: %s holds a %q, not a master key: was another key file copied over it? Restore master.key from your backup", keys.ErrMalformedFile, path, s.Purpose)
 	}
 	m, err := keys.MasterFromBytes(raw)
-	return m, s, err
+	if err != nil {
+		return nil, keys.Sealed{}, fmt.Errorf("%w: %s: %v", keys.ErrMalformedFile, path, err)
+	}
+	return m, s, nil
 }
 
-// WriteFileExclusive writes a new file with perm, failing if it exists, and
-// syncs it so a crash leaves either no file or the whole file.
+// WriteFileExclusive writes a new file with perm, failing (with an error
+// matching fs.ErrExist) if it exists, and syncs the file and its directory,
+// so that a crash leaves either no file or the whole file. On any error
+// after creating the file it removes it.
 func WriteFileExclusive(path string, data []byte, perm os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		os.Remove(path)
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return syncDir(filepath.Dir(path))
 }
 
-// WriteFileAtomic replaces path with data via a synced temporary file and rename.
+// syncDir makes a new or renamed directory entry durable. Windows cannot
+// sync a directory, and some file systems answer EINVAL: neither is an error.
+func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, errors.ErrUnsupported) {
+		return err
+	}
+	return nil
+}
+
+// WriteFileAtomic replaces path with data via a synced temporary file and
+// rename (then syncs the directory): readers see the old or the new content,
+// never a mix, and the temporary file never outlives the call.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -129,7 +167,10 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), path)
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 // ReadFileLimit reads at most limit bytes of path and fails if it is larger,
