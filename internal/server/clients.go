@@ -87,10 +87,23 @@ func (s *Server) disableAPIClient(r *request) (int, any, error) {
 	if err := s.cfg.Store.DisableAPIClient(r.ctx, r.realm(), id); err != nil {
 		return 0, nil, err
 	}
+	s.auth.drop(id)
 	return http.StatusNoContent, nil, s.audit.Record(r.ctx, audit.APIClientRevoke, r.actor(), id, nil)
 }
 
+// auditAccess: the audit log is server-wide, so only admins of the default
+// realm (the operators) may read it.
+func auditAccess(r *request) error {
+	if r.realm() != DefaultRealm {
+		return errorf(http.StatusForbidden, "forbidden", "the audit log is readable by admins of the %s realm only", DefaultRealm)
+	}
+	return nil
+}
+
 func (s *Server) listAudit(r *request) (int, any, error) {
+	if err := auditAccess(r); err != nil {
+		return 0, nil, err
+	}
 	q := r.URL.Query()
 	after, limit := uint64(0), 100
 	if v := q.Get("after"); v != "" {
@@ -118,6 +131,9 @@ func (s *Server) listAudit(r *request) (int, any, error) {
 }
 
 func (s *Server) verifyAudit(r *request) (int, any, error) {
+	if err := auditAccess(r); err != nil {
+		return 0, nil, err
+	}
 	rep, err := audit.VerifyStore(r.ctx, s.cfg.Store)
 	if err != nil {
 		return 0, nil, err

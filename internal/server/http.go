@@ -149,7 +149,14 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, scopes []str
 		return store.APIClient{}, errorf(http.StatusUnauthorized, "unauthenticated", "the API token is malformed (it starts with %s)", apitoken.Prefix)
 	}
 	hash := s.tokens.Hash(tok)
-	c, err := s.cfg.Store.GetAPIClientByHash(ctx, hash)
+	c, cached := s.auth.get(hash, time.Now())
+	var err error
+	if !cached {
+		c, err = s.cfg.Store.GetAPIClientByHash(ctx, hash)
+		if err == nil && !c.Disabled {
+			s.auth.put(hash, c, time.Now())
+		}
+	}
 	if err != nil || !apitoken.Equal(c.TokenHash, hash) || c.Disabled {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("api client lookup failed", "error", err.Error())

@@ -57,6 +57,7 @@ type Server struct {
 	metrics  *metrics
 	registry *prometheus.Registry
 	routes   []route
+	auth     authCache
 }
 
 // New returns a server for cfg.
