@@ -24,6 +24,7 @@ func init() {
 const (
 	ServerEnv = "OUTPOST_SERVER"
 	TokenEnv  = "OUTPOST_TOKEN"
+	CACertEnv = "OUTPOST_CACERT"
 )
 
 // serverFlags find and authenticate to a server.
@@ -35,7 +36,7 @@ type serverFlags struct {
 func (f *serverFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.server, "server", "", "server URL (else $"+ServerEnv+")")
 	c.Flags().StringVar(&f.tokenFile, "token-file", "", "file holding the API token (else $"+TokenEnv+")")
-	c.Flags().StringVar(&f.cacert, "cacert", "", "PEM CA certificate to trust (the server's DIR/tls/ca.pem)")
+	c.Flags().StringVar(&f.cacert, "cacert", "", "PEM CA certificate to trust, the server's DIR/tls/ca.pem (else $"+CACertEnv+")")
 	c.Flags().BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
 }
 
@@ -58,7 +59,11 @@ func (e *env) client(f serverFlags) (*apiclient.Client, error) {
 	if tok == "" {
 		return nil, usageError{errors.New("no API token: pass --token-file FILE or set " + TokenEnv)}
 	}
-	return apiclient.New(srv, tok, f.cacert)
+	ca := f.cacert
+	if ca == "" {
+		ca = os.Getenv(CACertEnv)
+	}
+	return apiclient.New(srv, tok, ca)
 }
 
 // apiErr turns an API error into the documented exit code.
