@@ -1,0 +1,550 @@
+package site
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/devicelog"
+	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sqlitedb"
+	"github.com/outpost-auth/outpost/otp"
+)
+
+// DatabaseFile is the site database inside a site data directory; the
+// site's log key is devicelog.IdentityFile next to it.
+const DatabaseFile = "site.db"
+
+// Log entry kinds a site writes. Data never holds a code or a key.
+const (
+	KindInit       = "site.init"
+	KindPackage    = "site.package"
+	KindRevocation = "site.revocation"
+	KindVerifyOK   = "site.verify.ok"
+	KindRefused    = "site.verify.refused"
+	KindLocked     = "site.verify.locked"
+)
+
+// Site is an initialised site data directory. Its methods are safe for
+// concurrent use, also by several processes on the same directory (SQLite
+// serialises the writers).
+type Site struct {
+	db  *sql.DB
+	id  *devicelog.Identity
+	dir string
+	// Now is the site's clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// PassphraseFunc supplies a package's passphrase when one is needed.
+type PassphraseFunc func() ([]byte, error)
+
+// InitConfig is what Init needs.
+type InitConfig struct {
+	// SiteID is this site's id: the package must be bound to it.
+	SiteID string
+	// ServerKey is the server's artifact signing key (outpost keys export-public).
+	ServerKey ed25519.PublicKey
+	// Package is the provisioning package file; Passphrase opens its keys.
+	Package    []byte
+	Passphrase []byte
+	// Now is the site's clock; time.Now when nil.
+	Now func() time.Time
+}
+
+const schema = `
+CREATE TABLE IF NOT EXISTS site_config (
+	id                INTEGER PRIMARY KEY CHECK (id = 1),
+	site_id           TEXT    NOT NULL,
+	scope             TEXT    NOT NULL,
+	server_key        BLOB    NOT NULL,
+	device_key_id     TEXT    NOT NULL,
+	policy            TEXT    NOT NULL,
+	package_serial    INTEGER NOT NULL,
+	revocation_serial INTEGER NOT NULL,
+	clock_hwm_us      INTEGER NOT NULL,
+	budget_tat_us     INTEGER NOT NULL,
+	installed_us      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_epochs (
+	epoch     INTEGER PRIMARY KEY,
+	start_us  INTEGER NOT NULL,
+	end_us    INTEGER NOT NULL,
+	scope_key BLOB    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_revoked (
+	tech          TEXT    PRIMARY KEY,
+	through_epoch INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_techs (
+	tech            TEXT    PRIMARY KEY,
+	used_until      INTEGER NOT NULL DEFAULT 0,
+	failures        INTEGER NOT NULL DEFAULT 0,
+	last_failure_us INTEGER NOT NULL DEFAULT 0
+);`
+
+func openDB(ctx context.Context, path string) (*sql.DB, error) {
+	db, err := sqlitedb.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := db.ExecContext(ctx, schema); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("site: creating tables in %s: %w", path, err)
+	}
+	if err := devicelog.Migrate(ctx, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// config is the site_config row.
+type config struct {
+	siteID, scope   string
+	serverKey       ed25519.PublicKey
+	deviceKeyID     string
+	policy          Policy
+	pkgSerial       uint64
+	revSerial       uint64
+	clockHWM        time.Time
+	budgetTAT       time.Time
+	installed       time.Time
+	rawPolicy, rawK []byte
+}
+
+func loadConfig(ctx context.Context, q devicelog.Queryer) (config, error) {
+	var c config
+	var pkg, rev, hwm, tat, inst int64
+	err := q.QueryRowContext(ctx, `SELECT site_id, scope, server_key, device_key_id, policy, package_serial,
+		revocation_serial, clock_hwm_us, budget_tat_us, installed_us FROM site_config WHERE id = 1`).
+		Scan(&c.siteID, &c.scope, &c.rawK, &c.deviceKeyID, &c.rawPolicy, &pkg, &rev, &hwm, &tat, &inst)
+	if errors.Is(err, sql.ErrNoRows) {
+		return c, ErrNotInitialised
+	}
+	if err != nil {
+		return c, fmt.Errorf("site: reading the site configuration: %w", err)
+	}
+	if c.policy, err = UnmarshalPolicy(c.rawPolicy); err != nil || len(c.rawK) != ed25519.PublicKeySize || pkg < 0 || rev < 0 {
+		return c, fmt.Errorf("%w: the site configuration does not decode", ErrCorrupt)
+	}
+	c.serverKey = ed25519.PublicKey(c.rawK)
+	c.pkgSerial, c.revSerial = uint64(pkg), uint64(rev)
+	c.clockHWM, c.budgetTAT, c.installed = time.UnixMicro(hwm).UTC(), time.UnixMicro(tat).UTC(), time.UnixMicro(inst).UTC()
+	return c, nil
+}
+
+type epochKey struct {
+	Epoch
+	key []byte
+}
+
+func loadEpochs(ctx context.Context, q devicelog.Queryer) ([]epochKey, error) {
+	rows, err := q.QueryContext(ctx, `SELECT epoch, start_us, end_us, scope_key FROM site_epochs ORDER BY epoch`)
+	if err != nil {
+		return nil, fmt.Errorf("site: reading epochs: %w", err)
+	}
+	defer rows.Close()
+	var out []epochKey
+	for rows.Next() {
+		var n, s, e int64
+		var k []byte
+		if err := rows.Scan(&n, &s, &e, &k); err != nil {
+			return nil, fmt.Errorf("site: reading epochs: %w", err)
+		}
+		if len(k) != ScopeKeySize || n < 0 || n > 1<<32-1 || len(out) >= MaxEpochs {
+			return nil, fmt.Errorf("%w: a stored epoch key is malformed", ErrCorrupt)
+		}
+		out = append(out, epochKey{Epoch{uint32(n), time.UnixMicro(s).UTC(), time.UnixMicro(e).UTC()}, k})
+	}
+	return out, rows.Err()
+}
+
+// Init installs the first provisioning package in dir (created with mode
+// 0700 if needed), after checking it completely: signed by cfg.ServerKey,
+// bound to cfg.SiteID, not over at the site's time, and decryptable with
+// cfg.Passphrase. Nothing is written unless all of that holds. It creates
+// the site's log key (devicelog.LoadOrCreateIdentity) and logs "site.init".
+func Init(ctx context.Context, dir string, cfg InitConfig) (*Site, error) {
+	if err := CheckName("site", cfg.SiteID); err != nil {
+		return nil, err
+	}
+	if len(cfg.ServerKey) != ed25519.PublicKeySize {
+		return nil, errors.New("site: the server's public key is missing or not an Ed25519 key")
+	}
+	now := clock(cfg.Now)
+	path := filepath.Join(dir, DatabaseFile)
+	if _, err := os.Stat(path); err == nil {
+		db, err := openDB(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		_, err = loadConfig(ctx, db)
+		db.Close()
+		if !errors.Is(err, ErrNotInitialised) {
+			return nil, fmt.Errorf("%w: %s holds a site; install newer files with 'outpost site update'", ErrAlreadyInitialised, dir)
+		}
+	}
+	pkg, err := ReadPackage(cfg.Package, artifact.Keys{cfg.ServerKey}, cfg.SiteID, now)
+	if err != nil {
+		return nil, err
+	}
+	scopeKeys, err := pkg.OpenKeys(cfg.Passphrase)
+	if err != nil {
+		return nil, err
+	}
+	id, err := devicelog.LoadOrCreateIdentity(dir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDB(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Site{db: db, id: id, dir: dir, Now: cfg.Now}
+	rawPolicy, err := MarshalPolicy(pkg.Policy)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	err = s.inTx(ctx, func(tx *sql.Tx) error {
+		if _, err := loadConfig(ctx, tx); !errors.Is(err, ErrNotInitialised) {
+			return fmt.Errorf("%w: another process initialised %s", ErrAlreadyInitialised, dir)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO site_config (id, site_id, scope, server_key, device_key_id, policy,
+			package_serial, revocation_serial, clock_hwm_us, budget_tat_us, installed_us) VALUES (1, ?, ?, ?, ?, ?, ?, 0, ?, 0, ?)`,
+			cfg.SiteID, pkg.Scope, []byte(cfg.ServerKey), id.KeyID, rawPolicy, int64(pkg.Header.Serial), now.UnixMicro(), now.UnixMicro()); err != nil {
+			return err
+		}
+		if err := installEpochs(ctx, tx, pkg.Epochs, scopeKeys); err != nil {
+			return err
+		}
+		if err := installRevocation(ctx, tx, pkg.Revocation); err != nil {
+			return err
+		}
+		_, err := s.log(ctx, tx, now, KindInit, cfg.SiteID, "", map[string]any{
+			"scope": pkg.Scope, "package_serial": pkg.Header.Serial, "epochs": epochNumbers(pkg.Epochs),
+			"revocation_serial": pkg.Revocation.Serial, "server_key": keys.KeyID(cfg.ServerKey), "device_key": id.KeyID})
+		return err
+	})
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Open opens an initialised site data directory.
+func Open(ctx context.Context, dir string) (*Site, error) {
+	path := filepath.Join(dir, DatabaseFile)
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s has no %s; run 'outpost site init --data %s ...' first", ErrNotInitialised, dir, DatabaseFile, dir)
+	}
+	if _, err := os.Stat(filepath.Join(dir, devicelog.IdentityFile)); err != nil {
+		return nil, fmt.Errorf("%w: the site's log key %s is missing (%v)", ErrCorrupt, devicelog.IdentityFile, err)
+	}
+	id, err := devicelog.LoadOrCreateIdentity(dir)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDB(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := loadConfig(ctx, db)
+	if err == nil && c.deviceKeyID != id.KeyID {
+		err = fmt.Errorf("%w: %s is key %s, but this site's log was started with key %s", ErrCorrupt, devicelog.IdentityFile, id.KeyID, c.deviceKeyID)
+	}
+	if errors.Is(err, ErrNotInitialised) {
+		err = fmt.Errorf("%w: %s has no installed package; run 'outpost site init --data %s ...'", ErrNotInitialised, dir, dir)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Site{db: db, id: id, dir: dir}, nil
+}
+
+// Close closes the database.
+func (s *Site) Close() error { return s.db.Close() }
+
+// Identity returns the site's log key (its public half is what the server
+// checks the site's log against).
+func (s *Site) Identity() *devicelog.Identity { return s.id }
+
+func clock(now func() time.Time) time.Time {
+	if now == nil {
+		return time.Now().UTC()
+	}
+	return now().UTC()
+}
+
+func (s *Site) now() time.Time { return clock(s.Now) }
+
+func (s *Site) inTx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("site: %w", err)
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("site: committing: %w", err)
+	}
+	return nil
+}
+
+// log appends one entry to the site's log inside tx. data never holds a secret.
+func (s *Site) log(ctx context.Context, tx *sql.Tx, now time.Time, kind, actor, subject string, data any) (eventlog.Entry, error) {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return eventlog.Entry{}, fmt.Errorf("site: encoding a log entry: %w", err)
+	}
+	return devicelog.Append(ctx, tx, s.id.Private, eventlog.Entry{Time: now, Kind: kind, Actor: actor, Subject: subject, Data: b})
+}
+
+func installEpochs(ctx context.Context, tx *sql.Tx, es []Epoch, scopeKeys [][]byte) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM site_epochs`); err != nil {
+		return err
+	}
+	for i, e := range es {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO site_epochs (epoch, start_us, end_us, scope_key) VALUES (?, ?, ?, ?)`,
+			int64(e.N), e.Start.UnixMicro(), e.End.UnixMicro(), scopeKeys[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func installRevocation(ctx context.Context, tx *sql.Tx, l *RevocationList) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM site_revoked`); err != nil {
+		return err
+	}
+	stmt, err := tx.PrepareContext(ctx, `INSERT INTO site_revoked (tech, through_epoch) VALUES (?, ?)`)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
+	for _, r := range l.Revoked {
+		if _, err := stmt.ExecContext(ctx, r.Tech, int64(r.Through)); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE site_config SET revocation_serial = ? WHERE id = 1`, int64(l.Serial))
+	return err
+}
+
+func epochNumbers(es []Epoch) []uint32 {
+	out := make([]uint32, len(es))
+	for i, e := range es {
+		out[i] = e.N
+	}
+	return out
+}
+
+// Reasons a Decision gives.
+const (
+	ReasonOK            = "ok"
+	ReasonWrongCode     = "wrong-code"
+	ReasonMalformedCode = "malformed-code"
+	ReasonReplayed      = "replayed"
+	ReasonRevoked       = "revoked"
+	ReasonLocked        = "locked"
+	ReasonSiteLocked    = "site-locked"
+	ReasonClockBack     = "clock-back"
+	ReasonNoEpoch       = "no-epoch"
+)
+
+// Decision is the outcome of one Verify, accepted or not. It is also what
+// the log entry of the decision records (without the code).
+type Decision struct {
+	OK     bool      `json:"ok"`
+	Reason string    `json:"reason"`
+	Tech   string    `json:"tech"`
+	Time   time.Time `json:"time"` // the site's time
+	// Epoch and Step are the matching epoch and TOTP step (accepted or replayed codes).
+	Epoch uint32 `json:"epoch,omitempty"`
+	Step  uint64 `json:"step,omitempty"`
+	// Failures is the technician's count of consecutive failed codes after this decision.
+	Failures int `json:"failures"`
+	// RetryAt, when set, is the earliest time the next attempt will be checked.
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// LogSeq is the sequence number of the decision's log entry.
+	LogSeq uint64 `json:"log_seq"`
+}
+
+// Verify checks code for technician tech at the site's time and records the
+// decision. It returns the Decision and nil when the code is accepted, or
+// the Decision and an error wrapping ErrRefused or ErrLocked (see the
+// package comment for the order of the checks). An invalid technician id
+// (CheckTechID) is refused with ErrBadID before anything is recorded.
+//
+// Only a wrong or malformed code counts as a failure (for the technician and
+// for the site-wide budget); a replayed code, a revoked technician, a
+// locked-out attempt, a clock set back or a site with no open epoch is
+// refused and logged without changing any counter.
+func (s *Site) Verify(ctx context.Context, tech, code string) (Decision, error) {
+	if err := CheckTechID(tech); err != nil {
+		return Decision{}, err
+	}
+	now := s.now()
+	d := Decision{Tech: tech, Time: now.Truncate(time.Microsecond)}
+	var refusal error
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		refusal, err = s.decide(ctx, tx, &d, code, now)
+		return err
+	})
+	if err != nil {
+		return Decision{}, err
+	}
+	return d, refusal
+}
+
+func (s *Site) decide(ctx context.Context, tx *sql.Tx, d *Decision, code string, now time.Time) (refusal error, err error) {
+	c, err := loadConfig(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	p := c.policy
+	var used, lastFail int64
+	err = tx.QueryRowContext(ctx, `SELECT used_until, failures, last_failure_us FROM site_techs WHERE tech = ?`, d.Tech).
+		Scan(&used, &d.Failures, &lastFail)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("site: reading technician state: %w", err)
+	}
+	kind := KindRefused
+	logData := map[string]any{}
+	record := func() error {
+		logData["reason"] = d.Reason
+		if d.OK || d.Reason == ReasonReplayed {
+			logData["epoch"], logData["step"] = d.Epoch, d.Step
+		}
+		logData["failures"] = d.Failures
+		if !d.RetryAt.IsZero() {
+			logData["retry_at"] = d.RetryAt
+		}
+		e, err := s.log(ctx, tx, now, kind, c.siteID, d.Tech, logData)
+		d.LogSeq = e.Seq
+		return err
+	}
+	refuse := func(reason string, sentinel error, format string, a ...any) (error, error) {
+		d.Reason = reason
+		top := ErrRefused
+		if sentinel == nil {
+			top, kind = ErrLocked, KindLocked
+			return fmt.Errorf("%w: "+format, append([]any{top}, a...)...), record()
+		}
+		return fmt.Errorf("%w: %w: "+format, append([]any{top, sentinel}, a...)...), record()
+	}
+	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+	// 1. The clock: never go back past the high-water mark (beyond the tolerance).
+	if now.Before(c.clockHWM.Add(-p.ClockTolerance)) {
+		logData["high_water"] = c.clockHWM
+		return refuse(ReasonClockBack, ErrClockBack, "the site's time %s is more than %v behind %s, a time it has already seen; set the clock right",
+			stamp(now), p.ClockTolerance, stamp(c.clockHWM))
+	}
+	if now.After(c.clockHWM) {
+		if _, err := tx.ExecContext(ctx, `UPDATE site_config SET clock_hwm_us = ? WHERE id = 1`, now.UnixMicro()); err != nil {
+			return nil, err
+		}
+	}
+	// 2. The site-wide failure budget, then the technician's lockout.
+	if at := p.siteRetryAt(c.budgetTAT); at.After(now) {
+		d.RetryAt = at
+		return refuse(ReasonSiteLocked, nil, "this site has seen too many failed codes (%d per hour allowed, all technicians together); next attempt at %s",
+			p.SiteFailuresPerHour, stamp(at))
+	}
+	if at := p.RetryAt(d.Failures, time.UnixMicro(lastFail)); at.After(now) {
+		d.RetryAt = at
+		return refuse(ReasonLocked, nil, "%d failed codes in a row for %s; next attempt at %s", d.Failures, d.Tech, stamp(at))
+	}
+	// 3. Open epochs, minus those revoked for this technician.
+	eks, err := loadEpochs(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	var through int64 = -1
+	err = tx.QueryRowContext(ctx, `SELECT through_epoch FROM site_revoked WHERE tech = ?`, d.Tech).Scan(&through)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("site: reading the revocation list: %w", err)
+	}
+	var open, usable []epochKey
+	for _, ek := range eks {
+		if ek.Open(now, p.Overlap) {
+			open = append(open, ek)
+			if int64(ek.N) > through {
+				usable = append(usable, ek)
+			}
+		}
+	}
+	if len(open) == 0 {
+		last := "none"
+		if len(eks) > 0 {
+			last = stamp(eks[len(eks)-1].End.Add(p.Overlap))
+		}
+		return refuse(ReasonNoEpoch, ErrNoEpoch, "the installed package covers epochs up to %s and the site's time is %s; install a newer package with 'outpost site update'",
+			last, stamp(now))
+	}
+	if len(usable) == 0 {
+		return refuse(ReasonRevoked, ErrRevoked, "%s is on the revocation list for epochs up to %d", d.Tech, through)
+	}
+	// 4. The code, against every usable epoch (all are computed).
+	var matched *epochKey
+	var step uint64
+	malformed := otp.CheckCode(code, p.Digits) != nil
+	if !malformed {
+		for i := range usable {
+			st, err := CheckCode(usable[i].key, p, d.Tech, code, now)
+			if err == nil && matched == nil {
+				matched, step = &usable[i], st
+			}
+		}
+	}
+	if matched != nil {
+		d.Epoch, d.Step = matched.N, step
+		period := int64(p.Period / time.Second)
+		if int64(step)*period < used {
+			return refuse(ReasonReplayed, ErrReplayed, "%s already used a code of this time step or a later one here", d.Tech)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO site_techs (tech, used_until, failures, last_failure_us) VALUES (?, ?, 0, 0)
+			ON CONFLICT (tech) DO UPDATE SET used_until = excluded.used_until, failures = 0`, d.Tech, (int64(step)+1)*period); err != nil {
+			return nil, err
+		}
+		d.OK, d.Reason, d.Failures, kind = true, ReasonOK, 0, KindVerifyOK
+		return nil, record()
+	}
+	// 5. A failure: count it for the technician and the site.
+	d.Failures++
+	d.RetryAt = p.RetryAt(d.Failures, now)
+	if _, err := tx.ExecContext(ctx, `INSERT INTO site_techs (tech, used_until, failures, last_failure_us) VALUES (?, 0, ?, ?)
+		ON CONFLICT (tech) DO UPDATE SET failures = excluded.failures, last_failure_us = excluded.last_failure_us`,
+		d.Tech, d.Failures, now.UnixMicro()); err != nil {
+		return nil, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE site_config SET budget_tat_us = ? WHERE id = 1`, p.siteAfterFailure(c.budgetTAT, now).UnixMicro()); err != nil {
+		return nil, err
+	}
+	next := "try again"
+	if d.Failures >= p.LockoutFailures {
+		next = "locked until " + stamp(d.RetryAt)
+	} else if d.RetryAt.After(now) {
+		next = "next attempt at " + stamp(d.RetryAt)
+	}
+	if malformed {
+		return refuse(ReasonMalformedCode, otp.ErrMalformedCode, "the code must be exactly %d digits (%d failed in a row; %s)", p.Digits, d.Failures, next)
+	}
+	return refuse(ReasonWrongCode, ErrWrongCode, "for %s (%d failed in a row; %s)", d.Tech, d.Failures, next)
+}

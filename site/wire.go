@@ -1,0 +1,335 @@
+package site
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/keys"
+)
+
+// Artifact types and body versions.
+const (
+	TypePackage        = "site-package"
+	TypeRevocationList = "revocation-list"
+	PackageVersion     = 1
+	RevocationVersion  = 1
+)
+
+// Limits of the decoders. A package holds no per-technician data, so only
+// its revocation list can make it grow.
+const (
+	MaxEpochs             = 4
+	MaxEpochLength        = 400 * 24 * time.Hour
+	MaxRevoked            = 50000
+	MaxRevocationListSize = 16 << 20
+	MaxPackageSize        = 32 << 20
+	// SealedKeysPurpose labels the sealed scope keys inside a package.
+	SealedKeysPurpose = "site-scope-keys"
+	// RevocationLifetime is a revocation list's not-after: lists do not
+	// really expire (a newer serial replaces them), but every artifact has one.
+	RevocationLifetime = 10 * 365 * 24 * time.Hour
+)
+
+// Revoked is one entry of a revocation list: every credential of Tech for
+// an epoch up to and including Through is refused. (A credential for a later
+// epoch is a deliberate reinstatement by the administrator.)
+type Revoked struct {
+	Tech    string    `json:"tech"`
+	Through uint32    `json:"through_epoch"`
+	At      time.Time `json:"at"`
+}
+
+// RevocationList is a verified revocation list of a scope. Serial orders
+// lists: a site installs a list only if its serial is higher than the one
+// it has.
+type RevocationList struct {
+	Header  artifact.Header
+	Scope   string
+	Serial  uint64
+	Revoked []Revoked // sorted by Tech, no duplicates
+}
+
+type revocationBody struct {
+	Scope   string    `json:"scope"`
+	Revoked []Revoked `json:"revoked"`
+}
+
+// Lookup returns tech's entry, if any.
+func (l *RevocationList) Lookup(tech string) (Revoked, bool) {
+	i := sort.Search(len(l.Revoked), func(i int) bool { return l.Revoked[i].Tech >= tech })
+	if i < len(l.Revoked) && l.Revoked[i].Tech == tech {
+		return l.Revoked[i], true
+	}
+	return Revoked{}, false
+}
+
+// BuildRevocationList signs the revocation list number serial of scope.
+// Entries are sorted; duplicates are an error.
+func BuildRevocationList(s *keys.Signer, scope string, serial uint64, issued time.Time, revoked []Revoked) ([]byte, error) {
+	if err := CheckName("scope", scope); err != nil {
+		return nil, err
+	}
+	if serial == 0 {
+		return nil, errors.New("site: revocation list serials start at 1")
+	}
+	rs := append([]Revoked(nil), revoked...)
+	sort.Slice(rs, func(i, j int) bool { return rs[i].Tech < rs[j].Tech })
+	for i := range rs {
+		rs[i].At = rs[i].At.UTC().Truncate(time.Second)
+	}
+	if err := checkRevoked(rs); err != nil {
+		return nil, err
+	}
+	if rs == nil {
+		rs = []Revoked{}
+	}
+	h := artifact.Header{Type: TypeRevocationList, Version: RevocationVersion, Subject: scope, Serial: serial,
+		IssuedAt: issued, NotBefore: issued, NotAfter: issued.Add(RevocationLifetime)}
+	b, err := artifact.Sign(s, h, revocationBody{Scope: scope, Revoked: rs})
+	if err == nil && len(b) > MaxRevocationListSize {
+		return nil, fmt.Errorf("site: revocation list is %d bytes, over the %d byte limit", len(b), MaxRevocationListSize)
+	}
+	return b, err
+}
+
+func checkRevoked(rs []Revoked) error {
+	if len(rs) > MaxRevoked {
+		return fmt.Errorf("site: %d revoked technicians, the limit is %d", len(rs), MaxRevoked)
+	}
+	for i, r := range rs {
+		if err := CheckTechID(r.Tech); err != nil {
+			return err
+		}
+		if i > 0 && rs[i-1].Tech >= r.Tech {
+			return fmt.Errorf("site: revocation list entries are not sorted or repeat %q", clip(r.Tech))
+		}
+	}
+	return nil
+}
+
+// ReadRevocationList verifies a revocation list signed by a key of ring and
+// bound to scope (any scope when scope is ""), and decodes it. Lists carry
+// no meaningful expiry and are not checked against a clock: what matters is
+// their serial, which the caller compares with the installed one.
+func ReadRevocationList(data []byte, ring artifact.Keyring, scope string) (*RevocationList, error) {
+	h, body, err := artifact.Verify(data, ring, artifact.Expect{Type: TypeRevocationList, Subject: scope, MaxSize: MaxRevocationListSize})
+	if err != nil {
+		return nil, fmt.Errorf("%w: revocation list: %w", ErrBadPackage, err)
+	}
+	if h.Version != RevocationVersion {
+		return nil, fmt.Errorf("%w: revocation list version %d is not supported by this Outpost", ErrBadPackage, h.Version)
+	}
+	var b revocationBody
+	if err := artifact.DecodeBody(body, &b); err != nil {
+		return nil, fmt.Errorf("%w: revocation list: %w", ErrBadPackage, err)
+	}
+	if b.Scope != h.Subject || h.Serial == 0 || b.Revoked == nil {
+		return nil, fmt.Errorf("%w: revocation list: scope, serial or entries missing or inconsistent", ErrBadPackage)
+	}
+	if err := checkRevoked(b.Revoked); err != nil {
+		return nil, fmt.Errorf("%w: revocation list: %w", ErrBadPackage, err)
+	}
+	return &RevocationList{Header: h, Scope: b.Scope, Serial: h.Serial, Revoked: b.Revoked}, nil
+}
+
+// Package is a verified provisioning package. Its scope keys are still
+// sealed: [Package.OpenKeys] decrypts them with the site's passphrase.
+type Package struct {
+	Header     artifact.Header
+	Site       string
+	Scope      string
+	Policy     Policy
+	Epochs     []Epoch // ascending, not overlapping
+	Revocation *RevocationList
+	sealed     []byte
+}
+
+type epochWire struct {
+	N     uint32    `json:"n"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+type packageBody struct {
+	Site       string      `json:"site"`
+	Scope      string      `json:"scope"`
+	Policy     policyWire  `json:"policy"`
+	Epochs     []epochWire `json:"epochs"`
+	Keys       []byte      `json:"keys"`       // a keys.Seal file holding the scope keys, in epoch order
+	Revocation []byte      `json:"revocation"` // the scope's revocation list artifact
+}
+
+// PackageSpec is what BuildPackage signs.
+type PackageSpec struct {
+	Site, Scope string
+	Policy      Policy
+	Epochs      []Epoch
+	// ScopeKeys are the keys of Epochs, in the same order. They are sealed
+	// under the passphrase; nothing else in the package is secret.
+	ScopeKeys  [][]byte
+	Revocation []byte // a signed revocation list of Scope
+	Serial     uint64
+	IssuedAt   time.Time
+}
+
+// BuildPackage seals spec's scope keys under passphrase (argon2id cost kdf,
+// AES-256-GCM; the sealed header names the site, scope and epochs, so the
+// keys cannot be moved to another package) and signs the package, bound to
+// spec.Site, valid from the first epoch's start to the last epoch's end
+// (each widened by the policy's overlap).
+func BuildPackage(s *keys.Signer, spec PackageSpec, passphrase []byte, kdf keys.KDFParams) ([]byte, error) {
+	if err := CheckName("site", spec.Site); err != nil {
+		return nil, err
+	}
+	if err := CheckName("scope", spec.Scope); err != nil {
+		return nil, err
+	}
+	if err := spec.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkEpochs(spec.Epochs); err != nil {
+		return nil, err
+	}
+	if len(spec.ScopeKeys) != len(spec.Epochs) {
+		return nil, errors.New("site: one scope key per epoch is needed")
+	}
+	var payload []byte
+	for _, k := range spec.ScopeKeys {
+		if len(k) != ScopeKeySize {
+			return nil, errors.New("site: scope keys must be 32 bytes")
+		}
+		payload = append(payload, k...)
+	}
+	sealed, err := keys.Seal(passphrase, kdf, keys.Sealed{Purpose: SealedKeysPurpose, Subject: spec.Site,
+		Meta: sealedMeta(spec.Scope, spec.Epochs), Created: spec.IssuedAt}, payload)
+	clear(payload)
+	if err != nil {
+		return nil, err
+	}
+	ew := make([]epochWire, len(spec.Epochs))
+	for i, e := range spec.Epochs {
+		ew[i] = epochWire{e.N, e.Start.UTC(), e.End.UTC()}
+	}
+	body := packageBody{Site: spec.Site, Scope: spec.Scope, Policy: spec.Policy.wire(), Epochs: ew, Keys: sealed, Revocation: spec.Revocation}
+	first, last := spec.Epochs[0], spec.Epochs[len(spec.Epochs)-1]
+	h := artifact.Header{Type: TypePackage, Version: PackageVersion, Subject: spec.Site, Serial: spec.Serial,
+		IssuedAt: spec.IssuedAt, NotBefore: first.Start.Add(-spec.Policy.Overlap), NotAfter: last.End.Add(spec.Policy.Overlap)}
+	return artifact.Sign(s, h, body)
+}
+
+func sealedMeta(scope string, es []Epoch) map[string]string {
+	ns := make([]string, len(es))
+	for i, e := range es {
+		ns[i] = strconv.FormatUint(uint64(e.N), 10)
+	}
+	return map[string]string{"scope": scope, "epochs": strings.Join(ns, ",")}
+}
+
+func checkEpochs(es []Epoch) error {
+	if len(es) == 0 || len(es) > MaxEpochs {
+		return fmt.Errorf("site: a package covers 1 to %d epochs, not %d", MaxEpochs, len(es))
+	}
+	for i, e := range es {
+		if !e.Start.Before(e.End) || e.End.Sub(e.Start) > MaxEpochLength {
+			return fmt.Errorf("site: epoch %d must last between 0 and %v", e.N, MaxEpochLength)
+		}
+		if i > 0 && (es[i-1].N >= e.N || es[i-1].End.After(e.Start)) {
+			return errors.New("site: epochs must be in ascending order and must not overlap")
+		}
+	}
+	return nil
+}
+
+// ReadPackage verifies a provisioning package signed by a key of ring and
+// bound to siteID, decodes it, and verifies the revocation list inside it.
+// When now is not zero, a package that is not valid yet or whose epochs are
+// all over (allowing the package's own clock tolerance) is refused with an
+// error that also wraps artifact.ErrNotYetValid or artifact.ErrExpired.
+// Every error wraps ErrBadPackage.
+func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Time) (*Package, error) {
+	fail := func(err error, format string, a ...any) (*Package, error) {
+		msg := fmt.Sprintf(format, a...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBadPackage, msg, err)
+		}
+		return nil, fmt.Errorf("%w: %s", ErrBadPackage, msg)
+	}
+	if siteID == "" {
+		return fail(nil, "the site id to check the package against is missing")
+	}
+	h, raw, err := artifact.Verify(data, ring, artifact.Expect{Type: TypePackage, Subject: siteID, MaxSize: MaxPackageSize})
+	if err != nil {
+		return fail(err, "provisioning package")
+	}
+	if h.Version != PackageVersion {
+		return fail(nil, "package version %d is not supported by this Outpost", h.Version)
+	}
+	var b packageBody
+	if err := artifact.DecodeBody(raw, &b); err != nil {
+		return fail(err, "provisioning package")
+	}
+	if b.Site != h.Subject {
+		return fail(artifact.ErrWrongBound, "body names site %q, header %q", clip(b.Site), clip(h.Subject))
+	}
+	if err := CheckName("scope", b.Scope); err != nil {
+		return fail(err, "provisioning package")
+	}
+	pol, err := b.Policy.policy()
+	if err != nil {
+		return fail(err, "provisioning package")
+	}
+	es := make([]Epoch, len(b.Epochs))
+	for i, e := range b.Epochs {
+		es[i] = Epoch{e.N, e.Start, e.End}
+	}
+	if err := checkEpochs(es); err != nil {
+		return fail(err, "provisioning package")
+	}
+	if len(b.Keys) == 0 || len(b.Keys) > keys.MaxSealedFileSize {
+		return fail(nil, "sealed scope keys missing or too large")
+	}
+	rl, err := ReadRevocationList(b.Revocation, ring, b.Scope)
+	if err != nil {
+		return nil, err
+	}
+	if !now.IsZero() {
+		tol := pol.ClockTolerance
+		if now.Add(tol).Before(h.NotBefore) {
+			return fail(artifact.ErrNotYetValid, "valid from %s, the site's time is %s (check the site clock)",
+				h.NotBefore.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+		if !now.Add(-tol).Before(h.NotAfter) {
+			return fail(artifact.ErrExpired, "its epochs ended at %s, the site's time is %s: provision the site again",
+				h.NotAfter.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		}
+	}
+	return &Package{Header: h, Site: b.Site, Scope: b.Scope, Policy: pol, Epochs: es, Revocation: rl, sealed: b.Keys}, nil
+}
+
+// OpenKeys decrypts the package's scope keys, one per epoch, with the
+// passphrase the package was made for. It wraps keys.ErrWrongPassphrase
+// when the passphrase is wrong (or the sealed keys were altered).
+func (p *Package) OpenKeys(passphrase []byte) ([][]byte, error) {
+	s, pt, err := keys.Open(passphrase, p.sealed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: scope keys: %w", ErrBadPackage, err)
+	}
+	want := sealedMeta(p.Scope, p.Epochs)
+	if s.Unsealed || s.Purpose != SealedKeysPurpose || s.Subject != p.Site || len(s.Meta) != len(want) ||
+		s.Meta["scope"] != want["scope"] || s.Meta["epochs"] != want["epochs"] || len(pt) != ScopeKeySize*len(p.Epochs) {
+		clear(pt)
+		return nil, fmt.Errorf("%w: the sealed scope keys do not belong to this package", ErrBadPackage)
+	}
+	out := make([][]byte, len(p.Epochs))
+	for i := range out {
+		out[i] = bytes.Clone(pt[i*ScopeKeySize : (i+1)*ScopeKeySize])
+	}
+	clear(pt)
+	return out, nil
+}
