@@ -273,8 +273,8 @@ func (p Params) Verify(secret []byte, code string, now time.Time, w Window) (uin
 		return 0, err
 	}
 	back, fwd := uint64(max(w.Back, 0)), uint64(max(w.Forward, 0))
-	if back >= MaxWindow || fwd >= MaxWindow {
-		return 0, fmt.Errorf("%w: window of %d back and %d forward is larger than %d codes", ErrInvalidParams, back, fwd, MaxWindow)
+	if back >= MaxWindow || fwd >= MaxWindow || back+fwd >= MaxWindow {
+		return 0, fmt.Errorf("%w: window of %d back and %d forward is more than %d codes", ErrInvalidParams, back, fwd, MaxWindow)
 	}
 	step := p.Step(now)
 	lo := step - min(back, step)

@@ -44,7 +44,8 @@ func TestVerifyWindow(t *testing.T) {
 		{"past forward edge", cur + 4, otp.Window{Back: 1, Forward: 3}, 0, otp.ErrNoMatch},
 		{"negative window is zero", cur - 1, otp.Window{Back: -5, Forward: -5}, 0, otp.ErrNoMatch},
 		{"negative window, current", cur, otp.Window{Back: -5, Forward: -5}, cur, nil},
-		{"largest window", cur - 499, otp.Window{Back: otp.MaxWindow - 1, Forward: otp.MaxWindow - 1}, cur - 499, nil},
+		{"largest window, back edge", cur - 499, otp.Window{Back: 499, Forward: otp.MaxWindow - 500}, cur - 499, nil},
+		{"largest window, forward edge", cur + 500, otp.Window{Back: 499, Forward: otp.MaxWindow - 500}, cur + 500, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -154,6 +155,10 @@ func TestVerifyErrors(t *testing.T) {
 		}, otp.ErrInvalidParams},
 		{"window too wide", func() error {
 			_, err := totp.Verify(seed20, "123456", now, otp.Window{Back: otp.MaxWindow})
+			return err
+		}, otp.ErrInvalidParams},
+		{"window over MaxWindow in total", func() error {
+			_, err := totp.Verify(seed20, "123456", now, otp.Window{Back: otp.MaxWindow / 2, Forward: otp.MaxWindow / 2})
 			return err
 		}, otp.ErrInvalidParams},
 		{"huge window", func() error {
