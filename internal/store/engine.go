@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -35,30 +36,22 @@ type row interface {
 	Scan(dest ...any) error
 }
 
-// tx is a transaction: a querier that ends with commit or rollback.
-type tx interface {
-	querier
-	commit(ctx context.Context) error
-	rollback(ctx context.Context) error
-}
-
 // engine is what each database provides to the shared SQL code.
 type engine interface {
 	name() string
-	// reader and writer are where single statements run. SQLite funnels
-	// writes through one connection so that writers queue in Go instead of
-	// sleeping in SQLite's busy handler; PostgreSQL returns its pool for both.
+	// reader is where reads run.
 	reader() querier
-	writer() querier
-	// begin starts a read-write transaction (BEGIN IMMEDIATE on SQLite, so
-	// that it holds the write lock from its first statement).
-	begin(ctx context.Context) (tx, error)
+	// write runs fn, whose statements need not be atomic together (one
+	// statement, usually), and returns once its effects are durable.
+	write(ctx context.Context, fn func(q querier) error) error
+	// transact runs fn's statements as one atomic, durable transaction.
+	transact(ctx context.Context, fn func(q querier) error) error
 	ping(ctx context.Context) error
 	close() error
 	// classify maps an engine error to a sentinel it wraps: ErrExists for a
 	// unique violation, errForeignKey for a foreign-key violation,
-	// ErrConflict for a serialisation failure or deadlock. Other errors are
-	// returned unchanged.
+	// ErrConflict for a serialisation failure, deadlock or lock timeout.
+	// Other errors are returned unchanged.
 	classify(err error) error
 }
 
@@ -77,12 +70,26 @@ func classify(e engine, err error) error {
 // ErrNotFound that names what is missing.
 var errForeignKey = errors.New("store: referenced record does not exist")
 
+// expected reports whether err is an answer about the data (a duplicate, a
+// missing row, a bad record) rather than a failure of the database.
+func expected(err error) bool {
+	for _, sentinel := range []error{ErrExists, ErrNotFound, ErrReplayed, ErrInvalid, errForeignKey, sql.ErrNoRows} {
+		if errors.Is(err, sentinel) {
+			return true
+		}
+	}
+	return false
+}
+
+// batchTimeout bounds one group-commit batch (group.go).
+const batchTimeout = 30 * time.Second
+
 // maxTxAttempts bounds how often inTx retries a transaction that lost a race
 // (ErrConflict). AppendAudit also retries on ErrExists: a concurrent appender
 // took the sequence number.
 const maxTxAttempts = 64
 
-// inTx runs fn in a transaction and commits it, retrying the whole
+// inTx runs fn in a transaction (engine.transact), retrying the whole
 // transaction after a short, growing, jittered pause when it fails with an
 // error for which retry returns true. Errors come back classified.
 func inTx(ctx context.Context, e engine, retry func(error) bool, fn func(q querier) error) error {
@@ -93,24 +100,12 @@ func inTx(ctx context.Context, e engine, retry func(error) bool, fn func(q queri
 				return werr
 			}
 		}
-		err = runTx(ctx, e, fn)
+		err = classify(e, e.transact(ctx, fn))
 		if err == nil || !retry(err) {
 			return err
 		}
 	}
 	return fmt.Errorf("%w: gave up after %d attempts: %w", ErrConflict, maxTxAttempts, err)
-}
-
-func runTx(ctx context.Context, e engine, fn func(q querier) error) error {
-	t, err := e.begin(ctx)
-	if err != nil {
-		return classify(e, err)
-	}
-	if err := fn(t); err != nil {
-		_ = t.rollback(ctx)
-		return classify(e, err)
-	}
-	return classify(e, t.commit(ctx))
 }
 
 // isConflict is the retry rule of ordinary transactions.

@@ -81,8 +81,10 @@ func migrate(ctx context.Context, e engine) error {
 	// collide in the system catalogue (a unique violation): the loser retries
 	// and then sees the table.
 	for attempt := 0; ; attempt++ {
-		_, err := e.writer().exec(ctx, createMigrationsTable)
-		err = classify(e, err)
+		err := classify(e, e.write(ctx, func(q querier) error {
+			_, err := q.exec(ctx, createMigrationsTable)
+			return err
+		}))
 		if err == nil {
 			break
 		}
@@ -126,7 +128,7 @@ func migrate(ctx context.Context, e engine) error {
 }
 
 func appliedMigrations(ctx context.Context, e engine) (map[int64][]byte, error) {
-	rs, err := e.writer().query(ctx, `SELECT version, checksum FROM schema_migrations`)
+	rs, err := e.reader().query(ctx, `SELECT version, checksum FROM schema_migrations`)
 	if err != nil {
 		return nil, fmt.Errorf("store: reading schema_migrations: %w", err)
 	}

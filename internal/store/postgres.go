@@ -45,20 +45,25 @@ func openPostgres(ctx context.Context, dsn string) (*pgEngine, error) {
 
 func (e *pgEngine) name() string                   { return "postgres" }
 func (e *pgEngine) reader() querier                { return pgQuerier{e.pool} }
-func (e *pgEngine) writer() querier                { return pgQuerier{e.pool} }
 func (e *pgEngine) ping(ctx context.Context) error { return e.pool.Ping(ctx) }
 func (e *pgEngine) close() error                   { e.pool.Close(); return nil }
-func (e *pgEngine) begin(ctx context.Context) (tx, error) {
-	t, err := e.pool.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return pgTx{pgQuerier{t}, t}, nil
+
+// write runs fn's statements on the pool, each its own implicit transaction:
+// the server commits them together with its other sessions' commits (group
+// commit happens in PostgreSQL itself).
+func (e *pgEngine) write(ctx context.Context, fn func(q querier) error) error {
+	return fn(pgQuerier{e.pool})
+}
+
+func (e *pgEngine) transact(ctx context.Context, fn func(q querier) error) error {
+	return pgx.BeginFunc(ctx, e.pool, func(t pgx.Tx) error { return fn(pgQuerier{t}) })
 }
 
 // SQLSTATE codes classify maps.
 const (
 	pgUniqueViolation      = "23505"
+	pgDuplicateTable       = "42P07" // CREATE TABLE IF NOT EXISTS racing another session
+	pgDuplicateObject      = "42710"
 	pgForeignKeyViolation  = "23503"
 	pgSerializationFailure = "40001"
 	pgDeadlockDetected     = "40P01"
@@ -70,7 +75,7 @@ func (e *pgEngine) classify(err error) error {
 		return err
 	}
 	switch pe.Code {
-	case pgUniqueViolation:
+	case pgUniqueViolation, pgDuplicateTable, pgDuplicateObject:
 		return fmt.Errorf("%w (%w)", ErrExists, err)
 	case pgForeignKeyViolation:
 		return fmt.Errorf("%w (%w)", errForeignKey, err)
@@ -102,11 +107,3 @@ func (q pgQuerier) query(ctx context.Context, s string, args ...any) (rows, erro
 func (q pgQuerier) queryRow(ctx context.Context, s string, args ...any) row {
 	return q.db.QueryRow(ctx, s, args...)
 }
-
-type pgTx struct {
-	pgQuerier
-	t pgx.Tx
-}
-
-func (t pgTx) commit(ctx context.Context) error   { return t.t.Commit(ctx) }
-func (t pgTx) rollback(ctx context.Context) error { return t.t.Rollback(ctx) }

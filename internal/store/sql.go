@@ -14,20 +14,41 @@ import (
 // sqlStore is the one implementation of Store, over either engine.
 type sqlStore struct {
 	e engine
-	// auditTurn lets one AppendAudit of this process at a time into the
-	// database, so that this process's appenders queue instead of colliding
-	// on the sequence number and retrying. Other replicas still collide, and
-	// the primary key with retry keeps the log whole.
-	auditTurn chan struct{}
+	// audit appends the entries of this process one batch at a time (see
+	// AppendAudit), so that its appenders queue instead of colliding on the
+	// sequence number and retrying.
+	audit *committer[*auditAppend]
 }
 
 func newSQLStore(e engine) *sqlStore {
-	return &sqlStore{e: e, auditTurn: make(chan struct{}, 1)}
+	s := &sqlStore{e: e}
+	s.audit = newCommitter(s.appendBatch)
+	return s
 }
 
 func (s *sqlStore) Engine() string                 { return s.e.name() }
 func (s *sqlStore) Ping(ctx context.Context) error { return s.e.ping(ctx) }
-func (s *sqlStore) Close() error                   { return s.e.close() }
+func (s *sqlStore) Close() error {
+	s.audit.close()
+	return s.e.close()
+}
+
+// exec runs one write statement and returns the number of rows it changed.
+func (s *sqlStore) exec(ctx context.Context, stmt string, args ...any) (int64, error) {
+	var n int64
+	err := s.e.write(ctx, func(q querier) error {
+		var err error
+		n, err = q.exec(ctx, stmt, args...)
+		return err
+	})
+	return n, err
+}
+
+// execReturning runs one write statement with a RETURNING clause and scans
+// the row it returns into dest.
+func (s *sqlStore) execReturning(ctx context.Context, dest []any, stmt string, args ...any) error {
+	return s.e.write(ctx, func(q querier) error { return q.queryRow(ctx, stmt, args...).Scan(dest...) })
+}
 
 // micros and fromMicros convert times; the zero time is stored as 0.
 func micros(t time.Time) int64 {
@@ -85,7 +106,7 @@ func (s *sqlStore) CreateRealm(ctx context.Context, r Realm) error {
 	if err := checkRealm(&r); err != nil {
 		return err
 	}
-	_, err := s.e.writer().exec(ctx, `INSERT INTO realms (id, name, created_us) VALUES ($1, $2, $3)`,
+	_, err := s.exec(ctx, `INSERT INTO realms (id, name, created_us) VALUES ($1, $2, $3)`,
 		r.ID, r.Name, createdNow(r.CreatedAt))
 	if err = classify(s.e, err); errors.Is(err, ErrExists) {
 		return fmt.Errorf("%w: realm %q", ErrExists, r.ID)
@@ -122,7 +143,7 @@ func (s *sqlStore) CreateUser(ctx context.Context, u User) error {
 	if err := checkUser(&u); err != nil {
 		return err
 	}
-	_, err := s.e.writer().exec(ctx, `INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+	_, err := s.exec(ctx, `INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		u.Realm, u.ID, u.DisplayName, nullBytes(u.PINHash), int64(u.Failures), micros(u.LastFailure), createdNow(u.CreatedAt))
 	switch err = classify(s.e, err); {
 	case errors.Is(err, ErrExists):
@@ -164,14 +185,14 @@ func (s *sqlStore) SetPINHash(ctx context.Context, realm, id string, hash []byte
 	if err := checkBlob("PIN hash", hash); err != nil {
 		return err
 	}
-	n, err := s.e.writer().exec(ctx, `UPDATE users SET pin_hash = $1 WHERE realm = $2 AND id = $3`, nullBytes(hash), realm, id)
+	n, err := s.exec(ctx, `UPDATE users SET pin_hash = $1 WHERE realm = $2 AND id = $3`, nullBytes(hash), realm, id)
 	return s.mustChange(n, err, "user %q in realm %q", id, realm)
 }
 
 func (s *sqlStore) RecordFailure(ctx context.Context, realm, id string, now time.Time) (int, error) {
 	var n int64
-	err := s.e.writer().queryRow(ctx, `UPDATE users SET failures = failures + 1, last_failure_us = $1 WHERE realm = $2 AND id = $3 RETURNING failures`,
-		micros(now), realm, id).Scan(&n)
+	err := s.execReturning(ctx, []any{&n}, `UPDATE users SET failures = failures + 1, last_failure_us = $1 WHERE realm = $2 AND id = $3 RETURNING failures`,
+		micros(now), realm, id)
 	if err != nil {
 		return 0, s.noRows(err, "user %q in realm %q", id, realm)
 	}
@@ -179,7 +200,7 @@ func (s *sqlStore) RecordFailure(ctx context.Context, realm, id string, now time
 }
 
 func (s *sqlStore) ResetFailures(ctx context.Context, realm, id string) error {
-	n, err := s.e.writer().exec(ctx, `UPDATE users SET failures = 0 WHERE realm = $1 AND id = $2`, realm, id)
+	n, err := s.exec(ctx, `UPDATE users SET failures = 0 WHERE realm = $1 AND id = $2`, realm, id)
 	return s.mustChange(n, err, "user %q in realm %q", id, realm)
 }
 
@@ -202,7 +223,7 @@ func (s *sqlStore) CreateToken(ctx context.Context, t Token) error {
 	if err := checkToken(&t); err != nil {
 		return err
 	}
-	_, err := s.e.writer().exec(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+	_, err := s.exec(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		t.Realm, t.UserID, t.ID, t.Type, t.Algorithm, int64(t.Digits), int64(t.Period), t.SeedMode, int64(t.Epoch),
 		nullBytes(t.SeedCiphertext), t.Status, t.LastUsed, t.Used, createdNow(t.CreatedAt))
 	switch err = classify(s.e, err); {
@@ -228,7 +249,7 @@ func (s *sqlStore) ListTokens(ctx context.Context, realm, user string) ([]Token,
 }
 
 func (s *sqlStore) DeleteToken(ctx context.Context, realm, user, id string) error {
-	n, err := s.e.writer().exec(ctx, `DELETE FROM tokens WHERE realm = $1 AND user_id = $2 AND id = $3`, realm, user, id)
+	n, err := s.exec(ctx, `DELETE FROM tokens WHERE realm = $1 AND user_id = $2 AND id = $3`, realm, user, id)
 	return s.mustChange(n, err, "token %q of user %q in realm %q", id, user, realm)
 }
 
@@ -236,7 +257,7 @@ func (s *sqlStore) SetTokenStatus(ctx context.Context, realm, user, id, status s
 	if err := checkStatus(status); err != nil {
 		return err
 	}
-	n, err := s.e.writer().exec(ctx, `UPDATE tokens SET status = $1 WHERE realm = $2 AND user_id = $3 AND id = $4`, status, realm, user, id)
+	n, err := s.exec(ctx, `UPDATE tokens SET status = $1 WHERE realm = $2 AND user_id = $3 AND id = $4`, status, realm, user, id)
 	return s.mustChange(n, err, "token %q of user %q in realm %q", id, user, realm)
 }
 
@@ -250,7 +271,7 @@ func (s *sqlStore) AdvanceToken(ctx context.Context, realm, user, id string, use
 	if used < 0 {
 		return invalid("step or counter %d is negative", used)
 	}
-	n, err := s.e.writer().exec(ctx, `UPDATE tokens SET last_used = $1, used = TRUE WHERE realm = $2 AND user_id = $3 AND id = $4 AND (used = FALSE OR last_used < $1)`,
+	n, err := s.exec(ctx, `UPDATE tokens SET last_used = $1, used = TRUE WHERE realm = $2 AND user_id = $3 AND id = $4 AND (used = FALSE OR last_used < $1)`,
 		used, realm, user, id)
 	if err != nil || n > 0 {
 		return classify(s.e, err)
@@ -282,7 +303,7 @@ func (s *sqlStore) CreateAPIClient(ctx context.Context, c APIClient) error {
 	if err := checkAPIClient(&c); err != nil {
 		return err
 	}
-	_, err := s.e.writer().exec(ctx, `INSERT INTO api_clients (`+apiClientColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+	_, err := s.exec(ctx, `INSERT INTO api_clients (`+apiClientColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 		c.Realm, c.ID, c.Name, strings.Join(c.Scopes, " "), c.TokenHash, c.Disabled, createdNow(c.CreatedAt))
 	if err = classify(s.e, err); errors.Is(err, ErrExists) {
 		return fmt.Errorf("%w: API client %q in realm %q, or one with the same token", ErrExists, c.ID, c.Realm)
@@ -307,7 +328,7 @@ func (s *sqlStore) ListAPIClients(ctx context.Context, realm string) ([]APIClien
 }
 
 func (s *sqlStore) DisableAPIClient(ctx context.Context, realm, id string) error {
-	n, err := s.e.writer().exec(ctx, `UPDATE api_clients SET disabled = TRUE WHERE realm = $1 AND id = $2`, realm, id)
+	n, err := s.exec(ctx, `UPDATE api_clients SET disabled = TRUE WHERE realm = $1 AND id = $2`, realm, id)
 	return s.mustChange(n, err, "API client %q in realm %q", id, realm)
 }
 
@@ -335,20 +356,33 @@ func scanAudit(r row) (eventlog.Entry, error) {
 // process past the busy timeout).
 func isAuditRace(err error) bool { return errors.Is(err, ErrExists) || errors.Is(err, ErrConflict) }
 
+type auditAppend struct {
+	in, out eventlog.Entry
+}
+
+// AppendAudit queues e for this process's appender, which takes every entry
+// queued while its previous transaction was committing and appends them in
+// one: it reads the last entry, chains each new one with eventlog.Next, and
+// inserts them under the sequence number's primary key. When another
+// replica appended first, an insert fails with a unique violation and the
+// whole transaction is retried from the new last entry.
 func (s *sqlStore) AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.Entry, error) {
-	if _, err := eventlog.Next(nil, e, nil); err != nil { // check the fields before queueing
-		return eventlog.Entry{}, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
-	select {
-	case s.auditTurn <- struct{}{}:
-		defer func() { <-s.auditTurn }()
-	case <-ctx.Done():
-		return eventlog.Entry{}, ctx.Err()
+	if _, err := eventlog.Next(nil, e, nil); err != nil { // check the fields before queueing
+		return eventlog.Entry{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	var out eventlog.Entry
+	a := &auditAppend{in: e}
+	if err := s.audit.do(ctx, a); err != nil {
+		return eventlog.Entry{}, fmt.Errorf("store: appending to the audit log: %w", err)
+	}
+	return a.out, nil
+}
+
+func (s *sqlStore) appendBatch(batch []*pending[*auditAppend]) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
 	err := inTx(ctx, s.e, isAuditRace, func(q querier) error {
 		var prev *eventlog.Entry
 		last, err := scanAudit(q.queryRow(ctx, `SELECT `+auditColumns+` FROM audit_log ORDER BY seq DESC LIMIT 1`))
@@ -358,17 +392,22 @@ func (s *sqlStore) AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
-		if out, err = eventlog.Next(prev, e, nil); err != nil {
-			return err
+		for _, p := range batch {
+			a := p.req
+			if a.out, err = eventlog.Next(prev, a.in, nil); err != nil {
+				return err
+			}
+			if _, err := q.exec(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+				int64(a.out.Seq), a.out.Time.UnixMicro(), a.out.Kind, a.out.Actor, a.out.Subject, nullBytes(a.out.Data), a.out.Prev, a.out.Hash); err != nil {
+				return err
+			}
+			prev = &a.out
 		}
-		_, err = q.exec(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			int64(out.Seq), out.Time.UnixMicro(), out.Kind, out.Actor, out.Subject, nullBytes(out.Data), out.Prev, out.Hash)
-		return err
+		return nil
 	})
-	if err != nil {
-		return eventlog.Entry{}, fmt.Errorf("store: appending to the audit log: %w", err)
+	for _, p := range batch {
+		p.err = err
 	}
-	return out, nil
 }
 
 func (s *sqlStore) ListAudit(ctx context.Context, after uint64, limit int) ([]eventlog.Entry, error) {

@@ -14,13 +14,17 @@ import (
 )
 
 // sqliteEngine holds two pools on one file: readers (WAL lets them run
-// beside the writer) and a single writer connection. SQLite allows one
-// writer at a time anyway; with one connection, writers of this process wait
-// their turn in database/sql's queue instead of in SQLite's busy handler,
-// which sleeps in steps of milliseconds. Writers of other processes on the
-// same file still meet the busy timeout sqlitedb sets.
+// beside the writer) and one writer connection, which only a committer's
+// goroutine uses. SQLite allows one writer at a time anyway; funnelling
+// writes through one goroutine lets them queue in Go instead of sleeping in
+// SQLite's busy handler, and lets the committer group them: every write
+// queued while a commit was in progress runs, each in its own savepoint, in
+// the next shared transaction, which costs one fsync for all (group.go).
+// Writers of other processes on the same file meet the busy timeout
+// sqlitedb sets.
 type sqliteEngine struct {
-	r, w *sql.DB
+	r, w   *sql.DB
+	writes *committer[func(q querier) error]
 }
 
 func openSQLite(path string) (*sqliteEngine, error) {
@@ -36,24 +40,103 @@ func openSQLite(path string) (*sqliteEngine, error) {
 	}
 	r.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	r.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	return &sqliteEngine{r: r, w: w}, nil
+	e := &sqliteEngine{r: r, w: w}
+	e.writes = newCommitter(e.applyWrites)
+	return e, nil
 }
 
 func (e *sqliteEngine) name() string    { return "sqlite" }
 func (e *sqliteEngine) reader() querier { return sqlQuerier{e.r} }
-func (e *sqliteEngine) writer() querier { return sqlQuerier{e.w} }
-func (e *sqliteEngine) close() error    { return errors.Join(e.r.Close(), e.w.Close()) }
 func (e *sqliteEngine) ping(ctx context.Context) error {
 	var one int
 	return e.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
-func (e *sqliteEngine) begin(ctx context.Context) (tx, error) {
-	t, err := e.w.BeginTx(ctx, nil) // BEGIN IMMEDIATE: sqlitedb sets _txlock
-	if err != nil {
-		return nil, err
+func (e *sqliteEngine) close() error {
+	e.writes.close()
+	return errors.Join(e.r.Close(), e.w.Close())
+}
+
+// write and transact are the same on SQLite: every write gets a savepoint
+// of its own in a shared transaction.
+func (e *sqliteEngine) write(ctx context.Context, fn func(q querier) error) error {
+	return e.writes.do(ctx, fn)
+}
+
+func (e *sqliteEngine) transact(ctx context.Context, fn func(q querier) error) error {
+	return e.writes.do(ctx, fn)
+}
+
+// applyWrites runs a batch of writes in one transaction (BEGIN IMMEDIATE:
+// sqlitedb sets _txlock). Each runs inside SAVEPOINT w: a write that fails
+// with an error the store expects (a constraint, a missing row) is rolled
+// back to its savepoint alone and its caller gets the error; any other error
+// (I/O, a lock held by another process past the busy timeout) may have ended
+// the transaction, so the whole batch is rolled back and every caller in it
+// gets the error. Statements run under the batch's context, not the
+// callers': interrupting one statement would roll back the whole
+// transaction.
+func (e *sqliteEngine) applyWrites(batch []*pending[func(q querier) error]) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	failAll := func(err error) {
+		err = classify(e, err)
+		for _, p := range batch {
+			p.err = err
+		}
 	}
-	return sqlTx{sqlQuerier{t}, t}, nil
+	t, err := e.w.BeginTx(ctx, nil)
+	if err != nil {
+		failAll(err)
+		return
+	}
+	q := batchQuerier{sqlQuerier{t}, ctx}
+	for _, p := range batch {
+		if _, err := t.ExecContext(ctx, "SAVEPOINT w"); err != nil {
+			_ = t.Rollback()
+			failAll(err)
+			return
+		}
+		if err := classify(e, p.req(q)); err != nil {
+			if !expected(err) {
+				_ = t.Rollback()
+				failAll(err)
+				return
+			}
+			p.err = err
+			if _, err := t.ExecContext(ctx, "ROLLBACK TO w"); err != nil {
+				_ = t.Rollback()
+				failAll(err)
+				return
+			}
+		}
+		if _, err := t.ExecContext(ctx, "RELEASE w"); err != nil {
+			_ = t.Rollback()
+			failAll(err)
+			return
+		}
+	}
+	if err := t.Commit(); err != nil {
+		failAll(err)
+	}
+}
+
+// batchQuerier runs statements under the batch's context.
+type batchQuerier struct {
+	q   sqlQuerier
+	ctx context.Context
+}
+
+func (b batchQuerier) exec(_ context.Context, s string, args ...any) (int64, error) {
+	return b.q.exec(b.ctx, s, args...)
+}
+
+func (b batchQuerier) query(_ context.Context, s string, args ...any) (rows, error) {
+	return b.q.query(b.ctx, s, args...)
+}
+
+func (b batchQuerier) queryRow(_ context.Context, s string, args ...any) row {
+	return b.q.queryRow(b.ctx, s, args...)
 }
 
 func (e *sqliteEngine) classify(err error) error {
@@ -106,11 +189,3 @@ func (q sqlQuerier) queryRow(ctx context.Context, s string, args ...any) row {
 type sqlRows struct{ *sql.Rows }
 
 func (r sqlRows) Close() { _ = r.Rows.Close() }
-
-type sqlTx struct {
-	sqlQuerier
-	t *sql.Tx
-}
-
-func (t sqlTx) commit(context.Context) error   { return t.t.Commit() }
-func (t sqlTx) rollback(context.Context) error { return t.t.Rollback() }

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outpost-auth/outpost/internal/store"
 )
@@ -70,7 +71,11 @@ func admin(t testing.TB, dsn, stmt string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
+	cfg, err := pgxpool.ParseConfig(dsn) // accepts the pool_* parameters store.Open does
+	if err != nil {
+		t.Fatalf("%s does not parse", PostgresEnv)
+	}
+	c, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		t.Fatalf("connecting to the test PostgreSQL (%s): %v", PostgresEnv, err)
 	}

@@ -1,0 +1,128 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"sync"
+)
+
+// Group commit. A durable commit costs an fsync (about 0.2 to 0.4 ms on the
+// project's machines), and the two things Outpost must write one at a time,
+// SQLite transactions and audit-log appends, would otherwise pay it once per
+// request. A committer lets one goroutine take every request queued while
+// the previous batch was committing and handle them together: one
+// transaction, one fsync, each caller answered after the commit. With one
+// request in flight it adds no wait; under load it turns a queue into a
+// batch.
+
+// errClosed is returned for requests made after Close.
+var errClosed = errors.New("store: closed")
+
+// maxBatch bounds how many requests one batch takes.
+const maxBatch = 256
+
+type pending[T any] struct {
+	ctx  context.Context
+	req  T
+	err  error
+	done chan struct{}
+}
+
+type committer[T any] struct {
+	queue   chan *pending[T]
+	stop    chan struct{}
+	stopped sync.WaitGroup
+	once    sync.Once
+	// apply handles a batch, setting err on each request that failed.
+	apply func(batch []*pending[T])
+}
+
+func newCommitter[T any](apply func(batch []*pending[T])) *committer[T] {
+	c := &committer[T]{queue: make(chan *pending[T], maxBatch), stop: make(chan struct{}), apply: apply}
+	c.stopped.Go(c.loop)
+	return c
+}
+
+// do queues req and waits for its batch to be applied. If ctx ends first it
+// returns ctx.Err(), and the request may still be applied: callers treat that
+// like any write whose answer was lost.
+func (c *committer[T]) do(ctx context.Context, req T) error {
+	p := &pending[T]{ctx: ctx, req: req, done: make(chan struct{})}
+	select {
+	case c.queue <- p:
+	case <-c.stop:
+		return errClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.stop: // queued after the last drain: let the loop finish, then look
+		c.stopped.Wait()
+		select {
+		case <-p.done:
+			return p.err
+		default:
+			return errClosed
+		}
+	}
+}
+
+func (c *committer[T]) loop() {
+	batch := make([]*pending[T], 0, maxBatch)
+	for {
+		select {
+		case <-c.stop:
+			c.drain()
+			return
+		case p := <-c.queue:
+			batch = append(batch[:0], p)
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case p := <-c.queue:
+				batch = append(batch, p)
+			default:
+				break more
+			}
+		}
+		live := make([]*pending[T], 0, len(batch))
+		for _, p := range batch {
+			if err := p.ctx.Err(); err != nil {
+				p.err = err
+				close(p.done)
+			} else {
+				live = append(live, p)
+			}
+		}
+		if len(live) > 0 {
+			c.apply(live)
+		}
+		for _, p := range live {
+			close(p.done)
+		}
+	}
+}
+
+// drain fails what is still queued when the committer stops.
+func (c *committer[T]) drain() {
+	for {
+		select {
+		case p := <-c.queue:
+			p.err = errClosed
+			close(p.done)
+		default:
+			return
+		}
+	}
+}
+
+// close stops the committer after the batch in progress; later requests fail.
+func (c *committer[T]) close() {
+	c.once.Do(func() { close(c.stop) })
+	c.stopped.Wait()
+}

@@ -1,0 +1,151 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestCommitterBatches(t *testing.T) {
+	var batches, total atomic.Int64
+	release := make(chan struct{})
+	c := newCommitter(func(batch []*pending[int]) {
+		if batches.Add(1) == 1 {
+			<-release // hold the first batch so that the others queue up
+		}
+		total.Add(int64(len(batch)))
+		for _, p := range batch {
+			if p.req%2 == 1 {
+				p.err = errors.New("odd")
+			}
+		}
+	})
+	defer c.close()
+
+	const n = 50
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs[0] = c.do(context.Background(), 0) })
+	for batches.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for i := 1; i < n; i++ {
+		wg.Go(func() { errs[i] = c.do(context.Background(), i) })
+	}
+	for len(c.queue) < n-1 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	for i, err := range errs {
+		if (err != nil) != (i%2 == 1) {
+			t.Errorf("request %d: error %v", i, err)
+		}
+	}
+	if total.Load() != n || batches.Load() != 2 {
+		t.Errorf("%d requests in %d batches, want %d in 2 (the queued ones together)", total.Load(), batches.Load(), n)
+	}
+}
+
+func TestCommitterContextAndClose(t *testing.T) {
+	applied := make(chan int, 10)
+	started, block := make(chan struct{}), make(chan struct{})
+	c := newCommitter(func(batch []*pending[int]) {
+		for _, p := range batch {
+			if p.req == 0 {
+				close(started)
+				<-block
+			}
+			applied <- p.req
+		}
+	})
+	go c.do(context.Background(), 0) // occupies the loop
+	<-started
+
+	// A request whose context ends while queued is answered with its error and never applied.
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.do(ctx, 1) }()
+	for len(c.queue) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled request: %v", err)
+	}
+	close(block)
+	if got := <-applied; got != 0 {
+		t.Errorf("applied %d first", got)
+	}
+	c.close()
+	select {
+	case got := <-applied:
+		t.Errorf("cancelled request %d was applied", got)
+	default:
+	}
+	if err := c.do(context.Background(), 2); !errors.Is(err, errClosed) {
+		t.Errorf("after close: %v", err)
+	}
+}
+
+// TestSQLiteBatchSavepoints: in one group-commit batch, a write failing with
+// an expected error is rolled back alone, while an unexpected error fails the
+// whole batch and commits nothing.
+func TestSQLiteBatchSavepoints(t *testing.T) {
+	e, err := openSQLite(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.close()
+	ctx := context.Background()
+	if err := migrate(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(id string, then error) func(q querier) error {
+		return func(q querier) error {
+			if _, err := q.exec(ctx, `INSERT INTO realms (id, name, created_us) VALUES ($1, '', 1)`, id); err != nil {
+				return err
+			}
+			return then
+		}
+	}
+	exists := func(id string) bool {
+		var one int
+		return e.reader().queryRow(ctx, `SELECT 1 FROM realms WHERE id = $1`, id).Scan(&one) == nil
+	}
+	batch := func(fns ...func(q querier) error) []error {
+		ps := make([]*pending[func(q querier) error], len(fns))
+		for i, fn := range fns {
+			ps[i] = &pending[func(q querier) error]{ctx: ctx, req: fn}
+		}
+		e.applyWrites(ps)
+		errs := make([]error, len(ps))
+		for i, p := range ps {
+			errs[i] = p.err
+		}
+		return errs
+	}
+
+	errs := batch(insert("a", nil), insert("b", ErrNotFound), insert("a", nil), insert("c", nil))
+	if errs[0] != nil || !errors.Is(errs[1], ErrNotFound) || !errors.Is(errs[2], ErrExists) || errs[3] != nil {
+		t.Errorf("batch errors %v", errs)
+	}
+	if !exists("a") || exists("b") || !exists("c") {
+		t.Errorf("after the batch: a %v, b %v (rolled back), c %v", exists("a"), exists("b"), exists("c"))
+	}
+
+	boom := errors.New("disk on fire")
+	errs = batch(insert("d", nil), insert("e", boom), insert("f", nil))
+	for i, err := range errs {
+		if !errors.Is(err, boom) {
+			t.Errorf("write %d of an aborted batch: %v", i, err)
+		}
+	}
+	if exists("d") || exists("e") || exists("f") {
+		t.Error("an aborted batch committed something")
+	}
+}
