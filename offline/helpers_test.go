@@ -150,3 +150,5 @@ func wrongCode(codes ...string) string {
 func bundleIssueWith(s *keys.Signer, req bundle.Request) ([]byte, cost.Report, error) {
 	return bundle.Issue(context.Background(), req, s, nil)
 }
+
+func readFile(path string) ([]byte, error) { return os.ReadFile(path) }
