@@ -74,7 +74,7 @@ var (
 	// ErrBadPackage: a package or revocation list is malformed, for another
 	// site or scope, expired, or cannot be decrypted. It wraps the
 	// artifact error where there is one (artifact.ErrBadSig, ...).
-	ErrBadPackage = errors.New("site: package refused")
+	ErrBadPackage = errors.New("site: package or revocation list refused")
 	// ErrNotNewer: the file is older than (or the same as) what is installed.
 	ErrNotNewer = errors.New("site: not newer than what is installed")
 	// ErrCorrupt: the site database fails a consistency check.
