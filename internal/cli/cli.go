@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"runtime/debug"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -56,7 +57,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	if isUsageError(err) {
+	if isUsageError(err) || strings.HasPrefix(err.Error(), "unknown command ") || strings.HasPrefix(err.Error(), "required flag(s) ") {
 		return ExitUsage
 	}
 	return ExitError
@@ -87,6 +88,9 @@ where there is no network, then reconciles everything when the network returns.
 
 Roles are subcommands: 'outpost init' and 'outpost keys' manage the root of
 trust, 'outpost serve' runs the online authority. Every command has --help.`,
+		Example: `  outpost init --data ./outpost-data
+  outpost keys export-public --data ./outpost-data --out server.pub
+  outpost version --json`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -100,7 +104,43 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 	for _, add := range topCommands {
 		root.AddCommand(add(e))
 	}
+	usageArgs(root)
+	groupExamples(root)
 	return root
+}
+
+// groupExamples gives a command that only groups others (and has no Example
+// of its own) one example per child: the first line of the child's Example.
+func groupExamples(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		groupExamples(sub)
+	}
+	if c.Runnable() || c.Example != "" {
+		return
+	}
+	var lines []string
+	for _, sub := range c.Commands() {
+		if first, _, _ := strings.Cut(sub.Example, "\n"); strings.TrimSpace(first) != "" && sub.IsAvailableCommand() {
+			lines = append(lines, first)
+		}
+	}
+	c.Example = strings.Join(lines, "\n")
+}
+
+// usageArgs makes a wrong number of arguments a usage error (exit 2) on every
+// command, as a bad flag already is.
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{fmt.Errorf("%w (see '%s --help')", err, cmd.CommandPath())}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // Command registries: a file of this package that adds a command appends its
@@ -116,23 +156,23 @@ var (
 )
 
 type group struct {
-	use, short, long string
-	children         *[]func(*env) *cobra.Command
+	use, short, long, example string
+	children                  *[]func(*env) *cobra.Command
 }
 
 var (
 	adminGroup = group{use: "admin", short: "Administer a running Outpost server (users, tokens, sites, offline bundles)",
 		long: `Administrative commands. Those that talk to a server find it with --server URL
 (or $OUTPOST_SERVER), authenticate with --token-file FILE (or $OUTPOST_TOKEN),
-and trust its CA with --cacert FILE.`, children: &adminCommands}
+and trust its CA with --cacert FILE.`, example: "  outpost admin --help", children: &adminCommands}
 	benchGroup = group{use: "bench", short: "Measure Outpost on this machine and print a table",
 		long: `Benchmarks that compare Outpost side by side with a baseline measured in the
 same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
-because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, children: &benchCommands}
+because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, example: "  outpost bench --help", children: &benchCommands}
 )
 
 func (e *env) groupCmd(g group) *cobra.Command {
-	c := &cobra.Command{Use: g.use, Short: g.short, Long: g.long}
+	c := &cobra.Command{Use: g.use, Short: g.short, Long: g.long, Example: g.example}
 	for _, add := range *g.children {
 		c.AddCommand(add(e))
 	}
@@ -144,7 +184,8 @@ func (e *env) versionCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:     "version",
 		Short:   "Print the Outpost version",
-		Example: "  outpost version --json",
+		Long:    "Print the Outpost version and the Go version it was built with.",
+		Example: "  outpost version\n  outpost version --json",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			goVersion := "unknown"

@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -28,29 +32,48 @@ func (d *dataFlags) register(c *cobra.Command) {
 }
 
 // openMaster opens the master key, warning loudly when it is stored unsealed.
+// A wrong passphrase exits with ExitRefused, a damaged key file with ExitTampered.
 func (e *env) openMaster(d dataFlags) (*keys.Master, error) {
+	m, _, err := e.openMasterPass(d)
+	return m, err
+}
+
+// openMasterPass is openMaster that also returns the passphrase it used (nil
+// for an unsealed key), for commands that must compare another passphrase with it.
+func (e *env) openMasterPass(d dataFlags) (*keys.Master, []byte, error) {
 	var pass []byte
 	if datadir.Initialised(d.dir) {
-		// An unsealed key needs no passphrase; try that first without prompting.
+		// An unsealed key needs no passphrase; an empty one fails a sealed
+		// key at once (no argon2id), so this costs nothing and never prompts.
 		if m, s, err := datadir.LoadMaster(d.dir, nil); err == nil && s.Unsealed {
 			e.warnUnsealed()
-			return m, nil
+			return m, nil, nil
 		}
 		var err error
 		pass, err = passphraseSource{file: d.passphraseFile, envVar: PassphraseEnv, prompt: "Master key passphrase"}.read(false)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	m, _, err := datadir.LoadMaster(d.dir, pass)
-	if errors.Is(err, keys.ErrWrongPassphrase) {
-		return nil, withCode(ExitRefused, fmt.Errorf("%w: check --passphrase-file or $%s", err, PassphraseEnv))
+	switch {
+	case errors.Is(err, keys.ErrWrongPassphrase):
+		return nil, nil, withCode(ExitRefused, fmt.Errorf("%w: check --passphrase-file or $%s", err, PassphraseEnv))
+	case errors.Is(err, keys.ErrMalformedFile):
+		return nil, nil, withCode(ExitTampered, err)
+	case err != nil:
+		return nil, nil, err
 	}
-	return m, err
+	return m, pass, nil
 }
 
 func (e *env) warnUnsealed() {
-	fmt.Fprintln(e.stderr, "WARNING: the master key is stored UNSEALED (--dev-insecure-unsealed). Anyone who can read the data directory owns every credential. Never use this outside a demo.")
+	fmt.Fprint(e.stderr, `WARNING: ********************************************************************
+WARNING: the master key is stored UNSEALED (--dev-insecure-unsealed).
+WARNING: Anyone who can read the data directory owns every credential.
+WARNING: Never use this outside a demo: for real use, run 'outpost init' with a passphrase.
+WARNING: ********************************************************************
+`)
 }
 
 func (e *env) initCmd() *cobra.Command {
@@ -61,11 +84,25 @@ func (e *env) initCmd() *cobra.Command {
 		Short: "Create a data directory with a new master key sealed under a passphrase",
 		Long: `Create DIR (mode 0700) and a new 256-bit master key from crypto/rand, sealed
 with argon2id and AES-256-GCM under a passphrase. The passphrase comes from
---passphrase-file, then $OUTPOST_PASSPHRASE, then a prompt (asked twice).
-Every other key is derived from the master key; losing the passphrase loses them all.`,
-		Example: "  outpost init --data ./outpost-data --passphrase-file ./passphrase.txt",
-		Args:    cobra.NoArgs,
+--passphrase-file, then $OUTPOST_PASSPHRASE, then a prompt (asked twice), and
+must be at least 8 characters. An existing key is never overwritten.
+Every other key is derived from the master key; losing the passphrase loses
+them all: back up DIR/master.key and keep the passphrase somewhere else.
+--dev-insecure-unsealed stores the key in the clear, for demos only, and every
+command that opens it prints a warning. See docs/keys.md.`,
+		Example: `  outpost init --data ./outpost-data --passphrase-file ./passphrase.txt
+  OUTPOST_PASSPHRASE='a long passphrase' outpost init --data ./outpost-data
+  outpost init --data ./demo-data --dev-insecure-unsealed   # demos only`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			// Refuse before asking for a passphrase that could not be used.
+			if datadir.Initialised(d.dir) {
+				return fmt.Errorf("%w: %s exists; refusing to overwrite a master key (every key derived from it would be lost): choose another --data directory",
+					datadir.ErrAlreadyInitialised, filepath.Join(d.dir, datadir.MasterKeyFile))
+			}
+			if insecure && d.passphraseFile != "" {
+				return usageError{errors.New("--dev-insecure-unsealed stores no passphrase: drop --passphrase-file, or drop --dev-insecure-unsealed to seal the key")}
+			}
 			var pass []byte
 			if !insecure {
 				var err error
@@ -98,6 +135,12 @@ func (e *env) keysCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "keys",
 		Short: "Export and inspect keys derived from the master key",
+		Long: `Keys derived from the master key: the artifact signing public key that field
+devices pin, and per-subject keys exported as passphrase-encrypted files.
+See docs/keys.md for the key hierarchy.`,
+		Example: `  outpost keys export-public --data ./outpost-data --out server.pub
+  outpost keys export --data ./outpost-data --subject tech-042 --out tech-042.key
+  outpost keys inspect tech-042.key`,
 	}
 	c.AddCommand(e.keysExportPublicCmd(), e.keysExportCmd(), e.keysInspectCmd())
 	return c
@@ -107,29 +150,44 @@ func (e *env) keysExportPublicCmd() *cobra.Command {
 	var d dataFlags
 	var out string
 	var epoch uint32
+	var asJSON bool
 	c := &cobra.Command{
 		Use:   "export-public --data DIR [--out FILE]",
 		Short: "Write the artifact signing public key (PEM) for field devices to pin",
 		Long: `Write the Ed25519 public key that signs bundles, packages and revocation lists,
-as a PKIX PEM block (openssl pkey -pubin reads it) with a Key-Id header.`,
-		Example: "  outpost keys export-public --data ./outpost-data --out server.pub",
-		Args:    cobra.NoArgs,
+as a PKIX PEM block (openssl pkey -pubin reads it) preceded by a line naming
+its key id. Each --epoch has its own signing key; export the next epoch's key
+and pin it before rotating to it.`,
+		Example: `  outpost keys export-public --data ./outpost-data --out server.pub
+  openssl pkey -pubin -in server.pub -noout -text`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			m, err := e.openMaster(d)
 			if err != nil {
 				return err
 			}
-			p := keys.MarshalPublicPEM(m.Signer(epoch).Public)
-			if out == "" {
+			s := m.Signer(epoch)
+			p := keys.MarshalPublicPEM(s.Public)
+			if out != "" {
+				if err := datadir.WriteFileAtomic(out, p, 0o644); err != nil {
+					return fmt.Errorf("writing public key: %w", err)
+				}
+			}
+			switch {
+			case asJSON:
+				return e.printJSON(map[string]any{"kid": s.KeyID, "epoch": epoch, "pem": string(p[bytes.Index(p, []byte("-----BEGIN")):]), "file": out})
+			case out == "":
 				_, err = e.stdout.Write(p)
 				return err
 			}
-			return os.WriteFile(out, p, 0o644)
+			fmt.Fprintf(e.stderr, "Wrote %s (key id %s, epoch %d)\n", out, s.KeyID, epoch)
+			return nil
 		},
 	}
 	d.register(c)
 	c.Flags().StringVar(&out, "out", "", "write to FILE instead of standard output")
 	c.Flags().Uint32Var(&epoch, "epoch", 0, "signing key epoch")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (key id, epoch, PEM) for scripts")
 	return c
 }
 
@@ -140,6 +198,7 @@ func (e *env) keysExportCmd() *cobra.Command {
 	var d dataFlags
 	var subject, out, exportPassFile string
 	var epoch uint32
+	var asJSON bool
 	c := &cobra.Command{
 		Use:   "export --data DIR --subject S --out FILE",
 		Short: "Write a subject's derived key as a passphrase-encrypted file (for a USB drive)",
@@ -148,19 +207,26 @@ and S) and write it to FILE sealed under a new passphrase, known only to the
 subject and an administrator (seed 000's encrypted key file). The key is the
 subject's TOTP seed (SHA1, 6 digits, 30 s). The file's passphrase comes from
 --export-passphrase-file or a prompt; it must differ from the master passphrase.`,
-		Example: "  outpost keys export --data ./outpost-data --subject tech-042 --out tech-042.key",
-		Args:    cobra.NoArgs,
+		Example: `  outpost keys export --data ./outpost-data --subject tech-042 --out tech-042.key \
+      --passphrase-file master.pass --export-passphrase-file tech-042.pass`,
+		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if subject == "" || len(subject) > 256 {
-				return usageError{errors.New("--subject is required (1 to 256 characters)")}
+			if subject == "" || len(subject) > 256 || !utf8.ValidString(subject) {
+				return usageError{errors.New("--subject is required (1 to 256 characters of UTF-8)")}
 			}
-			m, err := e.openMaster(d)
+			if _, err := os.Lstat(out); err == nil {
+				return fmt.Errorf("%s exists: key files are never overwritten; remove it or choose another --out", out)
+			}
+			m, masterPass, err := e.openMasterPass(d)
 			if err != nil {
 				return err
 			}
 			pass, err := passphraseSource{file: exportPassFile, prompt: "Passphrase for " + out}.read(true)
 			if err != nil {
 				return err
+			}
+			if masterPass != nil && subtle.ConstantTimeCompare(pass, masterPass) == 1 {
+				return usageError{errors.New("the key file's passphrase is the master key passphrase: give the subject a passphrase of its own")}
 			}
 			key := m.Derive(20, keys.PurposeSubject, epoch, subject)
 			meta := keys.Sealed{Purpose: string(keys.PurposeSubject), Subject: subject, Epoch: epoch, Meta: totpMeta(subjectTOTP, "Outpost")}
@@ -171,11 +237,15 @@ subject's TOTP seed (SHA1, 6 digits, 30 s). The file's passphrase comes from
 			if err := datadir.WriteFileExclusive(out, data, 0o600); err != nil {
 				return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --out)", err)
 			}
+			if asJSON {
+				return e.printJSON(map[string]any{"file": out, "subject": subject, "epoch": epoch, "fingerprint": fingerprint(key)})
+			}
 			fmt.Fprintf(e.stderr, "Wrote %s for %s (epoch %d, fingerprint %s)\n", out, subject, epoch, fingerprint(key))
 			return nil
 		},
 	}
 	d.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (file, subject, epoch, fingerprint) for scripts")
 	c.Flags().StringVar(&subject, "subject", "", "subject (technician, device) id (required)")
 	c.Flags().StringVar(&out, "out", "", "key file to write (required; never overwritten)")
 	c.Flags().StringVar(&exportPassFile, "export-passphrase-file", "", "file holding the key file's passphrase (else a prompt)")
@@ -227,26 +297,36 @@ func (e *env) keysInspectCmd() *cobra.Command {
 with its passphrase (--passphrase-file or a prompt) and print its subject,
 epoch, creation time and fingerprint. The secret itself is printed only with
 --show-secret (as an otpauth URI) or --qr (as a QR code for an authenticator app).`,
-		Example: "  outpost keys inspect tech-042.key --qr",
-		Args:    cobra.ExactArgs(1),
+		Example: `  outpost keys inspect tech-042.key
+  outpost keys inspect tech-042.key --passphrase-file tech-042.pass --json
+  outpost keys inspect tech-042.key --qr`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			data, err := datadir.ReadFileLimit(args[0], keys.MaxSealedFileSize)
 			if err != nil {
 				return err
 			}
-			pass, err := passphraseSource{file: passFile, prompt: "Passphrase for " + args[0]}.read(false)
-			if err != nil {
-				return err
-			}
-			s, secret, err := keys.Open(pass, data)
+			// An empty passphrase costs nothing: it tells an unsealed or
+			// malformed file apart before asking for the real one.
+			s, secret, err := keys.Open(nil, data)
 			if errors.Is(err, keys.ErrWrongPassphrase) {
-				return withCode(ExitRefused, err)
+				pass, perr := passphraseSource{file: passFile, prompt: "Passphrase for " + args[0]}.read(false)
+				if perr != nil {
+					return perr
+				}
+				s, secret, err = keys.Open(pass, data)
+			}
+			if errors.Is(err, keys.ErrWrongPassphrase) {
+				return withCode(ExitRefused, fmt.Errorf("%s: %w: check the passphrase; if it is right, the file was damaged or tampered with", args[0], err))
 			}
 			if errors.Is(err, keys.ErrMalformedFile) {
-				return withCode(ExitTampered, err)
+				return withCode(ExitTampered, fmt.Errorf("%s: %w", args[0], err))
 			}
 			if err != nil {
 				return err
+			}
+			if s.Unsealed {
+				fmt.Fprintf(e.stderr, "WARNING: %s is UNSEALED: its key is stored in the clear and no passphrase protects it.\n", args[0])
 			}
 			info := map[string]any{"purpose": s.Purpose, "subject": s.Subject, "epoch": s.Epoch,
 				"created": s.Created, "fingerprint": fingerprint(secret), "meta": s.Meta}

@@ -1,11 +1,10 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
-	"os"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/qr"
 	"github.com/outpost-auth/outpost/otp"
 	"github.com/spf13/cobra"
@@ -15,11 +14,17 @@ func (e *env) otpCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "otp",
 		Short: "Work with otpauth:// URIs: show a code, draw a QR code",
+		Long: `Tools for otpauth:// key URIs (the format Google Authenticator, FreeOTP and
+Aegis read), such as the one 'outpost keys inspect --show-secret' prints.`,
+		Example: `  outpost otp code "$URI"
+  outpost otp qr "$URI" --png enrol.png`,
 	}
 	var asJSON bool
 	code := &cobra.Command{
-		Use:     "code URI",
-		Short:   "Print the current code of an otpauth URI (what an authenticator app shows)",
+		Use:   "code URI",
+		Short: "Print the current code of an otpauth URI (what an authenticator app shows)",
+		Long: `Print the code an authenticator app holding URI shows now (TOTP), or the code
+for the URI's counter (HOTP). With --json, also the TOTP time step.`,
 		Example: `  outpost otp code 'otpauth://totp/Outpost:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP'`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -63,14 +68,15 @@ func (e *env) otpCmd() *cobra.Command {
 				_, err = fmt.Fprint(e.stdout, t)
 				return err
 			}
+			if size < 1 || size > qr.MaxPNGSize {
+				return usageError{fmt.Errorf("--size must be between 1 and %d pixels", qr.MaxPNGSize)}
+			}
 			b, err := qr.PNG(args[0], size)
 			if err != nil {
 				return err
 			}
-			if size > 4096 {
-				return usageError{errors.New("--size must be at most 4096")}
-			}
-			return os.WriteFile(png, b, 0o600)
+			// The URI holds a secret: the PNG is as secret as the URI.
+			return datadir.WriteFileAtomic(png, b, 0o600)
 		},
 	}
 	qrc.Flags().StringVar(&png, "png", "", "write a PNG to FILE instead of drawing in the terminal")
