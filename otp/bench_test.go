@@ -139,3 +139,47 @@ func BenchmarkTOTPVerifyAlgorithms(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTOTPVerifyPaired times both libraries in alternating blocks of 64
+// verifications inside one loop, so that both see the same load on a shared
+// machine, and reports each one's ns per verification and pquerna's time
+// divided by Outpost's ("speedup"; above 1 means Outpost is faster). Its
+// ns/op is the sum of both plus timer overhead: read the custom metrics.
+func BenchmarkTOTPVerifyPaired(b *testing.B) {
+	prev, _ := benchParams.Generate(benchSecret, 0, benchTime.Add(-30*time.Second))
+	w := otp.Window{Back: 1, Forward: 1}
+	for _, c := range []struct{ name, code string }{{"match", prev}, {"nomatch", "000000"}} {
+		b.Run("case="+c.name, func(b *testing.B) {
+			const block = 64
+			var tOut, tPq time.Duration
+			outpost := func() {
+				start := time.Now()
+				for range block {
+					benchStep, _ = benchParams.Verify(benchSecret, c.code, benchTime, w)
+				}
+				tOut += time.Since(start)
+			}
+			pquerna := func() {
+				start := time.Now()
+				for range block {
+					benchOK, _ = pqtotp.ValidateCustom(c.code, benchSecretB32, benchTime, pqTOTPOpts)
+				}
+				tPq += time.Since(start)
+			}
+			n := 0
+			for ; b.Loop(); n++ {
+				if n%2 == 0 { // alternate the order too
+					outpost()
+					pquerna()
+				} else {
+					pquerna()
+					outpost()
+				}
+			}
+			calls := float64(n * block)
+			b.ReportMetric(float64(tOut.Nanoseconds())/calls, "outpost-ns/verify")
+			b.ReportMetric(float64(tPq.Nanoseconds())/calls, "pquerna-ns/verify")
+			b.ReportMetric(float64(tPq)/float64(tOut), "speedup")
+		})
+	}
+}
