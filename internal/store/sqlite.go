@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -23,7 +24,7 @@ import (
 // Writers of other processes on the same file meet the busy timeout
 // sqlitedb sets.
 type sqliteEngine struct {
-	r, w   *sql.DB
+	r, w   *stmtCache
 	writes *committer[func(q querier) error]
 }
 
@@ -40,21 +41,23 @@ func openSQLite(path string) (*sqliteEngine, error) {
 	}
 	r.SetMaxOpenConns(max(4, 2*runtime.GOMAXPROCS(0)))
 	r.SetMaxIdleConns(max(4, 2*runtime.GOMAXPROCS(0)))
-	e := &sqliteEngine{r: r, w: w}
+	e := &sqliteEngine{r: &stmtCache{db: r}, w: &stmtCache{db: w}}
 	e.writes = newCommitter(e.applyWrites)
 	return e, nil
 }
 
 func (e *sqliteEngine) name() string    { return "sqlite" }
-func (e *sqliteEngine) reader() querier { return sqlQuerier{e.r} }
+func (e *sqliteEngine) reader() querier { return sqlQuerier{cache: e.r} }
 func (e *sqliteEngine) ping(ctx context.Context) error {
 	var one int
-	return e.r.QueryRowContext(ctx, "SELECT 1").Scan(&one)
+	return e.r.db.QueryRowContext(ctx, "SELECT 1").Scan(&one)
 }
 
 func (e *sqliteEngine) close() error {
 	e.writes.close()
-	return errors.Join(e.r.Close(), e.w.Close())
+	e.r.close()
+	e.w.close()
+	return errors.Join(e.r.db.Close(), e.w.db.Close())
 }
 
 // write and transact are the same on SQLite: every write gets a savepoint
@@ -85,12 +88,12 @@ func (e *sqliteEngine) applyWrites(batch []*pending[func(q querier) error]) {
 			p.err = err
 		}
 	}
-	t, err := e.w.BeginTx(ctx, nil)
+	t, err := e.w.db.BeginTx(ctx, nil)
 	if err != nil {
 		failAll(err)
 		return
 	}
-	q := batchQuerier{sqlQuerier{t}, ctx}
+	q := batchQuerier{sqlQuerier{cache: e.w, tx: t}, ctx}
 	for _, p := range batch {
 		if _, err := t.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 			_ = t.Rollback()
@@ -119,6 +122,7 @@ func (e *sqliteEngine) applyWrites(batch []*pending[func(q querier) error]) {
 	if err := t.Commit(); err != nil {
 		failAll(err)
 	}
+	e.w.prepareMissed(ctx)
 }
 
 // batchQuerier runs statements under the batch's context.
@@ -155,6 +159,84 @@ func (e *sqliteEngine) classify(err error) error {
 	return err
 }
 
+// stmtCache keeps the prepared statements of one pool. The store's
+// statements are a fixed set, and SQLite takes longer to prepare one than to
+// run it. database/sql prepares a cached statement once on each connection
+// it meets, and reuses it inside transactions on that connection.
+type stmtCache struct {
+	db *sql.DB
+	m  sync.Map // query → *sql.Stmt
+
+	mu     sync.Mutex
+	missed []string // met inside a transaction, to prepare after it
+}
+
+func (c *stmtCache) get(ctx context.Context, q string) (*sql.Stmt, error) {
+	if st, ok := c.m.Load(q); ok {
+		return st.(*sql.Stmt), nil
+	}
+	st, err := c.db.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if prev, loaded := c.m.LoadOrStore(q, st); loaded {
+		st.Close()
+		return prev.(*sql.Stmt), nil
+	}
+	return st, nil
+}
+
+// prepareMissed prepares the statements met inside a transaction, when the
+// writer's one connection is free again.
+func (c *stmtCache) prepareMissed(ctx context.Context) {
+	c.mu.Lock()
+	missed := c.missed
+	c.missed = nil
+	c.mu.Unlock()
+	for _, q := range missed {
+		_, _ = c.get(ctx, q) // a failure here only means preparing again next time
+	}
+}
+
+func (c *stmtCache) close() {
+	c.m.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
+}
+
+// sqlQuerier adapts database/sql to querier: on a pool, or inside tx when
+// it is set. Statements with arguments are the store's own and go through
+// the cache; statements without (DDL, savepoints) run as they are.
+type sqlQuerier struct {
+	cache *stmtCache
+	tx    *sql.Tx
+}
+
+// prepared returns the cached statement for s, bound to the transaction if
+// there is one, or nil to run s unprepared.
+func (q sqlQuerier) prepared(ctx context.Context, s string, args []any) (*sql.Stmt, error) {
+	switch {
+	case len(args) == 0:
+		return nil, nil
+	case q.tx == nil:
+		return q.cache.get(ctx, s)
+	}
+	if st, ok := q.cache.m.Load(s); ok {
+		return q.tx.StmtContext(ctx, st.(*sql.Stmt)), nil
+	}
+	// Preparing on the pool now would wait for the connection this
+	// transaction holds: run it unprepared, and prepare it afterwards.
+	q.cache.mu.Lock()
+	q.cache.missed = append(q.cache.missed, s)
+	q.cache.mu.Unlock()
+	return nil, nil
+}
+
+func (q sqlQuerier) runner() sqlRunner {
+	if q.tx != nil {
+		return q.tx
+	}
+	return q.cache.db
+}
+
 // sqlRunner is what *sql.DB and *sql.Tx have in common.
 type sqlRunner interface {
 	ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error)
@@ -162,11 +244,17 @@ type sqlRunner interface {
 	QueryRowContext(ctx context.Context, q string, args ...any) *sql.Row
 }
 
-// sqlQuerier adapts database/sql to querier.
-type sqlQuerier struct{ db sqlRunner }
-
 func (q sqlQuerier) exec(ctx context.Context, s string, args ...any) (int64, error) {
-	res, err := q.db.ExecContext(ctx, s, args...)
+	st, err := q.prepared(ctx, s, args)
+	if err != nil {
+		return 0, err
+	}
+	var res sql.Result
+	if st != nil {
+		res, err = st.ExecContext(ctx, args...)
+	} else {
+		res, err = q.runner().ExecContext(ctx, s, args...)
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -174,7 +262,16 @@ func (q sqlQuerier) exec(ctx context.Context, s string, args ...any) (int64, err
 }
 
 func (q sqlQuerier) query(ctx context.Context, s string, args ...any) (rows, error) {
-	r, err := q.db.QueryContext(ctx, s, args...)
+	st, err := q.prepared(ctx, s, args)
+	if err != nil {
+		return nil, err
+	}
+	var r *sql.Rows
+	if st != nil {
+		r, err = st.QueryContext(ctx, args...)
+	} else {
+		r, err = q.runner().QueryContext(ctx, s, args...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -182,8 +279,20 @@ func (q sqlQuerier) query(ctx context.Context, s string, args ...any) (rows, err
 }
 
 func (q sqlQuerier) queryRow(ctx context.Context, s string, args ...any) row {
-	return q.db.QueryRowContext(ctx, s, args...)
+	st, err := q.prepared(ctx, s, args)
+	switch {
+	case err != nil:
+		return errRow{err}
+	case st != nil:
+		return st.QueryRowContext(ctx, args...)
+	}
+	return q.runner().QueryRowContext(ctx, s, args...)
 }
+
+// errRow is a row whose statement could not be prepared.
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
 
 // sqlRows drops the error of Close: Err reports what matters.
 type sqlRows struct{ *sql.Rows }
