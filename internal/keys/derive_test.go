@@ -61,6 +61,8 @@ func deriveCases() []deriveVector {
 		{N: 32, Purpose: PurposeSigning},
 		{N: 20, Purpose: PurposeSubject, Epoch: 2, Context: []string{"tech-042"}},
 		{N: 32, Purpose: PurposeAPITokenMAC},
+		{N: 32, Purpose: PurposeOfflineEntryWrap},
+		{N: 32, Purpose: PurposeOfflineStaticSecret},
 		{N: 16, Purpose: "custom", Context: []string{""}},
 		{N: 32, Purpose: "custom", Context: []string{"ab", "c"}},
 		{N: 32, Purpose: "custom", Context: []string{"a", "bc"}},
@@ -82,6 +84,9 @@ var frozenPurposes = map[Purpose]string{
 	PurposeSigning:     "signing-ed25519",
 	PurposeSubject:     "subject-key",
 	PurposeAPITokenMAC: "api-token-mac",
+
+	PurposeOfflineEntryWrap:    "offline-entry-wrap",
+	PurposeOfflineStaticSecret: "offline-static-secret",
 }
 
 func TestPurposeLabelsFrozen(t *testing.T) {

@@ -49,6 +49,12 @@ const (
 	PurposeSubject Purpose = "subject-key"
 	// PurposeAPITokenMAC: HMAC key that API tokens are hashed with before storage.
 	PurposeAPITokenMAC Purpose = "api-token-mac"
+	// PurposeOfflineEntryWrap: under an offline bundle entry's argon2id
+	// output (not the master key), the key that unwraps the entry's release key.
+	PurposeOfflineEntryWrap Purpose = "offline-entry-wrap"
+	// PurposeOfflineStaticSecret: under a released key, the AES-256-GCM key
+	// of the static secret an offline bundle carries.
+	PurposeOfflineStaticSecret Purpose = "offline-static-secret"
 )
 
 // Master is the root key. The zero value is not usable; use [GenerateMaster] or [Open].
