@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"runtime"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -25,11 +27,21 @@ func isPostgresDSN(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
+// defaultPGConns is the pool size when the DSN sets no pool_max_conns.
+// pgxpool's own default (4 on a 2-core machine) leaves PostgreSQL too few
+// concurrent commits to group; 16 lets it share one WAL flush among many
+// verifications, and several replicas still fit in PostgreSQL's default
+// max_connections of 100.
+func defaultPGConns() int32 { return int32(max(16, 4*runtime.GOMAXPROCS(0))) }
+
 func openPostgres(ctx context.Context, dsn string) (*pgEngine, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors quote the DSN, password included: say only what to fix.
 		return nil, errors.New("postgres: the DSN does not parse; use postgres://USER[:PASSWORD]@HOST:PORT/DB?sslmode=...[&search_path=SCHEMA][&pool_max_conns=N]")
+	}
+	if u, err := url.Parse(dsn); err == nil && !u.Query().Has("pool_max_conns") {
+		cfg.MaxConns = defaultPGConns()
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
