@@ -84,35 +84,7 @@ func (s *Store) Status(ctx context.Context) (Status, error) {
 	}
 	now := s.now()
 	for _, k := range ks {
-		ts := TokenStatus{TokenKey: k}
-		state, err := s.readState(ctx, s.db, k)
-		if err != nil {
-			ts.Problem = err.Error()
-			st.Tokens = append(st.Tokens, ts)
-			continue
-		}
-		if state.lastUsed >= 0 {
-			u := uint64(state.lastUsed)
-			ts.LastUsed = &u
-		}
-		ts.Failures = state.failures
-		if state.lockedUntil > now.UnixMicro() {
-			ts.LockedUntil = time.UnixMicro(state.lockedUntil).UTC()
-		}
-		if state.wiped != 0 {
-			ts.Wiped = time.UnixMicro(state.wiped).UTC()
-		}
-		b, err := s.loadBundle(ctx, s.db, k)
-		switch {
-		case err != nil:
-			ts.Problem = err.Error()
-		case b != nil:
-			ts.Type, ts.Digits, ts.PIN, ts.Serial = b.OTP.Type, b.Params.Digits, b.PIN, b.Serial
-			ts.First, ts.Last, ts.Entries = b.First, b.Last(), b.Count()
-			ts.NotBefore, ts.NotAfter, ts.Secrets = b.NotBefore, b.NotAfter, b.SecretNames()
-			ts.Remaining = s.remaining(b, state, now)
-		}
-		st.Tokens = append(st.Tokens, ts)
+		st.Tokens = append(st.Tokens, s.tokenStatus(ctx, k, now))
 	}
 	last, err := devicelog.Last(ctx, s.db)
 	if err != nil {
@@ -124,6 +96,49 @@ func (s *Store) Status(ctx context.Context) (Status, error) {
 		st.LogProblem = fmt.Sprintf("entry %d: %v", bad, err)
 	}
 	return st, nil
+}
+
+// Lookup resolves a user (with realm and token when the user has several
+// tokens here) the way Verify does, and returns that token's status: which
+// static secrets its bundle carries, whether it needs a PIN, how many
+// entries are left.
+func (s *Store) Lookup(ctx context.Context, realm, user, token string) (TokenStatus, error) {
+	k, err := s.resolve(ctx, Attempt{Realm: realm, User: user, Token: token})
+	if err != nil {
+		return TokenStatus{}, err
+	}
+	return s.tokenStatus(ctx, k, s.now()), nil
+}
+
+func (s *Store) tokenStatus(ctx context.Context, k TokenKey, now time.Time) TokenStatus {
+	ts := TokenStatus{TokenKey: k}
+	state, err := s.readState(ctx, s.db, k)
+	if err != nil {
+		ts.Problem = err.Error()
+		return ts
+	}
+	if state.lastUsed >= 0 {
+		u := uint64(state.lastUsed)
+		ts.LastUsed = &u
+	}
+	ts.Failures = state.failures
+	if state.lockedUntil > now.UnixMicro() {
+		ts.LockedUntil = time.UnixMicro(state.lockedUntil).UTC()
+	}
+	if state.wiped != 0 {
+		ts.Wiped = time.UnixMicro(state.wiped).UTC()
+	}
+	b, err := s.loadBundle(ctx, s.db, k)
+	switch {
+	case err != nil:
+		ts.Problem = err.Error()
+	case b != nil:
+		ts.Type, ts.Digits, ts.PIN, ts.Serial = b.OTP.Type, b.Params.Digits, b.PIN, b.Serial
+		ts.First, ts.Last, ts.Entries = b.First, b.Last(), b.Count()
+		ts.NotBefore, ts.NotAfter, ts.Secrets = b.NotBefore, b.NotAfter, b.SecretNames()
+		ts.Remaining = s.remaining(b, state, now)
+	}
+	return ts
 }
 
 // remaining counts the entries still usable at now: above the last used

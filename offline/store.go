@@ -571,6 +571,8 @@ type Attempt struct {
 // the release key its entry unwrapped.
 type Result struct {
 	TokenKey
+	// Type is "hotp" or "totp".
+	Type string
 	// Counter is the HOTP counter or TOTP step that matched; it is now used.
 	Counter uint64
 	Serial  uint64
@@ -833,7 +835,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 				int64(counter), k.Realm, k.User, k.Token); err != nil {
 				return err
 			}
-			res = &Result{TokenKey: k, Counter: counter, Serial: b.Serial, bundle: b, release: release}
+			res = &Result{TokenKey: k, Type: b.OTP.Type, Counter: counter, Serial: b.Serial, bundle: b, release: release}
 			return s.log(octx, tx, done, "verify.ok", subject, with("serial", b.Serial, "counter", counter))
 		}
 		why := "wrong_code"
