@@ -1,7 +1,15 @@
 // Package store is the storage contract of the Outpost server, with two
 // engines: embedded SQLite (the default, a file in the data directory) and
 // PostgreSQL through pgx (for production and for several `outpost serve`
-// replicas). Open picks the engine from the DSN.
+// replicas).
+//
+//	st, err := store.Open(ctx, dsn) // "postgres://…" or a SQLite file path
+//	defer st.Close()
+//
+// [Open] picks the engine from the DSN and applies the schema migrations
+// (safe when several replicas start at once). Tests get a fresh database
+// from package storetest (storetest.SQLitePath, storetest.PostgresDSN) and
+// every engine passes storetest.Run.
 //
 // The contract's one security-critical promise is [Store.AdvanceToken]: it
 // raises a token's last-used step or counter with a single conditional
@@ -9,10 +17,17 @@
 // replicas) offering the same value, exactly one succeeds and the others get
 // [ErrReplayed]. Everything that accepts a code calls it and only it.
 //
+// Every write is durable when its method returns. Concurrent writes are
+// committed together where the database would otherwise serialise them
+// (SQLite writes, audit appends): one fsync for a whole batch, each caller
+// answered after it, each write in the batch failing or succeeding alone.
+//
 // The SQL stays within what both engines and CockroachDB accept: no
 // engine-specific upserts beyond ON CONFLICT, no triggers, no stored
 // procedures; integers are BIGINT, times are stored as Unix microseconds
-// (BIGINT), binary data as BLOB/BYTEA.
+// (BIGINT, read back in UTC), binary data as BYTEA. Times are kept to the
+// microsecond, and a zero CreatedAt (or audit Time) is stored as the time of
+// the call. docs/storage.md is the operator's manual.
 //
 // Secrets never reach the store in the clear: token seeds arrive encrypted
 // (or are not stored at all when derived), PINs arrive as argon2id hashes and
@@ -167,12 +182,17 @@ type Store interface {
 	// AdvanceToken sets LastUsed = used and Used = true if and only if the
 	// token is not Used yet or LastUsed < used, in one conditional UPDATE.
 	// It returns ErrReplayed when the condition fails, ErrNotFound when the
-	// token does not exist.
+	// token does not exist, ErrInvalid when used is negative. It does not
+	// look at Status: confirming a pending token consumes its first code too.
 	AdvanceToken(ctx context.Context, realm, user, id string, used int64) error
 
-	CreateAPIClient(ctx context.Context, c APIClient) error // ErrExists
+	// CreateAPIClient stores c. ErrExists if the realm already has a client
+	// with that ID, or any client has the same TokenHash. Realm is not
+	// checked against the realms: "" may stand for a client of no one realm.
+	CreateAPIClient(ctx context.Context, c APIClient) error
 	// GetAPIClientByHash finds the client whose TokenHash equals hash.
 	GetAPIClientByHash(ctx context.Context, hash []byte) (APIClient, error)
+	// ListAPIClients returns the realm's clients ordered by ID.
 	ListAPIClients(ctx context.Context, realm string) ([]APIClient, error)
 	DisableAPIClient(ctx context.Context, realm, id string) error
 
@@ -180,7 +200,7 @@ type Store interface {
 	// transaction it reads the last entry and inserts eventlog.Next(last, e, nil).
 	// Concurrent appenders (including other replicas) serialise on the
 	// sequence number's uniqueness and retry; none is lost. It returns the
-	// stored entry.
+	// stored entry; ErrInvalid when e's fields are out of eventlog's bounds.
 	AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.Entry, error)
 	// ListAudit returns up to limit (1..MaxListLimit) entries with Seq > after, in order.
 	ListAudit(ctx context.Context, after uint64, limit int) ([]eventlog.Entry, error)
