@@ -52,27 +52,30 @@ func checkLimit(limit int) error {
 	return nil
 }
 
-func checkRealm(r *Realm) error {
-	if err := checkID("realm ID", r.ID); err != nil {
-		return err
+// first returns the first error of a list of checks.
+func first(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
 	}
-	return checkText("realm name", r.Name)
+	return nil
+}
+
+func checkNonNegative(what string, n int64) error {
+	if n < 0 {
+		return invalid("%s %d is negative", what, n)
+	}
+	return nil
+}
+
+func checkRealm(r *Realm) error {
+	return first(checkID("realm ID", r.ID), checkText("realm name", r.Name))
 }
 
 func checkUser(u *User) error {
-	if err := checkID("realm ID", u.Realm); err != nil {
-		return err
-	}
-	if err := checkID("user ID", u.ID); err != nil {
-		return err
-	}
-	if err := checkText("display name", u.DisplayName); err != nil {
-		return err
-	}
-	if u.Failures < 0 {
-		return invalid("failure count %d is negative", u.Failures)
-	}
-	return checkBlob("PIN hash", u.PINHash)
+	return first(checkID("realm ID", u.Realm), checkID("user ID", u.ID), checkText("display name", u.DisplayName),
+		checkNonNegative("failure count", int64(u.Failures)), checkBlob("PIN hash", u.PINHash))
 }
 
 var tokenStatuses = []string{TokenPending, TokenActive, TokenDisabled}
@@ -88,10 +91,8 @@ func checkStatus(s string) error {
 // (otp.Params.Validate) and requires their canonical spelling, so that what
 // is stored is exactly what otp.ParseType and otp.ParseAlgorithm print.
 func checkToken(t *Token) error {
-	for _, f := range []struct{ what, id string }{{"realm ID", t.Realm}, {"user ID", t.UserID}, {"token ID", t.ID}} {
-		if err := checkID(f.what, f.id); err != nil {
-			return err
-		}
+	if err := first(checkID("realm ID", t.Realm), checkID("user ID", t.UserID), checkID("token ID", t.ID)); err != nil {
+		return err
 	}
 	typ, err := otp.ParseType(t.Type)
 	if err != nil || typ.String() != t.Type {
@@ -116,13 +117,7 @@ func checkToken(t *Token) error {
 	case t.SeedMode != SeedDerived && t.SeedMode != SeedRandom:
 		return invalid("seed mode %q (use %s or %s)", truncate(t.SeedMode), SeedDerived, SeedRandom)
 	}
-	if t.LastUsed < 0 {
-		return invalid("last used step or counter %d is negative", t.LastUsed)
-	}
-	if err := checkStatus(t.Status); err != nil {
-		return err
-	}
-	return checkBlob("seed ciphertext", t.SeedCiphertext)
+	return first(checkNonNegative("last used step or counter", t.LastUsed), checkStatus(t.Status), checkBlob("seed ciphertext", t.SeedCiphertext))
 }
 
 var apiScopes = []string{ScopeAdmin, ScopeIssuer, ScopeVerifier}
@@ -130,15 +125,11 @@ var apiScopes = []string{ScopeAdmin, ScopeIssuer, ScopeVerifier}
 // checkAPIClient checks c. Realm may be empty: the server decides what a
 // client outside every realm means.
 func checkAPIClient(c *APIClient) error {
+	var realmErr error
 	if c.Realm != "" {
-		if err := checkID("realm ID", c.Realm); err != nil {
-			return err
-		}
+		realmErr = checkID("realm ID", c.Realm)
 	}
-	if err := checkID("API client ID", c.ID); err != nil {
-		return err
-	}
-	if err := checkText("API client name", c.Name); err != nil {
+	if err := first(realmErr, checkID("API client ID", c.ID), checkText("API client name", c.Name)); err != nil {
 		return err
 	}
 	if len(c.Scopes) == 0 {
