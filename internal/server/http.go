@@ -195,6 +195,12 @@ func (s *Server) toAPIError(err error, rid string) *apiError {
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.Header().Set("Content-Type", "application/json")
+	if raw, ok := body.(rawBody); ok {
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(status)
+		_, _ = w.Write(raw)
+		return
+	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	if body == nil || status == http.StatusNoContent {

@@ -16,10 +16,12 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/apitoken"
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -43,6 +45,11 @@ type Config struct {
 	// like /v1/verify but touches no store: the baseline of `outpost bench online`.
 	EnableNoop bool
 	Now        func() time.Time
+	// BundleKDF is the argon2id cost of offline bundle entries; the zero
+	// value is cost.Default. BundleFloor is the attack-cost floor; nil is
+	// cost.DefaultFloor. (Cheap values are for tests; the floor still applies.)
+	BundleKDF   cost.KDF
+	BundleFloor *cost.Floor
 }
 
 // Server is the HTTP API.
@@ -58,6 +65,11 @@ type Server struct {
 	registry *prometheus.Registry
 	routes   []route
 	auth     authCache
+	// bundleSlots serialises bundle generation (each uses every core);
+	// bundleWorkers' capacity is the core count used for estimates.
+	bundleSlots   chan struct{}
+	bundleWorkers chan struct{}
+	jobs          jobs
 }
 
 // New returns a server for cfg.
@@ -92,6 +104,8 @@ func New(cfg Config) (*Server, error) {
 			Audit: al, Now: cfg.Now},
 	}
 	s.metrics = newMetrics(cfg.Registry)
+	s.bundleSlots = make(chan struct{}, 1)
+	s.bundleWorkers = make(chan struct{}, runtime.NumCPU())
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {

@@ -1,0 +1,361 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/bundle"
+	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/pin"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/otp"
+)
+
+// Offline bundles (issue: hash lists). Issuing does not touch the token's
+// online state: the online counter is not moved past the window (as
+// privacyIDEA does), so the token keeps working online; replay between the
+// two is closed by sync.
+
+func init() {
+	extraRouteFuncs = append(extraRouteFuncs, func(s *Server) []route {
+		return []route{
+			{method: "POST", pattern: "/v1/offline/bundles", scopes: issuer, handler: s.createBundle},
+			{method: "GET", pattern: "/v1/offline/jobs/{id}", scopes: issuer, handler: s.getJob},
+			{method: "GET", pattern: "/v1/offline/jobs/{id}/bundle", scopes: issuer, handler: s.getJobBundle},
+			{method: "POST", pattern: "/v1/offline/login", scopes: verifier, handler: s.offlineLogin},
+		}
+	})
+}
+
+// syncBundleLimit: bundles estimated to take longer than this are refused
+// on the synchronous path; ask for ?async=true (the CLI always does).
+const syncBundleLimit = 5 * time.Minute
+
+// maxSecretBytes bounds one static secret.
+const maxSecretBytes = 4096
+
+type bundleRequest struct {
+	User   string `json:"user"`
+	Token  string `json:"token,omitempty"`
+	Device string `json:"device"`
+	// HOTP event window size (starts after the last counter used online).
+	Count int `json:"count,omitempty"`
+	// TOTP period.
+	From  time.Time `json:"from,omitzero"`
+	Until time.Time `json:"until,omitzero"`
+	// PIN: required when the user has one; checked against the stored hash.
+	PIN     string            `json:"pin,omitempty"`
+	Secrets map[string]string `json:"secrets,omitempty"`
+	// OverrideFloor issues below the attack-cost floor (admin scope; audited).
+	OverrideFloor bool `json:"override_floor,omitempty"`
+	// NotAfter shortens the bundle's validity.
+	NotAfter time.Time `json:"not_after,omitzero"`
+}
+
+// prepareBundle validates a request against the store and returns the
+// issuer's request; the one place the online state meets a bundle.
+func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest, pinChecked bool) (bundle.Request, store.Token, error) {
+	var zero bundle.Request
+	if err := validID("user", in.User); err != nil {
+		return zero, store.Token{}, err
+	}
+	if err := validID("device", in.Device); err != nil {
+		return zero, store.Token{}, err
+	}
+	u, err := s.cfg.Store.GetUser(ctx, r.realm(), in.User)
+	if errors.Is(err, store.ErrNotFound) {
+		return zero, store.Token{}, errorf(http.StatusNotFound, "user_not_found", "no user %q", in.User)
+	}
+	if err != nil {
+		return zero, store.Token{}, err
+	}
+	ts, err := s.cfg.Store.ListTokens(ctx, r.realm(), in.User)
+	if err != nil {
+		return zero, store.Token{}, err
+	}
+	var active []store.Token
+	for _, t := range ts {
+		if t.Status == store.TokenActive && (in.Token == "" || t.ID == in.Token) {
+			active = append(active, t)
+		}
+	}
+	switch {
+	case len(active) == 0 && in.Token != "":
+		return zero, store.Token{}, errorf(http.StatusNotFound, "token_not_found", "user %q has no active token %q", in.User, in.Token)
+	case len(active) == 0:
+		return zero, store.Token{}, errorf(http.StatusConflict, "no_active_token", "user %q has no active token: enrol and confirm one first", in.User)
+	case len(active) > 1:
+		return zero, store.Token{}, errorf(http.StatusBadRequest, "token_required", "user %q has %d active tokens: name one with \"token\"", in.User, len(active))
+	}
+	t := active[0]
+	p, err := online.Params(t)
+	if err != nil {
+		return zero, t, err
+	}
+	seed, err := s.svc.Seeds.Seed(t)
+	if err != nil {
+		return zero, t, err
+	}
+	if u.PINHash != nil && !pinChecked {
+		if in.PIN == "" {
+			return zero, t, errorf(http.StatusBadRequest, "pin_required", "user %q has a PIN: a bundle must mix it in, give it as \"pin\"", in.User)
+		}
+		if !pin.Check(u.PINHash, in.PIN) {
+			return zero, t, errorf(http.StatusBadRequest, "pin_mismatch", "the PIN given is not user %q's PIN", in.User)
+		}
+	}
+	if u.PINHash == nil && in.PIN != "" {
+		return zero, t, errorf(http.StatusBadRequest, "no_pin", "user %q has no PIN; set one first (PUT /v1/users/%s/pin)", in.User, in.User)
+	}
+	if len(in.Secrets) > 16 {
+		return zero, t, errorf(http.StatusBadRequest, "invalid_secrets", "at most 16 static secrets")
+	}
+	secrets := map[string][]byte{}
+	for k, v := range in.Secrets {
+		if len(v) > maxSecretBytes {
+			return zero, t, errorf(http.StatusBadRequest, "invalid_secrets", "secret %q is larger than %d bytes", trunc(k), maxSecretBytes)
+		}
+		secrets[k] = []byte(v)
+	}
+	req := bundle.Request{Realm: r.realm(), User: in.User, TokenID: t.ID, Params: p, Secret: seed, Device: in.Device,
+		PIN: in.PIN, Secrets: secrets, NotAfter: in.NotAfter, Override: in.OverrideFloor,
+		KDF: s.cfg.BundleKDF, Floor: s.cfg.BundleFloor}
+	if p.Type == otp.TypeHOTP {
+		if !in.From.IsZero() || !in.Until.IsZero() {
+			return zero, t, errorf(http.StatusBadRequest, "invalid_window", "token %s is HOTP: give \"count\", not from/until", t.ID)
+		}
+		if t.Used {
+			req.First = uint64(t.LastUsed) + 1
+		}
+		req.Count = in.Count
+	} else {
+		if in.Count != 0 {
+			return zero, t, errorf(http.StatusBadRequest, "invalid_window", "token %s is TOTP: give \"from\" and \"until\", not count", t.ID)
+		}
+		req.From, req.Until = in.From, in.Until
+	}
+	if in.OverrideFloor && !slices.Contains(r.client.Scopes, store.ScopeAdmin) {
+		return zero, t, errorf(http.StatusForbidden, "forbidden", "override_floor needs the admin scope")
+	}
+	if _, err := bundle.Plan(req); err != nil {
+		return zero, t, bundleError(err)
+	}
+	return req, t, nil
+}
+
+func bundleError(err error) error {
+	switch {
+	case errors.Is(err, cost.ErrBelowFloor):
+		return errorf(http.StatusUnprocessableEntity, "below_floor", "%s", err.Error())
+	case errors.Is(err, bundle.ErrInvalidRequest):
+		return errorf(http.StatusBadRequest, "invalid_bundle_request", "%s", err.Error())
+	}
+	return err
+}
+
+// issue runs the KDF work and records it in the audit log.
+func (s *Server) issue(ctx context.Context, actor string, req bundle.Request, progress func(done, total int)) ([]byte, cost.Report, error) {
+	s.bundleSlots <- struct{}{} // one bundle computes at a time: it uses every core
+	defer func() { <-s.bundleSlots }()
+	data, rep, err := bundle.Issue(ctx, req, s.signer, progress)
+	if err != nil {
+		return nil, rep, bundleError(err)
+	}
+	if req.Override {
+		if err := s.audit.Record(ctx, audit.FloorOverride, actor, req.User, map[string]any{"token": req.TokenID, "device": req.Device,
+			"per_entry_seconds": rep.Reference.PerEntry, "entries": rep.Entries}); err != nil {
+			return nil, rep, err
+		}
+	}
+	if err := s.audit.Record(ctx, audit.BundleIssue, actor, req.User, map[string]any{"token": req.TokenID, "device": req.Device,
+		"entries": rep.Entries, "pin": req.PIN != "", "per_entry_seconds": rep.Reference.PerEntry}); err != nil {
+		return nil, rep, err
+	}
+	return data, rep, nil
+}
+
+func costHeaders(w http.ResponseWriter, rep cost.Report) {
+	w.Header().Set("X-Outpost-Entries", strconv.Itoa(rep.Entries))
+	w.Header().Set("X-Outpost-Attack-Seconds-Per-Entry", strconv.FormatFloat(rep.Reference.PerEntry, 'f', 0, 64))
+}
+
+// rawBody tells wrap the handler already wrote a non-JSON-encoded body.
+type rawBody []byte
+
+func (s *Server) createBundle(r *request) (int, any, error) {
+	var in bundleRequest
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	req, _, err := s.prepareBundle(r.ctx, r, in, false)
+	if err != nil {
+		return 0, nil, err
+	}
+	rep, _ := bundle.Plan(req)
+	wall := time.Duration(rep.IssuerCPU / float64(max(1, s.cores())) * float64(time.Second))
+	if r.URL.Query().Get("async") == "true" {
+		id := s.jobs.start(func(ctx context.Context, progress func(int, int)) ([]byte, cost.Report, error) {
+			return s.issue(ctx, r.actor(), req, progress)
+		}, r.realm())
+		return http.StatusAccepted, map[string]any{"job": id, "entries": rep.Entries, "estimated_seconds": wall.Seconds()}, nil
+	}
+	if wall > syncBundleLimit {
+		return 0, nil, errorf(http.StatusBadRequest, "too_slow_for_sync", "this bundle takes about %s to compute: request it with ?async=true and poll the job", wall.Round(time.Second))
+	}
+	_ = http.NewResponseController(r.w).SetWriteDeadline(time.Now().Add(2*wall + time.Minute))
+	data, rep, err := s.issue(r.ctx, r.actor(), req, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	costHeaders(r.w, rep)
+	return http.StatusOK, rawBody(data), nil
+}
+
+func (s *Server) getJob(r *request) (int, any, error) {
+	j, ok := s.jobs.get(r.PathValue("id"), r.realm())
+	if !ok {
+		return 0, nil, errorf(http.StatusNotFound, "job_not_found", "no such job (jobs live in one server's memory for an hour)")
+	}
+	return http.StatusOK, j.status(), nil
+}
+
+func (s *Server) getJobBundle(r *request) (int, any, error) {
+	j, ok := s.jobs.get(r.PathValue("id"), r.realm())
+	if !ok {
+		return 0, nil, errorf(http.StatusNotFound, "job_not_found", "no such job")
+	}
+	st := j.status()
+	switch st.State {
+	case "running":
+		return 0, nil, errorf(http.StatusConflict, "job_running", "the bundle is %d of %d entries done", st.Done, st.Total)
+	case "failed":
+		return 0, nil, errorf(http.StatusConflict, "job_failed", "%s", st.Error)
+	}
+	costHeaders(r.w, j.report)
+	return http.StatusOK, rawBody(j.data), nil
+}
+
+// offlineLogin is OneSpan's and privacyIDEA's pattern: a successful online
+// PIN + OTP login hands the device a bundle with the PIN mixed in. The PIN is
+// in the server's memory only for this request.
+func (s *Server) offlineLogin(r *request) (int, any, error) {
+	var in struct {
+		bundleRequest
+		Code string `json:"code"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	if in.OverrideFloor {
+		return 0, nil, errorf(http.StatusForbidden, "forbidden", "a login bundle cannot override the floor")
+	}
+	if err := validID("device", in.Device); err != nil {
+		return 0, nil, err
+	}
+	if _, err := s.svc.Verify(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor()); err != nil {
+		return 0, nil, s.verifyError(err)
+	}
+	s.metrics.verify.WithLabelValues("ok").Inc()
+	if in.Count == 0 && in.From.IsZero() {
+		now := s.cfg.Now()
+		in.From, in.Until = now, now.Add(2*time.Hour)
+	}
+	req, t, err := s.prepareBundle(r.ctx, r, in.bundleRequest, true)
+	if err != nil && t.Type == "hotp" && in.Count == 0 {
+		in.From, in.Until, in.Count = time.Time{}, time.Time{}, 20
+		req, _, err = s.prepareBundle(r.ctx, r, in.bundleRequest, true)
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	_ = http.NewResponseController(r.w).SetWriteDeadline(time.Now().Add(syncBundleLimit + time.Minute))
+	data, rep, err := s.issue(r.ctx, r.actor(), req, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	costHeaders(r.w, rep)
+	return http.StatusOK, rawBody(data), nil
+}
+
+// jobs runs long bundle generations in the background.
+type jobs struct {
+	mu sync.Mutex
+	m  map[string]*job
+}
+
+type job struct {
+	mu       sync.Mutex
+	realm    string
+	state    string
+	done     int
+	total    int
+	err      string
+	data     []byte
+	report   cost.Report
+	finished time.Time
+}
+
+type jobStatus struct {
+	State string `json:"state"` // running, done, failed
+	Done  int    `json:"done"`
+	Total int    `json:"total"`
+	Error string `json:"error,omitempty"`
+}
+
+func (j *job) status() jobStatus {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return jobStatus{State: j.state, Done: j.done, Total: j.total, Error: j.err}
+}
+
+func (js *jobs) start(run func(context.Context, func(int, int)) ([]byte, cost.Report, error), realm string) string {
+	id := "job_" + newRequestID()
+	j := &job{realm: realm, state: "running"}
+	js.mu.Lock()
+	if js.m == nil {
+		js.m = map[string]*job{}
+	}
+	for k, old := range js.m { // forget finished jobs after an hour
+		if !old.finished.IsZero() && time.Since(old.finished) > time.Hour {
+			delete(js.m, k)
+		}
+	}
+	js.m[id] = j
+	js.mu.Unlock()
+	go func() {
+		data, rep, err := run(context.Background(), func(done, total int) {
+			j.mu.Lock()
+			j.done, j.total = done, total
+			j.mu.Unlock()
+		})
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		j.finished = time.Now()
+		if err != nil {
+			j.state, j.err = "failed", err.Error()
+			return
+		}
+		j.state, j.data, j.report = "done", data, rep
+	}()
+	return id
+}
+
+func (js *jobs) get(id, realm string) (*job, bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	j, ok := js.m[id]
+	if !ok || j.realm != realm {
+		return nil, false
+	}
+	return j, true
+}
+
+func (s *Server) cores() int { return cap(s.bundleWorkers) }
+

@@ -1,0 +1,171 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/offline"
+	"github.com/outpost-auth/outpost/otp"
+)
+
+// cheapKDF keeps tests fast; the floor is lowered to match, so the floor
+// logic still runs.
+var cheapKDF = cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1}
+
+func bundleFixture(t *testing.T) *fixture {
+	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	f.srv.cfg.BundleKDF = cheapKDF
+	floor := cost.Floor{PerEntry: time.Millisecond, MinMargin: 1e4}
+	f.srv.cfg.BundleFloor = &floor
+	return f
+}
+
+func decodeBundle(t *testing.T, f *fixture, data []byte, device string) *offline.Bundle {
+	t.Helper()
+	b, err := offline.Decode(data, []ed25519.PublicKey{f.srv.signer.Public}, offline.Expect{Device: device, Now: time.Now()})
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	return b
+}
+
+func TestIssueHOTPBundleStartsAfterOnlineCounter(t *testing.T) {
+	f := bundleFixture(t)
+	issuer := f.client("issuer")
+	verifier := f.client("verifier")
+	uri := f.enrol("gina", map[string]any{"type": "hotp"}) // counter 0 consumed by confirm
+	f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "gina", "code": f.codeAt(uri, 3)})
+	r := f.call(issuer, "POST", "/v1/offline/bundles", map[string]any{"user": "gina", "device": "dev-7", "count": 5,
+		"secrets": map[string]string{"door": "4711"}})
+	if r.status != 200 {
+		t.Fatalf("issue: %d %s", r.status, r.raw)
+	}
+	if r.header.Get("X-Outpost-Entries") != "5" {
+		t.Errorf("entries header %q", r.header.Get("X-Outpost-Entries"))
+	}
+	b := decodeBundle(t, f, r.raw, "dev-7")
+	if b.First != 4 || b.Count() != 5 {
+		t.Fatalf("window %d+%d, want counters 4..8 after the online counter 3", b.First, b.Count())
+	}
+	rel, ok := b.OpenEntry(6, f.codeAt(uri, 6), "")
+	if !ok {
+		t.Fatal("the right code did not release the key")
+	}
+	if s, err := b.OpenSecret(rel, "door"); err != nil || string(s) != "4711" {
+		t.Fatalf("secret: %q %v", s, err)
+	}
+	if _, ok := b.OpenEntry(6, f.codeAt(uri, 7), ""); ok {
+		t.Fatal("a wrong code released the key")
+	}
+	// Issuing did not burn the token online (privacyIDEA's flaw): counter 4 still verifies.
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "gina", "code": f.codeAt(uri, 4)}); r.status != 200 {
+		t.Fatalf("online after issuing: %d %s", r.status, r.raw)
+	}
+	if _, err := offline.Decode(r.raw, []ed25519.PublicKey{f.srv.signer.Public}, offline.Expect{Device: "dev-8"}); err == nil {
+		t.Fatal("a bundle for dev-7 decoded on dev-8")
+	}
+}
+
+func TestBundleFloorAndOverride(t *testing.T) {
+	f := bundleFixture(t)
+	issuer := f.client("issuer")
+	f.enrol("hank", map[string]any{"type": "totp"})
+	now := time.Now().UTC()
+	body := map[string]any{"user": "hank", "device": "dev-1", "from": now, "until": now.Add(4 * time.Hour)}
+	r := f.call(issuer, "POST", "/v1/offline/bundles", body)
+	if r.status != 422 || r.errCode() != "below_floor" {
+		t.Fatalf("below floor: %d %s", r.status, r.raw)
+	}
+	body["override_floor"] = true
+	if r := f.call(issuer, "POST", "/v1/offline/bundles", body); r.status != 403 {
+		t.Fatalf("issuer override: %d %s", r.status, r.raw)
+	}
+	r = f.call(f.admin, "POST", "/v1/offline/bundles", body)
+	if r.status != 200 {
+		t.Fatalf("admin override: %d %s", r.status, r.raw)
+	}
+	es, _ := f.st.ListAudit(context.Background(), 0, 1000)
+	found := false
+	for _, e := range es {
+		found = found || e.Kind == audit.FloorOverride
+	}
+	if !found {
+		t.Fatal("the floor override is not in the audit log")
+	}
+}
+
+func TestPINBundleAndOfflineLogin(t *testing.T) {
+	f := bundleFixture(t)
+	issuer := f.client("issuer")
+	verifier := f.client("verifier")
+	uri := f.enrol("ivy", map[string]any{"type": "totp"})
+	remember("7391")
+	f.call(f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "7391"})
+	now := f.clock.Now()
+	body := map[string]any{"user": "ivy", "device": "dev-2", "from": now, "until": now.Add(10 * time.Minute)}
+	if r := f.call(issuer, "POST", "/v1/offline/bundles", body); r.status != 400 || r.errCode() != "pin_required" {
+		t.Fatalf("no pin: %d %s", r.status, r.raw)
+	}
+	body["pin"] = "0000"
+	if r := f.call(issuer, "POST", "/v1/offline/bundles", body); r.status != 400 || r.errCode() != "pin_mismatch" {
+		t.Fatalf("wrong pin: %d %s", r.status, r.raw)
+	}
+	// The device's own path: online PIN + OTP login returns the PIN bundle.
+	f.clock.Add(30 * time.Second)
+	code := f.codeAt(uri, 0)
+	r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "ivy", "code": code, "pin": "7391", "device": "dev-2"})
+	if r.status != 200 {
+		t.Fatalf("login: %d %s", r.status, r.raw)
+	}
+	b := decodeBundle(t, f, r.raw, "dev-2")
+	k, _ := otp.ParseURI(uri)
+	step := k.Step(f.clock.Now()) + 10
+	c, _ := k.CodeAt(k.Secret, step)
+	if _, ok := b.OpenEntry(step, c, "7391"); !ok {
+		t.Fatal("code + PIN did not open the login bundle")
+	}
+	if _, ok := b.OpenEntry(step, c, "7390"); ok {
+		t.Fatal("a wrong PIN opened the entry")
+	}
+	// The login code is spent online.
+	if r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "ivy", "code": code, "pin": "7391", "device": "dev-2"}); r.status != 401 {
+		t.Fatalf("login replay: %d %s", r.status, r.raw)
+	}
+}
+
+func TestBundleJob(t *testing.T) {
+	f := bundleFixture(t)
+	issuer := f.client("issuer")
+	f.enrol("jack", map[string]any{"type": "hotp", "digits": 8})
+	r := f.call(issuer, "POST", "/v1/offline/bundles?async=true", map[string]any{"user": "jack", "device": "dev-3", "count": 20})
+	if r.status != 202 {
+		t.Fatalf("async: %d %s", r.status, r.raw)
+	}
+	id := r.body["job"].(string)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r = f.call(issuer, "GET", "/v1/offline/jobs/"+id, nil)
+		if r.body["state"] == "done" {
+			break
+		}
+		if r.body["state"] == "failed" || time.Now().After(deadline) {
+			t.Fatalf("job: %s", r.raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r = f.call(issuer, "GET", "/v1/offline/jobs/"+id+"/bundle", nil)
+	if r.status != 200 {
+		t.Fatalf("job bundle: %d", r.status)
+	}
+	if b := decodeBundle(t, f, r.raw, "dev-3"); b.Count() != 20 {
+		t.Fatalf("%d entries", b.Count())
+	}
+	if r := f.call(issuer, "GET", "/v1/offline/jobs/job_nope", nil); r.status != 404 {
+		t.Fatal(r.status)
+	}
+}
