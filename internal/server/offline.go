@@ -358,4 +358,3 @@ func (js *jobs) get(id, realm string) (*job, bool) {
 }
 
 func (s *Server) cores() int { return cap(s.bundleWorkers) }
-
