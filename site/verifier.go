@@ -398,8 +398,8 @@ func (s *Site) Verify(ctx context.Context, tech, code string) (Decision, error) 
 	if err := CheckTechID(tech); err != nil {
 		return Decision{}, err
 	}
-	now := s.now()
-	d := Decision{Tech: tech, Time: now.Truncate(time.Microsecond)}
+	now := s.now().Truncate(time.Microsecond) // the resolution the log keeps
+	d := Decision{Tech: tech, Time: now}
 	var refusal error
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		var err error
@@ -469,7 +469,7 @@ func (s *Site) decide(ctx context.Context, tx *sql.Tx, d *Decision, code string,
 	}
 	if at := p.RetryAt(d.Failures, time.UnixMicro(lastFail)); at.After(now) {
 		d.RetryAt = at
-		return refuse(ReasonLocked, nil, "%d failed codes in a row for %s; next attempt at %s", d.Failures, d.Tech, stamp(at))
+		return refuse(ReasonLocked, nil, "%s has %d failed code(s) in a row; next attempt at %s", d.Tech, d.Failures, stamp(at))
 	}
 	// 3. Open epochs, minus those revoked for this technician.
 	eks, err := loadEpochs(ctx, tx)
@@ -544,7 +544,8 @@ func (s *Site) decide(ctx context.Context, tx *sql.Tx, d *Decision, code string,
 		next = "next attempt at " + stamp(d.RetryAt)
 	}
 	if malformed {
-		return refuse(ReasonMalformedCode, otp.ErrMalformedCode, "the code must be exactly %d digits (%d failed in a row; %s)", p.Digits, d.Failures, next)
+		return refuse(ReasonMalformedCode, otp.ErrMalformedCode, "the code must be exactly %d digits; %s has %d failed code(s) in a row; %s",
+			p.Digits, d.Tech, d.Failures, next)
 	}
-	return refuse(ReasonWrongCode, ErrWrongCode, "for %s (%d failed in a row; %s)", d.Tech, d.Failures, next)
+	return refuse(ReasonWrongCode, ErrWrongCode, "%s has %d failed code(s) in a row; %s", d.Tech, d.Failures, next)
 }

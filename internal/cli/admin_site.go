@@ -1,0 +1,462 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/qr"
+	"github.com/outpost-auth/outpost/internal/siteissue"
+	"github.com/outpost-auth/outpost/site"
+	"github.com/spf13/cobra"
+)
+
+func init() { adminCommands = append(adminCommands, (*env).adminSiteCmd) }
+
+const adminSiteNote = `
+These commands work on the server data directory (--data DIR) directly, where
+the master key is: the server has no site API yet (a server endpoint can wrap
+the same library, internal/siteissue, later). Their state (scopes, epoch
+schedules, revocations, provisioned sites) is DIR/sites.db.`
+
+func (e *env) adminSiteCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "site",
+		Short: "Provision offline site verifiers and issue technicians' credentials (on --data DIR)",
+		Long: `Sites verify technicians' TOTP codes with no network, from a scope key per
+epoch: any number of technicians, no per-technician data at the site.
+'provision' writes a site's package, 'credential' a technician's otpauth URI or
+key file, 'revoke' a revocation list, 'roll' starts a new epoch at once, and
+'scope' shows or sets a scope's policy. See docs/sites.md.
+` + adminSiteNote,
+	}
+	c.AddCommand(e.adminSiteScopeCmd(), e.adminSiteProvisionCmd(), e.adminSiteCredentialCmd(), e.adminSiteRevokeCmd(), e.adminSiteRollCmd())
+	return c
+}
+
+// openIssuer opens the master key and DIR/sites.db.
+func (e *env) openIssuer(ctx context.Context, d dataFlags) (*siteissue.Issuer, error) {
+	m, err := e.openMaster(d)
+	if err != nil {
+		return nil, err
+	}
+	return siteissue.Open(ctx, d.dir, m)
+}
+
+// notMasterPassphrase refuses a file passphrase equal to the master key's:
+// package and key file passphrases are handed to other people.
+func notMasterPassphrase(dir string, pass []byte, what string) error {
+	if _, s, err := datadir.LoadMaster(dir, pass); err == nil && !s.Unsealed {
+		return usageError{fmt.Errorf("the %s passphrase is the master key's passphrase; choose another one (it is given to whoever installs the file)", what)}
+	}
+	return nil
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// policyFlags are the scope policy flags; apply overrides only the ones given.
+type policyFlags struct {
+	p     site.Policy
+	apply func(base site.Policy) (site.Policy, bool)
+}
+
+func (f *policyFlags) register(c *cobra.Command) {
+	f.p = site.DefaultPolicy()
+	fl := c.Flags()
+	fl.IntVar(&f.p.Digits, "digits", f.p.Digits, "code length (6 to 10; fixed once credentials exist)")
+	fl.DurationVar(&f.p.Period, "period", f.p.Period, "TOTP step (fixed once credentials exist)")
+	fl.IntVar(&f.p.Window, "window", f.p.Window, "steps accepted either side of the site's current step")
+	fl.DurationVar(&f.p.Overlap, "overlap", f.p.Overlap, "how long before its start and after its end an epoch's credentials still work")
+	fl.DurationVar(&f.p.ClockTolerance, "clock-tolerance", f.p.ClockTolerance, "how far a site clock may go back before the site refuses everything")
+	fl.IntVar(&f.p.LockoutFailures, "lockout-failures", f.p.LockoutFailures, "failed codes in a row that lock a technician out")
+	fl.DurationVar(&f.p.Delay, "delay", f.p.Delay, "wait after a failed code, doubled at each further failure")
+	fl.DurationVar(&f.p.Lockout, "lockout", f.p.Lockout, "how long a lockout lasts")
+	fl.IntVar(&f.p.SiteFailuresPerHour, "site-failures-per-hour", f.p.SiteFailuresPerHour, "failed codes a site accepts per hour over all technicians together")
+	f.apply = func(b site.Policy) (site.Policy, bool) {
+		n := 0
+		set := func(name string, dst, src any) {
+			if !fl.Changed(name) {
+				return
+			}
+			n++
+			switch d := dst.(type) {
+			case *int:
+				*d = *src.(*int)
+			case *time.Duration:
+				*d = *src.(*time.Duration)
+			}
+		}
+		set("digits", &b.Digits, &f.p.Digits)
+		set("period", &b.Period, &f.p.Period)
+		set("window", &b.Window, &f.p.Window)
+		set("overlap", &b.Overlap, &f.p.Overlap)
+		set("clock-tolerance", &b.ClockTolerance, &f.p.ClockTolerance)
+		set("lockout-failures", &b.LockoutFailures, &f.p.LockoutFailures)
+		set("delay", &b.Delay, &f.p.Delay)
+		set("lockout", &b.Lockout, &f.p.Lockout)
+		set("site-failures-per-hour", &b.SiteFailuresPerHour, &f.p.SiteFailuresPerHour)
+		return b, n > 0
+	}
+}
+
+func (e *env) adminSiteScopeCmd() *cobra.Command {
+	var d dataFlags
+	var scope string
+	var pf policyFlags
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "scope --data DIR --scope S [policy flags]",
+		Short: "Show a scope (epochs, policy, revocations, sites), or set its policy",
+		Long: `Show scope S: its current and next epoch, policy, revocation list serial,
+revoked technicians and provisioned sites. With policy flags, change those
+values (the others keep theirs), creating S if it does not exist; changes
+reach sites with the packages provisioned from then on. Digits and period are
+fixed once a credential or package exists. A scope is created with the
+default policy the first time 'provision' or 'credential' names it.
+` + adminSiteNote,
+		Example: "  outpost admin site scope --data ./outpost-data --scope north --digits 8 --site-failures-per-hour 10",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			is, err := e.openIssuer(c.Context(), d)
+			if err != nil {
+				return err
+			}
+			defer is.Close()
+			sc, err := is.Scope(c.Context(), scope)
+			base := sc.Policy
+			if errors.Is(err, siteissue.ErrUnknownScope) {
+				base = site.DefaultPolicy()
+			}
+			if p, changed := pf.apply(base); changed {
+				sc, err = is.SetPolicy(c.Context(), scope, p)
+			}
+			if errors.Is(err, site.ErrBadID) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			pol, _ := site.MarshalPolicy(sc.Policy)
+			if asJSON {
+				return e.printJSON(struct {
+					siteissue.Scope
+					Policy rawJSON `json:"policy"`
+				}{sc, rawJSON(pol)})
+			}
+			fmt.Fprintf(e.stdout, "scope:          %s (created %s)\ncurrent epoch:  %d, %s to %s\nnext epoch:     %d, %s to %s\n",
+				sc.ID, stamp(sc.Created), sc.Current.N, stamp(sc.Current.Start), stamp(sc.Current.End), sc.Next.N, stamp(sc.Next.Start), stamp(sc.Next.End))
+			fmt.Fprintf(e.stdout, "policy:         %s\npackages:       serial %d, sites %v\nrevocation:     list serial %d, %d revoked\n",
+				pol, sc.PackageSerial, sc.Sites, sc.RevocationSerial, len(sc.Revoked))
+			for _, r := range sc.Rolls {
+				fmt.Fprintf(e.stdout, "emergency roll: %s\n", stamp(r))
+			}
+			return nil
+		},
+	}
+	d.register(c)
+	c.Flags().StringVar(&scope, "scope", "", "scope id (required)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	pf.register(c)
+	_ = c.MarkFlagRequired("scope")
+	return c
+}
+
+func (e *env) adminSiteProvisionCmd() *cobra.Command {
+	var d dataFlags
+	var scope, siteID, out, pkgPassFile string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "provision --data DIR --scope S --site ID --out FILE --passphrase-file F",
+		Short: "Write a site's provisioning package (scope keys sealed under a passphrase, signed)",
+		Long: `Write the provisioning package of site ID in scope S: the scope keys of the
+current and next epoch, sealed with argon2id and AES-256-GCM under the
+passphrase in --passphrase-file (else a prompt), the scope's policy and
+current revocation list, signed with the server's key and bound to ID.
+Technicians need nothing in it: any credential of the scope works there.
+
+--passphrase-file is the PACKAGE's passphrase (give it to the site's
+installer); the master key's comes from --master-passphrase-file, else
+$OUTPOST_PASSPHRASE, else a prompt. The two must differ. FILE is never
+overwritten. Install it with 'outpost site init'.
+` + adminSiteNote,
+		Example: "  outpost admin site provision --data ./outpost-data --scope north --site cab-17 --out cab-17.pkg --passphrase-file cab-17.pass",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := site.CheckName("site", siteID); err != nil {
+				return usageError{err}
+			}
+			if err := site.CheckName("scope", scope); err != nil {
+				return usageError{err}
+			}
+			is, err := e.openIssuer(c.Context(), d)
+			if err != nil {
+				return err
+			}
+			defer is.Close()
+			pass, err := passphraseSource{file: pkgPassFile, prompt: "Passphrase for the package " + out}.read(true)
+			if err != nil {
+				return err
+			}
+			if err := notMasterPassphrase(d.dir, pass, "package"); err != nil {
+				return err
+			}
+			p, err := is.Provision(c.Context(), scope, siteID, pass, keys.DefaultKDF)
+			if errors.Is(err, keys.ErrWeakPassphrase) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			if err := datadir.WriteFileExclusive(out, p.Package, 0o600); err != nil {
+				return fmt.Errorf("writing the package: %w (it is never overwritten; remove it or choose another --out)", err)
+			}
+			if asJSON {
+				return e.printJSON(struct {
+					siteissue.Provisioned
+					File  string `json:"file"`
+					Bytes int    `json:"bytes"`
+				}{p, out, len(p.Package)})
+			}
+			fmt.Fprintf(e.stdout, "Wrote %s (%d bytes) for site %s in scope %s: package serial %d, revocation list serial %d\n",
+				out, len(p.Package), siteID, scope, p.Serial, p.RevocationSerial)
+			for _, ep := range p.Epochs {
+				fmt.Fprintf(e.stdout, "  epoch %d: %s to %s\n", ep.N, stamp(ep.Start), stamp(ep.End))
+			}
+			fmt.Fprintf(e.stdout, "Install it at the site with:\n  outpost site init --data SDIR --site %s --server-key server.pub --passphrase-file F %s\n(server.pub from 'outpost keys export-public', key id %s)\n",
+				siteID, out, p.KeyID)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&d.dir, "data", "", "server data directory (required)")
+	c.Flags().StringVar(&d.passphraseFile, "master-passphrase-file", "", "file holding the master key passphrase (else $"+PassphraseEnv+", else a prompt)")
+	c.Flags().StringVar(&pkgPassFile, "passphrase-file", "", "file holding the package's passphrase (else a prompt)")
+	c.Flags().StringVar(&scope, "scope", "", "scope id (required)")
+	c.Flags().StringVar(&siteID, "site", "", "site id the package is bound to (required)")
+	c.Flags().StringVar(&out, "out", "", "package file to write (required; never overwritten)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	for _, f := range []string{"data", "scope", "site", "out"} {
+		_ = c.MarkFlagRequired(f)
+	}
+	return c
+}
+
+func (e *env) adminSiteCredentialCmd() *cobra.Command {
+	var d dataFlags
+	var scope, tech, epoch, keyFile, exportPassFile string
+	var asJSON, showQR, reinstate bool
+	c := &cobra.Command{
+		Use:   "credential --data DIR --scope S --tech T [--epoch current|next|N] [--qr | --key-file FILE]",
+		Short: "Give a technician's TOTP credential for a scope: otpauth URI, QR code or encrypted key file",
+		Long: `Derive technician T's TOTP seed for scope S and one epoch (the current one
+unless --epoch says next or a number) and print it as an otpauth URI for any
+authenticator app (--qr draws it as a QR code; --json prints
+{"otpauth_uri": ...}), or with --key-file write it sealed under a passphrase
+(--export-passphrase-file, else a prompt) like 'outpost keys export' does, for
+a USB drive; 'outpost keys inspect FILE --qr' opens it. The authenticator
+entry is labelled "Outpost S epoch N" so that a technician can hold the
+current and the next epoch's credentials side by side.
+
+Technicians are not registered anywhere: any id is valid, and the site needs
+nothing new. A revoked technician gets a credential only for an epoch after
+the revoked ones, with --reinstate.
+` + adminSiteNote,
+		Example: "  outpost admin site credential --data ./outpost-data --scope north --tech tech-042 --epoch next --qr",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			sel, err := siteissue.ParseEpochSel(epoch)
+			if err != nil {
+				return usageError{err}
+			}
+			if err := site.CheckTechID(tech); err != nil {
+				return usageError{err}
+			}
+			if keyFile != "" && showQR {
+				return usageError{errors.New("--qr and --key-file exclude each other (open a key file with 'outpost keys inspect FILE --qr')")}
+			}
+			is, err := e.openIssuer(c.Context(), d)
+			if err != nil {
+				return err
+			}
+			defer is.Close()
+			var pass []byte
+			if keyFile != "" {
+				if pass, err = (passphraseSource{file: exportPassFile, prompt: "Passphrase for " + keyFile}).read(true); err != nil {
+					return err
+				}
+				if err := notMasterPassphrase(d.dir, pass, "key file"); err != nil {
+					return err
+				}
+			}
+			cred, err := is.Credential(c.Context(), scope, tech, sel, reinstate)
+			if errors.Is(err, site.ErrBadID) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			fp := fingerprint(cred.Key.Secret)
+			info := map[string]any{"scope": scope, "tech": tech, "epoch": cred.Epoch.N,
+				"valid_from": cred.Epoch.Start, "valid_until": cred.Epoch.End, "fingerprint": fp}
+			if keyFile != "" {
+				meta := totpMeta(cred.Key.Params, cred.Key.Issuer)
+				meta["scope"] = scope
+				data, err := keys.Seal(pass, keys.DefaultKDF, keys.Sealed{Purpose: string(keys.PurposeTechnician), Subject: tech,
+					Epoch: cred.Epoch.N, Meta: meta}, cred.Key.Secret)
+				if err != nil {
+					return err
+				}
+				if err := datadir.WriteFileExclusive(keyFile, data, 0o600); err != nil {
+					return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --key-file)", err)
+				}
+				info["key_file"] = keyFile
+				if asJSON {
+					return e.printJSON(info)
+				}
+				fmt.Fprintf(e.stdout, "Wrote %s for %s in scope %s, epoch %d (%s to %s), fingerprint %s\n",
+					keyFile, tech, scope, cred.Epoch.N, stamp(cred.Epoch.Start), stamp(cred.Epoch.End), fp)
+				return nil
+			}
+			uri := cred.Key.URI()
+			if asJSON {
+				info["otpauth_uri"] = uri
+				return e.printJSON(info)
+			}
+			fmt.Fprintf(e.stderr, "%s in scope %s, epoch %d (%s to %s), fingerprint %s\n",
+				tech, scope, cred.Epoch.N, stamp(cred.Epoch.Start), stamp(cred.Epoch.End), fp)
+			fmt.Fprintln(e.stdout, uri)
+			if showQR {
+				t, err := qr.Terminal(uri)
+				if err != nil {
+					return err
+				}
+				fmt.Fprint(e.stdout, t)
+			}
+			return nil
+		},
+	}
+	d.register(c)
+	c.Flags().StringVar(&scope, "scope", "", "scope id (required)")
+	c.Flags().StringVar(&tech, "tech", "", "technician id (required; 1 to 128 printable ASCII characters)")
+	c.Flags().StringVar(&epoch, "epoch", "current", "epoch: current, next or a number")
+	c.Flags().BoolVar(&showQR, "qr", false, "also draw the otpauth URI as a QR code")
+	c.Flags().StringVar(&keyFile, "key-file", "", "write a passphrase-encrypted key file instead of printing the URI (never overwritten)")
+	c.Flags().StringVar(&exportPassFile, "export-passphrase-file", "", "file holding the key file's passphrase (else a prompt)")
+	c.Flags().BoolVar(&reinstate, "reinstate", false, "issue a credential to a revoked technician for an epoch after the revoked ones")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	_ = c.MarkFlagRequired("scope")
+	_ = c.MarkFlagRequired("tech")
+	return c
+}
+
+func (e *env) adminSiteRevokeCmd() *cobra.Command {
+	var d dataFlags
+	var scope, out, reason string
+	var techs, undo []string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "revoke --data DIR --scope S --tech T [--tech T2 ...] [--undo T3] --out LIST",
+		Short: "Revoke technicians in a scope and write the new signed revocation list",
+		Long: `Revoke every credential of the given technicians in scope S (for every epoch
+a credential may exist for), lift revocations with --undo, and write the
+scope's next revocation list (serial + 1) to LIST, replacing it. Deliver LIST
+to the scope's sites ('outpost site update --data SDIR LIST'); new packages
+carry it too. A site refuses an older list. With neither --tech nor --undo,
+LIST is the current list. Until a site has the list it still accepts the
+revoked technicians' codes, until the epochs it holds end (docs/sites.md).
+` + adminSiteNote,
+		Example: "  outpost admin site revoke --data ./outpost-data --scope north --tech tech-042 --reason 'lost phone' --out north.revocations",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			is, err := e.openIssuer(c.Context(), d)
+			if err != nil {
+				return err
+			}
+			defer is.Close()
+			r, err := is.Revoke(c.Context(), scope, techs, undo, reason)
+			if errors.Is(err, site.ErrBadID) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			if err := datadir.WriteFileAtomic(out, r.List, 0o644); err != nil {
+				return fmt.Errorf("writing the revocation list: %w", err)
+			}
+			if asJSON {
+				return e.printJSON(struct {
+					siteissue.RevocationResult
+					File string `json:"file"`
+				}{r, out})
+			}
+			fmt.Fprintf(e.stdout, "Wrote %s: revocation list serial %d of scope %s, %d technician(s) listed", out, r.Serial, scope, r.Entries)
+			if len(r.Added) > 0 {
+				fmt.Fprintf(e.stdout, "; revoked %v (every epoch up to %d)", r.Added, r.Through)
+			}
+			if len(r.Removed) > 0 {
+				fmt.Fprintf(e.stdout, "; lifted %v", r.Removed)
+			}
+			fmt.Fprintf(e.stdout, "\nDeliver it to every site of the scope: outpost site update --data SDIR %s\n", out)
+			return nil
+		},
+	}
+	d.register(c)
+	c.Flags().StringVar(&scope, "scope", "", "scope id (required)")
+	c.Flags().StringArrayVar(&techs, "tech", nil, "technician to revoke (repeatable)")
+	c.Flags().StringArrayVar(&undo, "undo", nil, "technician whose revocation to lift (repeatable)")
+	c.Flags().StringVar(&reason, "reason", "", "why (kept by the issuer, not put in the list)")
+	c.Flags().StringVar(&out, "out", "", "revocation list file to write (required; replaced)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	_ = c.MarkFlagRequired("scope")
+	_ = c.MarkFlagRequired("out")
+	return c
+}
+
+func (e *env) adminSiteRollCmd() *cobra.Command {
+	var d dataFlags
+	var scope string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "roll --data DIR --scope S",
+		Short: "Emergency epoch roll: end the scope's current epoch now (a site or credential was compromised)",
+		Long: `End scope S's current epoch now and start a new one numbered above every
+epoch ever handed out, so that the keys a stolen site held and every
+credential issued so far stop working at each site that installs a package
+provisioned after the roll. Then provision every site of the scope again
+(they are listed) and give technicians credentials for the new epoch. Sites
+that do not get a new package keep accepting their old epochs until those end.
+` + adminSiteNote,
+		Example: "  outpost admin site roll --data ./outpost-data --scope north",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			is, err := e.openIssuer(c.Context(), d)
+			if err != nil {
+				return err
+			}
+			defer is.Close()
+			r, err := is.Roll(c.Context(), scope)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(r)
+			}
+			fmt.Fprintf(e.stdout, "Scope %s rolled: epoch %d ended at %s; epoch %d runs from %s to %s (next: %d)\n",
+				scope, r.Previous.N, stamp(r.Previous.End), r.Current.N, stamp(r.Current.Start), stamp(r.Current.End), r.Next.N)
+			fmt.Fprintf(e.stdout, "Provision these sites again: %v\nand issue technicians credentials for epoch %d ('outpost admin site credential --epoch current').\n", r.Sites, r.Current.N)
+			return nil
+		},
+	}
+	d.register(c)
+	c.Flags().StringVar(&scope, "scope", "", "scope id (required)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	_ = c.MarkFlagRequired("scope")
+	return c
+}
+
+// rawJSON prints pre-encoded JSON as is.
+type rawJSON []byte
+
+func (r rawJSON) MarshalJSON() ([]byte, error) { return r, nil }
