@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -224,7 +225,7 @@ func Init(ctx context.Context, dir string, cfg Config, opts Options) (*Store, er
 		os.Remove(dbPath)
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, PublicKeyFile), s.devicePublicPEM(), 0o644); err != nil {
+	if err := datadir.WriteFileAtomic(filepath.Join(dir, PublicKeyFile), s.devicePublicPEM(), 0o644); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("offline: writing %s: %w", PublicKeyFile, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,8 @@ func init() { benchCommands = append(benchCommands, (*env).benchOfflineCmd) }
 // benchOfflineResult is what 'outpost bench offline --json' prints.
 type benchOfflineResult struct {
 	KDF           cost.KDF    `json:"kdf"`
+	LoadBefore    string      `json:"load_average_before"`
+	LoadAfter     string      `json:"load_average_after"`
 	CPUs          int         `json:"cpus"`
 	Rounds        int         `json:"rounds"`
 	GenEntries    int         `json:"generation_entries_per_measurement"`
@@ -78,7 +81,7 @@ func (e *env) benchOfflineCmd() *cobra.Command {
 		Use:   "offline",
 		Short: "Measure bundle generation, offline verification and bundle size against raw argon2id",
 		Long: `Measure, at the default argon2id profile (or --kdf-*), side by side in the same
-run and best of --rounds:
+run, in paired rounds whose medians are reported (shared machines are noisy):
   - generation: bundle entries per second with 1 and 2 workers next to raw
     argon2id on the same parameters (targets: overhead <= 5%, 2 workers >= 1.8x one);
   - the time to issue a 100-entry HOTP bundle (measured) and a 1-day 30 s TOTP
@@ -98,8 +101,8 @@ Takes about a minute at the default profile on 2 cores.`,
 			if child.kind != "" {
 				return e.benchOfflineChild(c.Context(), kdf, child)
 			}
-			if entries < 2 || entries > 10000 || rounds < 1 || rounds > 20 {
-				return usageError{errors.New("--entries must be 2 to 10000 and --rounds 1 to 20")}
+			if entries < 1 || entries > 10000 || rounds < 1 || rounds > 50 {
+				return usageError{errors.New("--entries must be 1 to 10000 and --rounds 1 to 50")}
 			}
 			res, err := runBenchOffline(c.Context(), kdf, entries, rounds, full, !noMemory, e.stderr)
 			if err != nil {
@@ -113,8 +116,8 @@ Takes about a minute at the default profile on 2 cores.`,
 		},
 	}
 	kf.register(c)
-	c.Flags().IntVar(&entries, "entries", 20, "entries per generation measurement")
-	c.Flags().IntVar(&rounds, "rounds", 2, "rounds; the best of each measurement is reported")
+	c.Flags().IntVar(&entries, "entries", 4, "entries per worker in each generation round")
+	c.Flags().IntVar(&rounds, "rounds", 6, "paired rounds; medians are reported")
 	c.Flags().BoolVar(&full, "full", false, "measure the 1-day TOTP bundle instead of extrapolating (minutes)")
 	c.Flags().BoolVar(&noMemory, "no-memory", false, "skip the peak-memory measurement (it re-runs this binary)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
@@ -205,6 +208,31 @@ func rawKDF(kdf cost.KDF, n, workers int) {
 	wg.Wait()
 }
 
+// median of xs (xs is not modified).
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// loadAvg returns the 1-minute load average (Linux), or "".
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return ""
+}
+
 func timeIt(f func() error) (float64, error) {
 	start := time.Now()
 	err := f()
@@ -225,34 +253,49 @@ func runBenchOffline(ctx context.Context, kdf cost.KDF, n, rounds int, full, mem
 		return bundle.Request{Realm: "bench", User: "u", TokenID: "t", Device: "bench-device", Params: hotp, Secret: seed,
 			Count: count, KDF: k, Override: true, Workers: workers, Secrets: map[string][]byte{"door": []byte("4711")}}
 	}
-	res := &benchOfflineResult{KDF: kdf, CPUs: runtime.NumCPU(), Rounds: rounds, GenEntries: n}
+	res := &benchOfflineResult{KDF: kdf, CPUs: runtime.NumCPU(), Rounds: rounds, GenEntries: n, LoadBefore: loadAvg()}
+	defer func() { res.LoadAfter = loadAvg() }()
 
-	// Generation, 1 and 2 workers, interleaved with raw argon2id; best of rounds.
-	workerSet := []int{1, 2}
-	bestGen, bestRaw := map[int]float64{}, map[int]float64{}
+	// Generation: paired blocks. Each round measures, back to back and in an
+	// order that alternates between rounds, n raw argon2id and n bundle
+	// entries on 1 worker, then 2n of each on 2 workers. Ratios are taken
+	// within a round and the median over rounds is reported, so that load
+	// from other processes, which drifts over seconds, cancels out.
+	var gen1, gen2, raw1, raw2, ovh1, ovh2, sp, rsp []float64
 	for r := range rounds {
-		for _, w := range workerSet {
-			say("round %d/%d: %d raw argon2id and %d bundle entries on %d worker(s)", r+1, rounds, n, n, w)
-			raw, _ := timeIt(func() error { rawKDF(kdf, n, w); return nil })
-			gen, err := timeIt(func() error { _, _, err := bundle.Issue(ctx, req(n, w, kdf), signer, nil); return err })
-			if err != nil {
+		say("round %d/%d: generation, %d entries on 1 worker and %d on 2, each next to raw argon2id", r+1, rounds, n, 2*n)
+		var t [4]float64
+		steps := []func() error{
+			func() error { t[0], _ = timeIt(func() error { rawKDF(kdf, n, 1); return nil }); return nil },
+			func() error {
+				var err error
+				t[1], err = timeIt(func() error { _, _, err := bundle.Issue(ctx, req(n, 1, kdf), signer, nil); return err })
+				return err
+			},
+			func() error { t[2], _ = timeIt(func() error { rawKDF(kdf, 2*n, 2); return nil }); return nil },
+			func() error {
+				var err error
+				t[3], err = timeIt(func() error { _, _, err := bundle.Issue(ctx, req(2*n, 2, kdf), signer, nil); return err })
+				return err
+			},
+		}
+		if r%2 == 1 {
+			steps[0], steps[1], steps[2], steps[3] = steps[1], steps[0], steps[3], steps[2]
+		}
+		for _, f := range steps {
+			if err := f(); err != nil {
 				return nil, err
 			}
-			if bestRaw[w] == 0 || raw < bestRaw[w] {
-				bestRaw[w] = raw
-			}
-			if bestGen[w] == 0 || gen < bestGen[w] {
-				bestGen[w] = gen
-			}
 		}
+		raw1, gen1, raw2, gen2 = append(raw1, t[0]), append(gen1, t[1]), append(raw2, t[2]), append(gen2, t[3])
+		ovh1, ovh2 = append(ovh1, t[1]/t[0]-1), append(ovh2, t[3]/t[2]-1)
+		sp, rsp = append(sp, 2*t[1]/t[3]), append(rsp, 2*t[0]/t[2])
 	}
-	for _, w := range workerSet {
-		g := genRow{Workers: w, EntriesPerS: float64(n) / bestGen[w], RawPerS: float64(n) / bestRaw[w]}
-		g.Overhead = g.RawPerS/g.EntriesPerS - 1
-		res.Generation = append(res.Generation, g)
+	res.Generation = []genRow{
+		{Workers: 1, EntriesPerS: float64(n) / median(gen1), RawPerS: float64(n) / median(raw1), Overhead: median(ovh1)},
+		{Workers: 2, EntriesPerS: float64(2*n) / median(gen2), RawPerS: float64(2*n) / median(raw2), Overhead: median(ovh2)},
 	}
-	res.Speedup = bestGen[1] / bestGen[2]
-	res.RawSpeedup = bestRaw[1] / bestRaw[2]
+	res.Speedup, res.RawSpeedup = median(sp), median(rsp)
 
 	// A 100-entry HOTP bundle, measured on all cores.
 	say("issuing a 100-entry HOTP bundle on %d worker(s)", runtime.NumCPU())
@@ -324,25 +367,34 @@ func runBenchOffline(ctx context.Context, kdf cost.KDF, n, rounds int, full, mem
 		{fmt.Sprintf("HOTP, look-ahead %d", pol.HOTPLookahead), "hotp-user", pol.HOTPLookahead + 1}}
 	for _, cs := range cases {
 		wrong := wrongCodeFor(seed, cs.user == "totp-user")
-		var best, bestRaw float64
+		var lats, raws, ratios []float64
 		for r := range rounds {
-			say("round %d/%d: verify a wrong code (%s) and %d raw argon2id", r+1, rounds, cs.name, cs.calls)
-			lat, _ := timeIt(func() error {
-				_, err := s.Verify(ctx, offline.Attempt{User: cs.user, Code: wrong})
-				if !errors.Is(err, offline.ErrWrongCode) {
-					return err
+			say("round %d/%d: verify a wrong code (%s) next to %d raw argon2id", r+1, rounds, cs.name, cs.calls)
+			verify := func() (float64, error) {
+				return timeIt(func() error {
+					_, err := s.Verify(ctx, offline.Attempt{User: cs.user, Code: wrong})
+					if !errors.Is(err, offline.ErrWrongCode) {
+						return fmt.Errorf("bench: expected a wrong-code refusal, got %v", err)
+					}
+					return nil
+				})
+			}
+			raw := func() (float64, error) { return timeIt(func() error { rawKDF(kdf, cs.calls, workers); return nil }) }
+			var lat, rw float64
+			var err error
+			if r%2 == 0 {
+				if lat, err = verify(); err == nil {
+					rw, err = raw()
 				}
-				return nil
-			})
-			raw, _ := timeIt(func() error { rawKDF(kdf, cs.calls, workers); return nil })
-			if best == 0 || lat < best {
-				best = lat
+			} else if rw, err = raw(); err == nil {
+				lat, err = verify()
 			}
-			if bestRaw == 0 || raw < bestRaw {
-				bestRaw = raw
+			if err != nil {
+				return nil, err
 			}
+			lats, raws, ratios = append(lats, lat), append(raws, rw), append(ratios, lat/rw)
 		}
-		v := verifyRow{Case: cs.name, KDFCalls: cs.calls, Latency: best, Raw: bestRaw, Ratio: best / bestRaw}
+		v := verifyRow{Case: cs.name, KDFCalls: cs.calls, Latency: median(lats), Raw: median(raws), Ratio: median(ratios)}
 		if memory {
 			say("peak memory: a fresh process verifying (%s) and one running %d raw argon2id", cs.name, cs.calls)
 			kargs := []string{"--kdf-memory", fmt.Sprintf("%dKiB", kdf.MemoryKiB), "--kdf-time", fmt.Sprint(kdf.Time), "--kdf-threads", fmt.Sprint(kdf.Threads)}
@@ -411,8 +463,8 @@ func (e *env) printBenchOffline(r *benchOfflineResult) {
 		}
 		return "MISSED"
 	}
-	fmt.Fprintf(w, "Offline bundles, %s, %d CPUs, best of %d rounds\n\n", r.KDF, r.CPUs, r.Rounds)
-	fmt.Fprintf(w, "Generation (%d entries per measurement)   bundle entries/s   raw argon2id/s   overhead (target <= 5%%)\n", r.GenEntries)
+	fmt.Fprintf(w, "Offline bundles, %s, %d CPUs, medians of %d paired rounds, load average %s before, %s after\n\n", r.KDF, r.CPUs, r.Rounds, r.LoadBefore, r.LoadAfter)
+	fmt.Fprintf(w, "Generation (%d entries/worker/round)      bundle entries/s   raw argon2id/s   overhead (target <= 5%%)\n", r.GenEntries)
 	for _, g := range r.Generation {
 		fmt.Fprintf(w, "  %d worker(s)                            %10.2f       %10.2f        %5.1f%%  %s\n", g.Workers, g.EntriesPerS, g.RawPerS, 100*g.Overhead, mark(g.Overhead <= 0.05))
 	}
