@@ -16,37 +16,49 @@ import (
 // server has many requests in flight.
 const benchParallelism = 8
 
-// BenchmarkAdvanceToken measures durable replay-state updates from many
-// goroutines, each on its own token (distinct users verifying at once),
-// beside the floor each engine cannot go below: one fsync for SQLite (a
-// commit in WAL mode with synchronous=FULL is one), one round trip for
-// PostgreSQL (Ping, also in parallel).
+// BenchmarkAdvanceToken measures durable replay-state updates: from many
+// goroutines, each on its own token (distinct users verifying at once), and
+// from one goroutine (the latency of one). Beside them, the floor each engine
+// cannot go below for one request: one fsync for SQLite (a commit in WAL
+// mode with synchronous=FULL is one), one round trip for PostgreSQL (Ping,
+// in parallel like the parallel case).
 //
 //	go test -run '^$' -bench . -benchtime 2s ./internal/store/
 func BenchmarkAdvanceToken(b *testing.B) {
 	for _, eng := range engines {
-		b.Run(eng.name, func(b *testing.B) {
-			st := storetest.Open(b, eng.dsn(b))
-			must(b, st.CreateRealm(ctx, store.Realm{ID: "r1"}))
-			must(b, st.CreateUser(ctx, store.User{Realm: "r1", ID: "alice"}))
-			const tokens = 256
-			for i := range tokens {
-				must(b, st.CreateToken(ctx, store.Token{Realm: "r1", UserID: "alice", ID: fmt.Sprint("t", i), Type: "hotp",
-					Algorithm: "SHA1", Digits: 6, SeedMode: store.SeedDerived, Status: store.TokenActive}))
+		for _, parallel := range []bool{true, false} {
+			name := eng.name
+			if !parallel {
+				name += "-serial"
 			}
-			var next atomic.Int64
-			b.SetParallelism(benchParallelism)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				id := fmt.Sprint("t", next.Add(1)-1)
-				for v := int64(0); pb.Next(); v++ {
-					if err := st.AdvanceToken(ctx, "r1", "alice", id, v); err != nil {
-						b.Error(err)
-						return
+			b.Run(name, func(b *testing.B) {
+				st := storetest.Open(b, eng.dsn(b))
+				must(b, st.CreateRealm(ctx, store.Realm{ID: "r1"}))
+				must(b, st.CreateUser(ctx, store.User{Realm: "r1", ID: "alice"}))
+				const tokens = 256
+				for i := range tokens {
+					must(b, st.CreateToken(ctx, store.Token{Realm: "r1", UserID: "alice", ID: fmt.Sprint("t", i), Type: "hotp",
+						Algorithm: "SHA1", Digits: 6, SeedMode: store.SeedDerived, Status: store.TokenActive}))
+				}
+				var next atomic.Int64
+				advance := func(pb interface{ Next() bool }) {
+					id := fmt.Sprint("t", next.Add(1)-1)
+					for v := int64(0); pb.Next(); v++ {
+						if err := st.AdvanceToken(ctx, "r1", "alice", id, v); err != nil {
+							b.Error(err)
+							return
+						}
 					}
 				}
+				b.ResetTimer()
+				if parallel {
+					b.SetParallelism(benchParallelism)
+					b.RunParallel(func(pb *testing.PB) { advance(pb) })
+				} else {
+					advance(loop{b})
+				}
 			})
-		})
+		}
 	}
 	b.Run("sqlite-floor-fsync", func(b *testing.B) {
 		f, err := os.Create(filepath.Join(b.TempDir(), "fsync"))
@@ -92,3 +104,8 @@ func BenchmarkAppendAudit(b *testing.B) {
 		})
 	}
 }
+
+// loop adapts b.Loop to the Next of testing.PB.
+type loop struct{ b *testing.B }
+
+func (l loop) Next() bool { return l.b.Loop() }

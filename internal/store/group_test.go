@@ -3,11 +3,15 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/outpost-auth/outpost/internal/eventlog"
 )
 
 func TestCommitterBatches(t *testing.T) {
@@ -147,5 +151,57 @@ func TestSQLiteBatchSavepoints(t *testing.T) {
 	}
 	if exists("d") || exists("e") || exists("f") {
 		t.Error("an aborted batch committed something")
+	}
+}
+
+// TestAuditBatchSizes appends batches of every size from 1 to 40 directly
+// (powers of two and the sizes split into several INSERTs), then checks
+// the whole chain.
+func TestAuditBatchSizes(t *testing.T) {
+	for n := 1; n <= maxBatch; n *= 2 {
+		if got := strings.Count(auditInsert(n), "$"); got != 8*n {
+			t.Errorf("auditInsert(%d) has %d parameters", n, got)
+		}
+	}
+	e, err := openSQLite(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := migrate(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	s := newSQLStore(e)
+	defer s.Close()
+	total := 0
+	for size := 1; size <= 40; size++ {
+		batch := make([]*pending[*auditAppend], size)
+		for i := range batch {
+			batch[i] = &pending[*auditAppend]{ctx: ctx, req: &auditAppend{in: eventlog.Entry{Time: time.Now(), Kind: "k", Subject: fmt.Sprint(size, "/", i)}}}
+		}
+		s.appendBatch(batch)
+		for i, p := range batch {
+			total++
+			if p.err != nil || p.req.out.Seq != uint64(total) {
+				t.Fatalf("batch of %d, entry %d: seq %d, error %v", size, i, p.req.out.Seq, p.err)
+			}
+		}
+	}
+	var all []eventlog.Entry
+	for {
+		page, err := s.ListAudit(ctx, uint64(len(all)), MaxListLimit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		all = append(all, page...)
+	}
+	if len(all) != total {
+		t.Fatalf("%d entries stored, %d appended", len(all), total)
+	}
+	if i, err := eventlog.VerifyChain(nil, all, nil); err != nil {
+		t.Fatalf("chain broken at %d: %v", i, err)
 	}
 }

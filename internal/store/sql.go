@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -41,7 +42,10 @@ func (s *sqlStore) exec(ctx context.Context, stmt string, args ...any) (int64, e
 		n, err = q.exec(ctx, stmt, args...)
 		return err
 	})
-	return n, err
+	if err != nil { // n only once the write is done: after a cancelled wait it may still be running
+		return 0, err
+	}
+	return n, nil
 }
 
 // execReturning runs one write statement with a RETURNING clause and scans
@@ -392,16 +396,28 @@ func (s *sqlStore) appendBatch(batch []*pending[*auditAppend]) {
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
+		rows := make([]any, 0, 8*len(batch))
 		for _, p := range batch {
 			a := p.req
 			if a.out, err = eventlog.Next(prev, a.in, nil); err != nil {
 				return err
 			}
-			if _, err := q.exec(ctx, `INSERT INTO audit_log (`+auditColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-				int64(a.out.Seq), a.out.Time.UnixMicro(), a.out.Kind, a.out.Actor, a.out.Subject, nullBytes(a.out.Data), a.out.Prev, a.out.Hash); err != nil {
+			rows = append(rows, int64(a.out.Seq), a.out.Time.UnixMicro(), a.out.Kind, a.out.Actor, a.out.Subject,
+				nullBytes(a.out.Data), a.out.Prev, a.out.Hash)
+			prev = &a.out
+		}
+		// A few multi-row INSERTs rather than one per entry: on PostgreSQL each
+		// statement is a round trip. Chunks are powers of two, so that only
+		// log2(maxBatch)+1 statement texts are ever prepared.
+		for len(rows) > 0 {
+			n := 1
+			for 2*n*8 <= len(rows) {
+				n *= 2
+			}
+			if _, err := q.exec(ctx, auditInsert(n), rows[:8*n]...); err != nil {
 				return err
 			}
-			prev = &a.out
+			rows = rows[8*n:]
 		}
 		return nil
 	})
@@ -409,6 +425,26 @@ func (s *sqlStore) appendBatch(batch []*pending[*auditAppend]) {
 		p.err = err
 	}
 }
+
+// auditInserts[k] inserts 2^k audit entries.
+var auditInserts = func() []string {
+	var out []string
+	for n := 1; n <= maxBatch; n *= 2 {
+		var b strings.Builder
+		b.WriteString(`INSERT INTO audit_log (` + auditColumns + `) VALUES `)
+		for i := range n {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
+		}
+		out = append(out, b.String())
+	}
+	return out
+}()
+
+// auditInsert returns the statement inserting n entries, n a power of two up to maxBatch.
+func auditInsert(n int) string { return auditInserts[bits.Len(uint(n))-1] }
 
 func (s *sqlStore) ListAudit(ctx context.Context, after uint64, limit int) ([]eventlog.Entry, error) {
 	if err := checkLimit(limit); err != nil {
