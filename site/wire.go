@@ -2,6 +2,7 @@ package site
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -157,12 +158,14 @@ type epochWire struct {
 }
 
 type packageBody struct {
-	Site       string      `json:"site"`
-	Scope      string      `json:"scope"`
-	Policy     policyWire  `json:"policy"`
-	Epochs     []epochWire `json:"epochs"`
-	Keys       []byte      `json:"keys"`       // a keys.Seal file holding the scope keys, in epoch order
-	Revocation []byte      `json:"revocation"` // the scope's revocation list artifact
+	Site   string      `json:"site"`
+	Scope  string      `json:"scope"`
+	Policy policyWire  `json:"policy"`
+	Epochs []epochWire `json:"epochs"`
+	Keys   []byte      `json:"keys"` // a keys.Seal file holding the scope keys, in epoch order
+	// Revocation is the scope's revocation list artifact, embedded as JSON
+	// (not base64) so that a long list is not inflated twice.
+	Revocation json.RawMessage `json:"revocation"`
 }
 
 // PackageSpec is what BuildPackage signs.
@@ -196,6 +199,9 @@ func BuildPackage(s *keys.Signer, spec PackageSpec, passphrase []byte, kdf keys.
 	if err := checkEpochs(spec.Epochs); err != nil {
 		return nil, err
 	}
+	if len(spec.Revocation) == 0 {
+		return nil, errors.New("site: a package carries the scope's revocation list")
+	}
 	if len(spec.ScopeKeys) != len(spec.Epochs) {
 		return nil, errors.New("site: one scope key per epoch is needed")
 	}
@@ -216,7 +222,7 @@ func BuildPackage(s *keys.Signer, spec PackageSpec, passphrase []byte, kdf keys.
 	for i, e := range spec.Epochs {
 		ew[i] = epochWire{e.N, e.Start.UTC(), e.End.UTC()}
 	}
-	body := packageBody{Site: spec.Site, Scope: spec.Scope, Policy: spec.Policy.wire(), Epochs: ew, Keys: sealed, Revocation: spec.Revocation}
+	body := packageBody{Site: spec.Site, Scope: spec.Scope, Policy: spec.Policy.wire(), Epochs: ew, Keys: sealed, Revocation: json.RawMessage(spec.Revocation)}
 	first, last := spec.Epochs[0], spec.Epochs[len(spec.Epochs)-1]
 	h := artifact.Header{Type: TypePackage, Version: PackageVersion, Subject: spec.Site, Serial: spec.Serial,
 		IssuedAt: spec.IssuedAt, NotBefore: first.Start.Add(-spec.Policy.Overlap), NotAfter: last.End.Add(spec.Policy.Overlap)}
@@ -294,7 +300,7 @@ func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Tim
 	if len(b.Keys) == 0 || len(b.Keys) > keys.MaxSealedFileSize {
 		return fail(nil, "sealed scope keys missing or too large")
 	}
-	rl, err := ReadRevocationList(b.Revocation, ring, b.Scope)
+	rl, err := ReadRevocationList([]byte(b.Revocation), ring, b.Scope)
 	if err != nil {
 		return nil, err
 	}

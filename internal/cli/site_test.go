@@ -269,3 +269,37 @@ func TestSiteScopePolicyAndPassphrases(t *testing.T) {
 	expectCode(t, 1, f.env, "admin", "site", "scope", "--data", f.data, "--scope", "north", "--window", "50")
 	expectCode(t, 2, f.env, "admin", "site", "credential", "--data", f.data, "--scope", "north", "--tech", "t", "--epoch", "soon")
 }
+
+func TestBenchSite(t *testing.T) {
+	r := mustRun(t, nil, "bench", "site", "--duration", "50ms", "--technicians", "10,2000", "--revoked", "20", "--json")
+	var rep struct {
+		Rows []struct {
+			Name   string  `json:"name"`
+			PerSec float64 `json:"per_sec"`
+			VsRaw  float64 `json:"vs_raw"`
+		} `json:"throughput"`
+		Sizes []struct {
+			Technicians int  `json:"technicians"`
+			Revoked     int  `json:"revoked"`
+			Bytes       int  `json:"package_bytes"`
+			Checked     bool `json:"checked"`
+		} `json:"package_sizes"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || len(rep.Rows) != 4 || len(rep.Sizes) != 3 {
+		t.Fatalf("bench site: %s", r)
+	}
+	if rep.Rows[0].VsRaw != 1 || rep.Rows[2].PerSec <= 0 {
+		t.Fatalf("rows %+v", rep.Rows)
+	}
+	s := rep.Sizes
+	if s[0].Bytes != s[1].Bytes || s[2].Bytes <= s[1].Bytes || !s[0].Checked || !s[1].Checked || !s[2].Checked {
+		t.Fatalf("package sizes must not grow with technicians, only with revocations: %+v", s)
+	}
+	r = mustRun(t, nil, "bench", "site", "--duration", "20ms", "--technicians", "5", "--revoked", "0")
+	for _, want := range []string{"ops/s/core", "raw otp.Params.Verify", "derive + verify", "target >= 200000", "package bytes"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Fatalf("table lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	expectCode(t, 2, nil, "bench", "site", "--duration", "0s")
+}
