@@ -42,7 +42,8 @@ const (
 )
 
 // DefaultKDF is the argon2id cost Seal uses: RFC 9106's second recommended
-// option (64 MiB, t=3) with 4 lanes. About 0.2 s on a 2-core machine.
+// option (64 MiB, t=3) with 4 lanes. About 85 ms on a 2-core machine
+// (docs/BENCHMARKS.md, "Keys").
 var DefaultKDF = KDFParams{Time: 3, MemoryKiB: 64 << 10, Threads: 4}
 
 // KDFParams is the argon2id cost of a sealed file.
