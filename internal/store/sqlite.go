@@ -203,8 +203,9 @@ func (c *stmtCache) close() {
 }
 
 // sqlQuerier adapts database/sql to querier: on a pool, or inside tx when
-// it is set. Statements with arguments are the store's own and go through
-// the cache; statements without (DDL, savepoints) run as they are.
+// it is set. Queries, and exec with arguments, are the store's own
+// statements and go through the cache; exec without arguments (DDL, a
+// migration file of several statements) runs as it is.
 type sqlQuerier struct {
 	cache *stmtCache
 	tx    *sql.Tx
@@ -212,11 +213,8 @@ type sqlQuerier struct {
 
 // prepared returns the cached statement for s, bound to the transaction if
 // there is one, or nil to run s unprepared.
-func (q sqlQuerier) prepared(ctx context.Context, s string, args []any) (*sql.Stmt, error) {
-	switch {
-	case len(args) == 0:
-		return nil, nil
-	case q.tx == nil:
+func (q sqlQuerier) prepared(ctx context.Context, s string) (*sql.Stmt, error) {
+	if q.tx == nil {
 		return q.cache.get(ctx, s)
 	}
 	if st, ok := q.cache.m.Load(s); ok {
@@ -245,9 +243,12 @@ type sqlRunner interface {
 }
 
 func (q sqlQuerier) exec(ctx context.Context, s string, args ...any) (int64, error) {
-	st, err := q.prepared(ctx, s, args)
-	if err != nil {
-		return 0, err
+	var st *sql.Stmt
+	var err error
+	if len(args) > 0 {
+		if st, err = q.prepared(ctx, s); err != nil {
+			return 0, err
+		}
 	}
 	var res sql.Result
 	if st != nil {
@@ -262,7 +263,7 @@ func (q sqlQuerier) exec(ctx context.Context, s string, args ...any) (int64, err
 }
 
 func (q sqlQuerier) query(ctx context.Context, s string, args ...any) (rows, error) {
-	st, err := q.prepared(ctx, s, args)
+	st, err := q.prepared(ctx, s)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +280,7 @@ func (q sqlQuerier) query(ctx context.Context, s string, args ...any) (rows, err
 }
 
 func (q sqlQuerier) queryRow(ctx context.Context, s string, args ...any) row {
-	st, err := q.prepared(ctx, s, args)
+	st, err := q.prepared(ctx, s)
 	switch {
 	case err != nil:
 		return errRow{err}
