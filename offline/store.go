@@ -791,7 +791,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 			return refuse(fmt.Errorf("%w: the bundle expired at %s: sync or import a new one", ErrOutOfValidity, b.NotAfter.UTC().Format(time.RFC3339)))
 		}
 		if until := time.UnixMicro(st.lockedUntil); now.Before(until) {
-			return refuse(fmt.Errorf("%w: %d failed attempts; try again in %s", ErrLocked, st.failures, until.Sub(now).Round(time.Second)))
+			return refuse(fmt.Errorf("%w: %d failed attempts; try again in %s", ErrLocked, st.failures, (until.Sub(now) + time.Second - 1).Truncate(time.Second)))
 		}
 		if lo, hi, err = s.window(b, st, now); err != nil {
 			return refuse(err)
