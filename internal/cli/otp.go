@@ -57,11 +57,14 @@ for the URI's counter (HOTP). With --json, also the TOTP time step.`,
 		Example: `  outpost otp qr "$URI" --png enrol.png`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if _, err := otp.ParseURI(args[0]); err != nil {
+			k, err := otp.ParseURI(args[0])
+			if err != nil {
 				return usageError{err}
 			}
+			// Encode the canonical form: labels percent-encoded, as every reader expects.
+			uri := k.URI()
 			if png == "" {
-				t, err := qr.Terminal(args[0])
+				t, err := qr.Terminal(uri)
 				if err != nil {
 					return err
 				}
@@ -71,7 +74,7 @@ for the URI's counter (HOTP). With --json, also the TOTP time step.`,
 			if size < 1 || size > qr.MaxPNGSize {
 				return usageError{fmt.Errorf("--size must be between 1 and %d pixels", qr.MaxPNGSize)}
 			}
-			b, err := qr.PNG(args[0], size)
+			b, err := qr.PNG(uri, size)
 			if err != nil {
 				return err
 			}
