@@ -73,7 +73,9 @@ func TestFieldEndToEndWithServer(t *testing.T) {
 	}
 	env := []string{"OUTPOST_SERVER=" + url}
 	auth := []string{"--token-file", filepath.Join(data, "admin.token")}
-	admin := func(args ...string) runResult { return mustRun(t, env, append(append([]string{"admin"}, args...), auth...)...) }
+	admin := func(args ...string) runResult {
+		return mustRun(t, env, append(append([]string{"admin"}, args...), auth...)...)
+	}
 
 	admin("user", "add", "alice")
 	var tok struct {
