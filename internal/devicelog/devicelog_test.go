@@ -314,3 +314,16 @@ func TestIdentityBadFiles(t *testing.T) {
 		})
 	}
 }
+
+func FuzzParseIdentity(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		id, err := parseIdentity(data)
+		if err != nil {
+			return
+		}
+		msg := []byte("m")
+		if len(id.Public) != ed25519.PublicKeySize || !ed25519.Verify(id.Public, msg, ed25519.Sign(id.Private, msg)) {
+			t.Fatalf("accepted a key whose halves do not match")
+		}
+	})
+}

@@ -74,26 +74,42 @@ func loadIdentity(path string) (*Identity, error) {
 	if st.Mode().Perm()&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s has mode %04o; run 'chmod 600 %s'", ErrBadIdentity, path, st.Mode().Perm(), path)
 	}
-	data, err := datadir.ReadFileLimit(path, 4096)
+	data, err := datadir.ReadFileLimit(path, maxIdentityFile)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadIdentity, err)
 	}
+	id, err := parseIdentity(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadIdentity, path, err)
+	}
+	return id, nil
+}
+
+// maxIdentityFile bounds the key file; a real one is 119 bytes.
+const maxIdentityFile = 4096
+
+// parseIdentity decodes a device key file: one PKCS#8 Ed25519 PRIVATE KEY
+// PEM block without headers, nothing after it but whitespace.
+func parseIdentity(data []byte) (*Identity, error) {
+	if len(data) > maxIdentityFile {
+		return nil, errors.New("larger than 4 KiB")
+	}
 	b, rest := pem.Decode(data)
 	if b == nil || b.Type != "PRIVATE KEY" || len(b.Headers) != 0 {
-		return nil, fmt.Errorf("%w: %s holds no PRIVATE KEY block", ErrBadIdentity, path)
+		return nil, errors.New("no PRIVATE KEY block")
 	}
 	for _, c := range rest {
 		if c != ' ' && c != '\n' && c != '\r' && c != '\t' {
-			return nil, fmt.Errorf("%w: %s has trailing data after the key", ErrBadIdentity, path)
+			return nil, errors.New("trailing data after the key")
 		}
 	}
 	k, err := x509.ParsePKCS8PrivateKey(b.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrBadIdentity, path, err)
+		return nil, err
 	}
 	priv, ok := k.(ed25519.PrivateKey)
 	if !ok {
-		return nil, fmt.Errorf("%w: %s holds a %T key, not Ed25519", ErrBadIdentity, path, k)
+		return nil, fmt.Errorf("a %T key, not Ed25519", k)
 	}
 	return newIdentity(priv), nil
 }
