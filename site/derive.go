@@ -2,6 +2,7 @@ package site
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -33,7 +34,25 @@ func TechnicianSeed(scopeKey []byte, tech string) []byte {
 	if len(scopeKey) != ScopeKeySize {
 		panic("site: scope key must be 32 bytes")
 	}
-	return keys.Derive(scopeKey, SeedSize, keys.PurposeTechnician, 0, tech)
+	return deriverFor(scopeKey).Derive(SeedSize, keys.PurposeTechnician, 0, tech)
+}
+
+// derivers caches one keys.Deriver per scope key (a site holds a handful),
+// so that checking a technician costs one HMAC for the derivation, not three.
+var derivers sync.Map
+
+func deriverFor(scopeKey []byte) *keys.Deriver {
+	if d, ok := derivers.Load(string(scopeKey)); ok {
+		return d.(*keys.Deriver)
+	}
+	d := keys.NewDeriver(scopeKey)
+	n := 0
+	derivers.Range(func(_, _ any) bool { n++; return n < 256 })
+	if n >= 256 { // bound the cache: forget everything rather than grow without limit
+		derivers.Clear()
+	}
+	derivers.Store(string(scopeKey), d)
+	return d
 }
 
 // CheckCode is the pure check, with no state: it derives tech's seed from

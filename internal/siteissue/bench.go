@@ -2,6 +2,7 @@ package siteissue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -205,11 +206,17 @@ func Bench(ctx context.Context, cfg BenchConfig, log io.Writer) (BenchReport, er
 	clockNow := now
 	fullSite.Now = func() time.Time { return clockNow }
 	full := Throughput{Name: "full site Verify (SQLite txn + fsync + signed log)"}
+	var refused int64
 	start := time.Now()
 	for time.Since(start) < cfg.Duration {
 		i := int(full.Ops) % n
 		if _, err := fullSite.Verify(ctx, techs[i], codes[i]); err != nil {
-			return rep, fmt.Errorf("siteissue: bench: full verify: %w", err)
+			// A 6-digit code collides with one of its neighbours' in the
+			// window about once in 500,000 checks; that refusal is correct.
+			if !errors.Is(err, site.ErrRefused) || full.Ops > 0 && refused*1000 > full.Ops {
+				return rep, fmt.Errorf("siteissue: bench: full verify: %w", err)
+			}
+			refused++
 		}
 		full.Ops++
 		if full.Ops%n == 0 { // every technician used this step: move on one step
