@@ -1,0 +1,295 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/offline"
+	"github.com/outpost-auth/outpost/otp"
+)
+
+var ctx = context.Background()
+
+// syncFixture is a server (cheap bundles, real clock) on dsn.
+func syncFixture(t *testing.T, dsn string) *fixture {
+	f := newFixture(t, dsn)
+	f.clock.mu.Lock()
+	f.clock.t = time.Now().UTC()
+	f.clock.mu.Unlock()
+	f.srv.cfg.BundleKDF = cheapKDF
+	floor := cost.Floor{PerEntry: time.Millisecond, MinMargin: 1}
+	f.srv.cfg.BundleFloor = &floor
+	return f
+}
+
+// fieldDevice creates a field store pinned to f's server, registered through the API.
+func (f *fixture) fieldDevice(id string) *offline.Store {
+	f.t.Helper()
+	dir := filepath.Join(f.t.TempDir(), id)
+	s, err := offline.Init(context.Background(), dir,
+		offline.Config{DeviceID: id, ServerKey: f.srv.signer.Public, Policy: offline.Policy{MaxFailures: 20, ClockTolerance: 5 * time.Minute,
+			TOTPBack: 1, TOTPForward: 1, HOTPLookahead: 4}}, offline.Options{Now: f.clock.Now})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { s.Close() })
+	pub, err := os.ReadFile(filepath.Join(dir, offline.PublicKeyFile))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if r := f.call(f.admin, "POST", "/v1/devices", map[string]string{"id": id, "public_key": string(pub)}); r.status != 201 {
+		f.t.Fatalf("register: %d %s", r.status, r.raw)
+	}
+	return s
+}
+
+func (f *fixture) syncClient() *offline.SyncClient {
+	f.t.Helper()
+	c, err := offline.NewSyncClient(f.hs.URL, "")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
+}
+
+func hotpCode(t *testing.T, uri string, counter uint64) string {
+	t.Helper()
+	k, err := otp.ParseURI(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := k.CodeAt(k.Secret, counter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Both directions over HTTP, on both engines: a code used offline is refused
+// online after one sync, and a code used online is refused offline.
+func TestSyncOverHTTP(t *testing.T) {
+	for name, dsn := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			f := syncFixture(t, dsn(t))
+			verifier := f.client("verifier")
+			uri := f.enrol("kim", map[string]any{"type": "hotp"})
+			dev := f.fieldDevice("van-1")
+			r := f.call(f.admin, "POST", "/v1/offline/bundles", map[string]any{"user": "kim", "device": "van-1", "count": 10})
+			if r.status != 200 {
+				t.Fatalf("bundle: %d %s", r.status, r.raw)
+			}
+			if _, err := dev.Import(ctx, r.raw); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dev.Verify(ctx, offline.Attempt{User: "kim", Code: hotpCode(t, uri, 2)}); err != nil {
+				t.Fatal(err)
+			}
+			c := f.syncClient()
+			rep, err := dev.Sync(ctx, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Uploads != 1 || rep.Acked == 0 {
+				t.Fatalf("sync report %+v", rep)
+			}
+			if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "kim", "code": hotpCode(t, uri, 2)}); r.status != 401 {
+				t.Fatalf("offline-used code online: %d %s", r.status, r.raw)
+			}
+			if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "kim", "code": hotpCode(t, uri, 4)}); r.status != 200 {
+				t.Fatalf("online: %d %s", r.status, r.raw)
+			}
+			if _, err := dev.Sync(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := dev.Verify(ctx, offline.Attempt{User: "kim", Code: hotpCode(t, uri, 4)}); !errors.Is(err, offline.ErrRefused) {
+				t.Fatalf("online-used code offline: %v", err)
+			}
+			if _, err := dev.Verify(ctx, offline.Attempt{User: "kim", Code: hotpCode(t, uri, 5)}); err != nil {
+				t.Fatal(err)
+			}
+			// The device list and detail.
+			r = f.call(f.admin, "GET", "/v1/devices/van-1", nil)
+			toks, _ := r.body["tokens"].([]any)
+			if r.status != 200 || len(toks) != 1 {
+				t.Fatalf("device: %d %s", r.status, r.raw)
+			}
+			r = f.call(f.admin, "GET", "/v1/devices?limit=1", nil)
+			if ds, _ := r.body["devices"].([]any); r.status != 200 || len(ds) != 1 {
+				t.Fatalf("list: %d %s", r.status, r.raw)
+			}
+			// Revoked: the device's next sync is refused with a clear code, and recorded.
+			r = f.call(f.admin, "POST", "/v1/devices/van-1/revoke", map[string]any{"burn_hotp": true})
+			if bs, _ := r.body["bundles"].([]any); r.status != 200 || len(bs) < 1 {
+				t.Fatalf("revoke: %d %s", r.status, r.raw)
+			}
+			_, err = dev.Sync(ctx, c)
+			var se *offline.ServerError
+			if !errors.As(err, &se) || se.Status != 403 || se.Code != "device_revoked" {
+				t.Fatalf("revoked sync: %v", err)
+			}
+			m := f.call("", "GET", "/metrics", nil)
+			if !strings.Contains(string(m.raw), `outpost_sync_incidents_total{kind="revoked_device"} 1`) {
+				t.Errorf("metrics lack the incident")
+			}
+		})
+	}
+}
+
+// The air-gapped path: a file made by the device, imported by an administrator, the answer carried back.
+func TestAirGappedSync(t *testing.T) {
+	f := syncFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	uri := f.enrol("lou", map[string]any{"type": "hotp"})
+	dev := f.fieldDevice("hut-3")
+	r := f.call(f.admin, "POST", "/v1/offline/bundles", map[string]any{"user": "lou", "device": "hut-3", "count": 10})
+	if _, err := dev.Import(ctx, r.raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "lou", Code: hotpCode(t, uri, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	up, info, err := dev.PrepareUpload(ctx, offline.UploadOptions{Validity: 14 * 24 * time.Hour})
+	if err != nil || info.Entries == 0 {
+		t.Fatalf("export: %+v %v", info, err)
+	}
+	issuer := f.client("issuer")
+	if r := f.call(issuer, "POST", "/v1/sync/import", up); r.status != 403 {
+		t.Fatalf("import by an issuer: %d", r.status)
+	}
+	r = f.call(f.admin, "POST", "/v1/sync/import", up)
+	if r.status != 200 {
+		t.Fatalf("import: %d %s", r.status, r.raw)
+	}
+	if _, err := dev.ApplyResponse(ctx, r.raw); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := f.st.ListTokens(ctx, DefaultRealm, "lou")
+	if err != nil || tok[0].LastUsed != 3 {
+		t.Fatalf("server state %+v %v", tok, err)
+	}
+	// The file again: same bytes, nothing changes; an altered file is refused.
+	if r := f.call(f.admin, "POST", "/v1/sync/import", up); r.status != 200 {
+		t.Fatalf("import again: %d %s", r.status, r.raw)
+	}
+	bad := []byte(strings.Replace(string(up), `"sig":"`, `"sig":"AAAA`, 1))
+	if r := f.call(f.admin, "POST", "/v1/sync/import", bad); r.status != 400 && r.status != 401 {
+		t.Fatalf("altered file: %d %s", r.status, r.raw)
+	}
+	if r := f.call(f.admin, "POST", "/v1/sync/import", up[:len(up)/2]); r.status != 400 || r.errCode() != "invalid_upload" {
+		t.Fatalf("truncated file: %d %s", r.status, r.raw)
+	}
+}
+
+func TestEnrolmentCodeOverHTTP(t *testing.T) {
+	f := syncFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	dir := filepath.Join(t.TempDir(), "field")
+	dev, err := offline.Init(ctx, dir, offline.Config{DeviceID: "phone-9", ServerKey: f.srv.signer.Public}, offline.Options{Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	c := f.syncClient()
+	_, err = dev.Sync(ctx, c)
+	var se *offline.ServerError
+	if !errors.As(err, &se) || se.Code != "unknown_device" {
+		t.Fatalf("unregistered sync: %v", err)
+	}
+	r := f.call(f.admin, "POST", "/v1/devices/phone-9/enrolment", map[string]any{"ttl_seconds": 600})
+	if r.status != 201 {
+		t.Fatalf("enrolment code: %d %s", r.status, r.raw)
+	}
+	code := r.body["code"].(string)
+	remember(code)
+	if err := dev.Enrol(ctx, c, "AAAA-"+code[5:]); !errors.As(err, &se) || se.Code != "invalid_enrolment" {
+		t.Fatalf("wrong code: %v", err)
+	}
+	if err := dev.Enrol(ctx, c, strings.ToLower(code)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Enrol(ctx, c, code); !errors.As(err, &se) || se.Code != "invalid_enrolment" {
+		t.Fatalf("code used twice: %v", err)
+	}
+	if _, err := dev.Sync(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.st.(store.SyncStore).GetDevice(ctx, "phone-9")
+	if err != nil || d.Status != store.DeviceActive || d.AckedSeq == 0 {
+		t.Fatalf("device %+v %v", d, err)
+	}
+	if r := f.call(f.admin, "POST", "/v1/devices/phone-9/enrolment", map[string]any{}); r.status != 409 {
+		t.Fatalf("code for an active device: %d %s", r.status, r.raw)
+	}
+}
+
+// Refill through the server's own bundle path, bound to the device.
+func TestRefillOverHTTP(t *testing.T) {
+	f := syncFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	uri := f.enrol("max", map[string]any{"type": "hotp"})
+	dev := f.fieldDevice("kiosk-1")
+	r := f.call(f.admin, "POST", "/v1/offline/bundles", map[string]any{"user": "max", "device": "kiosk-1", "count": 4})
+	if _, err := dev.Import(ctx, r.raw); err != nil {
+		t.Fatal(err)
+	}
+	for c := uint64(1); c <= 4; c++ {
+		if _, err := dev.Verify(ctx, offline.Attempt{User: "max", Code: hotpCode(t, uri, c)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := dev.Sync(ctx, f.syncClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Imported) != 1 || rep.Imported[0].First != 5 || rep.Imported[0].Entries != 4 {
+		t.Fatalf("refill %+v", rep)
+	}
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "max", Code: hotpCode(t, uri, 6)}); err != nil {
+		t.Fatalf("refilled entry: %v", err)
+	}
+	found := false
+	es, _ := f.st.ListAudit(ctx, 0, 1000)
+	for _, e := range es {
+		found = found || (e.Kind == "offline.bundle_issue" && e.Actor == "device:kiosk-1")
+	}
+	if !found {
+		t.Error("the refill is not in the audit log as issued to the device")
+	}
+}
+
+func TestSyncBadRequests(t *testing.T) {
+	f := syncFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	for _, c := range []struct {
+		body   any
+		status int
+		code   string
+	}{
+		{"", 400, "invalid_upload"},
+		{"{}", 400, "invalid_upload"},
+		{"not json", 400, "invalid_upload"},
+		{strings.Repeat(" ", 9<<20), 413, "body_too_large"},
+	} {
+		if r := f.call("", "POST", "/v1/sync", c.body); r.status != c.status || r.errCode() != c.code {
+			t.Errorf("%.20q: %d %s", c.body, r.status, r.raw)
+		}
+	}
+	if r := f.call("", "POST", "/v1/devices/enrol", map[string]any{"device": "x", "public_key": "AAAA", "code": "c", "sig": "AAAA"}); r.status != 400 {
+		t.Errorf("malformed enrolment: %d %s", r.status, r.raw)
+	}
+	if r := f.call(f.admin, "POST", "/v1/devices", map[string]string{"id": "bad id", "public_key": "x"}); r.status != 400 {
+		t.Errorf("bad device id: %d", r.status)
+	}
+	if r := f.call(f.admin, "POST", "/v1/devices", map[string]string{"id": "ok", "public_key": "not pem"}); r.status != 400 || r.errCode() != "invalid_public_key" {
+		t.Errorf("bad key: %d %s", r.status, r.raw)
+	}
+	if r := f.call(f.admin, "GET", "/v1/devices/nope", nil); r.status != 404 {
+		t.Errorf("missing device: %d", r.status)
+	}
+	if r := f.call(f.client("issuer"), "GET", "/v1/devices", nil); r.status != 403 {
+		t.Errorf("issuer lists devices: %d", r.status)
+	}
+}
