@@ -66,6 +66,19 @@ func (l *Log) Record(ctx context.Context, kind, actor, subject string, data any)
 	return nil
 }
 
+// Accept records that token t accepted the code at step or counter used, as
+// one durable step with its verify.ok entry (store.AcceptCode). It returns
+// store.ErrReplayed when the value was already used.
+func (l *Log) Accept(ctx context.Context, t store.Token, used int64, actor string) error {
+	data, _ := json.Marshal(map[string]any{"token": t.ID, "matched": used})
+	now := time.Now
+	if l.Now != nil {
+		now = l.Now
+	}
+	_, err := l.Store.AcceptCode(ctx, t.Realm, t.UserID, t.ID, used, eventlog.Entry{Time: now(), Kind: VerifyOK, Actor: actor, Subject: t.UserID, Data: data})
+	return err
+}
+
 // Report is the result of [VerifyStore].
 type Report struct {
 	Entries  uint64 `json:"entries"`

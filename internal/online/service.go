@@ -108,20 +108,16 @@ func (s *Service) Verify(ctx context.Context, realm, user, code, pinCode, actor 
 			replayed = true
 			continue
 		}
-		switch err := s.Store.AdvanceToken(ctx, realm, user, t.ID, int64(m)); {
-		case errors.Is(err, store.ErrReplayed):
+		if err := s.Audit.Accept(ctx, t, int64(m), actor); errors.Is(err, store.ErrReplayed) {
 			replayed = true
 			continue
-		case err != nil:
+		} else if err != nil {
 			return Result{}, err
 		}
 		if u.Failures > 0 {
 			if err := s.Store.ResetFailures(ctx, realm, user); err != nil {
 				return Result{}, err
 			}
-		}
-		if err := s.Audit.Record(ctx, audit.VerifyOK, actor, user, map[string]any{"token": t.ID, "matched": m}); err != nil {
-			return Result{}, err
 		}
 		return Result{TokenID: t.ID, Matched: m}, nil
 	}

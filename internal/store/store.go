@@ -189,6 +189,11 @@ type Store interface {
 	// CreateAPIClient stores c. ErrExists if the realm already has a client
 	// with that ID, or any client has the same TokenHash. Realm is not
 	// checked against the realms: "" may stand for a client of no one realm.
+	// AcceptCode is AdvanceToken and then AppendAudit(e), committed so that
+	// the audit entry is never lost when the acceptance is kept. Errors are
+	// AdvanceToken's; e is appended only on success.
+	AcceptCode(ctx context.Context, realm, user, id string, used int64, e eventlog.Entry) (eventlog.Entry, error)
+
 	CreateAPIClient(ctx context.Context, c APIClient) error
 	// GetAPIClientByHash finds the client whose TokenHash equals hash.
 	GetAPIClientByHash(ctx context.Context, hash []byte) (APIClient, error)

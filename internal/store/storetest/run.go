@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AdvanceToken", testAdvanceToken},
 		{"AdvanceTokenSameValue", testAdvanceSameValue},
 		{"AdvanceTokenIncreasing", testAdvanceIncreasing},
+		{"AcceptCode", testAcceptCode},
 		{"APIClients", testAPIClients},
 		{"Audit", testAudit},
 		{"AuditConcurrent", testAuditConcurrent},

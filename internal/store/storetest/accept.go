@@ -1,0 +1,60 @@
+package storetest
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/store"
+)
+
+// testAcceptCode: AcceptCode keeps AdvanceToken's once-only promise under
+// concurrency, and every acceptance (and only acceptances) leaves its audit
+// entry in an intact chain.
+func testAcceptCode(t *testing.T, st store.Store) {
+	seed(t, st, "r1", "alice")
+	must(t, st.CreateToken(ctx, totp("r1", "alice", "t1")))
+	entry := eventlog.Entry{Time: when, Kind: "verify.ok", Actor: "api:test", Subject: "alice", Data: []byte(`{"token":"t1"}`)}
+	got, err := st.AcceptCode(ctx, "r1", "alice", "t1", 7, entry)
+	must(t, err)
+	if got.Seq == 0 || got.Kind != "verify.ok" {
+		t.Fatalf("AcceptCode returned entry %+v", got)
+	}
+	if _, err := st.AcceptCode(ctx, "r1", "alice", "t1", 7, entry); !errors.Is(err, store.ErrReplayed) {
+		t.Fatalf("second AcceptCode(7) = %v, want ErrReplayed", err)
+	}
+	if _, err := st.AcceptCode(ctx, "r1", "alice", "nope", 8, entry); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("AcceptCode on a missing token = %v, want ErrNotFound", err)
+	}
+	if _, err := st.AcceptCode(ctx, "r1", "alice", "t1", -1, entry); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("AcceptCode(-1) = %v, want ErrInvalid", err)
+	}
+	const n = 24
+	errs := make([]error, n)
+	parallel(n, func(i int) { _, errs[i] = st.AcceptCode(ctx, "r1", "alice", "t1", 9, entry) })
+	wins := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case !errors.Is(err, store.ErrReplayed):
+			t.Errorf("unexpected error %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d of %d concurrent AcceptCode(9) succeeded, want exactly 1", wins, n)
+	}
+	tok, err := st.GetToken(ctx, "r1", "alice", "t1")
+	must(t, err)
+	if !tok.Used || tok.LastUsed != 9 {
+		t.Fatalf("token after AcceptCode: used=%v last=%d, want 9", tok.Used, tok.LastUsed)
+	}
+	es, err := st.ListAudit(ctx, 0, 1000)
+	must(t, err)
+	if len(es) != 2 {
+		t.Fatalf("%d audit entries, want 2 (one per acceptance, none for refusals)", len(es))
+	}
+	if i, err := eventlog.VerifyChain(nil, es, nil); err != nil {
+		t.Fatalf("audit chain broken at %d: %v", i, err)
+	}
+}
