@@ -56,14 +56,27 @@ type server struct {
 	cmd    *exec.Cmd
 	dir    string
 	url    string
-	logs   *bytes.Buffer
+	logs   *lockedBuffer
 	done   chan error
 	client *apiclient.Client
 }
 
+// lockedBuffer collects a process's output while tests read it.
 type lockedBuffer struct {
 	mu sync.Mutex
-	bytes.Buffer
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func startServer(t *testing.T, dir string, extra ...string) *server {
@@ -72,10 +85,8 @@ func startServer(t *testing.T, dir string, extra ...string) *server {
 	args := append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--ready-file", ready}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "OUTPOST_PASSPHRASE="+passphrase)
-	logs := &bytes.Buffer{}
-	var mu sync.Mutex
-	cmd.Stderr = writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return logs.Write(p) })
-	cmd.Stdout = cmd.Stderr
+	logs := &lockedBuffer{}
+	cmd.Stderr, cmd.Stdout = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +102,6 @@ func startServer(t *testing.T, dir string, extra ...string) *server {
 		}
 		select {
 		case err := <-s.done:
-			mu.Lock()
 			t.Fatalf("server exited early: %v\n%s", err, logs.String())
 		default:
 		}
@@ -112,10 +122,6 @@ func startServer(t *testing.T, dir string, extra ...string) *server {
 	s.client = c
 	return s
 }
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // stop sends SIGTERM and waits for a clean exit.
 func (s *server) stop() error {

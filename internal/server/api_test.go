@@ -144,8 +144,8 @@ func TestPINAndOTP(t *testing.T) {
 	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
 	verifier := f.client("verifier")
 	uri := f.enrol("dave", map[string]any{})
-	remember("482916")
-	if r := f.call(f.admin, "PUT", "/v1/users/dave/pin", map[string]string{"pin": "482916"}); r.status != 204 {
+	remember("482916307715")
+	if r := f.call(f.admin, "PUT", "/v1/users/dave/pin", map[string]string{"pin": "482916307715"}); r.status != 204 {
 		t.Fatalf("set pin: %d %s", r.status, r.raw)
 	}
 	for _, bad := range []string{"12", "1234567890123", "12a4", ""} {
@@ -161,7 +161,7 @@ func TestPINAndOTP(t *testing.T) {
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "dave", "code": code, "pin": "000000"}); r.status != 401 {
 		t.Fatalf("wrong pin: %d %s", r.status, r.raw)
 	}
-	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "dave", "code": code, "pin": "482916"}); r.status != 200 {
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "dave", "code": code, "pin": "482916307715"}); r.status != 200 {
 		t.Fatalf("pin + otp: %d %s", r.status, r.raw)
 	}
 	if r := f.call(f.admin, "GET", "/v1/users/dave", nil); r.body["has_pin"] != true || r.body["failures"].(float64) != 0 {

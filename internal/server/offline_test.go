@@ -104,8 +104,8 @@ func TestPINBundleAndOfflineLogin(t *testing.T) {
 	issuer := f.client("issuer")
 	verifier := f.client("verifier")
 	uri := f.enrol("ivy", map[string]any{"type": "totp"})
-	remember("7391")
-	f.call(f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "7391"})
+	remember("739104826153")
+	f.call(f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "739104826153"})
 	now := f.clock.Now()
 	body := map[string]any{"user": "ivy", "device": "dev-2", "from": now, "until": now.Add(10 * time.Minute)}
 	if r := f.call(issuer, "POST", "/v1/offline/bundles", body); r.status != 400 || r.errCode() != "pin_required" {
@@ -118,7 +118,7 @@ func TestPINBundleAndOfflineLogin(t *testing.T) {
 	// The device's own path: online PIN + OTP login returns the PIN bundle.
 	f.clock.Add(30 * time.Second)
 	code := f.codeAt(uri, 0)
-	r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "ivy", "code": code, "pin": "7391", "device": "dev-2"})
+	r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "ivy", "code": code, "pin": "739104826153", "device": "dev-2"})
 	if r.status != 200 {
 		t.Fatalf("login: %d %s", r.status, r.raw)
 	}
@@ -126,14 +126,14 @@ func TestPINBundleAndOfflineLogin(t *testing.T) {
 	k, _ := otp.ParseURI(uri)
 	step := k.Step(f.clock.Now()) + 10
 	c, _ := k.CodeAt(k.Secret, step)
-	if _, ok := b.OpenEntry(step, c, "7391"); !ok {
+	if _, ok := b.OpenEntry(step, c, "739104826153"); !ok {
 		t.Fatal("code + PIN did not open the login bundle")
 	}
-	if _, ok := b.OpenEntry(step, c, "7390"); ok {
+	if _, ok := b.OpenEntry(step, c, "739104826150"); ok {
 		t.Fatal("a wrong PIN opened the entry")
 	}
 	// The login code is spent online.
-	if r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "ivy", "code": code, "pin": "7391", "device": "dev-2"}); r.status != 401 {
+	if r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "ivy", "code": code, "pin": "739104826153", "device": "dev-2"}); r.status != 401 {
 		t.Fatalf("login replay: %d %s", r.status, r.raw)
 	}
 }

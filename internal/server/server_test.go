@@ -63,7 +63,7 @@ func TestMain(m *testing.M) {
 			code = 1
 		}
 		for _, s := range secrets {
-			if len(s) >= 4 && strings.Contains(logs, s) {
+			if len(s) >= 8 && strings.Contains(logs, s) {
 				fmt.Printf("log scan: a secret (%d chars, starts %.2s…) appears in the server logs\n", len(s), s)
 				code = 1
 			}
