@@ -104,6 +104,11 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 	for _, add := range topCommands {
 		root.AddCommand(add(e))
 	}
+	for _, sub := range root.Commands() {
+		for _, add := range subCommands[sub.Name()] {
+			sub.AddCommand(add(e))
+		}
+	}
 	usageArgs(root)
 	groupExamples(root)
 	return root
@@ -153,6 +158,9 @@ var (
 	adminCommands []func(*env) *cobra.Command
 	// benchCommands are children of 'outpost bench' (online, offline, sync, site).
 	benchCommands []func(*env) *cobra.Command
+	// subCommands adds children to a top-level command defined in another
+	// file, by its name (e.g. "field": the sync commands).
+	subCommands = map[string][]func(*env) *cobra.Command{}
 )
 
 type group struct {
