@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
@@ -16,6 +17,7 @@ func (e *env) benchOnlineCmd() *cobra.Command {
 	var cfg benchonline.Config
 	var pg string
 	var asJSON bool
+	var cpuProfile string
 	c := &cobra.Command{
 		Use:   "online [--postgres DSN]",
 		Short: "Online verifications per second over loopback HTTP, next to a no-op handler",
@@ -36,6 +38,17 @@ database or schema: the benchmark bootstraps it.`,
 			dsns := []string{""}
 			if pg != "" {
 				dsns = append(dsns, pg)
+			}
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
 			}
 			var all []benchonline.Result
 			for _, dsn := range dsns {
@@ -71,5 +84,6 @@ database or schema: the benchmark bootstraps it.`,
 	c.Flags().IntVar(&cfg.Concurrency, "concurrency", 32, "concurrent clients")
 	c.Flags().DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to drive each handler")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	c.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof)")
 	return c
 }

@@ -65,7 +65,7 @@ type Result struct {
 // Verify returns. Failures count towards the user's lockout.
 func (s *Service) Verify(ctx context.Context, realm, user, code, pinCode, actor string) (Result, error) {
 	now := s.now()
-	u, err := s.Store.GetUser(ctx, realm, user)
+	u, tokens, err := s.Store.GetUserTokens(ctx, realm, user)
 	if errors.Is(err, store.ErrNotFound) {
 		_ = s.Audit.Record(ctx, audit.VerifyFail, actor, user, map[string]string{"reason": "unknown_user"})
 		return Result{}, ErrInvalidCode
@@ -75,10 +75,6 @@ func (s *Service) Verify(ctx context.Context, realm, user, code, pinCode, actor 
 	}
 	if lock, locked := s.Policy.Locked(u.Failures, u.LastFailure, now); locked {
 		return Result{}, &LockedError{lock}
-	}
-	tokens, err := s.Store.ListTokens(ctx, realm, user)
-	if err != nil {
-		return Result{}, err
 	}
 	wellFormed := false
 	for _, t := range tokens {

@@ -172,6 +172,9 @@ type Store interface {
 	// ResetFailures sets the failure count to zero.
 	ResetFailures(ctx context.Context, realm, id string) error
 
+	// GetUserTokens returns the user and ListTokens' answer in one call
+	// (ErrNotFound when the user does not exist).
+	GetUserTokens(ctx context.Context, realm, id string) (User, []Token, error)
 	CreateToken(ctx context.Context, t Token) error // ErrExists; ErrNotFound if the user does not exist
 	GetToken(ctx context.Context, realm, user, id string) (Token, error)
 	// ListTokens returns the user's tokens ordered by CreatedAt, then ID.

@@ -58,3 +58,31 @@ func testAcceptCode(t *testing.T, st store.Store) {
 		t.Fatalf("audit chain broken at %d: %v", i, err)
 	}
 }
+
+// testGetUserTokens: the joined read agrees with GetUser and ListTokens.
+func testGetUserTokens(t *testing.T, st store.Store) {
+	seed(t, st, "r1", "alice", "bob")
+	must(t, st.CreateToken(ctx, totp("r1", "alice", "a1")))
+	must(t, st.CreateToken(ctx, hotp("r1", "alice", "a2")))
+	u, ts, err := st.GetUserTokens(ctx, "r1", "alice")
+	must(t, err)
+	want, _ := st.GetUser(ctx, "r1", "alice")
+	wantTs, _ := st.ListTokens(ctx, "r1", "alice")
+	if !userEqual(u, want) || len(ts) != len(wantTs) {
+		t.Fatalf("GetUserTokens = %+v, %d tokens; want %+v, %d tokens", u, len(ts), want, len(wantTs))
+	}
+	for i := range ts {
+		if !tokenEqual(ts[i], wantTs[i]) {
+			t.Fatalf("token %d: %+v, want %+v", i, ts[i], wantTs[i])
+		}
+	}
+	if u, ts, err := st.GetUserTokens(ctx, "r1", "bob"); err != nil || u.ID != "bob" || len(ts) != 0 {
+		t.Fatalf("user without tokens: %+v %v %v", u, ts, err)
+	}
+	if _, _, err := st.GetUserTokens(ctx, "r1", "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing user: %v", err)
+	}
+	if _, _, err := st.GetUserTokens(ctx, "r2", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("other realm: %v", err)
+	}
+}

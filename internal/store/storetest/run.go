@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AdvanceTokenSameValue", testAdvanceSameValue},
 		{"AdvanceTokenIncreasing", testAdvanceIncreasing},
 		{"AcceptCode", testAcceptCode},
+		{"GetUserTokens", testGetUserTokens},
 		{"APIClients", testAPIClients},
 		{"Audit", testAudit},
 		{"AuditConcurrent", testAuditConcurrent},
