@@ -186,6 +186,8 @@ func (s *Server) toAPIError(err error, rid string) *apiError {
 		return errorf(http.StatusNotFound, "not_found", "not found")
 	case errors.Is(err, store.ErrExists):
 		return errorf(http.StatusConflict, "exists", "already exists")
+	case errors.Is(err, store.ErrInvalid):
+		return errorf(http.StatusBadRequest, "invalid_request", "a value is out of range or malformed")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the request was cancelled or timed out")
 	}
