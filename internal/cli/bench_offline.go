@@ -229,6 +229,14 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// overhead is a/b − 1, or 0 when b is too small to measure.
+func overhead(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a/b - 1
+}
+
 func microseconds(sec float64) string { return strconv.FormatFloat(sec*1e6, 'f', 1, 64) + " µs" }
 
 // cpuSeconds returns this process's user + system CPU time from
@@ -327,8 +335,8 @@ func runBenchOffline(ctx context.Context, kdf cost.KDF, n, rounds int, full, mem
 	// Rates are from the median times; the ratios from the same medians, so
 	// that the table is consistent.
 	res.Generation = []genRow{
-		{Workers: 1, EntriesPerS: float64(n) / median(gen1), RawPerS: float64(n) / median(raw1), Overhead: median(gen1)/median(raw1) - 1, CPUOverhead: cpu[1]/cpu[0] - 1},
-		{Workers: 2, EntriesPerS: float64(2*n) / median(gen2), RawPerS: float64(2*n) / median(raw2), Overhead: median(gen2)/median(raw2) - 1, CPUOverhead: cpu[3]/cpu[2] - 1},
+		{Workers: 1, EntriesPerS: float64(n) / median(gen1), RawPerS: float64(n) / median(raw1), Overhead: median(gen1)/median(raw1) - 1, CPUOverhead: overhead(cpu[1], cpu[0])},
+		{Workers: 2, EntriesPerS: float64(2*n) / median(gen2), RawPerS: float64(2*n) / median(raw2), Overhead: median(gen2)/median(raw2) - 1, CPUOverhead: overhead(cpu[3], cpu[2])},
 	}
 	res.Speedup, res.RawSpeedup = 2*median(gen1)/median(gen2), 2*median(raw1)/median(raw2)
 
