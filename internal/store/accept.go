@@ -15,11 +15,10 @@ import (
 // on the hot path of verification: the entry recording an acceptance must
 // not be lost when the acceptance is kept.
 //
-// On SQLite both run in one write of the group-commit batch, so the token's
-// new state and its audit entry commit together with one fsync shared by the
-// whole batch. On PostgreSQL the conditional UPDATE commits on its own (so
-// replicas never wait on the audit chain to decide a replay) and the entry
-// joins this process's next audit batch; the answer waits for both.
+// On both engines the token's new state and its audit entry commit together
+// in one transaction shared by every acceptance queued meanwhile (one fsync
+// for the batch): on SQLite as one write of the group-commit batch, on
+// PostgreSQL as described in accept_pg.go.
 func (s *sqlStore) AcceptCode(ctx context.Context, realm, user, id string, used int64, e eventlog.Entry) (eventlog.Entry, error) {
 	if used < 0 {
 		return eventlog.Entry{}, invalid("step or counter %d is negative", used)
@@ -30,11 +29,8 @@ func (s *sqlStore) AcceptCode(ctx context.Context, realm, user, id string, used 
 	if _, err := eventlog.Next(nil, e, nil); err != nil {
 		return eventlog.Entry{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if s.e.name() != "sqlite" {
-		if err := s.AdvanceToken(ctx, realm, user, id, used); err != nil {
-			return eventlog.Entry{}, err
-		}
-		return s.AppendAudit(ctx, e)
+	if _, ok := s.e.(*pgEngine); ok {
+		return s.acceptPG(ctx, realm, user, id, used, e)
 	}
 	var out eventlog.Entry
 	err := s.e.write(ctx, func(q querier) error {

@@ -30,6 +30,7 @@ func newSQLStore(e engine) *sqlStore {
 func (s *sqlStore) Engine() string                 { return s.e.name() }
 func (s *sqlStore) Ping(ctx context.Context) error { return s.e.ping(ctx) }
 func (s *sqlStore) Close() error {
+	s.closePGAcceptor()
 	s.audit.close()
 	return s.e.close()
 }
