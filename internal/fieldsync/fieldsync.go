@@ -377,25 +377,32 @@ type eventData struct {
 var knownKinds = []string{"init", "import", "import.refused", "verify.attempt", "verify.ok", "verify.fail",
 	"verify.refused", "wipe", "state.advance", "revoke"}
 
+// offlineData is the data of an audit entry recording a device log entry:
+// which device, its sequence number and hash (so the entry can be matched
+// against the device's own log), the device's time, and its data.
+type offlineData struct {
+	Device      string          `json:"device"`
+	Seq         uint64          `json:"seq"`
+	Hash        []byte          `json:"hash"`
+	Time        time.Time       `json:"time"`
+	Kind        string          `json:"kind,omitempty"` // only for kinds this server does not know
+	Data        json.RawMessage `json:"data,omitempty"`
+	DataOmitted int             `json:"data_omitted,omitempty"`
+}
+
 // auditOf is the audit entry recording device entry e.
 func auditOf(dev store.Device, e *eventlog.Entry, now time.Time) eventlog.Entry {
 	kind := KindOfflinePrefix + e.Kind
-	data := map[string]any{"device": dev.ID, "seq": e.Seq, "hash": e.Hash, "time": e.Time}
+	d := offlineData{Device: dev.ID, Seq: e.Seq, Hash: e.Hash, Time: e.Time, Data: e.Data}
 	if !slices.Contains(knownKinds, e.Kind) {
-		kind = KindOfflineOther
-		data["kind"] = e.Kind
+		kind, d.Kind = KindOfflineOther, e.Kind
 	}
-	if len(e.Data) > 0 {
-		data["data"] = e.Data
-	}
-	raw, _ := json.Marshal(data)
-	if len(raw) > eventlog.MaxDataLen-1024 {
+	if len(e.Data) > eventlog.MaxDataLen-1024 {
 		// The device's data does not fit beside the reference: keep the
 		// reference (seq and hash identify the entry in the device's log).
-		delete(data, "data")
-		data["data_omitted"] = len(e.Data)
-		raw, _ = json.Marshal(data)
+		d.Data, d.DataOmitted = nil, len(e.Data)
 	}
+	raw, _ := json.Marshal(d)
 	return eventlog.Entry{Time: now, Kind: kind, Actor: "device:" + dev.ID, Subject: e.Subject, Data: raw}
 }
 

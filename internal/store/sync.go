@@ -514,15 +514,18 @@ func (t *syncTx) AddOfflineUses(uses []OfflineUse) error {
 		}
 		args = append(args, u.Realm, u.UserID, u.TokenID, int64(u.Counter), u.Device, int64(u.DeviceSeq), int64(u.AuditSeq), createdNow(u.At))
 	}
-	return insertChunks(t.ctx, t.q, offlineUseInserts, offlineUseCols, args)
+	return insertChunks(t.ctx, t.q, offlineUseInserts, offlineUseCols, t.rowsPerInsert(), args)
 }
 
 // insertChunks runs multi-row INSERTs of power-of-two sizes (stmts[k]
-// inserts 2^k rows of cols columns) over args.
-func insertChunks(ctx context.Context, q querier, stmts []string, cols int, args []any) error {
+// inserts 2^k rows of cols columns) over args, at most maxRows rows each.
+// SQLite looks "$N" parameters up by name in a list, which costs the
+// square of their number: a few hundred parameters per statement are far
+// cheaper there than two thousand; PostgreSQL prefers fewer round trips.
+func insertChunks(ctx context.Context, q querier, stmts []string, cols, maxRows int, args []any) error {
 	for len(args) > 0 {
 		n, k := 1, 0
-		for 2*n*cols <= len(args) && 2*n <= maxBatch {
+		for 2*n*cols <= len(args) && 2*n <= min(maxBatch, maxRows) {
 			n *= 2
 			k++
 		}
@@ -532,6 +535,14 @@ func insertChunks(ctx context.Context, q querier, stmts []string, cols int, args
 		args = args[cols*n:]
 	}
 	return nil
+}
+
+// rowsPerInsert is the largest multi-row INSERT of a sync (see insertChunks).
+func (t *syncTx) rowsPerInsert() int {
+	if t.s.e.name() == "sqlite" {
+		return 32
+	}
+	return maxBatch
 }
 
 func (t *syncTx) FindAudit(kind, subject string, before uint64, limit int) ([]eventlog.Entry, error) {
@@ -564,5 +575,5 @@ func (t *syncTx) AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error)
 		prev = &out[i]
 		args = append(args, int64(n.Seq), n.Time.UnixMicro(), n.Kind, n.Actor, n.Subject, nullBytes(n.Data), n.Prev, n.Hash)
 	}
-	return out, insertChunks(t.ctx, t.q, auditInserts, 8, args)
+	return out, insertChunks(t.ctx, t.q, auditInserts, 8, t.rowsPerInsert(), args)
 }
