@@ -478,30 +478,47 @@ func (t *syncTx) OfflineUses(realm, user, token string, counter uint64) ([]Offli
 
 const offlineUseCols = 8
 
-// offlineUseInserts[k] inserts 2^k offline uses.
-var offlineUseInserts = func() []string {
+// multiRowInserts returns, for k = 0, 1, …, the statement inserting 2^k rows
+// of cols columns into head ("INSERT INTO t (…) VALUES "), followed by tail.
+// placeholder numbers each argument: "$N" for PostgreSQL; SQLite gets "?",
+// because it looks named parameters ("$N" is one) up by name in a list, at
+// a cost growing with the square of their number.
+func multiRowInserts(head, tail string, cols int, placeholder func(n int) string) []string {
 	var out []string
 	for n := 1; n <= maxBatch; n *= 2 {
 		var b strings.Builder
-		b.WriteString(`INSERT INTO offline_uses (realm, user_id, token_id, counter, device, device_seq, audit_seq, at_us) VALUES `)
+		b.WriteString(head)
 		for i := range n {
 			if i > 0 {
 				b.WriteString(", ")
 			}
 			b.WriteString("(")
-			for j := range offlineUseCols {
+			for j := range cols {
 				if j > 0 {
 					b.WriteString(", ")
 				}
-				fmt.Fprintf(&b, "$%d", offlineUseCols*i+j+1)
+				b.WriteString(placeholder(cols*i + j + 1))
 			}
 			b.WriteString(")")
 		}
-		b.WriteString(` ON CONFLICT (realm, user_id, token_id, counter, device) DO NOTHING`)
+		b.WriteString(tail)
 		out = append(out, b.String())
 	}
 	return out
-}()
+}
+
+func dollar(n int) string { return fmt.Sprintf("$%d", n) }
+func question(int) string { return "?" }
+
+const offlineUseHead = `INSERT INTO offline_uses (realm, user_id, token_id, counter, device, device_seq, audit_seq, at_us) VALUES `
+const offlineUseTail = ` ON CONFLICT (realm, user_id, token_id, counter, device) DO NOTHING`
+
+// The multi-row INSERTs of a sync, per engine.
+var (
+	offlineUseInserts       = multiRowInserts(offlineUseHead, offlineUseTail, offlineUseCols, dollar)
+	offlineUseInsertsSQLite = multiRowInserts(offlineUseHead, offlineUseTail, offlineUseCols, question)
+	auditInsertsSQLite      = multiRowInserts(`INSERT INTO audit_log (`+auditColumns+`) VALUES `, "", 8, question)
+)
 
 func (t *syncTx) AddOfflineUses(uses []OfflineUse) error {
 	args := make([]any, 0, offlineUseCols*len(uses))
@@ -514,18 +531,19 @@ func (t *syncTx) AddOfflineUses(uses []OfflineUse) error {
 		}
 		args = append(args, u.Realm, u.UserID, u.TokenID, int64(u.Counter), u.Device, int64(u.DeviceSeq), int64(u.AuditSeq), createdNow(u.At))
 	}
-	return insertChunks(t.ctx, t.q, offlineUseInserts, offlineUseCols, t.rowsPerInsert(), args)
+	stmts := offlineUseInserts
+	if t.s.e.name() == "sqlite" {
+		stmts = offlineUseInsertsSQLite
+	}
+	return insertChunks(t.ctx, t.q, stmts, offlineUseCols, args)
 }
 
 // insertChunks runs multi-row INSERTs of power-of-two sizes (stmts[k]
-// inserts 2^k rows of cols columns) over args, at most maxRows rows each.
-// SQLite looks "$N" parameters up by name in a list, which costs the
-// square of their number: a few hundred parameters per statement are far
-// cheaper there than two thousand; PostgreSQL prefers fewer round trips.
-func insertChunks(ctx context.Context, q querier, stmts []string, cols, maxRows int, args []any) error {
+// inserts 2^k rows of cols columns) over args.
+func insertChunks(ctx context.Context, q querier, stmts []string, cols int, args []any) error {
 	for len(args) > 0 {
 		n, k := 1, 0
-		for 2*n*cols <= len(args) && 2*n <= min(maxBatch, maxRows) {
+		for 2*n*cols <= len(args) && 2*n <= maxBatch {
 			n *= 2
 			k++
 		}
@@ -535,14 +553,6 @@ func insertChunks(ctx context.Context, q querier, stmts []string, cols, maxRows 
 		args = args[cols*n:]
 	}
 	return nil
-}
-
-// rowsPerInsert is the largest multi-row INSERT of a sync (see insertChunks).
-func (t *syncTx) rowsPerInsert() int {
-	if t.s.e.name() == "sqlite" {
-		return 32
-	}
-	return maxBatch
 }
 
 func (t *syncTx) FindAudit(kind, subject string, before uint64, limit int) ([]eventlog.Entry, error) {
@@ -575,5 +585,9 @@ func (t *syncTx) AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error)
 		prev = &out[i]
 		args = append(args, int64(n.Seq), n.Time.UnixMicro(), n.Kind, n.Actor, n.Subject, nullBytes(n.Data), n.Prev, n.Hash)
 	}
-	return out, insertChunks(t.ctx, t.q, auditInserts, 8, t.rowsPerInsert(), args)
+	stmts := auditInserts
+	if t.s.e.name() == "sqlite" {
+		stmts = auditInsertsSQLite
+	}
+	return out, insertChunks(t.ctx, t.q, stmts, 8, args)
 }
