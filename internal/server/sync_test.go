@@ -293,3 +293,34 @@ func TestSyncBadRequests(t *testing.T) {
 		t.Errorf("issuer lists devices: %d", r.status)
 	}
 }
+
+// A TOTP bundle near the end of its period is refilled for the same length of time from now.
+func TestTOTPRefillOverHTTP(t *testing.T) {
+	f := syncFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	uri := f.enrol("nia", map[string]any{"type": "totp"})
+	dev := f.fieldDevice("kiosk-2")
+	now := f.clock.Now()
+	r := f.call(f.admin, "POST", "/v1/offline/bundles", map[string]any{"user": "nia", "device": "kiosk-2", "from": now, "until": now.Add(4 * time.Minute)})
+	if r.status != 200 {
+		t.Fatalf("bundle: %d %s", r.status, r.raw)
+	}
+	old, err := dev.Import(ctx, r.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.clock.Add(3*time.Minute + 30*time.Second)
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "nia", Code: f.codeAt(uri, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := dev.Sync(ctx, f.syncClient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Imported) != 1 || rep.Imported[0].Entries < old.Entries || rep.Imported[0].Last <= old.Last {
+		t.Fatalf("TOTP refill %+v (old %+v)", rep, old)
+	}
+	f.clock.Add(2 * time.Minute) // past the old bundle's period
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "nia", Code: f.codeAt(uri, 0)}); err != nil {
+		t.Fatalf("code from the refilled period: %v", err)
+	}
+}
