@@ -324,3 +324,48 @@ func TestTOTPRefillOverHTTP(t *testing.T) {
 		t.Fatalf("code from the refilled period: %v", err)
 	}
 }
+
+// A server restored from a backup has lost the end of a device's log: the
+// device's next upload starts after what the server holds (a gap, recorded
+// as an incident), and the client sends the entries again from there.
+func TestSyncGapAfterServerRestore(t *testing.T) {
+	f := syncFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	uri := f.enrol("oli", map[string]any{"type": "hotp"})
+	dev := f.fieldDevice("van-9")
+	r := f.call(f.admin, "POST", "/v1/offline/bundles", map[string]any{"user": "oli", "device": "van-9", "count": 10})
+	if _, err := dev.Import(ctx, r.raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "oli", Code: hotpCode(t, uri, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	c := f.syncClient()
+	if _, err := dev.Sync(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	// The restore: the server's record of the device goes back to nothing acknowledged.
+	ss := f.st.(store.SyncStore)
+	if err := ss.SyncDevice(ctx, DefaultRealm, "van-9", time.Now(), func(tx store.SyncTx) error {
+		d := tx.Device()
+		return tx.SaveDevice(0, nil, d.UploadSerial, d.UploadHash)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := dev.Sync(ctx, c)
+	if err != nil {
+		t.Fatalf("sync after the restore: %v", err)
+	}
+	d, _ := ss.GetDevice(ctx, "van-9")
+	st, _ := dev.SyncState(ctx)
+	if d.AckedSeq != st.LogHead || rep.Acked != st.LogHead {
+		t.Fatalf("server acked %d, device head %d, report %+v", d.AckedSeq, st.LogHead, rep)
+	}
+	gap := false
+	es, _ := f.st.ListAudit(ctx, 0, 1000)
+	for _, e := range es {
+		gap = gap || (e.Kind == "sync.incident" && strings.Contains(string(e.Data), `"incident":"gap"`))
+	}
+	if !gap {
+		t.Error("the gap is not recorded as an incident")
+	}
+}
