@@ -61,9 +61,12 @@
 // tolerance. Every decision — import, attempt, success, failure, refusal,
 // wipe — is appended to the device's signed, hash-chained log
 // (internal/devicelog) in the same SQLite transaction as the state change it
-// causes; the sync client ships that log to the server ([Store.DB] and
-// devicelog.Since) and applies the server's state with [Store.AdvanceUsed]
-// (max semantics), so that codes used online are refused offline.
+// causes. Sync (docs/sync.md) ships that log and the token states to the
+// server and brings back the server's state, revocations and refills:
+// [Store.Sync] over HTTP, or [Store.PrepareUpload] and [Store.ApplyResponse]
+// for a file carried by hand. The server's last used counters are applied
+// with [Store.AdvanceUsed] (max semantics), so that codes used online are
+// refused offline.
 //
 // An attempt is counted as a failure before the KDF runs and taken back on
 // success, so that parallel attempts or a killed process get no free guess.
