@@ -8,14 +8,10 @@ package benchonline
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
 	"strings"
 
 	"encoding/json"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"io"
 	"log/slog"
 	"net"
@@ -68,11 +64,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 		dsn = filepath.Join(dir, "outpost.db")
 	}
 	if isPostgres(dsn) {
-		scratch, drop, err := scratchSchema(ctx, dsn)
+		scratch, drop, err := store.ScratchSchema(ctx, dsn, "outpost_bench")
 		if err != nil {
 			return nil, err
 		}
-		defer drop()
+		defer func() { _ = drop() }()
 		dsn = scratch
 	}
 	st, err := store.Open(ctx, dsn)
@@ -231,34 +227,6 @@ func load(ctx context.Context, c *http.Client, url, tok string, users []benchUse
 
 func isPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
-}
-
-// scratchSchema creates an empty schema for one run, so the benchmark never
-// touches existing data, and returns a DSN selecting it and a function that drops it.
-func scratchSchema(ctx context.Context, dsn string) (string, func(), error) {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "", nil, fmt.Errorf("PostgreSQL DSN: %w", err)
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "outpost_bench_" + hex.EncodeToString(b[:])
-	exec := func(stmt string) error {
-		c, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return err
-		}
-		defer c.Close(ctx)
-		_, err = c.Exec(ctx, stmt)
-		return err
-	}
-	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		return "", nil, fmt.Errorf("creating a scratch schema: %w", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), func() { _ = exec("DROP SCHEMA " + schema + " CASCADE") }, nil
 }
 
 func redact(dsn string) string {

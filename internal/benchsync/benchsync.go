@@ -22,14 +22,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -37,8 +35,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/audit"
@@ -104,11 +100,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
 		dsn = filepath.Join(dir, "outpost.db")
 	}
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		scratch, drop, err := scratchSchema(ctx, dsn)
+		scratch, drop, err := store.ScratchSchema(ctx, dsn, "outpost_bench_sync")
 		if err != nil {
 			return Result{}, err
 		}
-		defer drop()
+		defer func() { _ = drop() }()
 		dsn = scratch
 	}
 	st, err := store.Open(ctx, dsn)
@@ -401,32 +397,4 @@ func parallel(n int, fn func(i int)) {
 		wg.Go(func() { fn(i) })
 	}
 	wg.Wait()
-}
-
-// scratchSchema creates an empty schema for one run (as benchonline does),
-// returning a DSN selecting it and a function that drops it.
-func scratchSchema(ctx context.Context, dsn string) (string, func(), error) {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "", nil, fmt.Errorf("PostgreSQL DSN: %w", err)
-	}
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "outpost_bench_sync_" + hex.EncodeToString(b[:])
-	exec := func(stmt string) error {
-		c, err := pgx.Connect(ctx, dsn)
-		if err != nil {
-			return err
-		}
-		defer c.Close(ctx)
-		_, err = c.Exec(ctx, stmt)
-		return err
-	}
-	if err := exec("CREATE SCHEMA " + schema); err != nil {
-		return "", nil, fmt.Errorf("creating a scratch schema: %w", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String(), func() { _ = exec("DROP SCHEMA " + schema + " CASCADE") }, nil
 }

@@ -15,16 +15,10 @@ package storetest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/outpost-auth/outpost/internal/store"
 )
@@ -51,38 +45,18 @@ func PostgresDSN(t testing.TB) string {
 	if base == "" {
 		t.Skip(SkipMessage)
 	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("%s must be a postgres:// URL", PostgresEnv)
-	}
-	var b [8]byte
-	rand.Read(b[:])
-	schema := "outpost_test_" + hex.EncodeToString(b[:])
-	admin(t, base, "CREATE SCHEMA "+schema)
-	t.Cleanup(func() { admin(t, base, "DROP SCHEMA "+schema+" CASCADE") })
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-// admin runs one statement on its own connection.
-func admin(t testing.TB, dsn, stmt string) {
-	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg, err := pgxpool.ParseConfig(dsn) // accepts the pool_* parameters store.Open does
+	dsn, drop, err := store.ScratchSchema(ctx, base, "outpost_test")
 	if err != nil {
-		t.Fatalf("%s does not parse", PostgresEnv)
+		t.Fatalf("%s: %v", PostgresEnv, err)
 	}
-	c, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
-	if err != nil {
-		t.Fatalf("connecting to the test PostgreSQL (%s): %v", PostgresEnv, err)
-	}
-	defer c.Close(ctx)
-	if _, err := c.Exec(ctx, stmt); err != nil {
-		t.Fatalf("%s: %v", stmt, err)
-	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Errorf("dropping the test schema: %v", err)
+		}
+	})
+	return dsn
 }
 
 // Open opens the store dsn names and closes it when the test ends.

@@ -1,0 +1,50 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ScratchSchema creates an empty PostgreSQL schema named prefix_<random> on
+// the database dsn names, for one benchmark or test run, and returns a DSN
+// selecting it (search_path) and a function that drops it with everything
+// in it. It never touches existing data.
+func ScratchSchema(ctx context.Context, dsn, prefix string) (string, func() error, error) {
+	if !isPostgresDSN(dsn) {
+		return "", nil, errors.New("store: a scratch schema needs a postgres:// DSN")
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", nil, errors.New("store: the PostgreSQL DSN does not parse")
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	schema := prefix + "_" + hex.EncodeToString(b[:])
+	cfg, err := pgxpool.ParseConfig(dsn) // accepts the pool_* parameters Open does
+	if err != nil {
+		return "", nil, errors.New("store: the PostgreSQL DSN does not parse")
+	}
+	exec := func(stmt string) error {
+		c, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
+		if err != nil {
+			return fmt.Errorf("store: connecting to PostgreSQL: %w", err)
+		}
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, stmt)
+		return err
+	}
+	if err := exec("CREATE SCHEMA " + pgx.Identifier{schema}.Sanitize()); err != nil {
+		return "", nil, fmt.Errorf("store: creating scratch schema: %w", err)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), func() error { return exec("DROP SCHEMA " + pgx.Identifier{schema}.Sanitize() + " CASCADE") }, nil
+}
