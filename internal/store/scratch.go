@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -31,7 +32,7 @@ func ScratchSchema(ctx context.Context, dsn, prefix string) (string, func() erro
 	if err != nil {
 		return "", nil, errors.New("store: the PostgreSQL DSN does not parse")
 	}
-	exec := func(stmt string) error {
+	exec := func(ctx context.Context, stmt string) error {
 		c, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 		if err != nil {
 			return fmt.Errorf("store: connecting to PostgreSQL: %w", err)
@@ -40,11 +41,16 @@ func ScratchSchema(ctx context.Context, dsn, prefix string) (string, func() erro
 		_, err = c.Exec(ctx, stmt)
 		return err
 	}
-	if err := exec("CREATE SCHEMA " + pgx.Identifier{schema}.Sanitize()); err != nil {
+	if err := exec(ctx, "CREATE SCHEMA " + pgx.Identifier{schema}.Sanitize()); err != nil {
 		return "", nil, fmt.Errorf("store: creating scratch schema: %w", err)
 	}
 	q := u.Query()
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
-	return u.String(), func() error { return exec("DROP SCHEMA " + pgx.Identifier{schema}.Sanitize() + " CASCADE") }, nil
+	drop := func() error { // its own context: the caller's may be over by the time it runs
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return exec(dctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
+	}
+	return u.String(), drop, nil
 }
