@@ -41,7 +41,7 @@ func ScratchSchema(ctx context.Context, dsn, prefix string) (string, func() erro
 		_, err = c.Exec(ctx, stmt)
 		return err
 	}
-	if err := exec(ctx, "CREATE SCHEMA " + pgx.Identifier{schema}.Sanitize()); err != nil {
+	if err := exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
 		return "", nil, fmt.Errorf("store: creating scratch schema: %w", err)
 	}
 	q := u.Query()
