@@ -43,6 +43,8 @@ type Service struct {
 	Policy Policy
 	Audit  *audit.Log
 	Now    func() time.Time
+
+	locks userLocks
 }
 
 func (s *Service) now() time.Time {
@@ -61,9 +63,31 @@ type Result struct {
 
 // Verify checks code (and pin, when the user has one) for user in realm.
 // It accepts a code at most once, ever: the match must be above the token's
-// last used step or counter, and is recorded with store.AdvanceToken before
+// last used step or counter, and is recorded with store.AcceptCode before
 // Verify returns. Failures count towards the user's lockout.
+//
+// What the answer reveals is chosen with care:
+//   - a code's form is checked against fixed rules (6 to 10 digits) before
+//     the user is looked up, so a malformed code says nothing about the user;
+//   - an unknown user, a user without an active token, a wrong code and a
+//     wrong PIN all answer ErrInvalidCode;
+//   - ErrReplayed is answered only when the code matched an already used
+//     step and no fresh one, whatever the PIN: it is never a PIN oracle;
+//   - the PIN is hashed whenever the user has one, whatever the code did, so
+//     timing does not tell a right code from a wrong one.
+//
+// Attempts for one user are serialised within this process (see userLocks),
+// so that a burst of parallel guesses is counted one by one and meets the
+// lockout; across replicas at most one attempt per replica runs at a time.
 func (s *Service) Verify(ctx context.Context, realm, user, code, pinCode, actor string) (Result, error) {
+	if len(code) < otp.MinDigits || len(code) > otp.MaxDigits || otp.CheckCode(code, len(code)) != nil {
+		return Result{}, ErrMalformedCode
+	}
+	unlock, err := s.locks.lock(ctx, realm, user)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
 	now := s.now()
 	u, tokens, err := s.Store.GetUserTokens(ctx, realm, user)
 	if errors.Is(err, store.ErrNotFound) {
@@ -76,18 +100,11 @@ func (s *Service) Verify(ctx context.Context, realm, user, code, pinCode, actor 
 	if lock, locked := s.Policy.Locked(u.Failures, u.LastFailure, now); locked {
 		return Result{}, &LockedError{lock}
 	}
-	wellFormed := false
-	for _, t := range tokens {
-		if t.Status == store.TokenActive && otp.CheckCode(code, t.Digits) == nil {
-			wellFormed = true
-		}
+	type candidate struct {
+		t store.Token
+		m uint64
 	}
-	if !wellFormed {
-		return Result{}, ErrMalformedCode
-	}
-	if u.PINHash != nil && !pin.Check(u.PINHash, pinCode) {
-		return Result{}, s.fail(ctx, u, actor, "pin", now)
-	}
+	var fresh []candidate
 	replayed := false
 	for _, t := range tokens {
 		if t.Status != store.TokenActive || otp.CheckCode(code, t.Digits) != nil {
@@ -104,20 +121,29 @@ func (s *Service) Verify(ctx context.Context, realm, user, code, pinCode, actor 
 			replayed = true
 			continue
 		}
-		if err := s.Audit.Accept(ctx, t, int64(m), actor); errors.Is(err, store.ErrReplayed) {
-			replayed = true
-			continue
-		} else if err != nil {
-			return Result{}, err
-		}
-		if u.Failures > 0 {
-			if err := s.Store.ResetFailures(ctx, realm, user); err != nil {
+		fresh = append(fresh, candidate{t, m})
+	}
+	pinOK := u.PINHash == nil || pin.Check(u.PINHash, pinCode)
+	if len(fresh) > 0 && pinOK {
+		for _, c := range fresh {
+			if err := s.Audit.Accept(ctx, c.t, int64(c.m), actor); errors.Is(err, store.ErrReplayed) {
+				replayed = true // another replica took it first
+				continue
+			} else if err != nil {
 				return Result{}, err
 			}
+			if u.Failures > 0 {
+				if err := s.Store.ResetFailures(ctx, realm, user); err != nil {
+					return Result{}, err
+				}
+			}
+			return Result{TokenID: c.t.ID, Matched: c.m}, nil
 		}
-		return Result{TokenID: t.ID, Matched: m}, nil
 	}
-	if replayed {
+	switch {
+	case len(fresh) > 0 && !pinOK:
+		return Result{}, s.fail(ctx, u, actor, "pin", now)
+	case replayed && len(fresh) == 0:
 		return Result{}, s.fail(ctx, u, actor, "replayed", now)
 	}
 	return Result{}, s.fail(ctx, u, actor, "code", now)

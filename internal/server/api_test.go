@@ -46,7 +46,7 @@ func TestEnrolVerifyOnceWithPyotp(t *testing.T) {
 			}
 			tid := r.body["id"].(string)
 			// A pending token does not verify.
-			if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "alice", "code": pyotpCode(t, uri, f.clock.Now())}); r.status != 400 {
+			if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "alice", "code": pyotpCode(t, uri, f.clock.Now())}); r.status != 401 || r.errCode() != "invalid_code" {
 				t.Fatalf("pending token verified: %d %s", r.status, r.raw)
 			}
 			code := pyotpCode(t, uri, f.clock.Now())
@@ -430,5 +430,63 @@ func TestAuditTamperDetected(t *testing.T) {
 	r := f.call(f.admin, "GET", "/v1/audit/verify", nil)
 	if r.body["ok"] != false || r.body["broken_at"].(float64) != 3 {
 		t.Fatalf("tamper not found: %s", r.raw)
+	}
+}
+
+// TestParallelGuessesMeetTheLockout: a burst of parallel wrong codes for one
+// user is evaluated one by one, so it gets no more guesses than the lockout allows.
+func TestParallelGuessesMeetTheLockout(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	verifier := f.client("verifier")
+	uri := f.enrol("kate", map[string]any{})
+	wrong := "000000"
+	for _, off := range []int{-1, 0, 1} {
+		if f.codeAt(uri, off) == wrong {
+			wrong = "111111"
+		}
+	}
+	const n = 60
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "kate", "code": wrong})
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if statuses[401] > f.srv.cfg.Policy.MaxFailures || statuses[401]+statuses[429] != n {
+		t.Fatalf("%d parallel guesses: %v; at most %d may be evaluated", n, statuses, f.srv.cfg.Policy.MaxFailures)
+	}
+}
+
+// TestReplayIsNoPINOracle: a used code answers "replayed" whether the PIN is
+// right or wrong, and a malformed code is refused before the user is looked up.
+func TestReplayIsNoPINOracle(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	verifier := f.client("verifier")
+	uri := f.enrol("liam", map[string]any{})
+	remember("604918273645")
+	f.call(f.admin, "PUT", "/v1/users/liam/pin", map[string]string{"pin": "604918273645"})
+	f.clock.Add(30 * time.Second)
+	code := f.codeAt(uri, 0)
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "liam", "code": code, "pin": "604918273645"}); r.status != 200 {
+		t.Fatalf("first use: %d %s", r.status, r.raw)
+	}
+	for _, p := range []string{"604918273645", "111111111111"} {
+		r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "liam", "code": code, "pin": p})
+		if r.status != 401 || r.errCode() != "replayed" {
+			t.Fatalf("replay with pin %.2s…: %d %s (the answer must not depend on the PIN)", p, r.status, r.raw)
+		}
+	}
+	for _, user := range []string{"liam", "nobody-at-all"} {
+		if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": user, "code": "12"}); r.status != 400 || r.errCode() != "malformed_code" {
+			t.Fatalf("malformed code for %s: %d %s", user, r.status, r.raw)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -103,12 +104,21 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 	if err != nil {
 		return zero, t, err
 	}
+	// A locked user gets no bundle: the lockout is the one brake on guessing.
+	if lock, locked := s.cfg.Policy.Locked(u.Failures, u.LastFailure, s.cfg.Now()); locked {
+		return zero, t, s.verifyError(&online.LockedError{Lock: lock})
+	}
 	if u.PINHash != nil && !pinChecked {
 		if in.PIN == "" {
 			return zero, t, errorf(http.StatusBadRequest, "pin_required", "user %q has a PIN: a bundle must mix it in, give it as \"pin\"", in.User)
 		}
 		if !pin.Check(u.PINHash, in.PIN) {
-			return zero, t, errorf(http.StatusBadRequest, "pin_mismatch", "the PIN given is not user %q's PIN", in.User)
+			// Counted like a failed login, so this is no unlimited PIN oracle.
+			if _, err := s.cfg.Store.RecordFailure(ctx, r.realm(), in.User, s.cfg.Now()); err != nil {
+				return zero, t, err
+			}
+			_ = s.audit.Record(ctx, audit.VerifyFail, r.actor(), in.User, map[string]string{"reason": "bundle_pin"})
+			return zero, t, errorf(http.StatusBadRequest, "pin_mismatch", "the PIN given is not user %q's PIN (counted as a failed attempt)", in.User)
 		}
 	}
 	if u.PINHash == nil && in.PIN != "" {
@@ -201,9 +211,13 @@ func (s *Server) createBundle(r *request) (int, any, error) {
 	rep, _ := bundle.Plan(req)
 	wall := time.Duration(rep.IssuerCPU / float64(max(1, s.cores())) * float64(time.Second))
 	if r.URL.Query().Get("async") == "true" {
-		id := s.jobs.start(func(ctx context.Context, progress func(int, int)) ([]byte, cost.Report, error) {
+		id, ok := s.jobs.start(func(ctx context.Context, progress func(int, int)) ([]byte, cost.Report, error) {
 			return s.issue(ctx, r.actor(), req, progress)
 		}, r.realm())
+		if !ok {
+			return 0, nil, &apiError{status: http.StatusTooManyRequests, code: "too_many_jobs", retryAfter: 60,
+				message: fmt.Sprintf("%d bundle jobs are queued or running; wait for one to finish", maxJobs)}
+		}
 		return http.StatusAccepted, map[string]any{"job": id, "entries": rep.Entries, "estimated_seconds": wall.Seconds()}, nil
 	}
 	if wall > syncBundleLimit {
@@ -259,14 +273,11 @@ func (s *Server) offlineLogin(r *request) (int, any, error) {
 	if err := validID("device", in.Device); err != nil {
 		return 0, nil, err
 	}
-	if _, err := s.svc.Verify(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor()); err != nil {
-		return 0, nil, s.verifyError(err)
-	}
-	s.metrics.verify.WithLabelValues("ok").Inc()
 	if in.Count == 0 && in.From.IsZero() {
 		now := s.cfg.Now()
 		in.From, in.Until = now, now.Add(2*time.Hour)
 	}
+	// Validate the whole request before the code is spent on it.
 	req, t, err := s.prepareBundle(r.ctx, r, in.bundleRequest, true)
 	if err != nil && t.Type == "hotp" && in.Count == 0 {
 		in.From, in.Until, in.Count = time.Time{}, time.Time{}, 20
@@ -275,6 +286,14 @@ func (s *Server) offlineLogin(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
+	if rep, _ := bundle.Plan(req); time.Duration(rep.IssuerCPU/float64(max(1, s.cores()))*float64(time.Second)) > syncBundleLimit {
+		return 0, nil, errorf(http.StatusBadRequest, "too_slow_for_sync", "a login bundle must compute within %s: ask for a shorter window", syncBundleLimit)
+	}
+	if _, err := s.svc.Verify(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor()); err != nil {
+		return 0, nil, s.verifyError(err)
+	}
+	s.metrics.verify.WithLabelValues("ok").Inc()
+	req.PIN = in.PIN
 	_ = http.NewResponseController(r.w).SetWriteDeadline(time.Now().Add(syncBundleLimit + time.Minute))
 	data, rep, err := s.issue(r.ctx, r.actor(), req, nil)
 	if err != nil {
@@ -315,22 +334,37 @@ func (j *job) status() jobStatus {
 	return jobStatus{State: j.state, Done: j.done, Total: j.total, Error: j.err}
 }
 
-func (js *jobs) start(run func(context.Context, func(int, int)) ([]byte, cost.Report, error), realm string) string {
+// maxJobs bounds the bundle jobs queued or running in one server: each holds
+// a token seed (and perhaps a PIN) in memory and waits for the one bundle slot.
+const maxJobs = 8
+
+// start queues run as a job; it returns false when maxJobs are unfinished.
+func (js *jobs) start(run func(context.Context, func(int, int)) ([]byte, cost.Report, error), realm string) (string, bool) {
 	id := "job_" + newRequestID()
 	j := &job{realm: realm, state: "running"}
 	js.mu.Lock()
 	if js.m == nil {
 		js.m = map[string]*job{}
 	}
-	for k, old := range js.m { // forget finished jobs after an hour
-		if !old.finished.IsZero() && time.Since(old.finished) > time.Hour {
-			delete(js.m, k)
+	js.evict()
+	unfinished := 0
+	for _, old := range js.m {
+		old.mu.Lock()
+		if old.state == "running" {
+			unfinished++
 		}
+		old.mu.Unlock()
+	}
+	if unfinished >= maxJobs {
+		js.mu.Unlock()
+		return "", false
 	}
 	js.m[id] = j
 	js.mu.Unlock()
 	go func() {
-		data, rep, err := run(context.Background(), func(done, total int) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+		defer cancel()
+		data, rep, err := run(ctx, func(done, total int) {
 			j.mu.Lock()
 			j.done, j.total = done, total
 			j.mu.Unlock()
@@ -344,12 +378,25 @@ func (js *jobs) start(run func(context.Context, func(int, int)) ([]byte, cost.Re
 		}
 		j.state, j.data, j.report = "done", data, rep
 	}()
-	return id
+	return id, true
+}
+
+// evict forgets jobs finished more than an hour ago; js.mu is held.
+func (js *jobs) evict() {
+	for k, old := range js.m {
+		old.mu.Lock()
+		done := !old.finished.IsZero() && time.Since(old.finished) > time.Hour
+		old.mu.Unlock()
+		if done {
+			delete(js.m, k)
+		}
+	}
 }
 
 func (js *jobs) get(id, realm string) (*job, bool) {
 	js.mu.Lock()
 	defer js.mu.Unlock()
+	js.evict()
 	j, ok := js.m[id]
 	if !ok || j.realm != realm {
 		return nil, false

@@ -41,6 +41,9 @@ const (
 // Load returns a TLS certificate for names (DNS names or IP addresses),
 // creating the CA and server certificate in dir when missing or due.
 func Load(dir string, m *keys.Master, names []string, now time.Time) (tls.Certificate, error) {
+	if len(names) == 0 {
+		return tls.Certificate{}, errors.New("tls: a server certificate needs at least one name")
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return tls.Certificate{}, err
 	}
