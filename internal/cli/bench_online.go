@@ -27,18 +27,12 @@ every request a new valid code whose acceptance is committed before the
 answer. The same clients then drive the no-op handler (same authentication
 and JSON decoding, no store work) in the same run. Prints requests/s, p50 and
 p99 latency and verify's share of the no-op rate, for SQLite and, with
---postgres (or $OUTPOST_TEST_POSTGRES_DSN), for PostgreSQL. Use an empty
+--postgres (or $OUTPOST_BENCH_POSTGRES_DSN), for PostgreSQL. Use an empty
 database or schema: the benchmark bootstraps it.`,
 		Example: "  outpost bench online --duration 10s --postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable&search_path=bench'",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if pg == "" {
-				pg = os.Getenv("OUTPOST_BENCH_POSTGRES_DSN")
-			}
-			dsns := []string{""}
-			if pg != "" {
-				dsns = append(dsns, pg)
-			}
+			dsns := benchDSNs(pg)
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
 				if err != nil {
@@ -86,4 +80,16 @@ database or schema: the benchmark bootstraps it.`,
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	c.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof)")
 	return c
+}
+
+// benchDSNs lists the stores a benchmark runs on: a fresh SQLite file ("")
+// always, and PostgreSQL when --postgres or $OUTPOST_BENCH_POSTGRES_DSN names one.
+func benchDSNs(pg string) []string {
+	if pg == "" {
+		pg = os.Getenv("OUTPOST_BENCH_POSTGRES_DSN")
+	}
+	if pg == "" {
+		return []string{""}
+	}
+	return []string{"", pg}
 }

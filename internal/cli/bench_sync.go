@@ -37,9 +37,6 @@ checks the signed answer), --concurrency devices at a time.`,
 		Example: "  outpost bench sync --postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if pg == "" {
-				pg = os.Getenv("OUTPOST_BENCH_POSTGRES_DSN")
-			}
 			if cfg.Batch < 1 || cfg.Batch > 10000 || cfg.Events < 1 || cfg.Events > 10000 || cfg.Devices < 1 || cfg.IngestDevices < 1 ||
 				cfg.Concurrency < 1 || cfg.IngestEvents < cfg.IngestDevices {
 				return usageError{fmt.Errorf("--batch and --events are 1 to 10000; --devices, --ingest-devices, --concurrency at least 1")}
@@ -55,10 +52,7 @@ checks the signed answer), --concurrency devices at a time.`,
 				}
 				defer pprof.StopCPUProfile()
 			}
-			dsns := []string{""}
-			if pg != "" {
-				dsns = append(dsns, pg)
-			}
+			dsns := benchDSNs(pg)
 			var all []benchsync.Result
 			for _, dsn := range dsns {
 				cfg.DSN = dsn
