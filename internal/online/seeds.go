@@ -16,13 +16,13 @@ import (
 // the master key, bound to its row. Either way a copied database alone
 // reveals no seed.
 type Seeds struct {
-	master *keys.Master
+	master *keys.Deriver // HKDF-Extract of the master key, done once
 	box    *secretbox.Box
 }
 
 // NewSeeds returns the seed source for master.
 func NewSeeds(m *keys.Master) *Seeds {
-	return &Seeds{master: m, box: secretbox.New(m, 0, "token-seed")}
+	return &Seeds{master: keys.NewDeriver(m.Bytes()), box: secretbox.New(m, 0, "token-seed")}
 }
 
 // SeedLen is the seed length for an algorithm: its HMAC output size, as RFC 4226 and 6238 recommend.

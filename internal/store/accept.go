@@ -46,11 +46,14 @@ func (s *sqlStore) AcceptCode(ctx context.Context, realm, user, id string, used 
 			}
 			return ErrReplayed
 		}
+		// Next needs only the head's sequence number and hash.
 		var prev *eventlog.Entry
-		last, err := scanAudit(q.queryRow(ctx, `SELECT `+auditColumns+` FROM audit_log ORDER BY seq DESC LIMIT 1`))
-		switch {
+		var head eventlog.Entry
+		var seq int64
+		switch err := q.queryRow(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &head.Hash); {
 		case err == nil:
-			prev = &last
+			head.Seq = uint64(seq)
+			prev = &head
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
 		}
