@@ -28,6 +28,7 @@ func RunSync(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SyncTx", testSyncTx},
 		{"SyncRollback", testSyncRollback},
 		{"SyncConcurrent", testSyncConcurrent},
+		{"SyncLargeAudit", testSyncLargeAudit},
 		{"FindAudit", testFindAudit},
 		{"Refills", testRefills},
 	}
@@ -395,4 +396,36 @@ func testRefills(t *testing.T, st store.Store, ss store.SyncStore) {
 	_, err = ss.GetRefill(ctx, "r1", "dev-1", "alice", "h1", 8)
 	wantErr(t, err, store.ErrNotFound)
 	wantErr(t, ss.PutRefill(ctx, store.Refill{Realm: "r1", Device: "dev-1", UserID: "alice", TokenID: "h1", FromSerial: 9}), store.ErrInvalid)
+}
+
+// testSyncLargeAudit: an upload's audit entries, many at once (COPY on
+// PostgreSQL), continue the one chain and read back exactly.
+func testSyncLargeAudit(t *testing.T, st store.Store, ss store.SyncStore) {
+	syncFixture(t, st, ss)
+	_, err := st.AppendAudit(ctx, auditEntry(0))
+	must(t, err)
+	const n = 300
+	in := make([]eventlog.Entry, n)
+	for i := range in {
+		in[i] = auditEntry(i + 1)
+	}
+	var stored []eventlog.Entry
+	must(t, ss.SyncDevice(ctx, "r1", "dev-1", when, func(tx store.SyncTx) error {
+		var err error
+		stored, err = tx.AppendAudit(in)
+		return err
+	}))
+	all := readAudit(t, st, 1000)
+	if len(all) != n+1 {
+		t.Fatalf("%d audit entries, want %d", len(all), n+1)
+	}
+	if i, err := eventlog.VerifyChain(nil, all, nil); err != nil {
+		t.Fatalf("chain broken at %d: %v", i, err)
+	}
+	for i := range stored {
+		got := all[i+1]
+		if got.Seq != stored[i].Seq || !bytes.Equal(got.Hash, stored[i].Hash) || !bytes.Equal(got.Data, stored[i].Data) || got.Subject != stored[i].Subject {
+			t.Fatalf("entry %d read back as %+v, stored %+v", i, got, stored[i])
+		}
+	}
 }
