@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/outpost-auth/outpost/internal/apiclient"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -34,22 +32,11 @@ func NewSyncClient(url, caFile string) (*SyncClient, error) {
 	if !strings.HasPrefix(url, "https://") && !strings.HasPrefix(url, "http://") {
 		return nil, fmt.Errorf("offline: server URL %q must start with https:// (or http:// for a loopback test server)", url)
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("offline: reading the CA file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil || pool == nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("offline: %s holds no PEM certificate", caFile)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	hc, err := apiclient.NewHTTPClient(caFile, 10*time.Minute)
+	if err != nil {
+		return nil, fmt.Errorf("offline: %w", err)
 	}
-	return &SyncClient{URL: strings.TrimRight(url, "/"), HTTP: &http.Client{Transport: tr, Timeout: 10 * time.Minute}}, nil
+	return &SyncClient{URL: strings.TrimRight(url, "/"), HTTP: hc}, nil
 }
 
 // ServerError is an error answer of the server.

@@ -43,26 +43,38 @@ func (e *Error) Error() string {
 // New returns a client for baseURL that trusts the PEM CA file caFile in
 // addition to the system roots (when caFile is not empty).
 func New(baseURL, token, caFile string) (*Client, error) {
+	if !strings.HasPrefix(baseURL, "https://") && !strings.HasPrefix(baseURL, "http://") {
+		return nil, fmt.Errorf("server URL %q must start with https:// (or http:// for a --plaintext loopback server)", baseURL)
+	}
+	hc, err := NewHTTPClient(caFile, 5*time.Minute)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTP: hc}, nil
+}
+
+// NewHTTPClient is the one way Outpost's clients (admin CLI, field sync)
+// reach a server: TLS 1.2 or later, trusting the PEM CA file caFile (the
+// server's DIR/tls/ca.pem) in addition to the system roots when it is not
+// empty, with the given overall timeout.
+func NewHTTPClient(caFile string, timeout time.Duration) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
 	if caFile != "" {
 		pem, err := os.ReadFile(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("reading --cacert: %w", err)
+			return nil, fmt.Errorf("reading the CA file: %w", err)
 		}
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {
 			pool = x509.NewCertPool()
 		}
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--cacert %s holds no PEM certificate", caFile)
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	if !strings.HasPrefix(baseURL, "https://") && !strings.HasPrefix(baseURL, "http://") {
-		return nil, fmt.Errorf("server URL %q must start with https:// (or http:// for a --plaintext loopback server)", baseURL)
-	}
-	return &Client{BaseURL: strings.TrimRight(baseURL, "/"), Token: token, HTTP: &http.Client{Transport: tr, Timeout: 5 * time.Minute}}, nil
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
 // Do sends in (JSON-encoded, unless nil) to method path and decodes the
