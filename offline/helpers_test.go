@@ -46,19 +46,19 @@ func otherSigner(t testing.TB) *keys.Signer {
 }
 
 // clock is a settable device clock.
-type clock struct {
+type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Set(t time.Time)         { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+func (c *fakeClock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Set(t time.Time)         { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
+func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
 
 // newStore creates a field store for dev-1 trusting testSigner, with the policy pol.
-func newStore(t *testing.T, pol offline.Policy) (*offline.Store, *clock, string) {
+func newStore(t *testing.T, pol offline.Policy) (*offline.Store, *fakeClock, string) {
 	t.Helper()
-	c := &clock{t: t0}
+	c := &fakeClock{t: t0}
 	dir := t.TempDir()
 	s, err := offline.Init(context.Background(), dir, offline.Config{DeviceID: "dev-1", ServerKey: testSigner(t).Public, Policy: pol},
 		offline.Options{Now: c.Now, Workers: 2})
@@ -77,8 +77,8 @@ func hotpReq(first uint64, count int) bundle.Request {
 		Realm: "acme", User: "alice", TokenID: "tok-1", Device: "dev-1",
 		Params: otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6},
 		Secret: seed, First: first, Count: count, KDF: testKDF, Override: true,
-		Secrets:   map[string][]byte{"door": []byte("4711")},
-		NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(24 * time.Hour),
+		Secrets: map[string][]byte{"door": []byte("4711")},
+		Now:     t0, NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(24 * time.Hour),
 	}
 }
 
@@ -87,7 +87,7 @@ func totpReq(pin string) bundle.Request {
 		Realm: "acme", User: "bob", TokenID: "tok-2", Device: "dev-1",
 		Params: otp.DefaultTOTP, Secret: seed, From: t0.Add(-10 * time.Minute), Until: t0.Add(50 * time.Minute),
 		PIN: pin, KDF: testKDF, Override: true, Secrets: map[string][]byte{"admin": []byte("s3cret")},
-		NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(time.Hour),
+		Now: t0, NotBefore: t0.Add(-time.Hour), NotAfter: t0.Add(time.Hour),
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
@@ -287,10 +288,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 }
 
 func (s *Store) setOptions(o Options) {
-	s.now = o.Now
-	if s.now == nil {
-		s.now = time.Now
-	}
+	s.now = clock.Or(o.Now)
 	s.workers = o.Workers
 	if s.workers <= 0 {
 		s.workers = runtime.GOMAXPROCS(0)

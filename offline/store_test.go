@@ -243,7 +243,7 @@ func TestWipeAfterMaxFailures(t *testing.T) {
 	}
 	// A newer bundle from the server lifts the wipe.
 	req := hotpReq(0, 10)
-	req.Serial = uint64(time.Now().UnixMicro()) + 1000
+	req.Serial = uint64(t0.UnixMicro()) + 1000
 	if _, err := s.Import(ctx, issue(t, req)); err != nil {
 		t.Fatal(err)
 	}

@@ -127,14 +127,14 @@ func TestApplyResponse(t *testing.T) {
 	_, info, _ = s.PrepareUpload(ctx, offline.UploadOptions{})
 	revoked := syncproto.Response{Device: "dev-1", UploadSerial: info.Serial, Acked: head.Seq, AckedHash: head.Hash,
 		Tokens: []syncproto.ServerToken{{TokenKey: key, Status: syncproto.StatusDisabled, LastUsed: 4}}}
-	old := answer(t, testSigner(t), info.Serial, time.Now().Add(-time.Hour), now, revoked)
+	old := answer(t, testSigner(t), info.Serial, t0.Add(-time.Hour), now, revoked)
 	rep, err = s.ApplyResponse(ctx, old)
 	if err != nil || len(rep.Revoked) != 0 {
 		t.Fatalf("an answer older than the bundle revoked it: %+v %v", rep, err)
 	}
 	_, info, _ = s.PrepareUpload(ctx, offline.UploadOptions{})
 	revoked.UploadSerial = info.Serial
-	rep, err = s.ApplyResponse(ctx, answer(t, testSigner(t), info.Serial, time.Now().Add(time.Minute), now, revoked))
+	rep, err = s.ApplyResponse(ctx, answer(t, testSigner(t), info.Serial, t0.Add(time.Minute), now, revoked))
 	if err != nil || len(rep.Revoked) != 1 {
 		t.Fatalf("revocation: %+v %v", rep, err)
 	}

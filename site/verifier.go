@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -181,7 +182,7 @@ func Init(ctx context.Context, dir string, cfg InitConfig) (*Site, error) {
 	if len(cfg.ServerKey) != ed25519.PublicKeySize {
 		return nil, errors.New("site: the server's public key is missing or not an Ed25519 key")
 	}
-	now := clock(cfg.Now)
+	now := utcNow(cfg.Now)
 	path := filepath.Join(dir, DatabaseFile)
 	if _, err := os.Stat(path); err == nil {
 		db, err := openDB(ctx, path)
@@ -281,14 +282,10 @@ func (s *Site) Close() error { return s.db.Close() }
 // checks the site's log against).
 func (s *Site) Identity() *devicelog.Identity { return s.id }
 
-func clock(now func() time.Time) time.Time {
-	if now == nil {
-		return time.Now().UTC()
-	}
-	return now().UTC()
-}
+// utcNow reads now, or clock.System when now is nil, in UTC.
+func utcNow(now func() time.Time) time.Time { return clock.Or(now)().UTC() }
 
-func (s *Site) now() time.Time { return clock(s.Now) }
+func (s *Site) now() time.Time { return utcNow(s.Now) }
 
 func (s *Site) inTx(ctx context.Context, f func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)

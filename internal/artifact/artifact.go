@@ -99,11 +99,12 @@ func signedMessage(kid string, p []byte) []byte {
 }
 
 // Sign encodes body as JSON, wraps it with h (whose KeyID is set from s), and
-// signs it. It returns the artifact's bytes.
+// signs it. It returns the artifact's bytes. A zero IssuedAt is NotBefore:
+// the issuer's clock is the caller's, never read here.
 func Sign(s *keys.Signer, h Header, body any) ([]byte, error) {
 	h.KeyID = s.KeyID
 	if h.IssuedAt.IsZero() {
-		h.IssuedAt = time.Now()
+		h.IssuedAt = h.NotBefore
 	}
 	h.IssuedAt, h.NotBefore, h.NotAfter = h.IssuedAt.UTC(), h.NotBefore.UTC(), h.NotAfter.UTC()
 	if h.Type == "" || h.Version < 1 || !h.NotAfter.After(h.NotBefore) {

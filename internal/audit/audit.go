@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/store"
 )
@@ -42,7 +43,8 @@ const (
 // Log writes audit entries to a store.
 type Log struct {
 	Store store.Store
-	Now   func() time.Time
+	// Now is the clock of the entries' times; nil means clock.System.
+	Now func() time.Time
 }
 
 // Record appends one event. data is encoded as JSON and must hold no secret.
@@ -55,11 +57,7 @@ func (l *Log) Record(ctx context.Context, kind, actor, subject string, data any)
 		}
 		raw = b
 	}
-	now := time.Now
-	if l.Now != nil {
-		now = l.Now
-	}
-	_, err := l.Store.AppendAudit(ctx, eventlog.Entry{Time: now(), Kind: kind, Actor: actor, Subject: subject, Data: raw})
+	_, err := l.Store.AppendAudit(ctx, eventlog.Entry{Time: clock.Or(l.Now)(), Kind: kind, Actor: actor, Subject: subject, Data: raw})
 	if err != nil {
 		return fmt.Errorf("audit: appending %s: %w", kind, err)
 	}
@@ -71,11 +69,7 @@ func (l *Log) Record(ctx context.Context, kind, actor, subject string, data any)
 // store.ErrReplayed when the value was already used.
 func (l *Log) Accept(ctx context.Context, t store.Token, used int64, actor string) error {
 	data, _ := json.Marshal(map[string]any{"token": t.ID, "matched": used})
-	now := time.Now
-	if l.Now != nil {
-		now = l.Now
-	}
-	_, err := l.Store.AcceptCode(ctx, t.Realm, t.UserID, t.ID, used, eventlog.Entry{Time: now(), Kind: VerifyOK, Actor: actor, Subject: t.UserID, Data: data})
+	_, err := l.Store.AcceptCode(ctx, t.Realm, t.UserID, t.ID, used, eventlog.Entry{Time: clock.Or(l.Now)(), Kind: VerifyOK, Actor: actor, Subject: t.UserID, Data: data})
 	return err
 }
 

@@ -67,7 +67,10 @@ type Request struct {
 	Secrets map[string][]byte
 	// KDF is the argon2id cost; the zero value means cost.Default.
 	KDF cost.KDF
-	// NotBefore defaults to now; NotAfter to Until (TOTP) or now +
+	// Now is the issue time, from the issuer's clock (required: this package
+	// never reads the wall clock).
+	Now time.Time
+	// NotBefore defaults to Now; NotAfter to Until (TOTP) or now +
 	// DefaultHOTPLifetime (HOTP).
 	NotBefore, NotAfter time.Time
 	// Serial orders bundles of one token on the device (a higher one
@@ -97,17 +100,21 @@ type plan struct {
 // Plan validates req and returns its cost report, applying the floor, without
 // running the KDF. Issue calls it first.
 func Plan(req Request) (cost.Report, error) {
-	p, err := newPlan(req, time.Now())
+	p, err := newPlan(req)
 	if err != nil {
 		return p.report, err
 	}
 	return p.report, nil
 }
 
-func newPlan(req Request, now time.Time) (plan, error) {
+func newPlan(req Request) (plan, error) {
 	bad := func(format string, a ...any) (plan, error) {
 		return plan{}, fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, a...))
 	}
+	if req.Now.IsZero() {
+		return bad("no issue time (Request.Now)")
+	}
+	now := req.Now
 	if err := req.Params.Validate(); err != nil {
 		return plan{}, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
@@ -196,7 +203,7 @@ func newPlan(req Request, now time.Time) (plan, error) {
 // and the total. Cancelling ctx stops the work within one KDF evaluation per
 // worker and returns ctx's error. The returned report is that of Plan.
 func Issue(ctx context.Context, req Request, signer *keys.Signer, progress func(done, total int)) ([]byte, cost.Report, error) {
-	p, err := newPlan(req, time.Now())
+	p, err := newPlan(req)
 	if err != nil {
 		return nil, p.report, err
 	}

@@ -72,12 +72,13 @@ func hotpRequest() Request {
 		Params: otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6},
 		Secret: seed, First: 10, Count: 8, KDF: testKDF, Override: true,
 		Secrets: map[string][]byte{"door": []byte("4711"), "admin-password": []byte("correct horse")},
+		Now:     testNow,
 	}
 }
 
 func decode(t *testing.T, data []byte, s *keys.Signer) *offline.Bundle {
 	t.Helper()
-	b, err := offline.Decode(data, []ed25519.PublicKey{s.Public}, offline.Expect{Device: "dev-1", Now: time.Now()})
+	b, err := offline.Decode(data, []ed25519.PublicKey{s.Public}, offline.Expect{Device: "dev-1", Now: testNow})
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
@@ -168,7 +169,7 @@ func TestIssueTOTPWithPIN(t *testing.T) {
 	until := from.Add(5 * time.Minute)                    // 12:05:10: the step starting 12:05:00 is included
 	req := Request{Realm: "acme", User: "bob", TokenID: "t2", Device: "dev-1", Params: p, Secret: seed,
 		From: from, Until: until, PIN: "2468", KDF: testKDF, Override: true,
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		Now: testNow, NotBefore: testNow.Add(-time.Hour), NotAfter: testNow.Add(time.Hour)}
 	data, rep, err := Issue(context.Background(), req, s, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -229,7 +230,7 @@ func TestInvalidRequests(t *testing.T) {
 		{"bad digits", func(r *Request) { r.Params.Digits = 5 }},
 		{"no entries", func(r *Request) { r.Count = 0 }},
 		{"too many entries", func(r *Request) { r.Count = offline.MaxEntries + 1 }},
-		{"hotp with period", func(r *Request) { r.From, r.Until = time.Now(), time.Now().Add(time.Hour) }},
+		{"hotp with period", func(r *Request) { r.From, r.Until = testNow, testNow.Add(time.Hour) }},
 		{"counter overflow", func(r *Request) { r.First = offline.MaxCounter - 2 }},
 		{"no device", func(r *Request) { r.Device = "" }},
 		{"no user", func(r *Request) { r.User = "" }},
@@ -239,11 +240,11 @@ func TestInvalidRequests(t *testing.T) {
 		{"big secret", func(r *Request) { r.Secrets = map[string][]byte{"a": make([]byte, offline.MaxSecretLen+1)} }},
 		{"bad kdf", func(r *Request) { r.KDF = cost.KDF{Time: 1, MemoryKiB: 4, Threads: 1} }},
 		{"long PIN", func(r *Request) { r.PIN = strings.Repeat("1", 65) }},
-		{"validity inverted", func(r *Request) { r.NotBefore, r.NotAfter = time.Now(), time.Now().Add(-time.Hour) }},
+		{"validity inverted", func(r *Request) { r.NotBefore, r.NotAfter = testNow, testNow.Add(-time.Hour) }},
 		{"totp without period", func(r *Request) { r.Params = otp.DefaultTOTP; r.First, r.Count = 0, 0 }},
 		{"totp with count", func(r *Request) {
 			r.Params = otp.DefaultTOTP
-			r.From, r.Until = time.Now(), time.Now().Add(time.Hour)
+			r.From, r.Until = testNow, testNow.Add(time.Hour)
 		}},
 	}
 	for _, tc := range tests {
@@ -286,11 +287,12 @@ func TestIssueCancel(t *testing.T) {
 // (same salt and release key in, same bytes out).
 func TestWorkersAgree(t *testing.T) {
 	req := hotpRequest()
-	p1, err := newPlan(req, time.Unix(1900000000, 0))
+	req.Now = time.Unix(1900000000, 0)
+	p1, err := newPlan(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p4, _ := newPlan(req, time.Unix(1900000000, 0))
+	p4, _ := newPlan(req)
 	rel := make([]byte, 32)
 	if err := computeEntries(context.Background(), p1.b, seed, "", rel, 1, nil); err != nil {
 		t.Fatal(err)
@@ -302,3 +304,6 @@ func TestWorkersAgree(t *testing.T) {
 		t.Fatal("entries differ between 1 and 4 workers")
 	}
 }
+
+// testNow is the issuers' clock in these tests: fixed, years ahead.
+var testNow = time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)

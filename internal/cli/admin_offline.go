@@ -44,7 +44,7 @@ this command shows its progress and writes FILE for 'outpost field import'.`,
 			if count != 0 {
 				body["count"] = count
 			}
-			now := time.Now()
+			now := e.now()
 			if from != "" || until != "" {
 				if count != 0 {
 					return usageError{errors.New("give --count (HOTP) or --from/--until (TOTP), not both")}

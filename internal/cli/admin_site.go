@@ -304,7 +304,7 @@ the revoked ones, with --reinstate.
 				meta := totpMeta(cred.Key.Params, cred.Key.Issuer)
 				meta["scope"] = scope
 				data, err := keys.Seal(pass, keys.DefaultKDF, keys.Sealed{Purpose: string(keys.PurposeTechnician), Subject: tech,
-					Epoch: cred.Epoch.N, Meta: meta}, cred.Key.Secret)
+					Epoch: cred.Epoch.N, Meta: meta, Created: e.now()}, cred.Key.Secret)
 				if err != nil {
 					return err
 				}

@@ -290,7 +290,7 @@ func runBenchOffline(ctx context.Context, kdf cost.KDF, n, rounds int, full, mem
 	hotp := otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}
 	req := func(count, workers int, k cost.KDF) bundle.Request {
 		return bundle.Request{Realm: "bench", User: "u", TokenID: "t", Device: "bench-device", Params: hotp, Secret: seed,
-			Count: count, KDF: k, Override: true, Workers: workers, Secrets: map[string][]byte{"door": []byte("4711")}}
+			Count: count, KDF: k, Override: true, Workers: workers, Secrets: map[string][]byte{"door": []byte("4711")}, Now: time.Now()}
 	}
 	res := &benchOfflineResult{KDF: kdf, CPUs: runtime.NumCPU(), Rounds: rounds, GenEntries: n, LoadBefore: loadAvg()}
 	defer func() { res.LoadAfter = loadAvg() }()
@@ -373,7 +373,7 @@ func runBenchOffline(ctx context.Context, kdf cost.KDF, n, rounds int, full, mem
 	// A 1-day TOTP bundle: extrapolated from the all-core rate, or measured.
 	now := time.Now()
 	day := bundle.Request{Realm: "bench", User: "u", TokenID: "t", Device: "bench-device", Params: otp.DefaultTOTP, Secret: seed,
-		From: now, Until: now.Add(24 * time.Hour), Override: true}
+		From: now, Until: now.Add(24 * time.Hour), Override: true, Now: now}
 	res.TOTPDay = 2880 / (100 / res.HOTP100)
 	if full {
 		say("issuing a 1-day TOTP bundle (2,880 entries): minutes")

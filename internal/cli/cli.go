@@ -10,7 +10,9 @@ import (
 	"io"
 	"runtime/debug"
 	"strings"
+	"time"
 
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/spf13/cobra"
 )
 
@@ -76,10 +78,12 @@ func isUsageError(err error) bool {
 type env struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// now is the clock every command hands down (clock.System).
+	now func() time.Time
 }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
-	e := &env{stdin: stdin, stdout: stdout, stderr: stderr}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, now: clock.System}
 	root := &cobra.Command{
 		Use:   "outpost",
 		Short: "Offline-first authentication: issue credentials online, verify them where there is no network",

@@ -372,7 +372,7 @@ follows, so that the server's state arrives with the bundle.`,
 				if err != nil || d <= 0 {
 					return usageError{fmt.Errorf("--for %q: give a duration such as 8h", forDur)}
 				}
-				now := time.Now().UTC()
+				now := e.now().UTC()
 				body["from"], body["until"] = now, now.Add(d)
 			}
 			data, err := cl.Raw(c.Context(), "POST", "/v1/offline/login", body)

@@ -34,7 +34,7 @@ func fieldBundle(t *testing.T, s *keys.Signer, dir, name string, mod func(*bundl
 	req := bundle.Request{Realm: "acme", User: "alice", TokenID: "tok-1", Device: "dev-7",
 		Params: otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}, Secret: fieldSeed, Count: 10,
 		KDF: cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1}, Override: true,
-		Secrets: map[string][]byte{"door": []byte("4711"), "wifi": []byte("hunter2")}}
+		Secrets: map[string][]byte{"door": []byte("4711"), "wifi": []byte("hunter2")}, Now: time.Now()}
 	if mod != nil {
 		mod(&req)
 	}

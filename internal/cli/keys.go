@@ -110,7 +110,7 @@ command that opens it prints a warning. See docs/keys.md.`,
 					return err
 				}
 			}
-			m, err := datadir.Init(d.dir, pass, insecure)
+			m, err := datadir.Init(d.dir, pass, insecure, e.now())
 			if err != nil {
 				return err
 			}
@@ -229,7 +229,7 @@ subject's TOTP seed (SHA1, 6 digits, 30 s). The file's passphrase comes from
 				return usageError{errors.New("the key file's passphrase is the master key passphrase: give the subject a passphrase of its own")}
 			}
 			key := m.Derive(20, keys.PurposeSubject, epoch, subject)
-			meta := keys.Sealed{Purpose: string(keys.PurposeSubject), Subject: subject, Epoch: epoch, Meta: totpMeta(subjectTOTP, "Outpost")}
+			meta := keys.Sealed{Purpose: string(keys.PurposeSubject), Subject: subject, Epoch: epoch, Meta: totpMeta(subjectTOTP, "Outpost"), Created: e.now()}
 			data, err := keys.Seal(pass, keys.DefaultKDF, meta, key)
 			if err != nil {
 				return err

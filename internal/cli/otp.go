@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/qr"
@@ -32,7 +31,7 @@ for the URI's counter (HOTP). With --json, also the TOTP time step.`,
 			if err != nil {
 				return usageError{err}
 			}
-			now := time.Now()
+			now := e.now()
 			s, err := k.Generate(k.Secret, k.Counter, now)
 			if err != nil {
 				return err

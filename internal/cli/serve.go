@@ -112,7 +112,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 				return err
 			}
 		}
-		if _, err := datadir.Init(f.data.dir, pass, f.insecure); err != nil {
+		if _, err := datadir.Init(f.data.dir, pass, f.insecure, e.now()); err != nil {
 			return err
 		}
 		if f.insecure {
@@ -221,7 +221,7 @@ func (e *env) serverCert(f serveFlags, m *keys.Master, addr string) (tls.Certifi
 		names = append(names, h)
 	}
 	names = append(names, f.sans...)
-	cert, err := tlsboot.Load(filepath.Join(f.data.dir, datadir.TLSDir), m, dedupe(names), time.Now())
+	cert, err := tlsboot.Load(filepath.Join(f.data.dir, datadir.TLSDir), m, dedupe(names), e.now())
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("TLS certificate: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/outpost-auth/outpost/internal/keys"
 )
@@ -44,8 +45,8 @@ func Initialised(dir string) bool {
 
 // Init creates dir (mode 0700) and a new master key sealed under passphrase,
 // or stored unsealed when insecure is set. It never overwrites a key, and it
-// checks the passphrase before creating anything.
-func Init(dir string, passphrase []byte, insecure bool) (*keys.Master, error) {
+// checks the passphrase before creating anything. now stamps the key file.
+func Init(dir string, passphrase []byte, insecure bool, now time.Time) (*keys.Master, error) {
 	if Initialised(dir) {
 		return nil, fmt.Errorf("%w: %s exists; refusing to overwrite a master key (every key derived from it would be lost): choose another --data directory", ErrAlreadyInitialised, filepath.Join(dir, MasterKeyFile))
 	}
@@ -59,7 +60,7 @@ func Init(dir string, passphrase []byte, insecure bool) (*keys.Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	meta := keys.Sealed{Purpose: "master-key"}
+	meta := keys.Sealed{Purpose: "master-key", Created: now}
 	var data []byte
 	if insecure {
 		data, err = keys.SealInsecure(meta, m.Bytes())

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/outpost-auth/outpost/internal/keys"
 )
@@ -44,7 +45,7 @@ func TestInitAndLoad(t *testing.T) {
 	var m *keys.Master
 	withUmask(t, func() {
 		var err error
-		if m, err = Init(dir, pass, false); err != nil {
+		if m, err = Init(dir, pass, false, testNow); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -71,7 +72,7 @@ func TestInitAndLoad(t *testing.T) {
 
 	// Never overwrites: a second Init fails and leaves the file as it was.
 	for _, insecure := range []bool{false, true} {
-		_, err := Init(dir, []byte("another passphrase"), insecure)
+		_, err := Init(dir, []byte("another passphrase"), insecure, testNow)
 		if !errors.Is(err, ErrAlreadyInitialised) {
 			t.Fatalf("second Init: %v", err)
 		}
@@ -87,7 +88,7 @@ func TestInitAndLoad(t *testing.T) {
 
 func TestInitInsecure(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "d")
-	m, err := Init(dir, nil, true)
+	m, err := Init(dir, nil, true, testNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func TestInitInsecure(t *testing.T) {
 func TestInitWeakPassphraseCreatesNothing(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "d")
 	for _, p := range [][]byte{nil, []byte("short")} {
-		if _, err := Init(dir, p, false); !errors.Is(err, keys.ErrWeakPassphrase) {
+		if _, err := Init(dir, p, false, testNow); !errors.Is(err, keys.ErrWeakPassphrase) {
 			t.Fatalf("Init(%q) = %v, want ErrWeakPassphrase", p, err)
 		}
 	}
@@ -112,20 +113,20 @@ func TestInitWeakPassphraseCreatesNothing(t *testing.T) {
 func TestInitExistingDir(t *testing.T) {
 	// An existing empty directory is fine (e.g. a mounted volume).
 	dir := t.TempDir()
-	if _, err := Init(dir, nil, true); err != nil {
+	if _, err := Init(dir, nil, true, testNow); err != nil {
 		t.Fatal(err)
 	}
 	// A path that is a file is not.
 	file := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(file, nil, 0o600)
-	if _, err := Init(file, nil, true); err == nil {
+	if _, err := Init(file, nil, true, testNow); err == nil {
 		t.Fatal("Init succeeded on a regular file")
 	}
 }
 
 func TestLoadMasterErrors(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	if _, err := Init(dir, pass, false); err != nil {
+	if _, err := Init(dir, pass, false, testNow); err != nil {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(dir, MasterKeyFile)
@@ -288,3 +289,6 @@ func TestWriteFileAtomic(t *testing.T) {
 		t.Fatalf("temporary files left behind: %v", names)
 	}
 }
+
+// testNow stamps the key files the tests write: a fixed time, years ahead.
+var testNow = time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)

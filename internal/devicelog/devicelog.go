@@ -83,7 +83,7 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 // Append adds e after the newest entry, inside the caller's transaction, so
 // that a decision, the state change it causes and its log entry commit (or
 // roll back) together. Seq, Prev, Hash and Sig are filled in (see
-// eventlog.Next); a zero Time is set to time.Now(). key signs the entry and
+// eventlog.Next); Time must be set, from the caller's clock. key signs the entry and
 // must be the device's private key. It returns the stored entry.
 //
 // The transaction must hold SQLite's write lock before reading the last
@@ -92,9 +92,6 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 func Append(ctx context.Context, tx *sql.Tx, key ed25519.PrivateKey, e eventlog.Entry) (eventlog.Entry, error) {
 	if len(key) != ed25519.PrivateKeySize {
 		return eventlog.Entry{}, errors.New("devicelog: a device signing key is required")
-	}
-	if e.Time.IsZero() {
-		e.Time = time.Now()
 	}
 	last, err := Last(ctx, tx)
 	if err != nil {

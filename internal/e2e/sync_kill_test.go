@@ -231,7 +231,7 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 		// A cheap bundle signed with the server's key: the crash test is about sync, not the KDF.
 		data, _, err := bundle.Issue(ctx, bundle.Request{Realm: "default", User: d.user, TokenID: tok.ID, Params: d.p, Secret: d.seed,
 			Device: d.id, First: 1, Count: 4000, KDF: cost.KDF{Time: 1, MemoryKiB: 8, Threads: 1}, Override: true,
-			NotAfter: time.Now().Add(24 * time.Hour)}, signer, nil)
+			Now: time.Now(), NotAfter: time.Now().Add(24 * time.Hour)}, signer, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -121,13 +121,13 @@ func fieldsOK(e *Entry) error {
 }
 
 // Next fills in e.Seq, e.Prev and e.Hash to follow prev (nil for the first
-// entry), signs it with key when key is not nil, and returns it. A zero Time
-// is set to now; Time is truncated to microseconds so that every database
-// stores it exactly. Data is stored in canonical JSON form (compact, HTML
+// entry), signs it with key when key is not nil, and returns it. Time must be
+// set, from the caller's clock (a zero Time is an error); it is truncated to
+// microseconds so that every database stores it exactly. Data is stored in canonical JSON form (compact, HTML
 // characters escaped), which json.Marshal leaves unchanged.
 func Next(prev *Entry, e Entry, key ed25519.PrivateKey) (Entry, error) {
 	if e.Time.IsZero() {
-		e.Time = time.Now()
+		return Entry{}, errors.New("eventlog: the entry has no time (the caller's clock sets it)")
 	}
 	e.Time = e.Time.UTC().Truncate(time.Microsecond)
 	if err := fieldsOK(&e); err != nil {

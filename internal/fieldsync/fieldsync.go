@@ -54,6 +54,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -157,12 +158,7 @@ type RefillNeed struct {
 	First, Last uint64
 }
 
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
+func (s *Service) now() time.Time { return clock.Or(s.Now)() }
 
 func (s *Service) count(kind string) {
 	if s.Incident != nil {

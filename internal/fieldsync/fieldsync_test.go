@@ -490,9 +490,10 @@ func TestRefill(t *testing.T) {
 		var needs []fieldsync.RefillNeed
 		h.svc.Refill = func(_ context.Context, n fieldsync.RefillNeed) ([]byte, error) {
 			needs = append(needs, n)
+			h.clock.Advance(time.Second)
 			data, _, err := bundle.Issue(ctx, bundle.Request{Realm: realm, User: n.Token.UserID, TokenID: n.Token.ID, Params: h.params, Secret: h.seed,
 				Device: n.Device.ID, First: uint64(n.Token.LastUsed) + 1, Count: int(n.Last - n.First + 1), KDF: testKDF, Override: true,
-				NotBefore: h.clock.Now().Add(-time.Minute), NotAfter: h.clock.Now().Add(24 * time.Hour)}, h.signer, nil)
+				Now: h.clock.Now(), NotBefore: h.clock.Now().Add(-time.Minute), NotAfter: h.clock.Now().Add(24 * time.Hour)}, h.signer, nil)
 			return data, err
 		}
 		d := h.device("dev-1")

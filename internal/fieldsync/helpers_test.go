@@ -34,13 +34,13 @@ var testKDF = cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1}
 // quick is a device policy without delays, so that tests need no clock moves between failures.
 var quick = offline.Policy{MaxFailures: 50, ClockTolerance: 5 * time.Minute, TOTPBack: 1, TOTPForward: 1, HOTPLookahead: 4}
 
-type clock struct {
+type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
 }
 
-func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+func (c *fakeClock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
 
 // engines names each engine with a function giving a fresh database.
 var engines = []struct {
@@ -66,7 +66,7 @@ type harness struct {
 	svc       *fieldsync.Service
 	on        *online.Service
 	signer    *keys.Signer
-	clock     *clock
+	clock     *fakeClock
 	tok       store.Token
 	seed      []byte
 	params    otp.Params
@@ -85,7 +85,7 @@ func newHarness(t *testing.T, dsn string) *harness {
 	}
 	// A minute ahead of the real clock, which stamps bundles' issue times:
 	// bundles issued by a test are older than the answers of later syncs.
-	ck := &clock{t: time.Now().UTC().Truncate(time.Second).Add(time.Minute)}
+	ck := &fakeClock{t: time.Date(2031, 6, 1, 8, 0, 0, 0, time.UTC)} // years ahead: no test may lean on the wall clock
 	al := &audit.Log{Store: st, Now: ck.Now}
 	h := &harness{t: t, st: st, ss: st.(store.SyncStore), signer: m.Signer(0), clock: ck, incidents: map[string]int{}}
 	h.on = &online.Service{Store: st, Seeds: online.NewSeeds(m), Policy: online.DefaultPolicy, Audit: al, Now: ck.Now}
@@ -143,8 +143,9 @@ func (h *harness) device(id string) *device {
 // bundle issues and imports an HOTP bundle of counters first..first+count-1 for the harness token.
 func (d *device) bundle(first uint64, count int, mod func(*bundle.Request)) offline.ImportResult {
 	d.h.t.Helper()
+	d.h.clock.Advance(time.Second) // a later serial than any bundle before it (serial = issue time)
 	req := bundle.Request{Realm: realm, User: d.h.tok.UserID, TokenID: d.h.tok.ID, Params: d.h.params, Secret: d.h.seed, Device: d.id,
-		First: first, Count: count, KDF: testKDF, Override: true, NotBefore: d.h.clock.Now().Add(-time.Hour), NotAfter: d.h.clock.Now().Add(48 * time.Hour)}
+		First: first, Count: count, KDF: testKDF, Override: true, Now: d.h.clock.Now(), NotBefore: d.h.clock.Now().Add(-time.Hour), NotAfter: d.h.clock.Now().Add(48 * time.Hour)}
 	if mod != nil {
 		mod(&req)
 	}
@@ -171,6 +172,7 @@ func (d *device) upload() []byte {
 // sync runs one full round: upload, server, answer applied.
 func (d *device) sync() (offline.SyncReport, *fieldsync.Result) {
 	d.h.t.Helper()
+	d.h.clock.Advance(time.Second) // time passes between a bundle's issue and the next sync
 	res, err := d.h.svc.Receive(ctx, d.upload(), "test")
 	must(d.h.t, err)
 	rep, err := d.s.ApplyResponse(ctx, res.Signed)

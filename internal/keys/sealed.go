@@ -75,7 +75,8 @@ type Sealed struct {
 	Epoch uint32
 	// Meta holds further authenticated labels (issuer, algorithm, ...).
 	Meta map[string]string
-	// Created is when the file was written.
+	// Created is when the file was written, from the caller's clock (this
+	// package never reads the wall clock); a zero Created is written as is.
 	Created time.Time
 	// Unsealed is true for --dev-insecure-unsealed files: no passphrase, no protection.
 	Unsealed bool
@@ -213,9 +214,6 @@ func Open(passphrase []byte, data []byte) (Sealed, []byte, error) {
 
 func header(s Sealed, kdf string) sealedHeader {
 	created := s.Created
-	if created.IsZero() {
-		created = time.Now()
-	}
 	return sealedHeader{Format: sealedFormat, Version: 1, Purpose: s.Purpose, Subject: s.Subject,
 		Epoch: s.Epoch, Meta: s.Meta, Created: created.UTC().Truncate(time.Second), KDF: kdf}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/pin"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/otp"
@@ -47,12 +48,7 @@ type Service struct {
 	locks userLocks
 }
 
-func (s *Service) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
-}
+func (s *Service) now() time.Time { return clock.Or(s.Now)() }
 
 // Result is a successful verification.
 type Result struct {

@@ -149,12 +149,12 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, scopes []str
 		return store.APIClient{}, errorf(http.StatusUnauthorized, "unauthenticated", "the API token is malformed (it starts with %s)", apitoken.Prefix)
 	}
 	hash := s.tokens.Hash(tok)
-	c, cached := s.auth.get(hash, time.Now())
+	c, cached := s.auth.get(hash, s.cfg.Now())
 	var err error
 	if !cached {
 		c, err = s.cfg.Store.GetAPIClientByHash(ctx, hash)
 		if err == nil && !c.Disabled {
-			s.auth.put(hash, c, time.Now())
+			s.auth.put(hash, c, s.cfg.Now())
 		}
 	}
 	if err != nil || !apitoken.Equal(c.TokenHash, hash) || c.Disabled {

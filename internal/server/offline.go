@@ -134,8 +134,9 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 		}
 		secrets[k] = []byte(v)
 	}
+	now := s.cfg.Now()
 	req := bundle.Request{Realm: r.realm(), User: in.User, TokenID: t.ID, Params: p, Secret: seed, Device: in.Device,
-		PIN: in.PIN, Secrets: secrets, NotAfter: in.NotAfter, Override: in.OverrideFloor,
+		PIN: in.PIN, Secrets: secrets, NotAfter: in.NotAfter, Override: in.OverrideFloor, Now: now, Serial: s.nextSerial(now),
 		KDF: s.cfg.BundleKDF, Floor: s.cfg.BundleFloor}
 	if p.Type == otp.TypeHOTP {
 		if !in.From.IsZero() || !in.Until.IsZero() {

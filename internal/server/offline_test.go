@@ -27,7 +27,7 @@ func bundleFixture(t *testing.T) *fixture {
 
 func decodeBundle(t *testing.T, f *fixture, data []byte, device string) *offline.Bundle {
 	t.Helper()
-	b, err := offline.Decode(data, []ed25519.PublicKey{f.srv.signer.Public}, offline.Expect{Device: device, Now: time.Now()})
+	b, err := offline.Decode(data, []ed25519.PublicKey{f.srv.signer.Public}, offline.Expect{Device: device, Now: f.clock.Now()})
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
@@ -75,7 +75,7 @@ func TestBundleFloorAndOverride(t *testing.T) {
 	f := bundleFixture(t)
 	issuer := f.client("issuer")
 	f.enrol("hank", map[string]any{"type": "totp"})
-	now := time.Now().UTC()
+	now := f.clock.Now()
 	body := map[string]any{"user": "hank", "device": "dev-1", "from": now, "until": now.Add(4 * time.Hour)}
 	r := f.call(issuer, "POST", "/v1/offline/bundles", body)
 	if r.status != 422 || r.errCode() != "below_floor" {

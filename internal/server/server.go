@@ -17,10 +17,12 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/apitoken"
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
@@ -70,6 +72,22 @@ type Server struct {
 	bundleSlots   chan struct{}
 	bundleWorkers chan struct{}
 	jobs          jobs
+	// lastSerial is the last bundle serial this process gave (nextSerial).
+	lastSerial atomic.Uint64
+}
+
+// nextSerial returns a bundle serial: the issue time in Unix microseconds,
+// or one more than the last serial this process gave when the clock has not
+// moved past it, so that a later bundle of a token always replaces an
+// earlier one on the device.
+func (s *Server) nextSerial(now time.Time) uint64 {
+	for {
+		last := s.lastSerial.Load()
+		next := max(uint64(now.UnixMicro()), last+1)
+		if s.lastSerial.CompareAndSwap(last, next) {
+			return next
+		}
+	}
 }
 
 // New returns a server for cfg.
@@ -86,9 +104,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Issuer == "" {
 		cfg.Issuer = "Outpost"
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
+	cfg.Now = clock.Or(cfg.Now)
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}

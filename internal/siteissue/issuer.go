@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 	"github.com/outpost-auth/outpost/otp"
@@ -116,10 +117,7 @@ func (is *Issuer) Close() error { return is.db.Close() }
 
 // now is truncated to microseconds, the resolution the database stores.
 func (is *Issuer) now() time.Time {
-	if is.Now == nil {
-		return time.Now().UTC().Truncate(time.Microsecond)
-	}
-	return is.Now().UTC().Truncate(time.Microsecond)
+	return clock.Or(is.Now)().UTC().Truncate(time.Microsecond)
 }
 
 // SigningKeyID is the key id sites must pin.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
 )
@@ -24,7 +23,7 @@ func (s *sqlStore) AcceptCode(ctx context.Context, realm, user, id string, used 
 		return eventlog.Entry{}, invalid("step or counter %d is negative", used)
 	}
 	if e.Time.IsZero() {
-		e.Time = time.Now()
+		e.Time = s.now()
 	}
 	if _, err := eventlog.Next(nil, e, nil); err != nil {
 		return eventlog.Entry{}, fmt.Errorf("%w: %w", ErrInvalid, err)

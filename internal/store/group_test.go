@@ -106,7 +106,7 @@ func TestSQLiteBatchSavepoints(t *testing.T) {
 	}
 	defer e.close()
 	ctx := context.Background()
-	if err := migrate(ctx, e); err != nil {
+	if err := migrate(ctx, e, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	insert := func(id string, then error) func(q querier) error {
@@ -168,7 +168,7 @@ func TestAuditBatchSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := migrate(ctx, e); err != nil {
+	if err := migrate(ctx, e, time.Now); err != nil {
 		t.Fatal(err)
 	}
 	s := newSQLStore(e)

@@ -72,7 +72,7 @@ const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
 )`
 
 // migrate brings the database to the newest schema this binary knows.
-func migrate(ctx context.Context, e engine) error {
+func migrate(ctx context.Context, e engine, now func() time.Time) error {
 	ms, err := migrations()
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func migrate(ctx context.Context, e engine) error {
 		}
 		err := inTx(ctx, e, isConflict, func(q querier) error {
 			n, err := q.exec(ctx, `INSERT INTO schema_migrations (version, name, checksum, applied_us) VALUES ($1, $2, $3, $4) ON CONFLICT (version) DO NOTHING`,
-				m.version, m.name, m.sum, time.Now().UnixMicro())
+				m.version, m.name, m.sum, now().UnixMicro())
 			if err != nil || n == 0 { // n == 0: another replica applied it
 				return err
 			}

@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/clock"
 )
 
 // Open opens the store dsn names and brings its schema up to date (see
@@ -18,7 +21,13 @@ import (
 //
 // Opening is safe while other processes open the same database: migrations
 // are applied exactly once.
-func Open(ctx context.Context, dsn string) (Store, error) {
+//
+// Options: [WithClock].
+func Open(ctx context.Context, dsn string, opts ...Option) (Store, error) {
+	o := options{}
+	for _, f := range opts {
+		f(&o)
+	}
 	if dsn == "" {
 		return nil, errors.New("store: empty database DSN: give a SQLite file path or a postgres:// URL")
 	}
@@ -32,9 +41,22 @@ func Open(ctx context.Context, dsn string) (Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := migrate(ctx, e); err != nil {
+	now := clock.Or(o.now)
+	if err := migrate(ctx, e, now); err != nil {
 		e.close()
 		return nil, err
 	}
-	return newSQLStore(e), nil
+	s := newSQLStore(e)
+	s.now = now
+	return s, nil
 }
+
+// Option changes how Open opens a store.
+type Option func(*options)
+
+type options struct{ now func() time.Time }
+
+// WithClock sets the clock that stamps records written without a time (a
+// zero CreatedAt, an audit entry without Time) and migrations; the default
+// is clock.System. The store decides nothing with it.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }

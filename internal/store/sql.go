@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 )
 
@@ -19,10 +20,12 @@ type sqlStore struct {
 	// AppendAudit), so that its appenders queue instead of colliding on the
 	// sequence number and retrying.
 	audit *committer[*auditAppend]
+	// now stamps records written without a time (see WithClock).
+	now func() time.Time
 }
 
 func newSQLStore(e engine) *sqlStore {
-	s := &sqlStore{e: e}
+	s := &sqlStore{e: e, now: clock.System}
 	s.audit = newCommitter(s.appendBatch)
 	return s
 }
@@ -70,10 +73,10 @@ func fromMicros(us int64) time.Time {
 	return time.UnixMicro(us).UTC()
 }
 
-// createdNow returns t, or the current time when t is zero.
-func createdNow(t time.Time) int64 {
+// stamp returns t, or the store clock's time when t is zero, in Unix microseconds.
+func (s *sqlStore) stamp(t time.Time) int64 {
 	if t.IsZero() {
-		t = time.Now()
+		t = s.now()
 	}
 	return t.UnixMicro()
 }
@@ -112,7 +115,7 @@ func (s *sqlStore) CreateRealm(ctx context.Context, r Realm) error {
 		return err
 	}
 	_, err := s.exec(ctx, `INSERT INTO realms (id, name, created_us) VALUES ($1, $2, $3)`,
-		r.ID, r.Name, createdNow(r.CreatedAt))
+		r.ID, r.Name, s.stamp(r.CreatedAt))
 	if err = classify(s.e, err); errors.Is(err, ErrExists) {
 		return fmt.Errorf("%w: realm %q", ErrExists, r.ID)
 	}
@@ -149,7 +152,7 @@ func (s *sqlStore) CreateUser(ctx context.Context, u User) error {
 		return err
 	}
 	_, err := s.exec(ctx, `INSERT INTO users (`+userColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		u.Realm, u.ID, u.DisplayName, nullBytes(u.PINHash), int64(u.Failures), micros(u.LastFailure), createdNow(u.CreatedAt))
+		u.Realm, u.ID, u.DisplayName, nullBytes(u.PINHash), int64(u.Failures), micros(u.LastFailure), s.stamp(u.CreatedAt))
 	switch err = classify(s.e, err); {
 	case errors.Is(err, ErrExists):
 		return fmt.Errorf("%w: user %q in realm %q", ErrExists, u.ID, u.Realm)
@@ -230,7 +233,7 @@ func (s *sqlStore) CreateToken(ctx context.Context, t Token) error {
 	}
 	_, err := s.exec(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		t.Realm, t.UserID, t.ID, t.Type, t.Algorithm, int64(t.Digits), int64(t.Period), t.SeedMode, int64(t.Epoch),
-		nullBytes(t.SeedCiphertext), t.Status, t.LastUsed, t.Used, createdNow(t.CreatedAt))
+		nullBytes(t.SeedCiphertext), t.Status, t.LastUsed, t.Used, s.stamp(t.CreatedAt))
 	switch err = classify(s.e, err); {
 	case errors.Is(err, ErrExists):
 		return fmt.Errorf("%w: token %q of user %q in realm %q", ErrExists, t.ID, t.UserID, t.Realm)
@@ -309,7 +312,7 @@ func (s *sqlStore) CreateAPIClient(ctx context.Context, c APIClient) error {
 		return err
 	}
 	_, err := s.exec(ctx, `INSERT INTO api_clients (`+apiClientColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-		c.Realm, c.ID, c.Name, strings.Join(c.Scopes, " "), c.TokenHash, c.Disabled, createdNow(c.CreatedAt))
+		c.Realm, c.ID, c.Name, strings.Join(c.Scopes, " "), c.TokenHash, c.Disabled, s.stamp(c.CreatedAt))
 	if err = classify(s.e, err); errors.Is(err, ErrExists) {
 		return fmt.Errorf("%w: API client %q in realm %q, or one with the same token", ErrExists, c.ID, c.Realm)
 	}
@@ -373,7 +376,7 @@ type auditAppend struct {
 // whole transaction is retried from the new last entry.
 func (s *sqlStore) AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.Entry, error) {
 	if e.Time.IsZero() {
-		e.Time = time.Now()
+		e.Time = s.now()
 	}
 	if _, err := eventlog.Next(nil, e, nil); err != nil { // check the fields before queueing
 		return eventlog.Entry{}, fmt.Errorf("%w: %w", ErrInvalid, err)

@@ -6,10 +6,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
 )
@@ -221,7 +222,7 @@ func (s *sqlStore) CreateDevice(ctx context.Context, d Device) error {
 	}
 	_, err := s.exec(ctx, `INSERT INTO devices (`+deviceColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		d.Realm, d.ID, d.Status, nullBytes(d.PublicKey), nullText(d.KeyID), nullBytes(d.EnrolHash), micros(d.EnrolUntil),
-		createdNow(d.CreatedAt), micros(d.RevokedAt), int64(d.AckedSeq), nullBytes(d.AckedHash), int64(d.UploadSerial),
+		s.stamp(d.CreatedAt), micros(d.RevokedAt), int64(d.AckedSeq), nullBytes(d.AckedHash), int64(d.UploadSerial),
 		nullBytes(d.UploadHash), micros(d.LastSync))
 	switch err = classify(s.e, err); {
 	case errors.Is(err, ErrExists):
@@ -329,7 +330,7 @@ func (s *sqlStore) PutRefill(ctx context.Context, r Refill) error {
 		return invalid("refill bundle of %d bytes, serials %d/%d", len(r.Bundle), r.FromSerial, r.Serial)
 	}
 	_, err := s.exec(ctx, `INSERT INTO device_refills (`+refillColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		r.Realm, r.Device, r.UserID, r.TokenID, int64(r.FromSerial), int64(r.Serial), r.Bundle, createdNow(r.IssuedAt))
+		r.Realm, r.Device, r.UserID, r.TokenID, int64(r.FromSerial), int64(r.Serial), r.Bundle, s.stamp(r.IssuedAt))
 	return classify(s.e, err)
 }
 
@@ -456,7 +457,7 @@ func (t *syncTx) PutDeviceToken(dt DeviceToken) error {
 		offline_used = excluded.offline_used, used_serial = excluded.used_serial, reported_used = excluded.reported_used,
 		failures = excluded.failures, wiped = excluded.wiped, updated_us = excluded.updated_us`,
 		dt.Realm, dt.Device, dt.UserID, dt.TokenID, int64(dt.Serial), dt.Type, int64(dt.First), int64(dt.Last), micros(dt.NotAfter),
-		dt.OfflineUsed, int64(dt.UsedSerial), dt.ReportedUsed, int64(dt.Failures), dt.Wiped, createdNow(dt.UpdatedAt))
+		dt.OfflineUsed, int64(dt.UsedSerial), dt.ReportedUsed, int64(dt.Failures), dt.Wiped, t.s.stamp(dt.UpdatedAt))
 	return err
 }
 
@@ -530,7 +531,7 @@ func (t *syncTx) AddOfflineUses(uses []OfflineUse) error {
 		if u.Counter > 1<<63-1 || u.DeviceSeq > 1<<63-1 || u.AuditSeq > 1<<63-1 {
 			return invalid("offline use out of range")
 		}
-		args = append(args, u.Realm, u.UserID, u.TokenID, int64(u.Counter), u.Device, int64(u.DeviceSeq), int64(u.AuditSeq), createdNow(u.At))
+		args = append(args, u.Realm, u.UserID, u.TokenID, int64(u.Counter), u.Device, int64(u.DeviceSeq), int64(u.AuditSeq), t.s.stamp(u.At))
 	}
 	stmts := offlineUseInserts
 	if t.s.e.name() == "sqlite" {
@@ -576,7 +577,7 @@ func (t *syncTx) AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error)
 	args := make([]any, 0, 8*len(entries))
 	for i, e := range entries {
 		if e.Time.IsZero() {
-			e.Time = time.Now()
+			e.Time = t.s.now()
 		}
 		n, err := eventlog.Next(prev, e, nil)
 		if err != nil {

@@ -1,0 +1,32 @@
+// Package clock is where Outpost reads the wall clock, once.
+//
+// Every package that decides with time (validity windows, lockout delays,
+// bundle periods, high-water marks, expiry) takes a clock — a
+// func() time.Time — from its caller and never reads the wall clock itself,
+// so that a test can pin time anywhere, years ahead included, and a server's
+// decisions all follow one clock. The program's entry points (the commands in
+// internal/cli) hand [System] down; a nil clock in a service means System,
+// through [Or]:
+//
+//	type Service struct{ Now func() time.Time }
+//	func (s *Service) now() time.Time { return clock.Or(s.Now)() }
+//
+// The test in this package (TestNoWallClock) parses every production file of
+// the module and fails on time.Now, time.Since or time.Until outside a short
+// allow-list of timings that decide nothing (log durations, metrics,
+// benchmark stopwatches, network deadlines).
+package clock
+
+import "time"
+
+// System reads the wall clock. It is the one place production code does so
+// for a decision; everything else is handed a clock.
+func System() time.Time { return time.Now() }
+
+// Or returns now, or System when now is nil.
+func Or(now func() time.Time) func() time.Time {
+	if now == nil {
+		return System
+	}
+	return now
+}
