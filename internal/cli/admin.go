@@ -2,12 +2,14 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/outpost-auth/outpost/internal/apiclient"
 	"github.com/outpost-auth/outpost/internal/datadir"
@@ -90,23 +92,31 @@ type apiCall struct {
 	call func(args []string) (method, path string, body any, err error)
 	// text prints the answer for people; nil prints the JSON.
 	text func(e *env, out map[string]any) error
+	// resolve, when set, runs before call with the client (to look up an
+	// identifier the user left out).
+	resolve func(ctx context.Context, cl *apiclient.Client) error
 }
 
 func (e *env) apiCmd(a apiCall) *cobra.Command {
 	var sf serverFlags
 	c := &cobra.Command{Use: a.use, Short: a.short, Long: a.long, Example: a.example, Args: a.args,
 		RunE: func(c *cobra.Command, args []string) error {
-			method, path, body, err := a.call(args)
-			if err != nil {
-				return usageError{err}
-			}
 			cl, err := e.client(sf)
 			if err != nil {
 				return err
 			}
+			if a.resolve != nil {
+				if err := a.resolve(c.Context(), cl); err != nil {
+					return e.apiFailure(sf, err)
+				}
+			}
+			method, path, body, err := a.call(args)
+			if err != nil {
+				return usageError{err}
+			}
 			var out map[string]any
 			if err := cl.Do(c.Context(), method, path, body, &out); err != nil {
-				return apiErr(err)
+				return e.apiFailure(sf, err)
 			}
 			if sf.asJSON || a.text == nil {
 				if out == nil {
@@ -124,6 +134,54 @@ func (e *env) apiCmd(a apiCall) *cobra.Command {
 		a.flags(c)
 	}
 	return c
+}
+
+// apiFailure returns err with its exit code; with --json, a refusal by the
+// server is also printed on standard output as {"error":{...}}, so that a
+// script reads every answer, accepted or not, from one place.
+func (e *env) apiFailure(sf serverFlags, err error) error {
+	var ae *apiclient.Error
+	if sf.asJSON && errors.As(err, &ae) {
+		_ = e.printJSON(map[string]any{"error": map[string]any{"status": ae.Status, "code": ae.Code, "message": ae.Message}})
+	}
+	return apiErr(err)
+}
+
+// table prints the list under key of a JSON answer as aligned columns, for
+// people (--json prints the answer itself).
+func table(key string, cols ...string) func(e *env, out map[string]any) error {
+	return func(e *env, out map[string]any) error {
+		rows, _ := out[key].([]any)
+		if len(rows) == 0 {
+			fmt.Fprintf(e.stdout, "no %s\n", strings.ReplaceAll(key, "_", " "))
+			return nil
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.ToUpper(strings.Join(cols, "\t")))
+		for _, r := range rows {
+			m, _ := r.(map[string]any)
+			vals := make([]string, len(cols))
+			for i, c := range cols {
+				switch v := m[c].(type) {
+				case nil:
+					vals[i] = "-"
+				case []any:
+					parts := make([]string, len(v))
+					for j := range v {
+						parts[j] = fmt.Sprint(v[j])
+					}
+					vals[i] = strings.Join(parts, ",")
+				default:
+					vals[i] = fmt.Sprint(v)
+				}
+			}
+			fmt.Fprintln(tw, strings.Join(vals, "\t"))
+		}
+		if next, ok := out["next"].(string); ok && next != "" {
+			fmt.Fprintf(tw, "(more: --after %s)\n", next)
+		}
+		return tw.Flush()
+	}
 }
 
 func esc(s string) string { return url.PathEscape(s) }
@@ -155,7 +213,8 @@ func (e *env) adminUserCmd() *cobra.Command {
 					q.Set("after", after)
 				}
 				return "GET", "/v1/users?" + q.Encode(), nil, nil
-			}}),
+			},
+			text: table("users", "id", "display_name", "has_pin", "failures", "locked", "created_at")}),
 		e.apiCmd(apiCall{use: "delete ID", short: "Delete a user and their tokens", args: cobra.ExactArgs(1), example: "  outpost admin user delete alice",
 			call: func(a []string) (string, string, any, error) { return "DELETE", "/v1/users/" + esc(a[0]), nil, nil },
 			text: func(e *env, _ map[string]any) error { fmt.Fprintln(e.stdout, "deleted"); return nil }}),
@@ -183,7 +242,7 @@ func (e *env) adminUserCmd() *cobra.Command {
 
 func (e *env) adminTokenCmd() *cobra.Command {
 	c := &cobra.Command{Use: "token", Short: "Enrol, confirm, list, resync and delete a user's OTP tokens"}
-	var user, typ, alg, seed, png, code, code2, tok string
+	var user, typ, alg, seed, png, uriFile, code, code2, tok string
 	var digits int
 	var period uint64
 	var showQR bool
@@ -209,6 +268,7 @@ func (e *env) adminTokenCmd() *cobra.Command {
 				c.Flags().StringVar(&seed, "seed", "", "derived (default) or random")
 				c.Flags().BoolVar(&showQR, "qr", false, "draw the QR code in the terminal")
 				c.Flags().StringVar(&png, "png", "", "write the QR code PNG to FILE")
+				c.Flags().StringVar(&uriFile, "uri-file", "", "write the otpauth URI to FILE (mode 0600) instead of printing it")
 			},
 			call: func(a []string) (string, string, any, error) {
 				body := map[string]any{"type": typ, "algorithm": alg, "digits": digits}
@@ -222,7 +282,15 @@ func (e *env) adminTokenCmd() *cobra.Command {
 			},
 			text: func(e *env, o map[string]any) error {
 				uri, _ := o["otpauth_uri"].(string)
-				fmt.Fprintf(e.stdout, "token:       %v (pending until confirmed)\notpauth URI: %s\n", o["id"], uri)
+				if uriFile != "" {
+					// The URI holds the seed: as secret as the seed itself.
+					if err := datadir.WriteFileAtomic(uriFile, []byte(uri+"\n"), 0o600); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "token:       %v (pending until confirmed)\notpauth URI: written to %s\n", o["id"], uriFile)
+				} else {
+					fmt.Fprintf(e.stdout, "token:       %v (pending until confirmed)\notpauth URI: %s\n", o["id"], uri)
+				}
 				if png != "" {
 					b, err := base64.StdEncoding.DecodeString(fmt.Sprint(o["qr_png"]))
 					if err != nil {
@@ -241,11 +309,21 @@ func (e *env) adminTokenCmd() *cobra.Command {
 				}
 				return nil
 			}}),
-		e.apiCmd(apiCall{use: "confirm --user U --token T --code C", short: "Activate a pending token with its current code",
-			example: "  outpost admin token confirm --user alice --token tok_abc --code 123456",
+		e.apiCmd(apiCall{use: "confirm --user U [--token T] --code C", short: "Activate a pending token with its current code",
+			long: `Activate a pending token with the code its authenticator shows now. Without
+--token, the user's one pending token is meant (name it when there are several).`,
+			example: "  outpost admin token confirm --user alice --code 123456\n  outpost admin token confirm --user alice --token tok_abc --code 123456",
 			flags: func(c *cobra.Command) {
-				tokFlag(c)
-				c.Flags().StringVar(&code, "code", "", "current code from the authenticator")
+				userFlag(c)
+				c.Flags().StringVar(&tok, "token", "", "token id (default: the user's one pending token)")
+				c.Flags().StringVar(&code, "code", "", "current code from the authenticator (required)")
+				_ = c.MarkFlagRequired("code")
+			},
+			resolve: func(ctx context.Context, cl *apiclient.Client) (err error) {
+				if tok == "" {
+					tok, err = pendingToken(ctx, cl, user)
+				}
+				return err
 			},
 			call: func(a []string) (string, string, any, error) {
 				return "POST", "/v1/users/" + esc(user) + "/tokens/" + esc(tok) + "/confirm", map[string]string{"code": code}, nil
@@ -258,7 +336,8 @@ func (e *env) adminTokenCmd() *cobra.Command {
 			flags: userFlag,
 			call: func(a []string) (string, string, any, error) {
 				return "GET", "/v1/users/" + esc(user) + "/tokens", nil, nil
-			}}),
+			},
+			text: table("tokens", "id", "type", "algorithm", "digits", "status", "created_at")}),
 		e.apiCmd(apiCall{use: "delete --user U --token T", short: "Delete a token", example: "  outpost admin token delete --user alice --token tok_abc",
 			flags: tokFlag,
 			call: func(a []string) (string, string, any, error) {
@@ -279,15 +358,41 @@ func (e *env) adminTokenCmd() *cobra.Command {
 	return c
 }
 
+// pendingToken names user's one pending token, for commands whose --token
+// may be left out.
+func pendingToken(ctx context.Context, cl *apiclient.Client, user string) (string, error) {
+	var out struct {
+		Tokens []struct{ ID, Status string } `json:"tokens"`
+	}
+	if err := cl.Do(ctx, "GET", "/v1/users/"+esc(user)+"/tokens", nil, &out); err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, t := range out.Tokens {
+		if t.Status == "pending" {
+			ids = append(ids, t.ID)
+		}
+	}
+	switch len(ids) {
+	case 1:
+		return ids[0], nil
+	case 0:
+		return "", usageError{fmt.Errorf("user %s has no pending token: enrol one with 'outpost admin token add --user %s'", user, user)}
+	}
+	return "", usageError{fmt.Errorf("user %s has %d pending tokens (%s): name one with --token", user, len(ids), strings.Join(ids, ", "))}
+}
+
 func (e *env) adminVerifyCmd() *cobra.Command {
 	var user, code, pinFile string
 	return e.apiCmd(apiCall{use: "verify --user U --code C [--pin-file FILE]",
 		short:   "Verify a code online (exit 0 accepted, 3 refused, 4 locked)",
 		example: "  outpost admin verify --user alice --code 123456",
 		flags: func(c *cobra.Command) {
-			c.Flags().StringVar(&user, "user", "", "user id")
-			c.Flags().StringVar(&code, "code", "", "the code")
+			c.Flags().StringVar(&user, "user", "", "user id (required)")
+			c.Flags().StringVar(&code, "code", "", "the code (required)")
 			c.Flags().StringVar(&pinFile, "pin-file", "", "file holding the user's PIN, when they have one")
+			_ = c.MarkFlagRequired("user")
+			_ = c.MarkFlagRequired("code")
 		},
 		call: func(a []string) (string, string, any, error) {
 			body := map[string]string{"user": user, "code": code}
@@ -308,7 +413,7 @@ func (e *env) adminVerifyCmd() *cobra.Command {
 
 func (e *env) adminAPIClientCmd() *cobra.Command {
 	c := &cobra.Command{Use: "api-client", Short: "Create, list and disable API clients (tokens with scopes)"}
-	var name string
+	var name, out string
 	var scopes []string
 	c.AddCommand(
 		e.apiCmd(apiCall{use: "add --name N --scope verifier [--scope issuer]", short: "Create an API client; prints its token once",
@@ -316,16 +421,25 @@ func (e *env) adminAPIClientCmd() *cobra.Command {
 			flags: func(c *cobra.Command) {
 				c.Flags().StringVar(&name, "name", "", "client name")
 				c.Flags().StringSliceVar(&scopes, "scope", nil, "admin, issuer or verifier (repeatable)")
+				c.Flags().StringVar(&out, "out", "", "write the client's API token to FILE (mode 0600) instead of printing it")
 			},
 			call: func(a []string) (string, string, any, error) {
 				return "POST", "/v1/api-clients", map[string]any{"name": name, "scopes": scopes}, nil
 			},
 			text: func(e *env, o map[string]any) error {
+				if out != "" {
+					if err := datadir.WriteFileAtomic(out, []byte(fmt.Sprint(o["token"])+"\n"), 0o600); err != nil {
+						return err
+					}
+					fmt.Fprintf(e.stdout, "client: %v\ntoken:  written to %s\n", o["id"], out)
+					return nil
+				}
 				fmt.Fprintf(e.stdout, "client: %v\ntoken:  %v\n(shown once: store it now)\n", o["id"], o["token"])
 				return nil
 			}}),
 		e.apiCmd(apiCall{use: "list", short: "List API clients", example: "  outpost admin api-client list --json",
-			call: func(a []string) (string, string, any, error) { return "GET", "/v1/api-clients", nil, nil }}),
+			call: func(a []string) (string, string, any, error) { return "GET", "/v1/api-clients", nil, nil },
+			text: table("api_clients", "id", "name", "scopes", "disabled", "created_at")}),
 		e.apiCmd(apiCall{use: "disable ID", short: "Disable an API client", args: cobra.ExactArgs(1), example: "  outpost admin api-client disable cli_0123",
 			call: func(a []string) (string, string, any, error) {
 				return "DELETE", "/v1/api-clients/" + esc(a[0]), nil, nil
@@ -345,7 +459,8 @@ func (e *env) adminAuditCmd() *cobra.Command {
 			},
 			call: func(a []string) (string, string, any, error) {
 				return "GET", fmt.Sprintf("/v1/audit?after=%d&limit=%d", after, limit), nil, nil
-			}}),
+			},
+			text: table("entries", "seq", "time", "kind", "actor", "subject")}),
 		e.apiCmd(apiCall{use: "verify", short: "Ask the server to recompute the audit chain", example: "  outpost admin audit verify",
 			call: func(a []string) (string, string, any, error) { return "GET", "/v1/audit/verify", nil, nil }}),
 	)

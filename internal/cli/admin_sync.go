@@ -163,9 +163,9 @@ not match, 3 when the server refuses the device or the file.`,
 		Example: "  outpost admin import-sync /media/usb/van-7.sync --out /media/usb/van-7.answer",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			data, err := datadir.ReadFileLimit(args[0], syncproto.MaxUploadSize)
+			data, err := readInput(args[0], syncproto.MaxUploadSize)
 			if err != nil {
-				return fmt.Errorf("reading %s: %w (a sync file is at most %d bytes)", args[0], err, syncproto.MaxUploadSize)
+				return err
 			}
 			cl, err := e.client(sf)
 			if err != nil {

@@ -12,7 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/offline"
+	"github.com/outpost-auth/outpost/site"
 	"github.com/spf13/cobra"
 )
 
@@ -59,10 +64,41 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	if isUsageError(err) || strings.HasPrefix(err.Error(), "unknown command ") || strings.HasPrefix(err.Error(), "required flag(s) ") {
+	return exitCode(err)
+}
+
+// exitCode is the one rule that gives an error without an explicit code its
+// exit code: usage errors 2; a signed file that is expired, not yet valid or
+// bound to another identity 3 (refused); any other signed or sealed file,
+// store or input that fails its integrity or bounds check 5; the rest 1.
+func exitCode(err error) int {
+	switch {
+	case isUsageError(err) || strings.HasPrefix(err.Error(), "unknown command ") || strings.HasPrefix(err.Error(), "required flag(s) "):
 		return ExitUsage
+	case errors.Is(err, artifact.ErrExpired), errors.Is(err, artifact.ErrNotYetValid), errors.Is(err, artifact.ErrWrongBound),
+		errors.Is(err, keys.ErrWrongPassphrase):
+		return ExitRefused
+	case errors.Is(err, artifact.ErrInvalid), errors.Is(err, artifact.ErrBadSig), errors.Is(err, artifact.ErrUnknownKey),
+		errors.Is(err, artifact.ErrTooLarge), errors.Is(err, datadir.ErrTooLarge), errors.Is(err, keys.ErrMalformedFile),
+		errors.Is(err, offline.ErrMalformed), errors.Is(err, offline.ErrCorrupt), errors.Is(err, site.ErrCorrupt), errors.Is(err, site.ErrBadPackage):
+		return ExitTampered
 	}
 	return ExitError
+}
+
+// readInput reads a file a command was given, bounded by limit: one rule for
+// every input file. A file that cannot be read (missing, unreadable) exits 1;
+// one over its size limit failed its bounds check and exits 5, like any
+// other file that fails its integrity check.
+func readInput(path string, limit int64) ([]byte, error) {
+	b, err := datadir.ReadFileLimit(path, limit)
+	switch {
+	case errors.Is(err, datadir.ErrTooLarge):
+		return nil, withCode(ExitTampered, err)
+	case err != nil:
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return b, nil
 }
 
 type usageError struct{ error }
@@ -115,7 +151,27 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 	}
 	usageArgs(root)
 	groupExamples(root)
+	unknownSubcommands(root)
 	return root
+}
+
+// unknownSubcommands makes a group (a command that only holds others) print
+// its help when called alone, and refuse an unknown subcommand with exit 2,
+// as the root does (cobra would print the help and exit 0).
+func unknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		unknownSubcommands(sub)
+	}
+	if c.Runnable() || !c.HasSubCommands() || !c.HasParent() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{fmt.Errorf("unknown command %q for %q (see '%s --help')", args[0], cmd.CommandPath(), cmd.CommandPath())}
+		}
+		return cmd.Help()
+	}
 }
 
 // groupExamples gives a command that only groups others (and has no Example

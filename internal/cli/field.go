@@ -132,9 +132,9 @@ serial) for the same token. A refused bundle changes nothing.`,
 		Example: "  outpost field import --data ./field alice.bundle",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			data, err := datadir.ReadFileLimit(args[0], offline.MaxBundleSize)
+			data, err := readInput(args[0], offline.MaxBundleSize)
 			if err != nil {
-				return withCode(ExitTampered, fmt.Errorf("%w: %w", offline.ErrTooLarge, err))
+				return err
 			}
 			s, err := e.openField(dir)
 			if err != nil {

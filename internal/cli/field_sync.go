@@ -235,9 +235,9 @@ Exactly what 'outpost field sync' does with the server's answer.`,
 		Example: "  outpost field apply-sync --data ./field /media/usb/van-7.answer",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			data, err := datadir.ReadFileLimit(args[0], syncproto.MaxResponseSize)
+			data, err := readInput(args[0], syncproto.MaxResponseSize)
 			if err != nil {
-				return withCode(ExitTampered, fmt.Errorf("reading %s: %w", args[0], err))
+				return err
 			}
 			s, err := e.openField(dir)
 			if err != nil {
@@ -266,6 +266,7 @@ Exactly what 'outpost field sync' does with the server's answer.`,
 
 func (e *env) fieldEnrolCmd() *cobra.Command {
 	var dir, code string
+	var asJSON bool
 	var tg syncTarget
 	c := &cobra.Command{
 		Use:   "enrol --data FDIR --server URL --code CODE",
@@ -294,12 +295,16 @@ expires (default 24 hours).`,
 				}
 				return err
 			}
+			if asJSON {
+				return e.printJSON(map[string]any{"device": s.DeviceID(), "key_id": keys.KeyID(s.DevicePublicKey()), "enrolled": true})
+			}
 			fmt.Fprintf(e.stdout, "Device %s enrolled with key %s; sync with 'outpost field sync --data %s'.\n", s.DeviceID(), keys.KeyID(s.DevicePublicKey()), dir)
 			return nil
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
 	c.Flags().StringVar(&code, "code", "", "the one-time enrolment code (required)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	tg.register(c)
 	_ = c.MarkFlagRequired("data")
 	_ = c.MarkFlagRequired("code")

@@ -136,8 +136,15 @@ func TestFieldSyncCommands(t *testing.T) {
 	pdir := filepath.Join(tmp, "phone")
 	mustRun(t, nil, "field", "init", "--data", pdir, "--server-key", filepath.Join(tmp, "server.pub"), "--device-id", "phone-9")
 	expectCode(t, cli.ExitRefused, nil, "field", "enrol", "--data", pdir, "--server", url, "--code", "AAAA-BBBB")
-	r = mustRun(t, nil, "field", "enrol", "--data", pdir, "--server", url, "--code", enrol.Code)
+	r = mustRun(t, nil, "field", "enrol", "--data", pdir, "--server", url, "--code", enrol.Code, "--json")
 	notLeaked(t, r, enrol.Code)
+	var enrolled struct {
+		Device   string `json:"device"`
+		Enrolled bool   `json:"enrolled"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &enrolled); err != nil || enrolled.Device != "phone-9" || !enrolled.Enrolled {
+		t.Fatalf("field enrol --json: %v\n%s", err, r)
+	}
 	mustRun(t, nil, "field", "sync", "--data", pdir)
 	if out := admin("device", "list").stdout; !strings.Contains(out, "phone-9") || !strings.Contains(out, "van-7") {
 		t.Fatalf("device list:\n%s", out)

@@ -302,7 +302,7 @@ epoch, creation time and fingerprint. The secret itself is printed only with
   outpost keys inspect tech-042.key --qr`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			data, err := datadir.ReadFileLimit(args[0], keys.MaxSealedFileSize)
+			data, err := readInput(args[0], keys.MaxSealedFileSize)
 			if err != nil {
 				return err
 			}

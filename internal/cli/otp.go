@@ -19,17 +19,26 @@ Aegis read), such as the one 'outpost keys inspect --show-secret' prints.`,
   outpost otp qr "$URI" --png enrol.png`,
 	}
 	var asJSON bool
+	var counter int64
 	code := &cobra.Command{
-		Use:   "code URI",
+		Use:   "code URI [--counter N]",
 		Short: "Print the current code of an otpauth URI (what an authenticator app shows)",
 		Long: `Print the code an authenticator app holding URI shows now (TOTP), or the code
-for the URI's counter (HOTP). With --json, also the TOTP time step.`,
-		Example: `  outpost otp code 'otpauth://totp/Outpost:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP'`,
-		Args:    cobra.ExactArgs(1),
+for the URI's counter (HOTP; --counter N for the code after N presses).
+With --json, also the TOTP time step.`,
+		Example: `  outpost otp code 'otpauth://totp/Outpost:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP'
+  outpost otp code --counter 3 "$(cat alice.uri)"`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			k, err := otp.ParseURI(args[0])
 			if err != nil {
 				return usageError{err}
+			}
+			if counter >= 0 {
+				if k.Type != otp.TypeHOTP {
+					return usageError{fmt.Errorf("--counter is for HOTP URIs; this one is %s", k.Type)}
+				}
+				k.Counter = uint64(counter)
 			}
 			now := e.now()
 			s, err := k.Generate(k.Secret, k.Counter, now)
@@ -48,6 +57,7 @@ for the URI's counter (HOTP). With --json, also the TOTP time step.`,
 		},
 	}
 	code.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	code.Flags().Int64Var(&counter, "counter", -1, "HOTP: the counter to compute (default: the URI's)")
 	var png string
 	var size int
 	qrc := &cobra.Command{

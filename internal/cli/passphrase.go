@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"os"
@@ -61,7 +62,7 @@ func (p passphraseSource) read(confirm bool) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading passphrase: %w", err)
 		}
-		if !bytes.Equal(b, b2) {
+		if subtle.ConstantTimeCompare(b, b2) != 1 {
 			return nil, errors.New("the two passphrases differ; nothing was written")
 		}
 	}

@@ -104,6 +104,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
+	// A first start initialises the directory and keeps the new master key:
+	// the passphrase is asked for once (and repeated), not again to unseal.
+	var m *keys.Master
 	if !datadir.Initialised(f.data.dir) {
 		var pass []byte
 		if !f.insecure {
@@ -112,17 +115,20 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 				return err
 			}
 		}
-		if _, err := datadir.Init(f.data.dir, pass, f.insecure, e.now()); err != nil {
+		var err error
+		if m, err = datadir.Init(f.data.dir, pass, f.insecure, e.now()); err != nil {
 			return err
 		}
+		clear(pass)
 		if f.insecure {
 			e.warnUnsealed()
 		}
 		logger.Info("initialised data directory", "data", f.data.dir)
-	}
-	m, err := e.openMaster(f.data)
-	if err != nil {
-		return err
+	} else {
+		var err error
+		if m, err = e.openMaster(f.data); err != nil {
+			return err
+		}
 	}
 	dsn := f.database
 	if dsn == "" {

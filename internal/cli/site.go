@@ -48,13 +48,7 @@ func siteErr(err error) error {
 	return err
 }
 
-func readArtifactFile(path string) ([]byte, error) {
-	b, err := datadir.ReadFileLimit(path, site.MaxPackageSize)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	return b, nil
-}
+func readArtifactFile(path string) ([]byte, error) { return readInput(path, site.MaxPackageSize) }
 
 func (e *env) siteInitCmd() *cobra.Command {
 	var dir, siteID, serverKey, passFile string

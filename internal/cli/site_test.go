@@ -100,7 +100,7 @@ func TestSiteCommandsEndToEnd(t *testing.T) {
 		code int
 		args []string
 	}{
-		{1, []string{"--site", "cab-18", "--passphrase-file", f.pkgPass}}, // bound to another site
+		{3, []string{"--site", "cab-18", "--passphrase-file", f.pkgPass}}, // bound to another site: refused, as a bundle for another device is
 		{3, []string{"--site", "cab-17", "--passphrase-file", wrongPass}},
 		{2, []string{"--site", "bad/id", "--passphrase-file", f.pkgPass}},
 	} {

@@ -174,8 +174,12 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return syncDir(filepath.Dir(path))
 }
 
-// ReadFileLimit reads at most limit bytes of path and fails if it is larger,
-// so that no file can make Outpost allocate without bound.
+// ErrTooLarge is ReadFileLimit's error for a file over its limit.
+var ErrTooLarge = errors.New("file too large")
+
+// ReadFileLimit reads at most limit bytes of path and fails if it is larger
+// (an error wrapping ErrTooLarge), so that no file can make Outpost allocate
+// without bound.
 func ReadFileLimit(path string, limit int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -187,14 +191,14 @@ func ReadFileLimit(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	if st.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, larger than the %d bytes allowed for this kind of file", path, st.Size(), limit)
+		return nil, fmt.Errorf("%w: %s is %d bytes, larger than the %d bytes allowed for this kind of file", ErrTooLarge, path, st.Size(), limit)
 	}
 	buf, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
 	}
 	if int64(len(buf)) > limit {
-		return nil, fmt.Errorf("%s grew past %d bytes while being read", path, limit)
+		return nil, fmt.Errorf("%w: %s grew past %d bytes while being read", ErrTooLarge, path, limit)
 	}
 	return buf, nil
 }

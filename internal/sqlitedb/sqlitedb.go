@@ -10,14 +10,23 @@ package sqlitedb
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// Open opens (creating if needed) the SQLite database at path.
+// Open opens (creating if needed) the SQLite database at path. A new file is
+// created with mode 0600 (it holds secrets and replay state), and an existing
+// one that group or others may read is tightened to 0600 with its -wal and
+// -shm files (SQLite gives new ones the database file's mode).
 func Open(path string) (*sql.DB, error) {
+	if err := private(path); err != nil {
+		return nil, err
+	}
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)"} {
 		q.Add("_pragma", p)
@@ -32,4 +41,31 @@ func Open(path string) (*sql.DB, error) {
 		return nil, fmt.Errorf("sqlite: opening %s: %w (is the directory writable, and the file an Outpost database?)", path, err)
 	}
 	return db, nil
+}
+
+// FileMode is the mode of every Outpost SQLite file.
+const FileMode = 0o600
+
+// private creates path with FileMode when it does not exist, and takes
+// group's and others' permissions away from an existing database and its
+// -wal and -shm files.
+func private(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, FileMode)
+	if err != nil {
+		return fmt.Errorf("sqlite: opening %s: %w", path, err)
+	}
+	f.Close()
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil && fi.Mode().Perm()&0o077 != 0 {
+			err = os.Chmod(p, fi.Mode().Perm()&0o700)
+		}
+		if err != nil {
+			return fmt.Errorf("sqlite: making %s private (mode 0600): %w", p, err)
+		}
+	}
+	return nil
 }
