@@ -6,11 +6,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/cli"
+	"github.com/outpost-auth/outpost/internal/proctest"
 )
 
 // pyotpAt returns the codes of an otpauth URI at HOTP counters, from the real pyotp.
@@ -40,37 +40,7 @@ func TestFieldEndToEndWithServer(t *testing.T) {
 	data := filepath.Join(tmp, "data")
 	ready := filepath.Join(tmp, "ready")
 	srv := exec.Command(outpostBin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--plaintext", "--dev-insecure-unsealed", "--ready-file", ready)
-	var logs strings.Builder
-	srv.Stdout, srv.Stderr = &logs, &logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Wait() }()
-	t.Cleanup(func() {
-		_ = srv.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = srv.Process.Kill()
-		}
-	})
-	var url string
-	for deadline := time.Now().Add(60 * time.Second); url == ""; {
-		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
-			url = strings.TrimSpace(string(b))
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("server exited: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	url := proctest.Start(t, srv).WaitFile(t, ready)
 	env := []string{"OUTPOST_SERVER=" + url}
 	auth := []string{"--token-file", filepath.Join(data, "admin.token")}
 	admin := func(args ...string) runResult {

@@ -6,11 +6,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/outpost-auth/outpost/internal/cli"
+	"github.com/outpost-auth/outpost/internal/proctest"
 )
 
 // startServe runs 'outpost serve' on a fresh plaintext loopback port and
@@ -21,35 +20,7 @@ func startServe(t *testing.T) (string, string) {
 	data := filepath.Join(tmp, "data")
 	ready := filepath.Join(tmp, "ready")
 	srv := exec.Command(outpostBin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--plaintext", "--dev-insecure-unsealed", "--ready-file", ready)
-	var logs strings.Builder
-	srv.Stdout, srv.Stderr = &logs, &logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Wait() }()
-	t.Cleanup(func() {
-		_ = srv.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = srv.Process.Kill()
-		}
-	})
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
-			return strings.TrimSpace(string(b)), data
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("server exited: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server did not start:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return proctest.Start(t, srv).WaitFile(t, ready), data
 }
 
 // TestFieldSyncCommands: registration, sync both ways, the air-gapped file,

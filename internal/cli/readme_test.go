@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"os/exec"
@@ -9,10 +8,9 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/outpost-auth/outpost/internal/proctest"
 )
 
 // readmeBlocks returns the ```sh blocks of the README's "Five-minute tour"
@@ -92,35 +90,14 @@ func TestReadmeTour(t *testing.T) {
 		t.Fatalf("block 1 before serve: %v\n%s", err, out)
 	}
 	srv.Dir, srv.Env = dir, env
-	var logs lockedBuffer
-	srv.Stdout, srv.Stderr = &logs, &logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Wait() }()
-	t.Cleanup(func() {
-		_ = srv.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = srv.Process.Kill()
-		}
-	})
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+	server := proctest.Start(t, srv)
+	server.WaitFor(t, "listening on port "+port, func() bool {
+		c, err := net.Dial("tcp", "127.0.0.1:"+port)
+		if err == nil {
 			c.Close()
-			break
 		}
-		select {
-		case err := <-done:
-			t.Fatalf("the server of block 1 exited: %v\n%s", err, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server of block 1 did not start:\n%s", logs.String())
-		}
-	}
+		return err == nil
+	})
 
 	// The other blocks, as one shell session.
 	var script strings.Builder
@@ -130,7 +107,7 @@ func TestReadmeTour(t *testing.T) {
 	}
 	out, err := runBash(dir, env, script.String())
 	if err != nil {
-		t.Fatalf("the tour failed: %v\n%s\nserver log:\n%s", err, out, logs.String())
+		t.Fatalf("the tour failed: %v\n%s\nserver log:\n%s", err, out, server.Logs.String())
 	}
 	// What the tour says happens, happens.
 	for _, want := range []string{
@@ -174,22 +151,4 @@ func runBash(dir string, env []string, script string) (string, error) {
 	cmd.Stdin = strings.NewReader("")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
-}
-
-// lockedBuffer is a bytes.Buffer that a process writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

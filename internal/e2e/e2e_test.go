@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/apiclient"
+	"github.com/outpost-auth/outpost/internal/proctest"
 	"github.com/outpost-auth/outpost/internal/store/storetest"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -56,27 +57,9 @@ type server struct {
 	cmd    *exec.Cmd
 	dir    string
 	url    string
-	logs   *lockedBuffer
+	logs   *proctest.Buffer
 	done   chan error
 	client *apiclient.Client
-}
-
-// lockedBuffer collects a process's output while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startServer(t *testing.T, dir string, extra ...string) *server {
@@ -85,7 +68,7 @@ func startServer(t *testing.T, dir string, extra ...string) *server {
 	args := append([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--ready-file", ready}, extra...)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "OUTPOST_PASSPHRASE="+passphrase)
-	logs := &lockedBuffer{}
+	logs := &proctest.Buffer{}
 	cmd.Stderr, cmd.Stdout = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

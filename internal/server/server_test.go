@@ -19,6 +19,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/proctest"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -28,25 +29,8 @@ import (
 var (
 	secretsMu sync.Mutex
 	secrets   []string
-	logBuf    syncBuffer
+	logBuf    proctest.Buffer
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func remember(s ...string) {
 	secretsMu.Lock()
