@@ -17,10 +17,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() {
-	adminCommands = append(adminCommands, (*env).adminUserCmd, (*env).adminTokenCmd, (*env).adminAPIClientCmd,
-		(*env).adminVerifyCmd, (*env).adminAuditCmd)
-}
 
 // Environment variables the admin commands read.
 const (

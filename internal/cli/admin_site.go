@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { adminCommands = append(adminCommands, (*env).adminSiteCmd) }
 
 const adminSiteNote = `
 These commands work on the server data directory (--data DIR) directly, where

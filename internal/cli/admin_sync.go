@@ -19,9 +19,6 @@ import (
 )
 
 // Administration of field devices and the air-gapped sync path (docs/sync.md).
-func init() {
-	adminCommands = append(adminCommands, (*env).adminDeviceCmd, (*env).adminImportSyncCmd)
-}
 
 func (e *env) adminDeviceCmd() *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Register, list, inspect and revoke field devices; create enrolment codes"}

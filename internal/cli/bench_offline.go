@@ -28,7 +28,6 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-func init() { benchCommands = append(benchCommands, (*env).benchOfflineCmd) }
 
 // benchOfflineResult is what 'outpost bench offline --json' prints.
 type benchOfflineResult struct {

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { benchCommands = append(benchCommands, (*env).benchSyncCmd) }
 
 func (e *env) benchSyncCmd() *cobra.Command {
 	cfg := benchsync.Defaults

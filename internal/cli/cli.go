@@ -140,15 +140,20 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.groupCmd(adminGroup), e.groupCmd(benchGroup))
-	for _, add := range topCommands {
-		root.AddCommand(add(e))
-	}
-	for _, sub := range root.Commands() {
-		for _, add := range subCommands[sub.Name()] {
-			sub.AddCommand(add(e))
-		}
-	}
+	// The command tree, wired here and nowhere else.
+	admin := &cobra.Command{Use: "admin", Short: "Administer a running Outpost server (users, tokens, sites, offline bundles)",
+		Long: `Administrative commands. Those that talk to a server find it with --server URL
+(or $OUTPOST_SERVER), authenticate with --token-file FILE (or $OUTPOST_TOKEN),
+and trust its CA with --cacert FILE.`, Example: "  outpost admin --help"}
+	admin.AddCommand(e.adminUserCmd(), e.adminTokenCmd(), e.adminAPIClientCmd(), e.adminVerifyCmd(), e.adminAuditCmd(),
+		e.adminOfflineCmd(), e.adminSiteCmd(), e.adminDeviceCmd(), e.adminImportSyncCmd())
+	bench := &cobra.Command{Use: "bench", Short: "Measure Outpost on this machine and print a table",
+		Long: `Benchmarks that compare Outpost side by side with a baseline measured in the
+same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
+because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, Example: "  outpost bench --help"}
+	bench.AddCommand(e.benchOnlineCmd(), e.benchOfflineCmd(), e.benchSyncCmd(), e.benchSiteCmd())
+	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.serveCmd(), e.auditCmd(),
+		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), admin, bench)
 	usageArgs(root)
 	groupExamples(root)
 	unknownSubcommands(root)
@@ -208,44 +213,6 @@ func usageArgs(c *cobra.Command) {
 	}
 }
 
-// Command registries: a file of this package that adds a command appends its
-// constructor in an init function, so that files owned by different work
-// never edit one shared list.
-var (
-	// topCommands are top-level commands (serve, field, site, audit, ...).
-	topCommands []func(*env) *cobra.Command
-	// adminCommands are children of 'outpost admin' (user, token, site, offline, ...).
-	adminCommands []func(*env) *cobra.Command
-	// benchCommands are children of 'outpost bench' (online, offline, sync, site).
-	benchCommands []func(*env) *cobra.Command
-	// subCommands adds children to a top-level command defined in another
-	// file, by its name (e.g. "field": the sync commands).
-	subCommands = map[string][]func(*env) *cobra.Command{}
-)
-
-type group struct {
-	use, short, long, example string
-	children                  *[]func(*env) *cobra.Command
-}
-
-var (
-	adminGroup = group{use: "admin", short: "Administer a running Outpost server (users, tokens, sites, offline bundles)",
-		long: `Administrative commands. Those that talk to a server find it with --server URL
-(or $OUTPOST_SERVER), authenticate with --token-file FILE (or $OUTPOST_TOKEN),
-and trust its CA with --cacert FILE.`, example: "  outpost admin --help", children: &adminCommands}
-	benchGroup = group{use: "bench", short: "Measure Outpost on this machine and print a table",
-		long: `Benchmarks that compare Outpost side by side with a baseline measured in the
-same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
-because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, example: "  outpost bench --help", children: &benchCommands}
-)
-
-func (e *env) groupCmd(g group) *cobra.Command {
-	c := &cobra.Command{Use: g.use, Short: g.short, Long: g.long, Example: g.example}
-	for _, add := range *g.children {
-		c.AddCommand(add(e))
-	}
-	return c
-}
 
 func (e *env) versionCmd() *cobra.Command {
 	var asJSON bool

@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { topCommands = append(topCommands, (*env).fieldCmd) }
 
 func (e *env) fieldCmd() *cobra.Command {
 	c := &cobra.Command{
@@ -31,7 +30,8 @@ Exit codes: 0 accepted, 3 refused (wrong, used or expired code, bundle for
 another device or out of date), 4 locked or wiped after failures, 5 a bundle
 or the local store failed its integrity check, 2 bad usage.`,
 	}
-	c.AddCommand(e.fieldInitCmd(), e.fieldImportCmd(), e.fieldVerifyCmd(false), e.fieldVerifyCmd(true), e.fieldStatusCmd())
+	c.AddCommand(e.fieldInitCmd(), e.fieldImportCmd(), e.fieldVerifyCmd(false), e.fieldVerifyCmd(true), e.fieldStatusCmd(),
+		e.fieldSyncCmd(), e.fieldExportSyncCmd(), e.fieldApplySyncCmd(), e.fieldEnrolCmd(), e.fieldLoginCmd())
 	return c
 }
 

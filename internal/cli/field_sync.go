@@ -18,10 +18,6 @@ import (
 )
 
 // Sync commands of a field device (docs/sync.md): children of 'outpost field'.
-func init() {
-	subCommands["field"] = append(subCommands["field"], (*env).fieldSyncCmd, (*env).fieldExportSyncCmd,
-		(*env).fieldApplySyncCmd, (*env).fieldEnrolCmd, (*env).fieldLoginCmd)
-}
 
 // syncExit maps sync errors to exit codes: 5 when a log or store does not
 // match (tampering or a restored store), 3 when the server refuses this

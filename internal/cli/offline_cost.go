@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { topCommands = append(topCommands, (*env).offlineCmd) }
 
 func (e *env) offlineCmd() *cobra.Command {
 	c := &cobra.Command{

@@ -23,7 +23,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { topCommands = append(topCommands, (*env).serveCmd) }
 
 type serveFlags struct {
 	data                dataFlags
