@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 // Environment variables the admin commands read.
 const (
 	ServerEnv = "OUTPOST_SERVER"

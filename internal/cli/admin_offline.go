@@ -14,7 +14,6 @@ import (
 	"golang.org/x/term"
 )
 
-
 func (e *env) adminOfflineCmd() *cobra.Command {
 	c := &cobra.Command{Use: "offline", Short: "Issue offline bundles (hash lists) for field devices"}
 	var sf serverFlags

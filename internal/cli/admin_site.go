@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 const adminSiteNote = `
 These commands work on the server data directory (--data DIR) directly, where
 the master key is: the server has no site API yet (a server endpoint can wrap

@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 func (e *env) auditCmd() *cobra.Command {
 	c := &cobra.Command{Use: "audit", Short: "Check the server's hash-chained audit log"}
 	var dir, dsn string

@@ -28,7 +28,6 @@ import (
 	"golang.org/x/crypto/argon2"
 )
 
-
 // benchOfflineResult is what 'outpost bench offline --json' prints.
 type benchOfflineResult struct {
 	KDF        cost.KDF `json:"kdf"`

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 func (e *env) benchOnlineCmd() *cobra.Command {
 	var cfg benchonline.Config
 	var pg string

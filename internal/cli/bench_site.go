@@ -10,7 +10,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 // siteTarget is issue 6's goal for derive + verify on one core.
 const siteTarget = 200000
 

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 func (e *env) benchSyncCmd() *cobra.Command {
 	cfg := benchsync.Defaults
 	var pg string

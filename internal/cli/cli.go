@@ -213,7 +213,6 @@ func usageArgs(c *cobra.Command) {
 	}
 }
 
-
 func (e *env) versionCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{

@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 func (e *env) fieldCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "field",

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 func (e *env) offlineCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "offline",

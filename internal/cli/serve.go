@@ -23,7 +23,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 type serveFlags struct {
 	data                dataFlags
 	listen, database    string

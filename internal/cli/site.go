@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-
 func (e *env) siteCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "site",
