@@ -17,7 +17,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/keys"
 )
 
-var updateVectors = flag.Bool("update-vectors", false, "regenerate testdata vectors")
+var update = flag.Bool("update", false, "regenerate testdata vectors")
 
 // testSigner is deterministic: master bytes 0x00..0x1f, epoch 0 (or another).
 func testSigner(t testing.TB, epoch uint32) *keys.Signer {
@@ -408,7 +408,7 @@ func rawEnvelopeWithSig(data []byte, edit func([]byte)) []byte {
 }
 
 func TestArtifactVectors(t *testing.T) {
-	if *updateVectors {
+	if *update {
 		generateArtifactVectors(t)
 		writeFuzzSeeds(t)
 	}
@@ -442,7 +442,7 @@ func TestArtifactVectors(t *testing.T) {
 	}
 	for name := range table {
 		if !seen[name] {
-			t.Errorf("testdata/%s missing (go test ./internal/artifact -run TestArtifactVectors -update-vectors)", name)
+			t.Errorf("testdata/%s missing (go test ./internal/artifact -run TestArtifactVectors -update)", name)
 		}
 	}
 }

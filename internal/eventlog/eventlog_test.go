@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-var updateVectors = flag.Bool("update-vectors", false, "rewrite the fuzz seed corpus")
+var update = flag.Bool("update", false, "rewrite the fuzz seed corpus")
 
 var base = time.Date(2026, 5, 1, 8, 0, 0, 0, time.UTC)
 
@@ -369,8 +369,8 @@ func encodeEntries(es []Entry) []byte {
 }
 
 func TestWriteFuzzCorpus(t *testing.T) {
-	if !*updateVectors {
-		t.Skip("only with -update-vectors")
+	if !*update {
+		t.Skip("only with -update")
 	}
 	dir := filepath.Join("testdata", "fuzz", "FuzzVerifyChain")
 	os.MkdirAll(dir, 0o755)

@@ -24,10 +24,10 @@ import (
 	"testing"
 )
 
-// -update-vectors regenerates the checked-in vectors in testdata. Never run it
+// -update regenerates the checked-in vectors in testdata. Never run it
 // to make a failing test pass: a changed vector means every key derived in the
 // field changed.
-var updateVectors = flag.Bool("update-vectors", false, "regenerate testdata vectors (changes frozen known answers!)")
+var update = flag.Bool("update", false, "regenerate testdata vectors (changes frozen known answers!)")
 
 // testSecret is the master key of every known-answer vector: bytes 0x00..0x1f.
 func testSecret() []byte {
@@ -126,7 +126,7 @@ func writeJSON(t testing.TB, path string, v any) {
 
 func TestDeriveVectors(t *testing.T) {
 	path := filepath.Join("testdata", "derive_vectors.json")
-	if *updateVectors {
+	if *update {
 		cases := deriveCases()
 		for i, c := range cases {
 			secret, _ := hex.DecodeString(c.Secret)
@@ -314,7 +314,7 @@ var keyIDFormat = regexp.MustCompile(`^ed25519:[0-9a-f]{16}$`)
 func TestSignerVectors(t *testing.T) {
 	m, _ := MasterFromBytes(testSecret())
 	path := filepath.Join("testdata", "signer_vectors.json")
-	if *updateVectors {
+	if *update {
 		var vs []signerVector
 		for _, e := range []uint32{0, 1, 2, 4294967295} {
 			s := m.Signer(e)

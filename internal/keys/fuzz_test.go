@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-// Seed corpora live in testdata/fuzz/FuzzName/. -update-vectors rewrites
+// Seed corpora live in testdata/fuzz/FuzzName/. -update rewrites
 // them from the good_* and fail_* vectors (see writeCorpus).
 
 // writeCorpus writes one seed file in the go test fuzz v1 format.
@@ -28,8 +28,8 @@ func writeCorpus(t testing.TB, fuzzName, name string, data []byte) {
 }
 
 func TestWriteFuzzCorpus(t *testing.T) {
-	if !*updateVectors {
-		t.Skip("only with -update-vectors")
+	if !*update {
+		t.Skip("only with -update")
 	}
 	files, _ := filepath.Glob(filepath.Join("testdata", "*_*.json"))
 	for _, f := range files {

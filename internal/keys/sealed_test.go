@@ -349,7 +349,7 @@ func vectorTable() map[string]vectorWant {
 	return m
 }
 
-// generateVectors writes testdata/good_* and fail_*. Only with -update-vectors.
+// generateVectors writes testdata/good_* and fail_*. Only with -update.
 func generateVectors(t *testing.T) {
 	write := func(name string, b []byte) {
 		if err := os.WriteFile(filepath.Join("testdata", name), b, 0o644); err != nil {
@@ -432,7 +432,7 @@ func generateVectors(t *testing.T) {
 }
 
 func TestVectors(t *testing.T) {
-	if *updateVectors {
+	if *update {
 		generateVectors(t)
 	}
 	table := vectorTable()
@@ -446,7 +446,7 @@ func TestVectors(t *testing.T) {
 	}
 	for name := range table {
 		if !slices.Contains(names, name) {
-			t.Errorf("testdata/%s is missing (run go test ./internal/keys -run TestVectors -update-vectors once)", name)
+			t.Errorf("testdata/%s is missing (run go test ./internal/keys -run TestVectors -update once)", name)
 		}
 	}
 	for _, name := range names {
