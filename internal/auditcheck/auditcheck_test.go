@@ -3,6 +3,8 @@ package auditcheck
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -178,7 +180,16 @@ func TestOpenRefuses(t *testing.T) {
 		want error
 	}{
 		{"signed by another key", sign(attacker, good), artifact.ErrUnknownKey},
-		{"a byte of the payload changed", bytes.Replace(valid, []byte(`"payload":"`), []byte(`"payload":"X`), 1), artifact.ErrInvalid},
+		// The attacker's own signature under the server's key id.
+		{"signed by another key under the server's key id", editEnvelope(t, valid, func(env map[string]any, payload []byte) {
+			msg := append([]byte("outpost-artifact-v1\x00"+server.KeyID+"\x00"), payload...)
+			env["sig"] = attacker.Sign(msg)
+		}), artifact.ErrBadSig},
+		// A checkpoint moved back to an earlier seq, to cover a cut.
+		{"the signed seq changed", editEnvelope(t, valid, func(env map[string]any, payload []byte) {
+			env["payload"] = bytes.Replace(payload, []byte(`"seq":10`), []byte(`"seq":7`), 1)
+		}), artifact.ErrBadSig},
+		{"not base64", bytes.Replace(valid, []byte(`"payload":"`), []byte(`"payload":"!`), 1), artifact.ErrInvalid},
 		{"another artifact type", otherType, artifact.ErrWrongType},
 		{"seq 0", sign(server, modify(good, func(c *Checkpoint) { c.Seq, c.Count = 0, 0 })), ErrInvalid},
 		{"count differs from seq", sign(server, modify(good, func(c *Checkpoint) { c.Count = 9 })), ErrInvalid},
@@ -199,4 +210,24 @@ func TestOpenRefuses(t *testing.T) {
 	if err != nil || s.Seq != 10 || !s.Header.IssuedAt.Equal(t0) {
 		t.Fatalf("the valid checkpoint: %+v %v", s, err)
 	}
+}
+
+// editEnvelope decodes an artifact's envelope, lets edit change it (and see
+// the payload), and encodes it again.
+func editEnvelope(t *testing.T, data []byte, edit func(env map[string]any, payload []byte)) []byte {
+	t.Helper()
+	var env map[string]any
+	if err := json.Unmarshal(data, &env); err != nil {
+		t.Fatal(err)
+	}
+	payload, err := base64.StdEncoding.DecodeString(env["payload"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(env, payload)
+	out, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -124,3 +124,22 @@ func TestAuditVerifyCheckpointArgs(t *testing.T) {
 	expectCode(t, cli.ExitUsage, nil, "audit", "verify", "--database", l.dsn, "--checkpoint", l.checkpoint)
 	expectCode(t, cli.ExitError, nil, "audit", "verify", "--database", l.dsn, "--server-key", l.pub, "--checkpoint", t.TempDir())
 }
+
+// TestServeCheckpointFlags: a schedule that would sign continuously, or a
+// negative count, is a usage error before anything is initialised.
+func TestServeCheckpointFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--audit-checkpoint-every", "10ms"},
+		{"--audit-checkpoint-every", "-1m"},
+		{"--audit-checkpoint-keep", "-1"},
+	} {
+		dir := filepath.Join(t.TempDir(), "data")
+		r := expectCode(t, cli.ExitUsage, nil, append([]string{"serve", "--data", dir, "--dev-insecure-unsealed", "--plaintext", "--listen", "127.0.0.1:0"}, args...)...)
+		if !strings.Contains(r.stderr, args[0]) {
+			t.Fatalf("%v: the error does not name the flag: %s", args, r)
+		}
+		if _, err := os.Stat(dir); err == nil {
+			t.Fatalf("%v: the data directory was initialised anyway", args)
+		}
+	}
+}
