@@ -126,17 +126,26 @@ func checkpointSummary(rep audit.Report, cps []namedCheckpoint) string {
 		return ""
 	}
 	if !rep.OK {
-		for _, c := range cps {
-			if c.Seq >= rep.BrokenAt {
-				return fmt.Sprintf("; it contradicts checkpoint %s (seq %d, signed %s): the log was rewritten or cut after that checkpoint was taken",
-					c.file, c.Seq, c.Header.IssuedAt.Format(time.RFC3339))
-			}
+		if c := contradicted(rep, cps); c != nil {
+			return fmt.Sprintf("; it contradicts checkpoint %s (seq %d, signed %s): the log was rewritten or cut after that checkpoint was taken",
+				c.file, c.Seq, c.Header.IssuedAt.Format(time.RFC3339))
 		}
 		return ""
 	}
 	newest := slices.MaxFunc(cps, func(a, b namedCheckpoint) int { return cmp.Compare(a.Seq, b.Seq) })
 	return fmt.Sprintf("; %d checkpoint(s) hold, the newest (%s, signed %s) vouches for entries 1..%d; %d later entries are not anchored yet",
 		len(cps), newest.file, newest.Header.IssuedAt.Format(time.RFC3339), newest.Seq, rep.Entries-newest.Seq)
+}
+
+// contradicted is the first checkpoint at or after the break: the one the log contradicts.
+func contradicted(rep audit.Report, cps []namedCheckpoint) *namedCheckpoint {
+	var hit *namedCheckpoint
+	for i, c := range cps {
+		if c.Seq >= rep.BrokenAt && (hit == nil || c.Seq < hit.Seq) {
+			hit = &cps[i]
+		}
+	}
+	return hit
 }
 
 func (e *env) adminAuditCheckpointCmd() *cobra.Command {
