@@ -90,8 +90,8 @@ func TestAuditVerifyCheckpoint(t *testing.T) {
 		}, cli.ExitTampered, "does not trust"},
 		{"checkpoint altered", func(t *testing.T, l anchoredLog) {
 			data, _ := os.ReadFile(l.checkpoint)
-			os.WriteFile(l.checkpoint, []byte(strings.Replace(string(data), `"payload":"`, `"payload":"e`, 1)), 0o600)
-		}, cli.ExitTampered, "checkpoint "},
+			os.WriteFile(l.checkpoint, []byte(strings.Replace(string(data), `"payload":"ey`, `"payload":"fy`, 1)), 0o600)
+		}, cli.ExitTampered, "signature does not verify"},
 	}
 	for engine, dsn := range engines {
 		for _, tc := range cases {
