@@ -118,38 +118,47 @@ func TestCheckpointCatchesWhatTheChainCannot(t *testing.T) {
 // TestNotaryRefusesToSignOverARewrite: once the server signed a head, it
 // never signs a later head of a log that no longer holds it.
 func TestNotaryRefusesToSignOverARewrite(t *testing.T) {
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, dsn string, st store.Store)
+		want   string
+	}{
+		{"rewritten before the checkpoint", func(t *testing.T, dsn string, st store.Store) { storetest.RewriteAudit(t, dsn, st, 3, `{"forged":1}`) }, "at seq 7"},
+		{"rewritten at the checkpoint", func(t *testing.T, dsn string, st store.Store) { storetest.RewriteAudit(t, dsn, st, 7, `{"forged":1}`) }, "at seq 7"},
+		{"cut before the checkpoint", func(t *testing.T, dsn string, _ store.Store) { storetest.TruncateAudit(t, dsn, 4) }, "ends before seq 7"},
+	}
 	for engine, newDSN := range engines() {
-		t.Run(engine, func(t *testing.T) {
-			ctx := context.Background()
-			dsn := newDSN(t)
-			st := storetest.Open(t, dsn)
-			n := &Notary{Store: st, Signer: newSigner(t), Now: fixedClock(t0)}
-			if _, err := n.Checkpoint(ctx); !errors.Is(err, ErrEmpty) {
-				t.Fatalf("empty log: %v, want ErrEmpty", err)
-			}
-			record(t, st, 5)
-			first, err := n.Checkpoint(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			again, err := n.Checkpoint(ctx)
-			if err != nil || !bytes.Equal(again.Bytes, first.Bytes) {
-				t.Fatalf("an unmoved head was signed again: %v", err)
-			}
-			record(t, st, 2)
-			second, err := n.Checkpoint(ctx)
-			if err != nil || second.Seq != 7 {
-				t.Fatalf("second checkpoint: seq %d, %v", second.Seq, err)
-			}
-			storetest.RewriteAudit(t, dsn, st, 3, `{"forged":1}`)
-			record(t, st, 1)
-			if _, err := n.Checkpoint(ctx); !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), "seq 7") {
-				t.Fatalf("signed over a rewrite: %v", err)
-			}
-			if latest, _ := n.Latest(); latest.Seq != 7 {
-				t.Fatalf("latest moved to %d after a refusal", latest.Seq)
-			}
-		})
+		for _, tc := range cases {
+			t.Run(engine+"/"+tc.name, func(t *testing.T) {
+				ctx := context.Background()
+				dsn := newDSN(t)
+				st := storetest.Open(t, dsn)
+				n := &Notary{Store: st, Signer: newSigner(t), Now: fixedClock(t0)}
+				if _, err := n.Checkpoint(ctx); !errors.Is(err, ErrEmpty) {
+					t.Fatalf("empty log: %v, want ErrEmpty", err)
+				}
+				record(t, st, 5)
+				first, err := n.Checkpoint(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if again, err := n.Checkpoint(ctx); err != nil || !bytes.Equal(again.Bytes, first.Bytes) {
+					t.Fatalf("an unmoved head was signed again: %v", err)
+				}
+				record(t, st, 2)
+				if second, err := n.Checkpoint(ctx); err != nil || second.Seq != 7 {
+					t.Fatalf("second checkpoint: seq %d, %v", second.Seq, err)
+				}
+				tc.tamper(t, dsn, st)
+				record(t, st, 1)
+				if _, err := n.Checkpoint(ctx); !errors.Is(err, ErrBroken) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("signed over it: %v, want ErrBroken with %q", err, tc.want)
+				}
+				if latest, _ := n.Latest(); latest.Seq != 7 {
+					t.Fatalf("latest moved to %d after a refusal", latest.Seq)
+				}
+			})
+		}
 	}
 }
 
