@@ -43,6 +43,14 @@ func newSigner(t testing.TB) *keys.Signer {
 	return m.Signer(0)
 }
 
+// newLog opens an empty store (with newDSN) and a notary over it.
+func newLog(t *testing.T, newDSN func(testing.TB) string) (string, store.Store, *Notary) {
+	t.Helper()
+	dsn := newDSN(t)
+	st := storetest.Open(t, dsn)
+	return dsn, st, &Notary{Store: st, Signer: newSigner(t), Now: fixedClock(t0)}
+}
+
 // record appends n audit entries.
 func record(t testing.TB, st store.Store, n int) {
 	t.Helper()
@@ -82,10 +90,8 @@ func TestCheckpointCatchesWhatTheChainCannot(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(engine+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
-				dsn := newDSN(t)
-				st := storetest.Open(t, dsn)
+				dsn, st, n := newLog(t, newDSN)
 				record(t, st, 10)
-				n := &Notary{Store: st, Signer: newSigner(t), Now: fixedClock(t0)}
 				cp, err := n.Checkpoint(ctx)
 				if err != nil || cp.Seq != 10 {
 					t.Fatalf("checkpoint: seq %d, %v", cp.Seq, err)
@@ -131,9 +137,7 @@ func TestNotaryRefusesToSignOverARewrite(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(engine+"/"+tc.name, func(t *testing.T) {
 				ctx := context.Background()
-				dsn := newDSN(t)
-				st := storetest.Open(t, dsn)
-				n := &Notary{Store: st, Signer: newSigner(t), Now: fixedClock(t0)}
+				dsn, st, n := newLog(t, newDSN)
 				if _, err := n.Checkpoint(ctx); !errors.Is(err, ErrEmpty) {
 					t.Fatalf("empty log: %v, want ErrEmpty", err)
 				}
