@@ -8,9 +8,11 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/clock"
@@ -38,6 +40,9 @@ const (
 	KeyExport       = "key.export"
 	BundleIssue     = "offline.bundle_issue"
 	FloorOverride   = "offline.floor_override"
+	// Checkpoint: an admin had the server sign a checkpoint of the log's head
+	// (internal/auditcheck); data holds its seq and hash.
+	Checkpoint = "audit.checkpoint"
 )
 
 // Log writes audit entries to a store.
@@ -73,34 +78,87 @@ func (l *Log) Accept(ctx context.Context, t store.Token, used int64, actor strin
 	return err
 }
 
+// Head is an entry of the log that a verifier holds from elsewhere (a signed
+// checkpoint, internal/auditcheck): its sequence number and hash.
+type Head struct {
+	Seq  uint64
+	Hash []byte
+}
+
 // Report is the result of [VerifyStore].
 type Report struct {
 	Entries  uint64 `json:"entries"`
 	OK       bool   `json:"ok"`
 	BrokenAt uint64 `json:"broken_at,omitempty"` // seq of the first bad entry
 	Problem  string `json:"problem,omitempty"`
+	// Anchored is the highest seq that a given head (checkpoint) vouches for.
+	Anchored uint64 `json:"anchored,omitempty"`
 }
 
 // VerifyStore recomputes the whole chain, page by page, and reports the first
-// broken link.
-func VerifyStore(ctx context.Context, s store.Store) (Report, error) {
+// broken link. Each of heads must be in the log exactly as given: that
+// catches what the chain alone cannot, a tail rewritten with every later hash
+// recomputed (the entry at the head's seq differs) or cut short (the log
+// ends before it).
+func VerifyStore(ctx context.Context, s store.Store, heads ...Head) (Report, error) {
+	r, _, err := verifyFrom(ctx, s, 0, heads)
+	return r, err
+}
+
+// VerifySince checks the log from h on: that h's entry is still there,
+// unchanged, and that every later entry chains on from it. It reads only
+// those entries, so that a notary can sign the next head without rereading
+// the log; a nil h checks the whole log. It returns the report (Entries
+// counts from the log's start) and, when the log is intact and not empty,
+// its last entry.
+func VerifySince(ctx context.Context, s store.Store, h *Head) (Report, *eventlog.Entry, error) {
+	if h == nil || h.Seq == 0 {
+		return verifyFrom(ctx, s, 0, nil)
+	}
+	return verifyFrom(ctx, s, h.Seq-1, []Head{*h})
+}
+
+// verifyFrom checks the entries after seq start (0: the whole log) and heads.
+func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) (Report, *eventlog.Entry, error) {
+	heads = slices.SortedFunc(slices.Values(heads), func(a, b Head) int { return cmp.Compare(a.Seq, b.Seq) })
+	r := Report{Entries: start}
 	var last *eventlog.Entry
-	var r Report
 	for {
-		page, err := s.ListAudit(ctx, r.Entries, 1000)
+		page, err := s.ListAudit(ctx, r.Entries, store.MaxListLimit)
 		if err != nil {
-			return r, err
+			return r, nil, err
 		}
 		if len(page) == 0 {
-			r.OK = true
-			return r, nil
+			break
+		}
+		if last == nil && start > 0 {
+			// The entry at start is not read: the first entry's hash,
+			// checked against a head, commits to its Prev.
+			last = &eventlog.Entry{Seq: start, Hash: page[0].Prev}
 		}
 		if i, err := eventlog.VerifyChain(last, page, nil); err != nil {
-			r.BrokenAt = r.Entries + uint64(i) + 1
-			r.Problem = err.Error()
-			return r, nil
+			return r.broken(i, err), nil, nil
+		}
+		for len(heads) > 0 && heads[0].Seq <= page[len(page)-1].Seq {
+			if i, err := eventlog.VerifyHead(last, page, heads[0].Seq, heads[0].Hash); err != nil {
+				return r.broken(i, err), nil, nil
+			}
+			r.Anchored, heads = heads[0].Seq, heads[1:]
 		}
 		r.Entries += uint64(len(page))
 		last = &page[len(page)-1]
 	}
+	if len(heads) > 0 {
+		h := heads[len(heads)-1].Seq
+		return r.broken(0, fmt.Errorf("%w: the log ends before seq %d, which a checkpoint holds: entries were cut from its end", eventlog.ErrBroken, h)), nil, nil
+	}
+	r.OK = true
+	return r, last, nil
+}
+
+// broken reports the problem err at index i of the page after r.Entries.
+func (r Report) broken(i int, err error) Report {
+	r.BrokenAt = r.Entries + uint64(i) + 1
+	r.Problem = err.Error()
+	return r
 }

@@ -458,6 +458,7 @@ func (e *env) adminAuditCmd() *cobra.Command {
 			text: table("entries", "seq", "time", "kind", "actor", "subject")}),
 		e.apiCmd(apiCall{use: "verify", short: "Ask the server to recompute the audit chain", example: "  outpost admin audit verify",
 			call: func(a []string) (string, string, any, error) { return "GET", "/v1/audit/verify", nil, nil }}),
+		e.adminAuditCheckpointCmd(),
 	)
 	return c
 }

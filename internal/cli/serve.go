@@ -34,6 +34,7 @@ type serveFlags struct {
 	enableNoop          bool
 	shutdownGrace       time.Duration
 	readyFile           string
+	checkpoints         checkpointExportFlags
 }
 
 func (e *env) serveCmd() *cobra.Command {
@@ -51,6 +52,8 @@ HTTPS is the default; clients trust DIR/tls/ca.pem. --plaintext serves HTTP and
 is accepted only on a loopback address. --database postgres://... uses
 PostgreSQL instead of SQLite; several servers sharing one PostgreSQL database
 (each with a copy of master.key) never accept one code twice.
+Every --audit-checkpoint-every it signs the audit log's head into
+DIR/audit-checkpoints (see 'outpost audit verify --checkpoint').
 SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 		Example: "  outpost serve --data ./outpost-data --listen 127.0.0.1:8443",
 		Args:    cobra.NoArgs,
@@ -74,6 +77,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.BoolVar(&f.enableNoop, "enable-noop", false, "add POST /v1/noop, the baseline handler of 'outpost bench online'")
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the listening URL to FILE once serving (for scripts and tests)")
 	_ = fl.MarkHidden("enable-noop")
+	f.checkpoints.register(c)
 	return c
 }
 
@@ -95,6 +99,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return usageError{errors.New("--tls-cert and --tls-key go together")}
+	}
+	if err := f.checkpoints.validate(); err != nil {
+		return err
 	}
 	level := slog.LevelInfo
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
@@ -146,6 +153,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err := e.bootstrapToken(ctx, srv, f.data.dir); err != nil {
 		return err
 	}
+	stopCheckpoints := f.checkpoints.start(ctx, f.data.dir, srv, logger)
+	defer stopCheckpoints()
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {

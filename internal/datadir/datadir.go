@@ -148,6 +148,21 @@ func syncDir(dir string) error {
 // rename (then syncs the directory): readers see the old or the new content,
 // never a mix, and the temporary file never outlives the call.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeViaTemp(path, data, perm, os.Rename)
+}
+
+// WriteFileAtomicNew is WriteFileAtomic for a file that must not exist yet:
+// the synced temporary file is hard-linked into place, which fails (with an
+// error matching fs.ErrExist) when path exists, so that it never overwrites
+// and readers never see a partial file.
+func WriteFileAtomicNew(path string, data []byte, perm os.FileMode) error {
+	return writeViaTemp(path, data, perm, os.Link)
+}
+
+// writeViaTemp writes data to a synced temporary file next to path, puts it
+// in place with place(tmp, path), syncs the directory, and removes the
+// temporary name.
+func writeViaTemp(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
@@ -168,7 +183,7 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := place(tmp.Name(), path); err != nil {
 		return err
 	}
 	return syncDir(filepath.Dir(path))

@@ -290,5 +290,26 @@ func TestWriteFileAtomic(t *testing.T) {
 	}
 }
 
+// TestWriteFileAtomicNew: a new file appears whole with its mode; an
+// existing one is never replaced, and no temporary file is left behind.
+func TestWriteFileAtomicNew(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "checkpoint")
+	withUmask(t, func() {
+		if err := WriteFileAtomicNew(p, []byte("first"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err := WriteFileAtomicNew(p, []byte("second"), 0o600); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second write: %v, want fs.ErrExist", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "first" || mode(t, p) != 0o600 {
+		t.Fatalf("content %q mode %o", b, mode(t, p))
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("%d files in the directory, want 1 (a temporary file left behind?)", len(entries))
+	}
+}
+
 // testNow stamps the key files the tests write: a fixed time, years ahead.
 var testNow = time.Date(2031, 5, 6, 7, 8, 9, 0, time.UTC)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/apitoken"
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/auditcheck"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -74,6 +75,8 @@ type Server struct {
 	jobs          jobs
 	// lastSerial is the last bundle serial this process gave (nextSerial).
 	lastSerial atomic.Uint64
+	// checkpoints signs the audit log's head (audit_checkpoint.go).
+	checkpoints *auditcheck.Notary
 }
 
 // nextSerial returns a bundle serial: the issue time in Unix microseconds,
@@ -119,6 +122,7 @@ func New(cfg Config) (*Server, error) {
 		svc: &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
 			Audit: al, Now: cfg.Now},
 	}
+	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Now: cfg.Now}
 	s.metrics = newMetrics(cfg.Registry)
 	s.bundleSlots = make(chan struct{}, 1)
 	s.bundleWorkers = make(chan struct{}, runtime.NumCPU())
