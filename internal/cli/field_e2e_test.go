@@ -62,7 +62,9 @@ func TestFieldEndToEndWithServer(t *testing.T) {
 	mustRun(t, nil, "keys", "export-public", "--data", data, "--out", filepath.Join(tmp, "server.pub"))
 
 	fdir := filepath.Join(tmp, "field")
-	mustRun(t, nil, "field", "init", "--data", fdir, "--server-key", filepath.Join(tmp, "server.pub"), "--device-id", "dev-7")
+	// A 4 s delay after a failure: long enough that the next process starts
+	// within it on a loaded machine.
+	mustRun(t, nil, "field", "init", "--data", fdir, "--server-key", filepath.Join(tmp, "server.pub"), "--device-id", "dev-7", "--delay", "4s")
 	mustRun(t, nil, "field", "import", "--data", fdir, bfile)
 	var st struct {
 		Tokens []struct {
@@ -80,9 +82,10 @@ func TestFieldEndToEndWithServer(t *testing.T) {
 	codes := pyotpAt(t, tok.URI, first, first+1, first+2)
 	mustRun(t, nil, "field", "verify", "--data", fdir, "--user", "alice", "--code", codes[0])
 	expectCode(t, cli.ExitRefused, nil, "field", "verify", "--data", fdir, "--user", "alice", "--code", codes[0])
-	// The replay was a failure: the next attempt waits the default 1 s.
+	// The replay was a failure: the next attempt waits 4 s.
+	failed := time.Now()
 	expectCode(t, cli.ExitLocked, nil, "field", "verify", "--data", fdir, "--user", "alice", "--code", codes[2])
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(time.Until(failed.Add(4100 * time.Millisecond)))
 	r := mustRun(t, nil, "field", "unlock", "--data", fdir, "--user", "alice", "--code", codes[2], "--secret", "door")
 	if strings.TrimSpace(r.stdout) != "4711" {
 		t.Fatalf("released secret %q", r.stdout)
