@@ -1,12 +1,16 @@
 package offline_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/bundle"
+	"github.com/outpost-auth/outpost/internal/devicelog"
+	"github.com/outpost-auth/outpost/internal/syncproto"
 	"github.com/outpost-auth/outpost/offline"
 )
 
@@ -91,4 +95,107 @@ func check(t *testing.T, b *offline.Bundle) {
 			b.OpenSecret(make([]byte, 32), n)
 		}
 	}
+}
+
+// Stand-ins in FuzzApplyResponse's inputs for what the fuzzer cannot know:
+// the serial of the upload being answered, the hash of log entry 2 (the
+// first import) and a refill bundle signed by the server.
+const (
+	fuzzSerial = `"@serial"`
+	fuzzHash   = `"@hash2"`
+	fuzzRefill = `"@bundle"`
+)
+
+// fuzzResponseBodies are FuzzApplyResponse's seeds (TestGenerateFuzzSeeds
+// writes them to its corpus): answers that ApplyResponse applies, one of
+// each kind, and one for an upload the store never made.
+var fuzzResponseBodies = map[string]string{
+	"ack_and_advance": `{"device":"dev-1","upload_serial":"@serial","acked":2,"acked_hash":"@hash2",` +
+		`"tokens":[{"realm":"acme","user":"alice","token":"tok-1","status":"active","last_used":2}]}`,
+	"revoke": `{"device":"dev-1","upload_serial":"@serial","acked":0,"tokens":[` +
+		`{"realm":"acme","user":"alice","token":"tok-1","status":"disabled","last_used":-1},` +
+		`{"realm":"acme","user":"bob","token":"tok-2","status":"deleted","last_used":-1}]}`,
+	"refill_and_conflict": `{"device":"dev-1","upload_serial":"@serial","acked":0,"tokens":[],` +
+		`"conflicts":[{"realm":"acme","user":"alice","token":"tok-1","counter":1,"device_seq":2,"other":"online","other_audit_seq":7}],` +
+		`"refills":[{"realm":"acme","user":"alice","token":"tok-1","bundle":"@bundle"}],` +
+		`"no_refill":[{"realm":"acme","user":"bob","token":"tok-2","reason":"the user has a PIN"}]}`,
+	"other_upload": `{"device":"dev-1","upload_serial":99,"acked":0,"tokens":[]}`,
+}
+
+// FuzzApplyResponse signs arbitrary bodies with the server's key as the
+// answer to the store's latest upload and applies them to one real field
+// store (SQLite in a temporary directory) holding an HOTP and a TOTP+PIN
+// bundle. Nothing may panic; a refused answer must leave the sync state
+// (the applied answer, the acknowledged entry) as it was; an applied one
+// must move it to this answer and acknowledge no entry beyond the log.
+//
+// The store lives across executions, as a device's does: answers advance
+// and revoke its tokens for good, and each applied answer is followed by a
+// new upload for the next one to answer. Set TMPDIR to a tmpfs to spare
+// the disk the fsync of each applied answer.
+func FuzzApplyResponse(f *testing.F) {
+	for _, body := range fuzzResponseBodies {
+		f.Add([]byte(body))
+	}
+	c := &clock{t: t0}
+	s, err := offline.Init(ctx, f.TempDir(), offline.Config{DeviceID: "dev-1", ServerKey: testSigner(f).Public, Policy: quickPolicy},
+		offline.Options{Now: c.Now, Workers: 1})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer s.Close()
+	for _, req := range []bundle.Request{hotpReq(1, 4), totpReq("2468")} {
+		if _, err := s.Import(ctx, issue(f, req)); err != nil {
+			f.Fatal(err)
+		}
+	}
+	refill, err := json.Marshal(issue(f, hotpReq(5, 4)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	es, err := devicelog.Since(ctx, s.DB(), 1, 1)
+	if err != nil || len(es) != 1 {
+		f.Fatalf("log entry 2: %v", err)
+	}
+	hash2, _ := json.Marshal(es[0].Hash)
+	server := testSigner(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) {
+			return
+		}
+		before, err := s.SyncState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if before.ResponseSerial >= before.UploadSerial {
+			if _, _, err := s.PrepareUpload(ctx, offline.UploadOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			before.UploadSerial++
+		}
+		serial := before.ResponseSerial + 1
+		body = bytes.ReplaceAll(body, []byte(fuzzSerial), strconv.AppendUint(nil, serial, 10))
+		body = bytes.ReplaceAll(body, []byte(fuzzHash), hash2)
+		body = bytes.ReplaceAll(body, []byte(fuzzRefill), refill)
+		now := c.Now()
+		data, err := artifact.Sign(server, artifact.Header{Type: syncproto.ResponseType, Version: syncproto.ResponseVersion, Subject: "dev-1",
+			Serial: serial, IssuedAt: now, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)}, json.RawMessage(body))
+		if err != nil {
+			return
+		}
+		rep, applyErr := s.ApplyResponse(ctx, data)
+		after, err := s.SyncState(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if applyErr != nil {
+			if after.ResponseSerial != before.ResponseSerial || after.Acked != before.Acked || !bytes.Equal(after.AckedHash, before.AckedHash) {
+				t.Fatalf("a refused answer (%v) moved the sync state from %+v to %+v", applyErr, before, after)
+			}
+			return
+		}
+		if after.ResponseSerial != serial || after.Acked < before.Acked || after.Acked > after.LogHead || rep.Acked != after.Acked {
+			t.Fatalf("applied answer %d left the sync state at %+v (was %+v), report acked %d", serial, after, before, rep.Acked)
+		}
+	})
 }

@@ -175,20 +175,27 @@ func TestGenerateTestdata(t *testing.T) {
 	}
 }
 
-// TestGenerateFuzzSeeds writes FuzzDecodeBundle's seed corpus: small
-// bodies, so that the fuzzer's minimizer stays quick (see FuzzDecodeBundle).
+// TestGenerateFuzzSeeds writes the seed corpora of FuzzDecodeBundle and
+// FuzzApplyResponse: small bodies, so that the fuzzers' minimizer stays
+// quick (see FuzzDecodeBundle).
 func TestGenerateFuzzSeeds(t *testing.T) {
 	if !*update {
 		t.Skip("run with -update to regenerate offline/testdata/fuzz")
 	}
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeBundle")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	seeds := map[string]map[string][]byte{"FuzzDecodeBundle": fuzzBundleBodies(t), "FuzzApplyResponse": {}}
+	for name, body := range fuzzResponseBodies {
+		seeds["FuzzApplyResponse"][name] = []byte(body)
 	}
-	for name, data := range fuzzBundleBodies(t) {
-		seed := "go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\n"
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(seed), 0o644); err != nil {
+	for fuzzer, m := range seeds {
+		dir := filepath.Join("testdata", "fuzz", fuzzer)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
+		}
+		for name, data := range m {
+			seed := "go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\n"
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(seed), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }
