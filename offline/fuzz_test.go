@@ -131,8 +131,7 @@ var fuzzResponseBodies = map[string]string{
 //
 // The store lives across executions, as a device's does: answers advance
 // and revoke its tokens for good, and each applied answer is followed by a
-// new upload for the next one to answer. Set TMPDIR to a tmpfs to spare
-// the disk the fsync of each applied answer.
+// new upload for the next one to answer.
 func FuzzApplyResponse(f *testing.F) {
 	for _, body := range fuzzResponseBodies {
 		f.Add([]byte(body))

@@ -50,8 +50,7 @@ const fuzzTokenState = `{"realm":"acme","user":"alice","token":"tok-1","last_use
 //
 // The store lives across executions, as a server's does: accepted uploads
 // raise the token's state for good. Refusals are audited once per serial
-// and kind, so most executions only read. Set TMPDIR to a tmpfs to spare
-// the disk the fsync of each accepted upload.
+// and kind, so most executions only read.
 //
 // Real signed uploads are not seeds: a mutated one never passes the
 // signature, and at 2 KB the minimizer would spend its whole budget on
