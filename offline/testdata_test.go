@@ -173,14 +173,29 @@ func TestGenerateTestdata(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Fuzz seeds: a good bundle, a truncated one, and a bare body.
-	dir := filepath.Join("testdata", "fuzz", "FuzzDecodeBundle")
-	os.MkdirAll(dir, 0o755)
-	rawBody, _ := json.Marshal(body)
-	for name, data := range map[string][]byte{"good_hotp": good, "truncated": good[:len(good)/2], "body": rawBody, "empty_object": []byte("{}")} {
-		seed := "go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\n"
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(seed), 0o644); err != nil {
+}
+
+// TestGenerateFuzzSeeds writes the seed corpora of FuzzDecodeBundle and
+// FuzzApplyResponse: small bodies, so that the fuzzers' minimizer stays
+// quick (see FuzzDecodeBundle).
+func TestGenerateFuzzSeeds(t *testing.T) {
+	if !*update {
+		t.Skip("run with -update to regenerate offline/testdata/fuzz")
+	}
+	seeds := map[string]map[string][]byte{"FuzzDecodeBundle": fuzzBundleBodies(t), "FuzzApplyResponse": {}}
+	for name, body := range fuzzResponseBodies {
+		seeds["FuzzApplyResponse"][name] = []byte(body)
+	}
+	for fuzzer, m := range seeds {
+		dir := filepath.Join("testdata", "fuzz", fuzzer)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
+		}
+		for name, data := range m {
+			seed := "go test fuzz v1\n[]byte(" + strconv.Quote(string(data)) + ")\n"
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(seed), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

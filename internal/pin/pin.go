@@ -62,21 +62,40 @@ func Hash(p string) ([]byte, error) {
 // Check reports whether p matches hash, in constant time. A malformed hash
 // never matches.
 func Check(hash []byte, p string) bool {
+	h, ok := parse(hash)
+	if !ok {
+		return false
+	}
+	got := argon2.IDKey([]byte(p), h.salt, h.time, h.memoryKiB, h.threads, 32)
+	return subtle.ConstantTimeCompare(got, h.sum) == 1
+}
+
+// phc is a parsed PIN hash.
+type phc struct {
+	time, memoryKiB uint32
+	threads         uint8
+	salt, sum       []byte
+}
+
+// parse reads a PHC string as Hash writes it, and refuses what Check must
+// not hand to argon2id: another algorithm or version, a cost out of
+// bounds (no pass at all makes argon2.IDKey panic), a digest that is not
+// 32 bytes.
+func parse(hash []byte) (phc, bool) {
+	var h phc
 	parts := strings.Split(string(hash), "$")
 	if len(parts) != 6 || parts[1] != "argon2id" || parts[2] != "v="+strconv.Itoa(argon2.Version) {
-		return false
+		return h, false
 	}
-	var m, t uint32
-	var th uint8
-	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &th); err != nil || m > 1<<20 || t > 10 || th == 0 {
-		return false
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &h.memoryKiB, &h.time, &h.threads); err != nil || h.memoryKiB > 1<<20 || h.time < 1 || h.time > 10 || h.threads == 0 {
+		return h, false
 	}
 	enc := base64.RawStdEncoding
-	salt, err1 := enc.DecodeString(parts[4])
-	want, err2 := enc.DecodeString(parts[5])
-	if err1 != nil || err2 != nil || len(want) != 32 {
-		return false
+	var err1, err2 error
+	h.salt, err1 = enc.DecodeString(parts[4])
+	h.sum, err2 = enc.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(h.sum) != 32 {
+		return h, false
 	}
-	got := argon2.IDKey([]byte(p), salt, t, m, th, 32)
-	return subtle.ConstantTimeCompare(got, want) == 1
+	return h, true
 }

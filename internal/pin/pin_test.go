@@ -44,7 +44,8 @@ func TestValidate(t *testing.T) {
 func TestCheckMalformedHashes(t *testing.T) {
 	for _, h := range []string{"", "plain", "$argon2i$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
 		"$argon2id$v=19$m=99999999,t=2,p=1$c2FsdHNhbHRzYWx0c2E$" + strings.Repeat("A", 43),
-		"$argon2id$v=19$m=19456,t=2,p=0$c2FsdA$aGFzaA", "$argon2id$v=19$m=19456,t=2,p=1$!!$aGFzaA"} {
+		"$argon2id$v=19$m=19456,t=2,p=0$c2FsdA$aGFzaA", "$argon2id$v=19$m=19456,t=2,p=1$!!$aGFzaA",
+		"$argon2id$v=19$m=19456,t=0,p=1$c2FsdHNhbHRzYWx0c2E$" + strings.Repeat("A", 43)} {
 		if Check([]byte(h), "1234") {
 			t.Errorf("malformed hash %q matched", h)
 		}
