@@ -136,7 +136,7 @@ func FuzzApplyResponse(f *testing.F) {
 	for _, body := range fuzzResponseBodies {
 		f.Add([]byte(body))
 	}
-	c := &clock{t: t0}
+	c := &fakeClock{t: t0}
 	s, err := offline.Init(ctx, f.TempDir(), offline.Config{DeviceID: "dev-1", ServerKey: testSigner(f).Public, Policy: quickPolicy},
 		offline.Options{Now: c.Now, Workers: 1})
 	if err != nil {

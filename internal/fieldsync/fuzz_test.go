@@ -81,7 +81,7 @@ type fuzzFixture struct {
 	svc          *fieldsync.Service
 	server       *keys.Signer
 	device       *keys.Signer
-	clock        *clock
+	clock        *fakeClock
 	entries      map[string][]byte // "@entryN" → entry N's JSON
 	deviceUpload []byte
 }
@@ -92,7 +92,7 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 	must(f, err)
 	// Bundles take their issue time from the real clock: the fixture's
 	// clock is later, as a server's answers are.
-	ck := &clock{t: time.Now().UTC().Truncate(time.Second).Add(time.Minute)}
+	ck := &fakeClock{t: time.Date(2031, 6, 1, 8, 0, 0, 0, time.UTC)}
 	fx := &fuzzFixture{st: st, ss: st.(store.SyncStore), server: m.Signer(0), clock: ck, entries: map[string][]byte{}}
 	fx.svc = &fieldsync.Service{Store: st, Sync: fx.ss, Audit: &audit.Log{Store: st, Now: ck.Now}, Signer: fx.server, Now: ck.Now, Workers: 1}
 	must(f, st.CreateRealm(ctx, store.Realm{ID: realm, Name: "ACME"}))
@@ -111,7 +111,7 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 	params := otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}
 	data, _, err := bundle.Issue(ctx, bundle.Request{Realm: realm, User: "alice", TokenID: "tok-1", Params: params, Secret: secret,
 		Device: "dev-1", First: 1, Count: 4, Serial: 7, KDF: testKDF, Override: true,
-		NotBefore: ck.Now().Add(-time.Hour), NotAfter: ck.Now().Add(48 * time.Hour)}, fx.server, nil)
+		Now: ck.Now(), NotBefore: ck.Now().Add(-time.Hour), NotAfter: ck.Now().Add(48 * time.Hour)}, fx.server, nil)
 	must(f, err)
 	_, err = dev.Import(ctx, data)
 	must(f, err)

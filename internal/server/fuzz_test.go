@@ -57,7 +57,7 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	if err != nil {
 		f.Fatal(err)
 	}
-	ck := &clock{t: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	ck := &fakeClock{t: time.Date(2031, 11, 23, 12, 0, 0, 0, time.UTC)}
 	logger := slog.New(slog.NewJSONHandler(&fuzzLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := New(Config{Store: st, Master: m, Policy: online.DefaultPolicy, Logger: logger, Now: ck.Now, EnableNoop: true,
 		BundleKDF: cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1}})
