@@ -522,8 +522,15 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 		if _, err := tx.ExecContext(ctx, upd, int64(b.Serial), key.Realm, key.User, key.Token); err != nil {
 			return err
 		}
+		// The server's last used counter or step at issue time: codes
+		// accepted online are refused here from now on (max: never down).
+		if _, err := tx.ExecContext(ctx, `UPDATE field_tokens SET last_used = ? WHERE realm = ? AND usr = ? AND token = ? AND last_used < ?`,
+			b.Used, key.Realm, key.User, key.Token, b.Used); err != nil {
+			return err
+		}
 		return s.log(ctx, tx, now, "import", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial,
-			"type": b.OTP.Type, "first": b.First, "last": b.Last(), "not_after": b.NotAfter, "replaced": res.Replaced, "unwiped": wiped != 0})
+			"type": b.OTP.Type, "first": b.First, "last": b.Last(), "not_after": b.NotAfter, "replaced": res.Replaced, "unwiped": wiped != 0,
+			"used": b.Used})
 	})
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("offline: storing the bundle: %w", err)
