@@ -3,6 +3,7 @@ package offline
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -127,6 +128,14 @@ var (
 	ErrLocked = errors.New("offline: locked after failed attempts")
 	// ErrWiped: the user's entries were wiped after too many failures.
 	ErrWiped = errors.New("offline: wiped after too many failed attempts")
+
+	// ErrForkedLog: a bundle names, as the newest entry of this device's log
+	// the server holds, an entry this store does not have — its log ends
+	// before it, or holds another entry there. The store was restored from
+	// an older copy (or copied and used in two places), so it may accept
+	// codes a second time. A fork is an incident: the import is refused and
+	// logged as "fork". It wraps ErrCorrupt.
+	ErrForkedLog = fmt.Errorf("%w: its log is not the one the server acknowledged", ErrCorrupt)
 )
 
 // Config is what Init records in a new store.
@@ -476,6 +485,14 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 			refused = e
 			return s.log(ctx, tx, now, "import.refused", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial, "reason": reason(e)})
 		}
+		if head, err := checkAcked(ctx, tx, b); err != nil {
+			if !errors.Is(err, ErrForkedLog) {
+				return err
+			}
+			refused = err
+			return s.log(ctx, tx, now, "fork", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial,
+				"acked": b.Acked, "head": head})
+		}
 		if err := s.clock(ctx, tx, now); err != nil {
 			if errors.Is(err, ErrClockBack) {
 				return refuse(err)
@@ -541,6 +558,38 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 	return res, nil
 }
 
+// checkAcked checks, inside tx, that this store's log holds the entry the
+// bundle says the server acknowledged (b.Acked, with its hash), and returns
+// the log's head. The server only acknowledges entries this device sent, so
+// a log that ends before that entry, or has another one there, is an older
+// copy of the store, or a fork of it: ErrForkedLog.
+func checkAcked(ctx context.Context, tx *sql.Tx, b *Bundle) (uint64, error) {
+	last, err := devicelog.Last(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	var head uint64
+	if last != nil {
+		head = last.Seq
+	}
+	if b.Acked == 0 {
+		return head, nil
+	}
+	if head < b.Acked {
+		return head, fmt.Errorf("%w: this store's log ends at entry %d but the server acknowledged entry %d: the store was restored from an older copy; "+
+			"re-initialise the device ('outpost field init' in a new directory) and re-register it", ErrForkedLog, head, b.Acked)
+	}
+	es, err := devicelog.Since(ctx, tx, b.Acked-1, 1)
+	if err != nil || len(es) != 1 {
+		return head, fmt.Errorf("%w: reading log entry %d: %v", ErrCorrupt, b.Acked, err)
+	}
+	if subtle.ConstantTimeCompare(es[0].Hash, b.AckedHash) != 1 {
+		return head, fmt.Errorf("%w: entry %d of this store's log is not the one the server acknowledged: the store was restored from an older copy "+
+			"and used since, or copied to another device; re-initialise the device and re-register it", ErrForkedLog, b.Acked)
+	}
+	return head, nil
+}
+
 // logRefusal records a refusal that changes no state, in its own transaction.
 // Failing to log it does not change the refusal.
 func (s *Store) logRefusal(ctx context.Context, now time.Time, kind, subject string, data map[string]any) {
@@ -553,7 +602,7 @@ func reason(err error) string {
 		err  error
 		name string
 	}{
-		{ErrBadSignature, "bad_signature"}, {ErrUnknownKey, "unknown_key"}, {ErrWrongDevice, "wrong_device"},
+		{ErrForkedLog, "forked"}, {ErrBadSignature, "bad_signature"}, {ErrUnknownKey, "unknown_key"}, {ErrWrongDevice, "wrong_device"},
 		{ErrExpired, "expired"}, {ErrNotYetValid, "not_yet_valid"}, {ErrTooLarge, "too_large"}, {ErrMalformed, "malformed"},
 		{ErrStale, "stale"}, {ErrClockBack, "clock_back"}, {ErrOutOfValidity, "out_of_validity"}, {ErrNoEntries, "no_entries"},
 		{ErrLocked, "locked"}, {ErrWiped, "wiped"}, {ErrWrongCode, "wrong_code"},

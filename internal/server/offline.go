@@ -142,6 +142,9 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 	// an HOTP window after the last counter, a TOTP period after the last
 	// step), and the bundle carries that state for the device.
 	req.Used, req.LastUsed = t.Used && t.LastUsed >= 0, uint64(max(t.LastUsed, 0))
+	if req.Acked, req.AckedHash, err = s.deviceHead(ctx, r.realm(), in.Device); err != nil {
+		return zero, t, err
+	}
 	if p.Type == otp.TypeHOTP {
 		if !in.From.IsZero() || !in.Until.IsZero() {
 			return zero, t, errorf(http.StatusBadRequest, "invalid_window", "token %s is HOTP: give \"count\", not from/until", t.ID)
@@ -160,6 +163,27 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 		return zero, t, bundleError(err)
 	}
 	return req, t, nil
+}
+
+// deviceHead returns the newest entry of device's log this server holds
+// (0 and nil when the device is not registered in realm, or never synced):
+// the device refuses a bundle naming an entry its log does not hold, which
+// shows a store restored from an older copy.
+func (s *Server) deviceHead(ctx context.Context, realm, device string) (uint64, []byte, error) {
+	ss, ok := s.cfg.Store.(store.SyncStore)
+	if !ok {
+		return 0, nil, nil
+	}
+	d, err := ss.GetDevice(ctx, device)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return 0, nil, nil
+	case err != nil:
+		return 0, nil, err
+	case d.Realm != realm || d.AckedSeq == 0:
+		return 0, nil, nil
+	}
+	return d.AckedSeq, d.AckedHash, nil
 }
 
 func bundleError(err error) error {
