@@ -239,7 +239,7 @@ func (s *Store) PrepareUpload(ctx context.Context, opts UploadOptions) ([]byte, 
 		}
 		up = syncproto.Upload{Device: s.device, After: acked, Entries: entries, Tokens: []syncproto.TokenState{}}
 		if last != nil {
-			up.Head = last.Seq
+			up.Head, up.HeadHash = last.Seq, last.Hash
 		}
 		if up.Head < acked {
 			return fmt.Errorf("%w: the log ends at entry %d but the server acknowledged %d", ErrCorrupt, up.Head, acked)
