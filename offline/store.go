@@ -136,6 +136,10 @@ var (
 	// codes a second time. A fork is an incident: the import is refused and
 	// logged as "fork". It wraps ErrCorrupt.
 	ErrForkedLog = fmt.Errorf("%w: its log is not the one the server acknowledged", ErrCorrupt)
+	// ErrRolledBack: the device's monotonic counter (Options.Counter) has
+	// counted more log entries than this store's log holds: the store was
+	// restored from an older copy. The store refuses to open. It wraps ErrCorrupt.
+	ErrRolledBack = fmt.Errorf("%w: it is older than the device's monotonic counter", ErrCorrupt)
 )
 
 // Config is what Init records in a new store.
@@ -154,6 +158,10 @@ type Options struct {
 	Now func() time.Time
 	// Workers is the goroutines one verification runs the KDF on; 0 = GOMAXPROCS.
 	Workers int
+	// Counter is the device's monotonic counter (see [Counter]); nil means a
+	// FileCounter in the data directory (software: see docs/offline.md for
+	// what it does not prevent). A store keeps the counter it was made with.
+	Counter Counter
 }
 
 // Store is a field device's local store. It is safe for concurrent use, also
@@ -167,6 +175,10 @@ type Store struct {
 	policy  Policy
 	now     func() time.Time
 	workers int
+	counter Counter
+	// base is the counter's value minus the log's head (fixed at Init):
+	// after every decision, counter - base == the log's last sequence number.
+	base int64
 }
 
 const schema = `
@@ -230,6 +242,10 @@ func Init(ctx context.Context, dir string, cfg Config, opts Options) (*Store, er
 	}
 	s := &Store{db: db, dir: dir, id: id, device: cfg.DeviceID, servers: []ed25519.PublicKey{cfg.ServerKey}, policy: pol}
 	s.setOptions(opts)
+	if s.base, err = s.startCounter(ctx, 0); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.create(ctx); err != nil {
 		db.Close()
 		os.Remove(dbPath)
@@ -256,6 +272,7 @@ func (s *Store) create(ctx context.Context) error {
 		for k, v := range map[string][]byte{
 			"schema": []byte(schemaVersion), "device_id": []byte(s.device), "device_public_key": s.id.Public,
 			"server_keys": srv, "policy": pol, "clock_hwm_us": []byte(strconv.FormatInt(now.UnixMicro(), 10)),
+			"counter_base": []byte(strconv.FormatInt(s.base, 10)),
 		} {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO field_meta (k, v) VALUES (?, ?)`, k, v); err != nil {
 				return err
@@ -293,6 +310,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.openCounter(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -301,6 +322,10 @@ func (s *Store) setOptions(o Options) {
 	s.workers = o.Workers
 	if s.workers <= 0 {
 		s.workers = runtime.GOMAXPROCS(0)
+	}
+	s.counter = o.Counter
+	if s.counter == nil {
+		s.counter = &FileCounter{Path: filepath.Join(s.dir, CounterFile)}
 	}
 }
 
@@ -401,7 +426,7 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("offline: commit: %w", err)
 	}
-	return nil
+	return s.advance(ctx)
 }
 
 // log appends a decision to the device log inside tx. data never holds a secret.
