@@ -131,8 +131,13 @@ func tamper(t *testing.T, data []byte, from, to string) []byte {
 // with the device's own key, is refused, logged, and changes no state.
 func TestForgedFloorRefused(t *testing.T) {
 	s, _, dir := newStore(t, quickPolicy)
+	head, err := devicelog.Last(ctx, s.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := totpReq("")
 	r.Used, r.LastUsed = true, otp.DefaultTOTP.Step(t0)
+	r.Acked, r.AckedHash = head.Seq, head.Hash
 	good := issue(t, r)
 	id, err := devicelog.LoadOrCreateIdentity(dir)
 	if err != nil {
@@ -149,6 +154,7 @@ func TestForgedFloorRefused(t *testing.T) {
 		want error
 	}{
 		"floor lowered":            {tamper(t, good, `"used":`, `"used":-1,"x":`), offline.ErrBadSignature},
+		"acknowledged entry moved": {tamper(t, good, `"acked":1,`, `"acked":0,`), offline.ErrBadSignature},
 		"signed by the device key": {byDevice, offline.ErrUnknownKey},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -160,7 +166,7 @@ func TestForgedFloorRefused(t *testing.T) {
 			}
 		})
 	}
-	if k := kinds(t, s); len(k) != 3 || k[1] != "import.refused" || k[2] != "import.refused" {
+	if k := kinds(t, s); len(k) != 4 || k[1] != "import.refused" || k[3] != "import.refused" {
 		t.Fatalf("log %v", k)
 	}
 }
