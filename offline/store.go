@@ -604,15 +604,25 @@ func checkAcked(ctx context.Context, tx *sql.Tx, b *Bundle) (uint64, error) {
 		return head, fmt.Errorf("%w: this store's log ends at entry %d but the server acknowledged entry %d: the store was restored from an older copy; "+
 			"re-initialise the device ('outpost field init' in a new directory) and re-register it", ErrForkedLog, head, b.Acked)
 	}
-	es, err := devicelog.Since(ctx, tx, b.Acked-1, 1)
-	if err != nil || len(es) != 1 {
-		return head, fmt.Errorf("%w: reading log entry %d: %v", ErrCorrupt, b.Acked, err)
+	holds, err := holdsEntry(ctx, tx, b.Acked, b.AckedHash)
+	if err != nil {
+		return head, err
 	}
-	if subtle.ConstantTimeCompare(es[0].Hash, b.AckedHash) != 1 {
+	if !holds {
 		return head, fmt.Errorf("%w: entry %d of this store's log is not the one the server acknowledged: the store was restored from an older copy "+
 			"and used since, or copied to another device; re-initialise the device and re-register it", ErrForkedLog, b.Acked)
 	}
 	return head, nil
+}
+
+// holdsEntry reports whether entry seq (1 to the log's head) of the log has
+// hash, compared in constant time.
+func holdsEntry(ctx context.Context, q devicelog.Queryer, seq uint64, hash []byte) (bool, error) {
+	es, err := devicelog.Since(ctx, q, seq-1, 1)
+	if err != nil || len(es) != 1 || es[0].Seq != seq {
+		return false, fmt.Errorf("%w: reading log entry %d: %v", ErrCorrupt, seq, err)
+	}
+	return subtle.ConstantTimeCompare(es[0].Hash, hash) == 1, nil
 }
 
 // logRefusal records a refusal that changes no state, in its own transaction.
