@@ -16,15 +16,25 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/otp"
 	"golang.org/x/crypto/argon2"
 )
 
 // Artifact type and body version of a bundle.
+//
+// Version 2 added the server's state at issue time to the body: Used (the
+// token's last used counter or step online) and Acked/AckedHash (the newest
+// entry of the device's log the server had acknowledged). Decode still reads
+// version 1 — bundles issued before the change keep working until they
+// expire — as a bundle with neither (Used -1, Acked 0), so that neither
+// check applies to it.
 const (
 	BundleType    = "offline-bundle"
-	BundleVersion = 1
+	BundleVersion = 2
+	// bundleVersion1 is the format before Used and Acked.
+	bundleVersion1 = 1
 )
 
 // Sizes and limits of the bundle format. Decode checks every one of them.
@@ -139,6 +149,18 @@ type Body struct {
 	// Entries holds EntrySize bytes per counter or step, in order.
 	Entries []byte   `json:"entries"`
 	Secrets []Secret `json:"secrets,omitempty"`
+	// Used is the token's last used counter or step on the server when the
+	// bundle was issued, -1 for none. The issuer starts the entries after
+	// it, and the device raises its own last used one to it at import, so a
+	// code accepted online before the bundle was issued is never accepted
+	// offline from it, sync or no sync.
+	Used int64 `json:"used"`
+	// Acked and AckedHash are the newest entry of this device's log the
+	// server held when it issued the bundle (0 and none: nothing yet). The
+	// device refuses the bundle when its own log does not hold that very
+	// entry: the store was restored from an older copy, or forked.
+	Acked     uint64 `json:"acked"`
+	AckedHash []byte `json:"acked_hash,omitempty"`
 }
 
 // Bundle is a decoded bundle: the signed header fields and the body.
@@ -147,6 +169,8 @@ type Bundle struct {
 	Device string
 	// KeyID names the server key that signed it.
 	KeyID string
+	// Version is the body version (1 or BundleVersion).
+	Version int
 	// Serial orders bundles of one token: a higher serial replaces a lower one.
 	Serial                        uint64
 	IssuedAt, NotBefore, NotAfter time.Time
@@ -194,12 +218,19 @@ func Decode(data []byte, trusted []ed25519.PublicKey, want Expect) (*Bundle, err
 		}
 		return nil, err
 	}
-	if h.Version != BundleVersion {
-		return nil, fmt.Errorf("%w: bundle format version %d is not supported by this Outpost (it reads version %d): upgrade the field client", ErrMalformed, h.Version, BundleVersion)
+	if h.Version != BundleVersion && h.Version != bundleVersion1 {
+		return nil, fmt.Errorf("%w: bundle format version %d is not supported by this Outpost (it reads versions %d and %d): upgrade the field client",
+			ErrMalformed, h.Version, bundleVersion1, BundleVersion)
 	}
-	b := &Bundle{Device: h.Subject, KeyID: h.KeyID, Serial: h.Serial, IssuedAt: h.IssuedAt, NotBefore: h.NotBefore, NotAfter: h.NotAfter}
+	b := &Bundle{Device: h.Subject, KeyID: h.KeyID, Version: h.Version, Serial: h.Serial, IssuedAt: h.IssuedAt, NotBefore: h.NotBefore, NotAfter: h.NotAfter}
 	if err := artifact.DecodeBody(raw, &b.Body); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if h.Version == bundleVersion1 {
+		if b.Used != 0 || b.Acked != 0 || b.AckedHash != nil {
+			return nil, fmt.Errorf("%w: a version 1 bundle has no used or acked fields", ErrMalformed)
+		}
+		b.Used = -1
 	}
 	if err := b.Validate(); err != nil {
 		return nil, err
@@ -242,6 +273,12 @@ func (b *Bundle) Validate() error {
 		if end > uint64(math.MaxInt64-max(p.T0, 0))/p.Period {
 			return bad("TOTP steps up to %d at %d s are beyond any representable time", end, p.Period)
 		}
+	}
+	if b.Used < -1 {
+		return bad("used counter %d (want -1 for none, or a counter)", b.Used)
+	}
+	if b.Acked > MaxCounter || (b.Acked == 0) != (len(b.AckedHash) == 0) || (b.Acked != 0 && len(b.AckedHash) != eventlog.HashSize) {
+		return bad("acknowledged log entry %d with a %d-byte hash", b.Acked, len(b.AckedHash))
 	}
 	if len(b.Secrets) > MaxSecrets {
 		return bad("%d static secrets, at most %d", len(b.Secrets), MaxSecrets)

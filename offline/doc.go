@@ -68,6 +68,18 @@
 // with [Store.AdvanceUsed] (max semantics), so that codes used online are
 // refused offline.
 //
+// A bundle also carries the server's state when it was issued: the token's
+// last used counter or step (Bundle.Used), which [Store.Import] applies, so a
+// code accepted online before the bundle was issued is never accepted from
+// it; and the newest entry of this device's log the server acknowledged
+// (Bundle.Acked), which the store's log must hold — otherwise the store was
+// restored from an older copy or forked, and Import refuses the bundle with
+// [ErrForkedLog]. A [Counter] (Options.Counter; by default a [FileCounter]
+// in the data directory) counts the log's entries, and a store whose log is
+// shorter than the count refuses to open ([ErrRolledBack]). The file
+// counter does not catch a whole data directory restored whole; a hardware
+// counter does (docs/offline.md, "Restored stores").
+//
 // An attempt is counted as a failure before the KDF runs and taken back on
 // success, so that parallel attempts or a killed process get no free guess.
 // The window rule: TOTP tries the steps Policy.TOTPBack..TOTPForward around

@@ -3,6 +3,7 @@ package offline
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -127,6 +128,18 @@ var (
 	ErrLocked = errors.New("offline: locked after failed attempts")
 	// ErrWiped: the user's entries were wiped after too many failures.
 	ErrWiped = errors.New("offline: wiped after too many failed attempts")
+
+	// ErrForkedLog: a bundle names, as the newest entry of this device's log
+	// the server holds, an entry this store does not have — its log ends
+	// before it, or holds another entry there. The store was restored from
+	// an older copy (or copied and used in two places), so it may accept
+	// codes a second time. A fork is an incident: the import is refused and
+	// logged as "fork". It wraps ErrCorrupt.
+	ErrForkedLog = fmt.Errorf("%w: its log is not the one the server acknowledged", ErrCorrupt)
+	// ErrRolledBack: the device's monotonic counter (Options.Counter) has
+	// counted more log entries than this store's log holds: the store was
+	// restored from an older copy. The store refuses to open. It wraps ErrCorrupt.
+	ErrRolledBack = fmt.Errorf("%w: it is older than the device's monotonic counter", ErrCorrupt)
 )
 
 // Config is what Init records in a new store.
@@ -145,6 +158,10 @@ type Options struct {
 	Now func() time.Time
 	// Workers is the goroutines one verification runs the KDF on; 0 = GOMAXPROCS.
 	Workers int
+	// Counter is the device's monotonic counter (see [Counter]); nil means a
+	// FileCounter in the data directory (software: see docs/offline.md for
+	// what it does not prevent). A store keeps the counter it was made with.
+	Counter Counter
 }
 
 // Store is a field device's local store. It is safe for concurrent use, also
@@ -158,6 +175,10 @@ type Store struct {
 	policy  Policy
 	now     func() time.Time
 	workers int
+	counter Counter
+	// base is the counter's value minus the log's head (fixed at Init):
+	// after every decision, counter - base == the log's last sequence number.
+	base int64
 }
 
 const schema = `
@@ -221,6 +242,10 @@ func Init(ctx context.Context, dir string, cfg Config, opts Options) (*Store, er
 	}
 	s := &Store{db: db, dir: dir, id: id, device: cfg.DeviceID, servers: []ed25519.PublicKey{cfg.ServerKey}, policy: pol}
 	s.setOptions(opts)
+	if s.base, err = s.startCounter(ctx, 0); err != nil {
+		db.Close()
+		return nil, err
+	}
 	if err := s.create(ctx); err != nil {
 		db.Close()
 		os.Remove(dbPath)
@@ -247,6 +272,7 @@ func (s *Store) create(ctx context.Context) error {
 		for k, v := range map[string][]byte{
 			"schema": []byte(schemaVersion), "device_id": []byte(s.device), "device_public_key": s.id.Public,
 			"server_keys": srv, "policy": pol, "clock_hwm_us": []byte(strconv.FormatInt(now.UnixMicro(), 10)),
+			"counter_base": []byte(strconv.FormatInt(s.base, 10)),
 		} {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO field_meta (k, v) VALUES (?, ?)`, k, v); err != nil {
 				return err
@@ -284,6 +310,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	if err := s.openCounter(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -292,6 +322,10 @@ func (s *Store) setOptions(o Options) {
 	s.workers = o.Workers
 	if s.workers <= 0 {
 		s.workers = runtime.GOMAXPROCS(0)
+	}
+	s.counter = o.Counter
+	if s.counter == nil {
+		s.counter = &FileCounter{Path: filepath.Join(s.dir, CounterFile)}
 	}
 }
 
@@ -392,7 +426,7 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("offline: commit: %w", err)
 	}
-	return nil
+	return s.advance(ctx)
 }
 
 // log appends a decision to the device log inside tx. data never holds a secret.
@@ -476,6 +510,14 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 			refused = e
 			return s.log(ctx, tx, now, "import.refused", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial, "reason": reason(e)})
 		}
+		if head, err := checkAcked(ctx, tx, b); err != nil {
+			if !errors.Is(err, ErrForkedLog) {
+				return err
+			}
+			refused = err
+			return s.log(ctx, tx, now, "fork", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial,
+				"acked": b.Acked, "head": head})
+		}
 		if err := s.clock(ctx, tx, now); err != nil {
 			if errors.Is(err, ErrClockBack) {
 				return refuse(err)
@@ -522,8 +564,15 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 		if _, err := tx.ExecContext(ctx, upd, int64(b.Serial), key.Realm, key.User, key.Token); err != nil {
 			return err
 		}
+		// The server's last used counter or step at issue time: codes
+		// accepted online are refused here from now on (max: never down).
+		if _, err := tx.ExecContext(ctx, `UPDATE field_tokens SET last_used = ? WHERE realm = ? AND usr = ? AND token = ? AND last_used < ?`,
+			b.Used, key.Realm, key.User, key.Token, b.Used); err != nil {
+			return err
+		}
 		return s.log(ctx, tx, now, "import", key.User, map[string]any{"realm": key.Realm, "token": key.Token, "serial": b.Serial,
-			"type": b.OTP.Type, "first": b.First, "last": b.Last(), "not_after": b.NotAfter, "replaced": res.Replaced, "unwiped": wiped != 0})
+			"type": b.OTP.Type, "first": b.First, "last": b.Last(), "not_after": b.NotAfter, "replaced": res.Replaced, "unwiped": wiped != 0,
+			"used": b.Used})
 	})
 	if err != nil {
 		return ImportResult{}, fmt.Errorf("offline: storing the bundle: %w", err)
@@ -532,6 +581,48 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 		return ImportResult{}, refused
 	}
 	return res, nil
+}
+
+// checkAcked checks, inside tx, that this store's log holds the entry the
+// bundle says the server acknowledged (b.Acked, with its hash), and returns
+// the log's head. The server only acknowledges entries this device sent, so
+// a log that ends before that entry, or has another one there, is an older
+// copy of the store, or a fork of it: ErrForkedLog.
+func checkAcked(ctx context.Context, tx *sql.Tx, b *Bundle) (uint64, error) {
+	last, err := devicelog.Last(ctx, tx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	var head uint64
+	if last != nil {
+		head = last.Seq
+	}
+	if b.Acked == 0 {
+		return head, nil
+	}
+	if head < b.Acked {
+		return head, fmt.Errorf("%w: this store's log ends at entry %d but the server acknowledged entry %d: the store was restored from an older copy; "+
+			"re-initialise the device ('outpost field init' in a new directory) and re-register it", ErrForkedLog, head, b.Acked)
+	}
+	holds, err := holdsEntry(ctx, tx, b.Acked, b.AckedHash)
+	if err != nil {
+		return head, err
+	}
+	if !holds {
+		return head, fmt.Errorf("%w: entry %d of this store's log is not the one the server acknowledged: the store was restored from an older copy "+
+			"and used since, or copied to another device; re-initialise the device and re-register it", ErrForkedLog, b.Acked)
+	}
+	return head, nil
+}
+
+// holdsEntry reports whether entry seq (1 to the log's head) of the log has
+// hash, compared in constant time.
+func holdsEntry(ctx context.Context, q devicelog.Queryer, seq uint64, hash []byte) (bool, error) {
+	es, err := devicelog.Since(ctx, q, seq-1, 1)
+	if err != nil || len(es) != 1 || es[0].Seq != seq {
+		return false, fmt.Errorf("%w: reading log entry %d: %v", ErrCorrupt, seq, err)
+	}
+	return subtle.ConstantTimeCompare(es[0].Hash, hash) == 1, nil
 }
 
 // logRefusal records a refusal that changes no state, in its own transaction.
@@ -546,7 +637,7 @@ func reason(err error) string {
 		err  error
 		name string
 	}{
-		{ErrBadSignature, "bad_signature"}, {ErrUnknownKey, "unknown_key"}, {ErrWrongDevice, "wrong_device"},
+		{ErrForkedLog, "forked"}, {ErrBadSignature, "bad_signature"}, {ErrUnknownKey, "unknown_key"}, {ErrWrongDevice, "wrong_device"},
 		{ErrExpired, "expired"}, {ErrNotYetValid, "not_yet_valid"}, {ErrTooLarge, "too_large"}, {ErrMalformed, "malformed"},
 		{ErrStale, "stale"}, {ErrClockBack, "clock_back"}, {ErrOutOfValidity, "out_of_validity"}, {ErrNoEntries, "no_entries"},
 		{ErrLocked, "locked"}, {ErrWiped, "wiped"}, {ErrWrongCode, "wrong_code"},

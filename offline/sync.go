@@ -2,7 +2,6 @@ package offline
 
 import (
 	"context"
-	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -239,7 +238,7 @@ func (s *Store) PrepareUpload(ctx context.Context, opts UploadOptions) ([]byte, 
 		}
 		up = syncproto.Upload{Device: s.device, After: acked, Entries: entries, Tokens: []syncproto.TokenState{}}
 		if last != nil {
-			up.Head = last.Seq
+			up.Head, up.HeadHash = last.Seq, last.Hash
 		}
 		if up.Head < acked {
 			return fmt.Errorf("%w: the log ends at entry %d but the server acknowledged %d", ErrCorrupt, up.Head, acked)
@@ -389,11 +388,11 @@ func (s *Store) ApplyResponse(ctx context.Context, data []byte) (SyncReport, err
 		return rep, fmt.Errorf("%w: the server acknowledges entry %d, this log ends at %d", ErrSyncMismatch, resp.Acked, st.LogHead)
 	}
 	if resp.Acked > 0 {
-		es, err := devicelog.Since(ctx, s.db, resp.Acked-1, 1)
-		if err != nil || len(es) != 1 {
-			return rep, fmt.Errorf("%w: reading entry %d: %v", ErrCorrupt, resp.Acked, err)
+		holds, err := holdsEntry(ctx, s.db, resp.Acked, resp.AckedHash)
+		if err != nil {
+			return rep, err
 		}
-		if subtle.ConstantTimeCompare(es[0].Hash, resp.AckedHash) != 1 {
+		if !holds {
 			return rep, fmt.Errorf("%w: entry %d has another hash on the server", ErrSyncMismatch, resp.Acked)
 		}
 	}

@@ -30,26 +30,30 @@ var (
 
 // failCases maps every checked-in fail_* file to the error Decode must return.
 var failCases = map[string]error{
-	"fail_flipped_bit.bundle":       offline.ErrBadSignature,
-	"fail_other_device.bundle":      offline.ErrWrongDevice,
-	"fail_expired.bundle":           offline.ErrExpired,
-	"fail_not_yet_valid.bundle":     offline.ErrNotYetValid,
-	"fail_unknown_key.bundle":       offline.ErrUnknownKey,
-	"fail_truncated.bundle":         offline.ErrMalformed,
-	"fail_trailing_data.bundle":     offline.ErrMalformed,
-	"fail_not_json.bundle":          offline.ErrMalformed,
-	"fail_wrong_type.bundle":        offline.ErrMalformed,
-	"fail_version_2.bundle":         offline.ErrMalformed,
-	"fail_entries_length.bundle":    offline.ErrMalformed,
-	"fail_no_entries.bundle":        offline.ErrMalformed,
-	"fail_weak_kdf.bundle":          offline.ErrMalformed,
-	"fail_huge_kdf.bundle":          offline.ErrMalformed,
-	"fail_five_digits.bundle":       offline.ErrMalformed,
-	"fail_short_salt.bundle":        offline.ErrMalformed,
-	"fail_unknown_field.bundle":     offline.ErrMalformed,
-	"fail_counter_overflow.bundle":  offline.ErrMalformed,
-	"fail_secrets_unsorted.bundle":  offline.ErrMalformed,
-	"fail_control_char_user.bundle": offline.ErrMalformed,
+	"fail_flipped_bit.bundle":        offline.ErrBadSignature,
+	"fail_other_device.bundle":       offline.ErrWrongDevice,
+	"fail_expired.bundle":            offline.ErrExpired,
+	"fail_not_yet_valid.bundle":      offline.ErrNotYetValid,
+	"fail_unknown_key.bundle":        offline.ErrUnknownKey,
+	"fail_truncated.bundle":          offline.ErrMalformed,
+	"fail_trailing_data.bundle":      offline.ErrMalformed,
+	"fail_not_json.bundle":           offline.ErrMalformed,
+	"fail_wrong_type.bundle":         offline.ErrMalformed,
+	"fail_version_3.bundle":          offline.ErrMalformed,
+	"fail_v1_with_used.bundle":       offline.ErrMalformed,
+	"fail_used_below_none.bundle":    offline.ErrMalformed,
+	"fail_acked_short_hash.bundle":   offline.ErrMalformed,
+	"fail_acked_without_hash.bundle": offline.ErrMalformed,
+	"fail_entries_length.bundle":     offline.ErrMalformed,
+	"fail_no_entries.bundle":         offline.ErrMalformed,
+	"fail_weak_kdf.bundle":           offline.ErrMalformed,
+	"fail_huge_kdf.bundle":           offline.ErrMalformed,
+	"fail_five_digits.bundle":        offline.ErrMalformed,
+	"fail_short_salt.bundle":         offline.ErrMalformed,
+	"fail_unknown_field.bundle":      offline.ErrMalformed,
+	"fail_counter_overflow.bundle":   offline.ErrMalformed,
+	"fail_secrets_unsorted.bundle":   offline.ErrMalformed,
+	"fail_control_char_user.bundle":  offline.ErrMalformed,
 }
 
 func goodHOTPReq() bundle.Request {
@@ -62,6 +66,7 @@ func goodTOTPReq() bundle.Request {
 	r := totpReq("2468")
 	r.From, r.Until = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2030, 1, 1, 1, 0, 0, 0, time.UTC)
 	r.NotBefore, r.NotAfter, r.Serial = tdFrom, tdUntil, 1000
+	r.Used, r.LastUsed = true, otp.DefaultTOTP.Step(r.From)-1 // used online just before the period
 	return r
 }
 
@@ -106,6 +111,9 @@ func edit(m map[string]any, f func(map[string]any)) map[string]any {
 	return c
 }
 
+// TestGenerateTestdata writes every file of offline/testdata but one:
+// good_hotp_v1.bundle was written by the version 1 issuer (before Used and
+// Acked) and is kept as it is, to show that version 1 still decodes.
 func TestGenerateTestdata(t *testing.T) {
 	if !*update {
 		t.Skip("run with -update to regenerate offline/testdata")
@@ -142,7 +150,13 @@ func TestGenerateTestdata(t *testing.T) {
 
 	body := goodBody(t, good)
 	files["fail_wrong_type.bundle"] = signBody(t, artifact.Header{Type: "site-package"}, body)
-	files["fail_version_2.bundle"] = signBody(t, artifact.Header{Version: 2}, body)
+	files["fail_version_3.bundle"] = signBody(t, artifact.Header{Version: 3}, body)
+	files["fail_v1_with_used.bundle"] = signBody(t, artifact.Header{Version: 1}, edit(body, func(m map[string]any) { m["used"] = 5 }))
+	files["fail_used_below_none.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["used"] = -2 }))
+	files["fail_acked_short_hash.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+		m["acked"], m["acked_hash"] = 3, "AAAA"
+	}))
+	files["fail_acked_without_hash.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["acked"] = 3 }))
 	files["fail_entries_length.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
 		e := m["entries"].(string)
 		m["entries"] = e[:len(e)-4] // 3 bytes short
@@ -285,5 +299,28 @@ func TestTestdataVerify(t *testing.T) {
 		if _, err := s.Import(ctx, readTestdata(t, name)); err == nil {
 			t.Fatalf("%s imported", name)
 		}
+	}
+}
+
+// Bundles of version 1 (issued before Used and Acked) still decode, import
+// and verify until they expire: neither the floor nor the fork check applies.
+func TestVersion1BundleStillWorks(t *testing.T) {
+	data := readTestdata(t, "good_hotp_v1.bundle")
+	b, err := offline.Decode(data, trusted(t), offline.Expect{Device: "dev-1", Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Version != 1 || b.Used != -1 || b.Acked != 0 {
+		t.Fatalf("version %d, used %d, acked %d", b.Version, b.Used, b.Acked)
+	}
+	if b2, err := offline.Decode(readTestdata(t, "good_hotp.bundle"), trusted(t), offline.Expect{Device: "dev-1", Now: t0}); err != nil || b2.Version != offline.BundleVersion {
+		t.Fatalf("good_hotp.bundle is not the current version: %v", err)
+	}
+	s, _, _ := newStore(t, quickPolicy)
+	if _, err := s.Import(ctx, data); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(1)[0]}); err != nil || r.Counter != 0 {
+		t.Fatalf("verify: %v", err)
 	}
 }

@@ -321,7 +321,7 @@ func (d *device) upload(from, to int) []byte {
 			last = max(last, 0) + 1
 		}
 	}
-	u := syncproto.Upload{Device: d.id, After: uint64(from), Entries: d.log[from:to], Head: uint64(to),
+	u := syncproto.Upload{Device: d.id, After: uint64(from), Entries: d.log[from:to], Head: uint64(to), HeadHash: d.log[to-1].Hash,
 		Tokens: []syncproto.TokenState{{Realm: server.DefaultRealm, User: d.user, Token: d.token, LastUsed: last,
 			Type: "hotp", Serial: 1, First: 1, Last: 1 << 20, Remaining: 1000}}}
 	now := time.Now()

@@ -60,6 +60,18 @@ type Request struct {
 	Count int
 	// TOTP period: the steps that overlap [From, Until).
 	From, Until time.Time
+	// Used and LastUsed are the token's online state at issue time (as in
+	// store.Token). When Used, no entry is at or below LastUsed: an HOTP
+	// window starting at or below it moves to LastUsed+1 (same Count), a
+	// TOTP period starts at step LastUsed+1; and the bundle carries LastUsed
+	// so that the device raises its own last used one to it at import.
+	Used     bool
+	LastUsed uint64
+	// Acked and AckedHash are the newest entry of the device's log the
+	// server acknowledged (store.Device's; 0 and nil for none). The device
+	// refuses the bundle if its log does not hold that entry.
+	Acked     uint64
+	AckedHash []byte
 	// PIN, when set, is mixed into every entry (PIN + OTP).
 	PIN string
 	// Secrets are static secrets encrypted under the release key (names:
@@ -128,27 +140,9 @@ func newPlan(req Request) (plan, error) {
 	if err := kdf.Validate(); err != nil {
 		return plan{}, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
-	var first uint64
-	var count int
-	switch req.Params.Type {
-	case otp.TypeHOTP:
-		if !req.From.IsZero() || !req.Until.IsZero() {
-			return bad("an HOTP bundle takes an event window (First, Count), not From/Until")
-		}
-		first, count = req.First, req.Count
-	case otp.TypeTOTP:
-		if req.Count != 0 || req.First != 0 {
-			return bad("a TOTP bundle takes a period (From, Until), not First/Count")
-		}
-		if req.From.IsZero() || !req.Until.After(req.From) {
-			return bad("a TOTP bundle needs From earlier than Until")
-		}
-		first = req.Params.Step(req.From)
-		last := req.Params.Step(req.Until.Add(-time.Nanosecond))
-		if last-first >= offline.MaxEntries {
-			return bad("the period covers more than %d steps of %d s", offline.MaxEntries, req.Params.Period)
-		}
-		count = int(last-first) + 1
+	first, count, err := entryRange(req)
+	if err != nil {
+		return plan{}, err
 	}
 	if count < 1 || count > offline.MaxEntries {
 		return bad("%d entries: want 1 to %d", count, offline.MaxEntries)
@@ -176,8 +170,11 @@ func newPlan(req Request) (plan, error) {
 		Body: offline.Body{
 			Realm: req.Realm, User: req.User, Token: req.TokenID, OTP: offline.WireParams(req.Params),
 			PIN: req.PIN != "", KDF: kdf, Salt: make([]byte, offline.SaltSize), First: first,
-			Entries: make([]byte, count*offline.EntrySize),
+			Entries: make([]byte, count*offline.EntrySize), Used: -1, Acked: req.Acked, AckedHash: req.AckedHash,
 		},
+	}
+	if req.Used {
+		b.Used = int64(req.LastUsed)
 	}
 	for name := range req.Secrets {
 		b.Secrets = append(b.Secrets, offline.Secret{Name: name, Box: make([]byte, 12+16+len(req.Secrets[name]))})
@@ -196,6 +193,48 @@ func newPlan(req Request) (plan, error) {
 		return p, err
 	}
 	return p, nil
+}
+
+// entryRange returns the first counter or step of req's bundle and its
+// number of entries: the one place where a bundle's range meets the token's
+// online state. Nothing at or below the last used counter or step goes in.
+func entryRange(req Request) (first uint64, count int, err error) {
+	bad := func(format string, a ...any) (uint64, int, error) {
+		return 0, 0, fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, a...))
+	}
+	if req.Used && req.LastUsed > offline.MaxCounter {
+		return bad("last used counter %d out of range", req.LastUsed)
+	}
+	next := uint64(0) // the first counter or step not used online
+	if req.Used {
+		next = req.LastUsed + 1
+	}
+	switch req.Params.Type {
+	case otp.TypeHOTP:
+		if !req.From.IsZero() || !req.Until.IsZero() {
+			return bad("an HOTP bundle takes an event window (First, Count), not From/Until")
+		}
+		return max(req.First, next), req.Count, nil
+	case otp.TypeTOTP:
+		if req.Count != 0 || req.First != 0 {
+			return bad("a TOTP bundle takes a period (From, Until), not First/Count")
+		}
+		if req.From.IsZero() || !req.Until.After(req.From) {
+			return bad("a TOTP bundle needs From earlier than Until")
+		}
+		first = req.Params.Step(req.From)
+		last := req.Params.Step(req.Until.Add(-time.Nanosecond))
+		if next > last {
+			return bad("every step of the period up to %s was already used online: ask for a later period",
+				req.Until.UTC().Format(time.RFC3339))
+		}
+		first = max(first, next)
+		if last-first >= offline.MaxEntries {
+			return bad("the period covers more than %d steps of %d s", offline.MaxEntries, req.Params.Period)
+		}
+		return first, int(last-first) + 1, nil
+	}
+	return bad("unknown token type")
 }
 
 // Issue computes and signs the bundle of req. progress, when not nil, is

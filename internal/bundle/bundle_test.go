@@ -307,3 +307,53 @@ func TestWorkersAgree(t *testing.T) {
 
 // testNow is the issuers' clock in these tests: fixed, years ahead.
 var testNow = time.Date(2031, 3, 4, 5, 6, 7, 0, time.UTC)
+
+// A bundle never holds an entry at or below the token's last used counter
+// or step online, and carries that state (Used) for the device.
+func TestEntriesStartAfterOnlineUse(t *testing.T) {
+	p := otp.DefaultTOTP
+	from := time.Date(2031, 3, 4, 5, 0, 0, 0, time.UTC)
+	s0 := p.Step(from) // the period's first step
+	totp := func(used bool, last uint64) Request {
+		return Request{Realm: "acme", User: "bob", TokenID: "t2", Device: "dev-1", Params: p, Secret: seed,
+			From: from, Until: from.Add(10 * time.Minute), KDF: testKDF, Override: true, Now: testNow,
+			NotBefore: testNow, NotAfter: testNow.Add(time.Hour), Used: used, LastUsed: last}
+	}
+	hotp := func(used bool, last uint64) Request {
+		r := hotpRequest() // counters 10..17
+		r.Secrets, r.Used, r.LastUsed = nil, used, last
+		return r
+	}
+	tests := []struct {
+		name        string
+		req         Request
+		first, last uint64
+		used        int64
+	}{
+		{"hotp, never used", hotp(false, 0), 10, 17, -1},
+		{"hotp, used below the window", hotp(true, 4), 10, 17, 4},
+		{"hotp, used inside the window", hotp(true, 12), 13, 20, 12},
+		{"totp, never used", totp(false, 0), s0, s0 + 19, -1},
+		{"totp, used before the period", totp(true, s0-5), s0, s0 + 19, int64(s0 - 5)},
+		{"totp, step S of the period used", totp(true, s0+3), s0 + 4, s0 + 19, int64(s0 + 3)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			data, _, err := Issue(context.Background(), tc.req, testSigner(t), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := decode(t, data, testSigner(t))
+			if b.First != tc.first || b.Last() != tc.last || b.Used != tc.used {
+				t.Fatalf("entries %d..%d used %d, want %d..%d used %d", b.First, b.Last(), b.Used, tc.first, tc.last, tc.used)
+			}
+		})
+	}
+	// A period whose every step was used online gets no bundle.
+	if _, err := Plan(totp(true, s0+19)); !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("a period used up online: %v", err)
+	}
+	if _, err := Plan(hotp(true, offline.MaxCounter+1)); !errors.Is(err, ErrInvalidRequest) {
+		t.Fatalf("a last used counter out of range: %v", err)
+	}
+}

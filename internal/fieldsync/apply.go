@@ -105,6 +105,9 @@ func (s *Service) applyTx(tx store.SyncTx, h artifact.Header, u *syncproto.Uploa
 			return refuse(IncidentRewritten, fmt.Errorf("%w: %v", ErrRewritten, err), map[string]any{"acked": d.AckedSeq})
 		}
 	}
+	if kind, err := checkHead(u, d); err != nil {
+		return refuse(kind, err, map[string]any{"head": u.Head, "acked": d.AckedSeq})
+	}
 	var fresh []eventlog.Entry
 	if last > d.AckedSeq {
 		fresh = u.Entries[d.AckedSeq-u.After:]

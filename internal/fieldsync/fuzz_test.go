@@ -23,14 +23,15 @@ import (
 
 // fuzzUploads are FuzzReceive's seeds (also in testdata/fuzz/FuzzReceive):
 // upload bodies of device dev-1, whose log is init, import, and the
-// attempt and acceptance of counter 1. "@entryN" stands for the device's log entry N, which the
+// attempt and acceptance of counter 1. "@entryN" stands for the device's log entry N
+// ("@hashN" for its hash, the head_hash), which the
 // harness splices in: entries are signed by the device's key, which is
 // made afresh for every run, so a checked-in entry could never verify.
 var fuzzUploads = map[string]string{
-	"whole_log":    `{"device":"dev-1","after":0,"entries":["@entry1","@entry2","@entry3","@entry4"],"head":4,"tokens":[` + fuzzTokenState + `]}`,
-	"after_two":    `{"device":"dev-1","after":2,"entries":["@entry3","@entry4"],"head":4,"tokens":[` + fuzzTokenState + `]}`,
-	"more_to_come": `{"device":"dev-1","after":0,"entries":["@entry1"],"head":4,"tokens":[]}`,
-	"state_only": `{"device":"dev-1","after":4,"entries":[],"head":4,"tokens":[` + fuzzTokenState + `,` +
+	"whole_log":    `{"device":"dev-1","after":0,"entries":["@entry1","@entry2","@entry3","@entry4"],"head":4,"head_hash":"@hash4","tokens":[` + fuzzTokenState + `]}`,
+	"after_two":    `{"device":"dev-1","after":2,"entries":["@entry3","@entry4"],"head":4,"head_hash":"@hash4","tokens":[` + fuzzTokenState + `]}`,
+	"more_to_come": `{"device":"dev-1","after":0,"entries":["@entry1"],"head":4,"head_hash":"@hash4","tokens":[]}`,
+	"state_only": `{"device":"dev-1","after":4,"entries":[],"head":4,"head_hash":"@hash4","tokens":[` + fuzzTokenState + `,` +
 		`{"realm":"acme","user":"bob","token":"tok-9","last_used":-1,"failures":3,"wiped":true,"remaining":0}]}`,
 	"unsigned_file": `{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`,
 }
@@ -82,7 +83,7 @@ type fuzzFixture struct {
 	server       *keys.Signer
 	device       *keys.Signer
 	clock        *fakeClock
-	entries      map[string][]byte // "@entryN" → entry N's JSON
+	entries      map[string][]byte // "@entryN" → entry N's JSON, "@hashN" → its hash
 	deviceUpload []byte
 }
 
@@ -90,8 +91,7 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 	st := storetest.Open(f, storetest.SQLitePath(f))
 	m, err := keys.MasterFromBytes([]byte("outpost fieldsync test master k!"))
 	must(f, err)
-	// Bundles take their issue time from the real clock: the fixture's
-	// clock is later, as a server's answers are.
+	// Years ahead: nothing here may lean on the wall clock.
 	ck := &fakeClock{t: time.Date(2031, 6, 1, 8, 0, 0, 0, time.UTC)}
 	fx := &fuzzFixture{st: st, ss: st.(store.SyncStore), server: m.Signer(0), clock: ck, entries: map[string][]byte{}}
 	fx.svc = &fieldsync.Service{Store: st, Sync: fx.ss, Audit: &audit.Log{Store: st, Now: ck.Now}, Signer: fx.server, Now: ck.Now, Workers: 1}
@@ -129,6 +129,9 @@ func newFuzzFixture(f *testing.F) *fuzzFixture {
 		b, err := json.Marshal(e)
 		must(f, err)
 		fx.entries[fmt.Sprintf(`"@entry%d"`, e.Seq)] = b
+		h, err := json.Marshal(e.Hash)
+		must(f, err)
+		fx.entries[fmt.Sprintf(`"@hash%d"`, e.Seq)] = h
 	}
 	fx.deviceUpload, _, err = dev.PrepareUpload(ctx, offline.UploadOptions{})
 	must(f, err)

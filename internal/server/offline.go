@@ -138,12 +138,16 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 	req := bundle.Request{Realm: r.realm(), User: in.User, TokenID: t.ID, Params: p, Secret: seed, Device: in.Device,
 		PIN: in.PIN, Secrets: secrets, NotAfter: in.NotAfter, Override: in.OverrideFloor, Now: now, Serial: s.nextSerial(now),
 		KDF: s.cfg.BundleKDF, Floor: s.cfg.BundleFloor}
+	// The window starts after the token's online state (bundle.Request.Used:
+	// an HOTP window after the last counter, a TOTP period after the last
+	// step), and the bundle carries that state for the device.
+	req.Used, req.LastUsed = t.Used && t.LastUsed >= 0, uint64(max(t.LastUsed, 0))
+	if req.Acked, req.AckedHash, err = s.deviceHead(ctx, r.realm(), in.Device); err != nil {
+		return zero, t, err
+	}
 	if p.Type == otp.TypeHOTP {
 		if !in.From.IsZero() || !in.Until.IsZero() {
 			return zero, t, errorf(http.StatusBadRequest, "invalid_window", "token %s is HOTP: give \"count\", not from/until", t.ID)
-		}
-		if t.Used {
-			req.First = uint64(t.LastUsed) + 1
 		}
 		req.Count = in.Count
 	} else {
@@ -159,6 +163,27 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 		return zero, t, bundleError(err)
 	}
 	return req, t, nil
+}
+
+// deviceHead returns the newest entry of device's log this server holds
+// (0 and nil when the device is not registered in realm, or never synced):
+// the device refuses a bundle naming an entry its log does not hold, which
+// shows a store restored from an older copy.
+func (s *Server) deviceHead(ctx context.Context, realm, device string) (uint64, []byte, error) {
+	ss, ok := s.cfg.Store.(store.SyncStore)
+	if !ok {
+		return 0, nil, nil
+	}
+	d, err := ss.GetDevice(ctx, device)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return 0, nil, nil
+	case err != nil:
+		return 0, nil, err
+	case d.Realm != realm || d.AckedSeq == 0:
+		return 0, nil, nil
+	}
+	return d.AckedSeq, d.AckedHash, nil
 }
 
 func bundleError(err error) error {
@@ -290,10 +315,15 @@ func (s *Server) offlineLogin(r *request) (int, any, error) {
 	if rep, _ := bundle.Plan(req); time.Duration(rep.IssuerCPU/float64(max(1, s.cores()))*float64(time.Second)) > syncBundleLimit {
 		return 0, nil, errorf(http.StatusBadRequest, "too_slow_for_sync", "a login bundle must compute within %s: ask for a shorter window", syncBundleLimit)
 	}
-	if _, err := s.svc.Verify(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor()); err != nil {
+	res, err := s.svc.Verify(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor())
+	if err != nil {
 		return 0, nil, s.verifyError(err)
 	}
 	s.metrics.verify.WithLabelValues("ok").Inc()
+	if res.TokenID == req.TokenID && (!req.Used || res.Matched > req.LastUsed) {
+		// The login code is now used online: the bundle starts after it.
+		req.Used, req.LastUsed = true, res.Matched
+	}
 	req.PIN = in.PIN
 	_ = http.NewResponseController(r.w).SetWriteDeadline(time.Now().Add(syncBundleLimit + time.Minute))
 	data, rep, err := s.issue(r.ctx, r.actor(), req, nil)

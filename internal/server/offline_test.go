@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -167,5 +168,82 @@ func TestBundleJob(t *testing.T) {
 	}
 	if r := f.call(issuer, "GET", "/v1/offline/jobs/job_nope", nil); r.status != 404 {
 		t.Fatal(r.status)
+	}
+}
+
+// fieldStore is a field store for device pinned to f's server, on f's clock
+// (not registered: bundles need no registration).
+func fieldStore(t *testing.T, f *fixture, device string) *offline.Store {
+	t.Helper()
+	s, err := offline.Init(context.Background(), filepath.Join(t.TempDir(), device), offline.Config{DeviceID: device, ServerKey: f.srv.signer.Public,
+		Policy: offline.Policy{MaxFailures: 20, ClockTolerance: 5 * time.Minute, TOTPBack: 1, TOTPForward: 1, HOTPLookahead: 4}},
+		offline.Options{Now: f.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Issue 9, part 3: a TOTP bundle issued after an online use of step S holds
+// no step <= S, and the field store, told S at import, refuses S's code.
+func TestTOTPBundleStartsAfterOnlineStep(t *testing.T) {
+	f := bundleFixture(t)
+	issuer, verifier := f.client("issuer"), f.client("verifier")
+	uri := f.enrol("olga", map[string]any{"type": "totp"})
+	k, _ := otp.ParseURI(uri)
+	f.clock.Add(30 * time.Second)
+	s := k.Step(f.clock.Now())
+	code := f.codeAt(uri, 0)
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "olga", "code": code}); r.status != 200 {
+		t.Fatalf("online: %d %s", r.status, r.raw)
+	}
+	now := f.clock.Now()
+	r := f.call(issuer, "POST", "/v1/offline/bundles", map[string]any{"user": "olga", "device": "dev-9", "from": now.Add(-2 * time.Minute),
+		"until": now.Add(10 * time.Minute)})
+	if r.status != 200 {
+		t.Fatalf("bundle: %d %s", r.status, r.raw)
+	}
+	b := decodeBundle(t, f, r.raw, "dev-9")
+	if b.First != s+1 || b.Used != int64(s) {
+		t.Fatalf("bundle entries from step %d, used %d: want from %d, used %d", b.First, b.Used, s+1, s)
+	}
+	dev := fieldStore(t, f, "dev-9")
+	if _, err := dev.Import(ctx, r.raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "olga", Code: code}); !errors.Is(err, offline.ErrRefused) {
+		t.Fatalf("the code used online, offline: %v", err)
+	}
+	f.clock.Add(30 * time.Second)
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "olga", Code: f.codeAt(uri, 0)}); err != nil {
+		t.Fatalf("the next step's code: %v", err)
+	}
+}
+
+// The login code of /v1/offline/login is used online by the login itself:
+// the bundle it returns starts after it, and the device refuses it.
+func TestLoginBundleExcludesLoginCode(t *testing.T) {
+	f := bundleFixture(t)
+	verifier := f.client("verifier")
+	uri := f.enrol("pia", map[string]any{"type": "totp"})
+	remember("480213579")
+	f.call(f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": "480213579"})
+	f.clock.Add(30 * time.Second)
+	k, _ := otp.ParseURI(uri)
+	s, code := k.Step(f.clock.Now()), f.codeAt(uri, 0)
+	r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "pia", "code": code, "pin": "480213579", "device": "dev-4"})
+	if r.status != 200 {
+		t.Fatalf("login: %d %s", r.status, r.raw)
+	}
+	if b := decodeBundle(t, f, r.raw, "dev-4"); b.First != s+1 || b.Used != int64(s) {
+		t.Fatalf("login bundle from step %d, used %d: want from %d, used %d", b.First, b.Used, s+1, s)
+	}
+	dev := fieldStore(t, f, "dev-4")
+	if _, err := dev.Import(ctx, r.raw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "pia", Code: code, PIN: "480213579"}); !errors.Is(err, offline.ErrRefused) {
+		t.Fatalf("the login code again, offline: %v", err)
 	}
 }

@@ -12,8 +12,10 @@ import (
 	"github.com/outpost-auth/outpost/internal/bundle"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
+	"github.com/outpost-auth/outpost/otp"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -160,8 +162,17 @@ func (a *syncAPI) refill(ctx context.Context, need fieldsync.RefillNeed) ([]byte
 	in := bundleRequest{User: need.Token.UserID, Token: need.Token.ID, Device: need.Device.ID}
 	entries := need.Last - need.First + 1
 	if need.Type == "totp" {
-		now := s.cfg.Now()
-		in.From, in.Until = now, now.Add(time.Duration(entries)*time.Duration(need.Token.Period)*time.Second)
+		// As many steps as before, from the first one not used online (the
+		// bundle starts after the token's last used step).
+		p, err := online.Params(need.Token)
+		if err != nil {
+			return nil, err
+		}
+		first := p.Step(s.cfg.Now())
+		if need.Token.Used && need.Token.LastUsed >= 0 {
+			first = max(first, uint64(need.Token.LastUsed)+1)
+		}
+		in.From, in.Until = otp.StepTime(first, p.Period, p.T0), otp.StepTime(first+entries, p.Period, p.T0)
 	} else {
 		in.Count = int(min(entries, 1<<17))
 	}

@@ -32,6 +32,13 @@ func syncFixture(t *testing.T, dsn string) *fixture {
 // fieldDevice creates a field store pinned to f's server, registered through the API.
 func (f *fixture) fieldDevice(id string) *offline.Store {
 	f.t.Helper()
+	s, _ := f.fieldDeviceAt(id)
+	return s
+}
+
+// fieldDeviceAt is fieldDevice, also returning the store's directory.
+func (f *fixture) fieldDeviceAt(id string) (*offline.Store, string) {
+	f.t.Helper()
 	dir := filepath.Join(f.t.TempDir(), id)
 	s, err := offline.Init(context.Background(), dir,
 		offline.Config{DeviceID: id, ServerKey: f.srv.signer.Public, Policy: offline.Policy{MaxFailures: 20, ClockTolerance: 5 * time.Minute,
@@ -47,7 +54,7 @@ func (f *fixture) fieldDevice(id string) *offline.Store {
 	if r := f.call(f.admin, "POST", "/v1/devices", map[string]string{"id": id, "public_key": string(pub)}); r.status != 201 {
 		f.t.Fatalf("register: %d %s", r.status, r.raw)
 	}
-	return s
+	return s, dir
 }
 
 func (f *fixture) syncClient() *offline.SyncClient {
@@ -308,7 +315,9 @@ func TestTOTPRefillOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.clock.Add(3*time.Minute + 30*time.Second)
+	// The bundle starts after the step the enrolment's confirmation used
+	// online: 8 steps. Four minutes on, its last step is the current one.
+	f.clock.Add(4 * time.Minute)
 	if _, err := dev.Verify(ctx, offline.Attempt{User: "nia", Code: f.codeAt(uri, 0)}); err != nil {
 		t.Fatal(err)
 	}

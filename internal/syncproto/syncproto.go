@@ -114,6 +114,11 @@ type Upload struct {
 	// Head is the device log's newest sequence number when the upload was
 	// made; Head beyond the last entry means more uploads follow.
 	Head uint64 `json:"head"`
+	// HeadHash is the hash of entry Head (required when Head > 0): every
+	// upload, even one without entries, states the chain head, and the
+	// server compares it with the entry it acknowledged, so that a store
+	// restored from an older copy, or forked, shows at its next sync.
+	HeadHash []byte `json:"head_hash,omitempty"`
 	// Tokens is the state of every token the device holds.
 	Tokens []TokenState `json:"tokens"`
 }
@@ -298,6 +303,9 @@ func (u *Upload) Validate() error {
 	}
 	if u.Head < u.After+uint64(len(u.Entries)) {
 		return bad("head %d is before the last entry %d", u.Head, u.After+uint64(len(u.Entries)))
+	}
+	if (u.Head == 0) != (len(u.HeadHash) == 0) || (u.Head != 0 && len(u.HeadHash) != eventlog.HashSize) {
+		return bad("head %d with a %d-byte hash (an upload states its log head's hash)", u.Head, len(u.HeadHash))
 	}
 	if len(u.Tokens) > MaxTokens {
 		return bad("%d token states, at most %d", len(u.Tokens), MaxTokens)

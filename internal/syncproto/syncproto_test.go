@@ -63,7 +63,7 @@ func deviceLog(t testing.TB) []eventlog.Entry {
 
 func goodUpload(t testing.TB) syncproto.Upload {
 	log := deviceLog(t)
-	return syncproto.Upload{Device: "dev-7", After: 0, Entries: log, Head: uint64(len(log)),
+	return syncproto.Upload{Device: "dev-7", After: 0, Entries: log, Head: uint64(len(log)), HeadHash: log[len(log)-1].Hash,
 		Tokens: []syncproto.TokenState{{Realm: "acme", User: "alice", Token: "tok-1", LastUsed: 3, Type: "hotp", Serial: 1,
 			First: 1, Last: 20, Remaining: 17, NotAfter: t0.Add(24 * time.Hour)}}}
 }
@@ -147,6 +147,8 @@ var files = []testFile{
 	}},
 	{name: "fail_control_char_device.sync", want: syncproto.ErrMalformed, data: uploadWith(func(u *syncproto.Upload) { u.Device = "dev\n7" })},
 	{name: "fail_head_before_entries.sync", want: syncproto.ErrMalformed, data: uploadWith(func(u *syncproto.Upload) { u.Head = 2 })},
+	{name: "fail_head_without_hash.sync", want: syncproto.ErrMalformed, data: uploadWith(func(u *syncproto.Upload) { u.HeadHash = nil })},
+	{name: "fail_head_short_hash.sync", want: syncproto.ErrMalformed, data: uploadWith(func(u *syncproto.Upload) { u.HeadHash = u.HeadHash[:8] })},
 	{name: "fail_duplicate_token.sync", want: syncproto.ErrMalformed, data: uploadWith(func(u *syncproto.Upload) { u.Tokens = append(u.Tokens, u.Tokens[0]) })},
 	{name: "fail_last_used_below_none.sync", want: syncproto.ErrMalformed, data: uploadWith(func(u *syncproto.Upload) { u.Tokens[0].LastUsed = -2 })},
 	{name: "fail_bundle_range_reversed.sync", want: syncproto.ErrMalformed, data: uploadWith(func(u *syncproto.Upload) { u.Tokens[0].First = 30 })},
