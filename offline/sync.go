@@ -338,6 +338,10 @@ type SyncReport struct {
 	Conflicts []Conflict `json:"conflicts"`
 	// Problems: refills that could not be imported.
 	Problems []string `json:"problems,omitempty"`
+	// Ignored: claims of this device the server ignored, each recorded as
+	// an incident (a bundle the server never issued to this device, or a
+	// counter outside it).
+	Ignored []string `json:"ignored,omitempty"`
 }
 
 func (r *SyncReport) merge(o SyncReport) {
@@ -348,6 +352,7 @@ func (r *SyncReport) merge(o SyncReport) {
 	r.NoRefill = append(r.NoRefill, o.NoRefill...)
 	r.Conflicts = append(r.Conflicts, o.Conflicts...)
 	r.Problems = append(r.Problems, o.Problems...)
+	r.Ignored = append(r.Ignored, o.Ignored...)
 }
 
 // ApplyResponse applies a server's signed answer to an upload of this
@@ -439,6 +444,9 @@ func (s *Store) ApplyResponse(ctx context.Context, data []byte) (SyncReport, err
 	}
 	for _, n := range resp.NoRefill {
 		rep.NoRefill = append(rep.NoRefill, TokenKey{n.Realm, n.User, n.Token}.String()+": "+n.Reason)
+	}
+	for _, c := range resp.Ignored {
+		rep.Ignored = append(rep.Ignored, fmt.Sprintf("%s: %d claim(s) ignored (%s): %s", TokenKey{c.Realm, c.User, c.Token}, c.Claims, c.Incident, c.Reason))
 	}
 	for _, f := range resp.Refills {
 		res, err := s.Import(ctx, f.Bundle)

@@ -109,7 +109,9 @@ on), and answers, signed with its key, with its own state: codes used online
 are refused here from now on, and bundles of disabled or deleted tokens are
 deleted. Tokens running low on entries may get a refill bundle. A code
 accepted both here and online (or on another device) is reported as a
-conflict: the server recorded it as a replay incident.
+conflict: the server recorded it as a replay incident. The server applies this device's claims
+only for bundles it issued to this device: others are reported as ignored
+(and recorded as incidents on the server).
 
 Run it again after any failure: nothing is applied twice. The device must be
 registered first ('outpost admin device register' with FDIR/device.pub, or
@@ -167,6 +169,9 @@ func (e *env) printSyncReport(rep offline.SyncReport) {
 	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(w, "  PROBLEM: %s\n", p)
+	}
+	for _, i := range rep.Ignored {
+		fmt.Fprintf(w, "WARNING: %s\n", i)
 	}
 	for _, c := range rep.Conflicts {
 		fmt.Fprintf(w, "WARNING: %s counter %d was accepted here (log entry %d) and also %s: the server recorded a replay incident\n",

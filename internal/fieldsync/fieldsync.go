@@ -248,12 +248,19 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 		return nil, s.incident(ctx, dev, IncidentBrokenChain, h.Serial, fmt.Errorf("%w: %v", ErrBrokenChain, err),
 			map[string]any{"index": i})
 	}
-	out, err := s.apply(ctx, dev, h, &u, hash, via, now)
+	datas, err := parseEvents(&u)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.apply(ctx, dev, h, &u, datas, hash, via, now)
 	if err != nil {
 		return nil, err
 	}
 	for range out.conflicts {
 		s.count(IncidentConflict)
+	}
+	for _, kind := range out.incidents {
+		s.count(kind)
 	}
 	if out.refusal != nil {
 		s.count(out.incident)
@@ -384,12 +391,16 @@ type offlineData struct {
 	Kind        string          `json:"kind,omitempty"` // only for kinds this server does not know
 	Data        json.RawMessage `json:"data,omitempty"`
 	DataOmitted int             `json:"data_omitted,omitempty"`
+	// Ignored names the incident that made the server apply nothing of
+	// this entry (a claim beyond what was issued to the device).
+	Ignored string `json:"ignored,omitempty"`
 }
 
-// auditOf is the audit entry recording device entry e.
-func auditOf(dev store.Device, e *eventlog.Entry, now time.Time) eventlog.Entry {
+// auditOf is the audit entry recording device entry e; ignored is the
+// incident that made it change nothing, if any.
+func auditOf(dev store.Device, e *eventlog.Entry, now time.Time, ignored string) eventlog.Entry {
 	kind := KindOfflinePrefix + e.Kind
-	d := offlineData{Device: dev.ID, Seq: e.Seq, Hash: e.Hash, Time: e.Time, Data: e.Data}
+	d := offlineData{Device: dev.ID, Seq: e.Seq, Hash: e.Hash, Time: e.Time, Data: e.Data, Ignored: ignored}
 	if !slices.Contains(knownKinds, e.Kind) {
 		kind, d.Kind = KindOfflineOther, e.Kind
 	}

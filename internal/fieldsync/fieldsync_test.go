@@ -491,10 +491,9 @@ func TestRefill(t *testing.T) {
 		h.svc.Refill = func(_ context.Context, n fieldsync.RefillNeed) ([]byte, error) {
 			needs = append(needs, n)
 			h.clock.Advance(time.Second)
-			data, _, err := bundle.Issue(ctx, bundle.Request{Realm: realm, User: n.Token.UserID, TokenID: n.Token.ID, Params: h.params, Secret: h.seed,
+			return h.tryIssue(bundle.Request{Realm: realm, User: n.Token.UserID, TokenID: n.Token.ID, Params: h.params, Secret: h.seed,
 				Device: n.Device.ID, First: uint64(n.Token.LastUsed) + 1, Count: int(n.Last - n.First + 1), KDF: testKDF, Override: true,
-				Now: h.clock.Now(), NotBefore: h.clock.Now().Add(-time.Minute), NotAfter: h.clock.Now().Add(24 * time.Hour)}, h.signer, nil)
-			return data, err
+				Now: h.clock.Now(), NotBefore: h.clock.Now().Add(-time.Minute), NotAfter: h.clock.Now().Add(24 * time.Hour)})
 		}
 		d := h.device("dev-1")
 		d.bundle(1, 8, nil)

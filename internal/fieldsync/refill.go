@@ -14,13 +14,20 @@ import (
 )
 
 // Refill (privacyIDEA's "refill", done safely). A token is due for a refill
-// when, by the server's own count, fewer than RefillBelow of its bundle's
-// entries remain: HOTP counters after the highest one used anywhere, TOTP
-// steps after the current one. A refill is bound to the device key (the
-// upload that asks for it is signed by it, and the bundle is bound to the
-// device id) and to proof of use: the server must hold the device's signed
-// log entries saying it imported that very bundle (by serial) and accepted
-// a code from it. A bare OTP never earns a bundle.
+// when, by the server's own count, fewer than RefillBelow of the entries of
+// the bundle the device stands on remain: HOTP counters after the highest
+// one used anywhere, TOTP steps after the current one. Everything is judged
+// from the server's records, never from the device's word:
+//
+//   - the bundle is the one the server recorded issuing to this device
+//     (store.IssuedBundle) and the device's log showed importing, checked
+//     against that record; its type, range, PIN and secrets are the
+//     record's;
+//   - proof of use: the server accepted, from this device's signed log, a
+//     code of that very bundle inside its issued range. A bare OTP, a
+//     forged import or a counter outside the range never earns a bundle;
+//   - the refill is bound to the device key (the upload that asks for it is
+//     signed by it, and the bundle is bound to the device id).
 //
 // What cannot be refilled, and why (the answer says so, per token):
 //   - a PIN bundle: the server holds the PIN only as an argon2id hash and
@@ -35,97 +42,129 @@ import (
 // refill issued but not imported (the answer was lost) is sent again, not
 // issued twice.
 
-// maxRefillsPerSync bounds the bundles computed in one sync.
+// maxRefillsPerSync bounds the refills started in one sync.
 const maxRefillsPerSync = 1
+
+// refillRun is one sync's refill decisions.
+type refillRun struct {
+	s       *Service
+	out     *outcome
+	now     time.Time
+	started int
+}
 
 func (s *Service) refill(ctx context.Context, out *outcome, u *syncproto.Upload, now time.Time) {
 	if s.Refill == nil {
 		return
 	}
+	r := &refillRun{s: s, out: out, now: now}
+	for i := range u.Tokens {
+		r.token(ctx, &u.Tokens[i])
+	}
+}
+
+func (r *refillRun) no(k syncproto.TokenKey, format string, a ...any) {
+	reason := fmt.Sprintf(format, a...)
+	if len(reason) > syncproto.MaxReason {
+		reason = reason[:syncproto.MaxReason-3] + "..."
+	}
+	r.out.resp.NoRefill = append(r.out.resp.NoRefill, syncproto.NoRefill{TokenKey: k, Reason: reason})
+}
+
+// token decides the refill of one token the device reports holding.
+func (r *refillRun) token(ctx context.Context, st *syncproto.TokenState) {
+	k := st.Key()
+	t, ok := r.out.tokens[k]
+	dt, b := r.out.dts[k], r.out.current[k]
+	if st.Type == "" || !ok || dt == nil || b == nil || t.Status != store.TokenActive || !r.s.due(t, b, r.now) {
+		return
+	}
+	switch {
+	case st.Wiped || dt.Wiped:
+		r.no(k, "wiped: the user must authenticate online ('outpost field login') to get a new bundle")
+	case st.Serial != b.Serial || dt.UsedSerial != b.Serial:
+		r.no(k, "no proof of use: the server has not accepted from this device's log a code of bundle serial %d inside its issued range", b.Serial)
+	case b.PIN:
+		r.no(k, "pin: the server cannot refill a PIN bundle (it never holds the PIN): run 'outpost field login' with the user's PIN and code")
+	case b.Secrets > 0:
+		r.no(k, "secrets: the bundle carries static secrets the server does not keep: ask the issuer for a new bundle")
+	default:
+		r.give(ctx, k, RefillNeed{Device: r.out.device, Token: t, Type: b.Type, FromSerial: b.Serial, First: b.First, Last: b.Last})
+	}
+}
+
+// due reports whether, by the server's count, fewer than RefillBelow of
+// issued bundle b's entries remain.
+func (s *Service) due(t store.Token, b *store.IssuedBundle, now time.Time) bool {
+	p, err := online.Params(t)
+	if err != nil {
+		return false
+	}
 	below := s.RefillBelow
 	if below <= 0 {
 		below = DefaultRefillBelow
 	}
-	issued := 0
-	for i := range u.Tokens {
-		st := &u.Tokens[i]
-		k := st.Key()
-		t, ok := out.tokens[k]
-		dt := out.dts[k]
-		if st.Type == "" || !ok || dt == nil || t.Status != store.TokenActive {
-			continue
-		}
-		p, err := online.Params(t)
-		if err != nil {
-			continue
-		}
-		entries := st.Last - st.First + 1
-		var from uint64 // first entry still usable
-		if p.Type == otp.TypeTOTP {
-			from = p.Step(now)
-		} else {
-			from = st.First
-			if t.Used && t.LastUsed >= 0 && uint64(t.LastUsed)+1 > from {
-				from = uint64(t.LastUsed) + 1
-			}
-		}
-		remaining := uint64(0)
-		if from <= st.Last {
-			remaining = st.Last - from + 1
-		}
-		if remaining > 0 && float64(remaining) >= below*float64(entries) {
-			continue
-		}
-		no := func(format string, a ...any) {
-			out.resp.NoRefill = append(out.resp.NoRefill, syncproto.NoRefill{TokenKey: k, Reason: fmt.Sprintf(format, a...)})
-		}
-		switch {
-		case st.Wiped:
-			no("wiped: the user must authenticate online ('outpost field login') to get a new bundle")
-			continue
-		case dt.Serial != st.Serial || dt.UsedSerial != st.Serial:
-			no("no proof of use: the server has not received this device's log entries importing bundle serial %d and accepting a code from it", st.Serial)
-			continue
-		case st.PIN:
-			no("pin: the server cannot refill a PIN bundle (it never holds the PIN): run 'outpost field login' with the user's PIN and code")
-			continue
-		case st.Secrets > 0:
-			no("secrets: the bundle carries static secrets the server does not keep: ask the issuer for a new bundle")
-			continue
-		}
-		if r, err := s.Sync.GetRefill(ctx, k.Realm, out.device.ID, k.User, k.Token, st.Serial); err == nil {
-			out.resp.Refills = append(out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: r.Bundle})
-			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
-			no("refill lookup failed: sync again later")
-			continue
-		}
-		if issued >= maxRefillsPerSync || len(out.resp.Refills) >= syncproto.MaxRefills {
-			no("another refill was computed in this sync: sync again for this one")
-			continue
-		}
-		issued++
-		data, err := s.Refill(ctx, RefillNeed{Device: out.device, Token: t, Type: st.Type, FromSerial: st.Serial, First: st.First, Last: st.Last})
-		if err != nil {
-			no("refill refused: %v", err)
-			continue
-		}
-		h, _, err := artifact.Verify(data, artifact.Keys{s.Signer.Public}, artifact.Expect{Subject: out.device.ID})
-		if err != nil {
-			no("refill failed: %v", err)
-			continue
-		}
-		r := store.Refill{Realm: k.Realm, Device: out.device.ID, UserID: k.User, TokenID: k.Token, FromSerial: st.Serial,
-			Serial: h.Serial, Bundle: data, IssuedAt: now}
-		if err := s.Sync.PutRefill(ctx, r); errors.Is(err, store.ErrExists) {
-			// Another replica refilled it first: send that one.
-			if r2, err := s.Sync.GetRefill(ctx, k.Realm, out.device.ID, k.User, k.Token, st.Serial); err == nil {
-				r = r2
-			}
-		} else if err != nil {
-			no("refill could not be stored: sync again later")
-			continue
-		}
-		out.resp.Refills = append(out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: r.Bundle})
+	from := b.First // first entry still usable
+	if p.Type == otp.TypeTOTP {
+		from = p.Step(now)
+	} else if t.Used && t.LastUsed >= 0 && uint64(t.LastUsed)+1 > from {
+		from = uint64(t.LastUsed) + 1
 	}
+	remaining := uint64(0)
+	if from <= b.Last {
+		remaining = b.Last - from + 1
+	}
+	return remaining == 0 || float64(remaining) < below*float64(b.Last-b.First+1)
+}
+
+// give answers a due refill: the stored one, a finished or pending job's,
+// or a new job.
+func (r *refillRun) give(ctx context.Context, k syncproto.TokenKey, need RefillNeed) {
+	s := r.s
+	if len(r.out.resp.Refills) >= syncproto.MaxRefills {
+		r.no(k, "this answer carries as many refills as it may: sync again for this one")
+		return
+	}
+	if got, err := s.Sync.GetRefill(ctx, k.Realm, need.Device.ID, k.User, k.Token, need.FromSerial); err == nil {
+		r.out.resp.Refills = append(r.out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: got.Bundle})
+		return
+	} else if !errors.Is(err, store.ErrNotFound) {
+		r.no(k, "refill lookup failed: sync again later")
+		return
+	}
+	if r.started >= maxRefillsPerSync {
+		r.no(k, "another refill was computed in this sync: sync again for this one")
+		return
+	}
+	r.started++
+	data, err := s.issueRefill(ctx, need)
+	if err != nil {
+		r.no(k, "%v", err)
+		return
+	}
+	r.out.resp.Refills = append(r.out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: data})
+}
+
+func (s *Service) issueRefill(ctx context.Context, need RefillNeed) ([]byte, error) {
+	k := need.Token
+	data, err := s.Refill(ctx, need)
+	if err != nil {
+		return nil, fmt.Errorf("refill refused: %w", err)
+	}
+	h, _, err := artifact.Verify(data, artifact.Keys{s.Signer.Public}, artifact.Expect{Subject: need.Device.ID})
+	if err != nil {
+		return nil, fmt.Errorf("refill failed: %w", err)
+	}
+	rf := store.Refill{Realm: k.Realm, Device: need.Device.ID, UserID: k.UserID, TokenID: k.ID, FromSerial: need.FromSerial,
+		Serial: h.Serial, Bundle: data, IssuedAt: s.now()}
+	err = s.Sync.PutRefill(ctx, rf)
+	if errors.Is(err, store.ErrExists) {
+		// Another replica refilled it first: hand out that one.
+		got, gerr := s.Sync.GetRefill(ctx, k.Realm, need.Device.ID, k.UserID, k.ID, need.FromSerial)
+		return got.Bundle, gerr
+	}
+	if err != nil {
+		return nil, errors.New("refill could not be stored: sync again later")
+	}
+	return data, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -74,6 +75,9 @@ type Server struct {
 	jobs          jobs
 	// lastSerial is the last bundle serial this process gave (nextSerial).
 	lastSerial atomic.Uint64
+	// field is the sync service (nil when the store cannot sync): issue
+	// records every bundle with it, the grounds of the device's later claims.
+	field *fieldsync.Service
 }
 
 // nextSerial returns a bundle serial: the issue time in Unix microseconds,

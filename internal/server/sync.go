@@ -51,7 +51,7 @@ type syncAPI struct {
 func newSyncAPI(s *Server) *syncAPI {
 	a := &syncAPI{s: s,
 		incidents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_sync_incidents_total",
-			Help: "Sync incidents by kind (replay, gap, rewritten, truncated, broken_chain, state_backwards, revoked_device, conflict, unknown_device, bad_signature)."}, []string{"kind"}),
+			Help: "Sync incidents by kind (replay, gap, rewritten, truncated, broken_chain, state_backwards, revoked_device, conflict, unissued_token, unissued_bundle, out_of_range, conflict_search_bounded, unknown_device, bad_signature)."}, []string{"kind"}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_sync_uploads_total",
 			Help: "Sync uploads by result (applied, refused)."}, []string{"result"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_sync_events_total",
@@ -61,6 +61,7 @@ func newSyncAPI(s *Server) *syncAPI {
 	if ss, ok := s.cfg.Store.(store.SyncStore); ok {
 		a.svc = &fieldsync.Service{Store: s.cfg.Store, Sync: ss, Audit: s.audit, Signer: s.signer, Now: s.cfg.Now,
 			Incident: func(kind string) { a.incidents.WithLabelValues(kind).Inc() }, Refill: a.refill}
+		s.field = a.svc
 	}
 	return a
 }

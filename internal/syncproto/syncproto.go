@@ -180,6 +180,10 @@ type Response struct {
 	Refills []Refill `json:"refills,omitempty"`
 	// NoRefill says why a token that ran low got no refill.
 	NoRefill []NoRefill `json:"no_refill,omitempty"`
+	// Ignored are claims of the upload beyond what the server issued to
+	// this device (a token, bundle, counter or step it was never given):
+	// recorded as incidents, applied nowhere.
+	Ignored []IgnoredClaim `json:"ignored,omitempty"`
 }
 
 // ServerToken is a token's online state.
@@ -211,6 +215,17 @@ type Refill struct {
 // NoRefill explains a refill the server did not make.
 type NoRefill struct {
 	TokenKey
+	Reason string `json:"reason"`
+}
+
+// IgnoredClaim is one kind of claim about one token that the server
+// ignored, and why.
+type IgnoredClaim struct {
+	TokenKey
+	// Incident is the incident recorded (unissued_token, unissued_bundle, out_of_range).
+	Incident string `json:"incident"`
+	// Claims counts the ignored log entries and states.
+	Claims int    `json:"claims"`
 	Reason string `json:"reason"`
 }
 
@@ -351,7 +366,8 @@ func (r *Response) Validate() error {
 	if (r.Acked == 0) != (len(r.AckedHash) == 0) || (r.Acked != 0 && len(r.AckedHash) != eventlog.HashSize) {
 		return bad("acknowledged entry %d with a %d-byte hash", r.Acked, len(r.AckedHash))
 	}
-	if len(r.Tokens) > MaxTokens || len(r.Conflicts) > MaxEntries || len(r.Refills) > MaxRefills || len(r.NoRefill) > MaxTokens {
+	if len(r.Tokens) > MaxTokens || len(r.Conflicts) > MaxEntries || len(r.Refills) > MaxRefills || len(r.NoRefill) > MaxTokens ||
+		len(r.Ignored) > 4*MaxTokens {
 		return bad("too many tokens, conflicts or refills")
 	}
 	seen := make(map[TokenKey]bool, len(r.Tokens))
@@ -394,6 +410,17 @@ func (r *Response) Validate() error {
 		}
 		if len(n.Reason) > MaxReason {
 			return bad("reason longer than %d bytes", MaxReason)
+		}
+	}
+	for _, c := range r.Ignored {
+		if err := checkKey(c.TokenKey); err != nil {
+			return err
+		}
+		if err := CheckID("incident", c.Incident); err != nil {
+			return err
+		}
+		if c.Claims < 0 || c.Claims > MaxEntries+MaxTokens || len(c.Reason) > MaxReason {
+			return bad("ignored claim out of range")
 		}
 	}
 	return nil
