@@ -40,14 +40,14 @@ func (d *device) forge(states []syncproto.TokenState, events ...eventlog.Entry) 
 		prev = &u.Entries[len(u.Entries)-1]
 	}
 	u.Head = prev.Seq
+	at := map[syncproto.TokenKey]int{}
+	for i := range u.Tokens {
+		at[u.Tokens[i].Key()] = i
+	}
 	for _, st := range states {
-		replaced := false
-		for i := range u.Tokens {
-			if u.Tokens[i].Key() == st.Key() {
-				u.Tokens[i], replaced = st, true
-			}
-		}
-		if !replaced {
+		if i, ok := at[st.Key()]; ok {
+			u.Tokens[i] = st
+		} else {
 			u.Tokens = append(u.Tokens, st)
 		}
 	}
