@@ -185,6 +185,7 @@ func TestForgedUploads(t *testing.T) {
 
 				out, err := h.svc.Receive(ctx, data, "test")
 				must(t, err)
+				h.svc.WaitRefills()
 				if got := h.tokenOf(v).LastUsed; got != want {
 					t.Errorf("%s's token stands at %d, want %d", v.user, got, want)
 				}

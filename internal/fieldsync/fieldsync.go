@@ -76,9 +76,14 @@ type Service struct {
 	// RefillBelow: refill when fewer than this fraction of a bundle's
 	// entries remain (0 means DefaultRefillBelow).
 	RefillBelow float64
+	// RefillWait is how long a sync answer waits for a refill computing in
+	// the background before it says "pending" (0 means DefaultRefillWait);
+	// keep it well under the HTTP server's write timeout.
+	RefillWait time.Duration
 	// Workers verify entry signatures in parallel; 0 means GOMAXPROCS.
 	Workers int
 
+	jobs refillJobs
 	mu   sync.Mutex
 	seen map[string]time.Time // incidents recorded lately, to record a replayed payload once
 }

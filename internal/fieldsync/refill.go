@@ -2,8 +2,11 @@ package fieldsync
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
@@ -37,13 +40,57 @@ import (
 //     the issuer issues a new bundle;
 //   - a wiped token, or a token no longer active.
 //
-// One refill is computed per sync (each costs seconds of KDF work); a
-// device with several due tokens gets the next one at its next sync. A
-// refill issued but not imported (the answer was lost) is sent again, not
-// issued twice.
+// One refill is started per sync (each costs seconds of KDF work). It runs
+// in the background: the sync answer waits for it up to RefillWait (well
+// under the HTTP server's write timeout) and otherwise says "pending"; the
+// device collects it at a later sync (the bundle is kept in device_refills,
+// so any replica hands it out). A refill issued but not imported (the
+// answer was lost) is sent again, not issued twice.
 
 // maxRefillsPerSync bounds the refills started in one sync.
 const maxRefillsPerSync = 1
+
+// DefaultRefillWait is how long a sync answer waits for a refill being computed.
+const DefaultRefillWait = 10 * time.Second
+
+
+// maxRefillJobs bounds the refills computing (or failed, until reported) at once.
+const maxRefillJobs = 64
+
+// refillJobTimeout bounds one refill's background work.
+const refillJobTimeout = 30 * time.Minute
+
+// refillKey names a refill: the token on the device and the bundle it replaces.
+type refillKey struct {
+	syncproto.TokenKey
+	device string
+	from   uint64
+}
+
+// id is the pending refill's id, the same on every replica.
+func (k refillKey) id() string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%d", k.Realm, k.device, k.User, k.Token, k.from))
+	return "refill_" + hex.EncodeToString(h[:8])
+}
+
+// refillJob is a refill computing in the background.
+type refillJob struct {
+	done     chan struct{}
+	data     []byte
+	err      error
+	finished time.Time
+}
+
+// refillJobs are the refills of one Service computing in the background.
+type refillJobs struct {
+	mu sync.Mutex
+	m  map[refillKey]*refillJob
+	wg sync.WaitGroup
+}
+
+// WaitRefills waits for the refills computing in the background (tests,
+// and a server shutting down).
+func (s *Service) WaitRefills() { s.jobs.wg.Wait() }
 
 // refillRun is one sync's refill decisions.
 type refillRun struct {
@@ -132,21 +179,58 @@ func (r *refillRun) give(ctx context.Context, k syncproto.TokenKey, need RefillN
 		r.no(k, "refill lookup failed: sync again later")
 		return
 	}
-	if r.started >= maxRefillsPerSync {
-		r.no(k, "another refill was computed in this sync: sync again for this one")
-		return
-	}
-	r.started++
-	data, err := s.issueRefill(ctx, need)
+	key := refillKey{TokenKey: k, device: need.Device.ID, from: need.FromSerial}
+	j, err := r.job(ctx, key, need)
 	if err != nil {
 		r.no(k, "%v", err)
 		return
 	}
-	r.out.resp.Refills = append(r.out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: data})
+	r.collect(k, key, j)
 }
 
-func (s *Service) issueRefill(ctx context.Context, need RefillNeed) ([]byte, error) {
-	k := need.Token
+// job returns the refill's job, starting one if none runs.
+func (r *refillRun) job(ctx context.Context, key refillKey, need RefillNeed) (*refillJob, error) {
+	s := r.s
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	if j, ok := s.jobs.m[key]; ok {
+		return j, nil
+	}
+	if r.started >= maxRefillsPerSync {
+		return nil, errors.New("another refill was started in this sync: sync again for this one")
+	}
+	s.evictRefills()
+	if len(s.jobs.m) >= maxRefillJobs {
+		return nil, errors.New("the server is computing too many refills: sync again later")
+	}
+	if s.jobs.m == nil {
+		s.jobs.m = map[refillKey]*refillJob{}
+	}
+	j := &refillJob{done: make(chan struct{})}
+	s.jobs.m[key] = j
+	r.started++
+	s.jobs.wg.Add(1)
+	go s.runRefill(context.WithoutCancel(ctx), key, need, j)
+	return j, nil
+}
+
+// runRefill computes a refill in the background and stores it, so that
+// any later sync (on any replica) hands it out.
+func (s *Service) runRefill(ctx context.Context, key refillKey, need RefillNeed, j *refillJob) {
+	defer s.jobs.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, refillJobTimeout)
+	defer cancel()
+	data, err := s.issueRefill(ctx, key, need)
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	j.data, j.err, j.finished = data, err, s.now()
+	if err == nil {
+		delete(s.jobs.m, key) // stored: later syncs find it in the store
+	}
+	close(j.done)
+}
+
+func (s *Service) issueRefill(ctx context.Context, key refillKey, need RefillNeed) ([]byte, error) {
 	data, err := s.Refill(ctx, need)
 	if err != nil {
 		return nil, fmt.Errorf("refill refused: %w", err)
@@ -155,16 +239,56 @@ func (s *Service) issueRefill(ctx context.Context, need RefillNeed) ([]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("refill failed: %w", err)
 	}
-	rf := store.Refill{Realm: k.Realm, Device: need.Device.ID, UserID: k.UserID, TokenID: k.ID, FromSerial: need.FromSerial,
+	rf := store.Refill{Realm: key.Realm, Device: key.device, UserID: key.User, TokenID: key.Token, FromSerial: key.from,
 		Serial: h.Serial, Bundle: data, IssuedAt: s.now()}
 	err = s.Sync.PutRefill(ctx, rf)
 	if errors.Is(err, store.ErrExists) {
 		// Another replica refilled it first: hand out that one.
-		got, gerr := s.Sync.GetRefill(ctx, k.Realm, need.Device.ID, k.UserID, k.ID, need.FromSerial)
+		got, gerr := s.Sync.GetRefill(ctx, key.Realm, key.device, key.User, key.Token, key.from)
 		return got.Bundle, gerr
 	}
 	if err != nil {
 		return nil, errors.New("refill could not be stored: sync again later")
 	}
 	return data, nil
+}
+
+// collect waits up to RefillWait for the job, then answers with its bundle,
+// its failure, or "pending".
+func (r *refillRun) collect(k syncproto.TokenKey, key refillKey, j *refillJob) {
+	wait := r.s.RefillWait
+	if wait <= 0 {
+		wait = DefaultRefillWait
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-j.done:
+	case <-timer.C:
+		// Sync again after as long as this answer waited: cheap (an upload
+		// with nothing new changes nothing), and the work is unknown here.
+		retry := max(1, int(wait/time.Second))
+		r.out.resp.Pending = append(r.out.resp.Pending, syncproto.PendingRefill{TokenKey: k, ID: key.id(), RetryAfter: retry})
+		return
+	}
+	if j.err != nil {
+		r.s.jobs.mu.Lock()
+		if r.s.jobs.m[key] == j {
+			delete(r.s.jobs.m, key) // reported: the next sync may try again
+		}
+		r.s.jobs.mu.Unlock()
+		r.no(k, "%v", j.err)
+		return
+	}
+	r.out.resp.Refills = append(r.out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: j.data})
+}
+
+// evictRefills forgets failed refills nobody collected within an hour; jobs.mu is held.
+func (s *Service) evictRefills() {
+	now := s.now()
+	for k, j := range s.jobs.m {
+		if !j.finished.IsZero() && now.Sub(j.finished) > time.Hour {
+			delete(s.jobs.m, k)
+		}
+	}
 }
