@@ -24,8 +24,13 @@
 //     acknowledged one are skipped), raises each token's online state to the
 //     maximum of both sides with the replay rule's conditional write, detects
 //     a counter accepted both offline and elsewhere (a conflict, recorded
-//     with both events), and moves the acknowledgement forward;
-//  4. after the commit, issues refills for tokens whose entries ran low;
+//     with both events; the search is bounded per upload, conflicts.go), and
+//     moves the acknowledgement forward. Only what lies within the bundles
+//     the server recorded issuing to this device counts ([Service.RecordIssued],
+//     issued.go): any other claim is an incident and changes nothing;
+//  4. after the commit, gives refills for tokens whose issued bundle ran
+//     low, computed in the background and collected by a later sync when
+//     they take longer than RefillWait (refill.go);
 //  5. returns the server's state of the device's tokens (last used counter,
 //     status), signed with the server's artifact key.
 //
