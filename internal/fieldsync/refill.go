@@ -53,7 +53,6 @@ const maxRefillsPerSync = 1
 // DefaultRefillWait is how long a sync answer waits for a refill being computed.
 const DefaultRefillWait = 10 * time.Second
 
-
 // maxRefillJobs bounds the refills computing (or failed, until reported) at once.
 const maxRefillJobs = 64
 
