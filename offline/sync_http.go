@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/outpost-auth/outpost/internal/apiclient"
 	"io"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/apiclient"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/syncproto"
 )
 
@@ -43,18 +44,6 @@ func (c *SyncClient) refillDelay(pending []PendingRefill, waited time.Duration) 
 		d = min(d, p.RetryAfter)
 	}
 	return min(max(d, time.Second), left)
-}
-
-// sleep waits d or until ctx ends.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
 
 // NewSyncClient returns a client for url, trusting the PEM CA file caFile
@@ -96,10 +85,8 @@ func (c *SyncClient) post(ctx context.Context, path string, body []byte, limit i
 	var err error
 	for i := range tries {
 		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(time.Duration(i) * 500 * time.Millisecond):
+			if err := clock.Sleep(ctx, time.Duration(i)*500*time.Millisecond); err != nil {
+				return nil, err
 			}
 		}
 		var out []byte
@@ -186,7 +173,7 @@ func (s *Store) Sync(ctx context.Context, c *SyncClient) (SyncReport, error) {
 		if d <= 0 {
 			return rep, nil
 		}
-		if err := sleep(ctx, d); err != nil {
+		if err := clock.Sleep(ctx, d); err != nil {
 			return rep, err
 		}
 		waited += d

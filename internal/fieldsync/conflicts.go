@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
@@ -132,15 +133,12 @@ func (s *search) online() (bool, error) {
 			if !floor.IsZero() && e.Time.Before(floor) {
 				return true, nil
 			}
-			var v struct {
-				Token   string  `json:"token"`
-				Matched *uint64 `json:"matched"`
-			}
-			if json.Unmarshal(e.Data, &v) != nil || v.Token != s.k.Token || v.Matched == nil {
+			m, ok := s.used(e, "matched")
+			if !ok {
 				continue
 			}
-			s.take(*v.Matched, "online", e.Seq, e.Time)
-			if *v.Matched < lo {
+			s.take(m, "online", e.Seq, e.Time)
+			if m < lo {
 				return true, nil
 			}
 		}
@@ -163,17 +161,36 @@ func (s *search) resync() (bool, error) {
 	}
 	*s.budget -= len(page)
 	for _, e := range page {
-		var v struct {
-			Token   string  `json:"token"`
-			Counter *uint64 `json:"counter"`
-		}
-		if json.Unmarshal(e.Data, &v) != nil || v.Token != s.k.Token || v.Counter == nil {
+		c, ok := s.used(e, "counter")
+		if !ok {
 			continue
 		}
-		s.take(*v.Counter, "online", e.Seq, e.Time)
-		if *v.Counter > 0 {
-			s.take(*v.Counter-1, "online", e.Seq, e.Time)
+		s.take(c, "online", e.Seq, e.Time)
+		if c > 0 {
+			s.take(c-1, "online", e.Seq, e.Time)
 		}
 	}
 	return true, nil
+}
+
+// used reads the counter an online audit entry of this token consumed:
+// field "matched" of verify.ok, "counter" of token.resync; false for an
+// entry of another token or without it.
+func (s *search) used(e eventlog.Entry, field string) (uint64, bool) {
+	var v struct {
+		Token   string  `json:"token"`
+		Matched *uint64 `json:"matched"`
+		Counter *uint64 `json:"counter"`
+	}
+	if json.Unmarshal(e.Data, &v) != nil || v.Token != s.k.Token {
+		return 0, false
+	}
+	c := v.Matched
+	if field == "counter" {
+		c = v.Counter
+	}
+	if c == nil {
+		return 0, false
+	}
+	return *c, true
 }
