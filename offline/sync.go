@@ -337,6 +337,21 @@ type SyncReport struct {
 	Conflicts []Conflict `json:"conflicts"`
 	// Problems: refills that could not be imported.
 	Problems []string `json:"problems,omitempty"`
+	// Pending: refills the server is still computing, in its latest
+	// answer; a later sync collects them (see SyncClient.RefillWait).
+	Pending []PendingRefill `json:"pending,omitempty"`
+	// Ignored: claims of this device the server ignored, each recorded as
+	// an incident (a bundle the server never issued to this device, or a
+	// counter outside it).
+	Ignored []string `json:"ignored,omitempty"`
+}
+
+// PendingRefill is a refill the server is computing for a token.
+type PendingRefill struct {
+	TokenKey
+	ID string `json:"id"`
+	// RetryAfter is when the server suggests syncing again.
+	RetryAfter time.Duration `json:"retry_after"`
 }
 
 func (r *SyncReport) merge(o SyncReport) {
@@ -347,6 +362,8 @@ func (r *SyncReport) merge(o SyncReport) {
 	r.NoRefill = append(r.NoRefill, o.NoRefill...)
 	r.Conflicts = append(r.Conflicts, o.Conflicts...)
 	r.Problems = append(r.Problems, o.Problems...)
+	r.Ignored = append(r.Ignored, o.Ignored...)
+	r.Pending = o.Pending // the latest answer's: earlier ones may have been collected since
 }
 
 // ApplyResponse applies a server's signed answer to an upload of this
@@ -438,6 +455,12 @@ func (s *Store) ApplyResponse(ctx context.Context, data []byte) (SyncReport, err
 	}
 	for _, n := range resp.NoRefill {
 		rep.NoRefill = append(rep.NoRefill, TokenKey{n.Realm, n.User, n.Token}.String()+": "+n.Reason)
+	}
+	for _, p := range resp.Pending {
+		rep.Pending = append(rep.Pending, PendingRefill{TokenKey: TokenKey{p.Realm, p.User, p.Token}, ID: p.ID, RetryAfter: time.Duration(p.RetryAfter) * time.Second})
+	}
+	for _, c := range resp.Ignored {
+		rep.Ignored = append(rep.Ignored, fmt.Sprintf("%s: %d claim(s) ignored (%s): %s", TokenKey{c.Realm, c.User, c.Token}, c.Claims, c.Incident, c.Reason))
 	}
 	for _, f := range resp.Refills {
 		res, err := s.Import(ctx, f.Bundle)

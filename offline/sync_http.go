@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/outpost-auth/outpost/internal/apiclient"
 	"io"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/apiclient"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/syncproto"
 )
 
@@ -24,6 +25,25 @@ type SyncClient struct {
 	// Retries is how often one upload is sent again, the very same bytes,
 	// after a network error (default 3).
 	Retries int
+	// RefillWait is how long Sync waits in all for refills the server is
+	// still computing: it syncs again after each answer's retry delay
+	// until they arrive. 0: it does not wait (SyncReport.Pending lists
+	// them; any later sync collects them).
+	RefillWait time.Duration
+}
+
+// refillDelay is how long to wait before syncing again for pending
+// refills, having waited already; 0: do not.
+func (c *SyncClient) refillDelay(pending []PendingRefill, waited time.Duration) time.Duration {
+	left := c.RefillWait - waited
+	if len(pending) == 0 || left <= 0 {
+		return 0
+	}
+	d := pending[0].RetryAfter
+	for _, p := range pending[1:] {
+		d = min(d, p.RetryAfter)
+	}
+	return min(max(d, time.Second), left)
 }
 
 // NewSyncClient returns a client for url, trusting the PEM CA file caFile
@@ -65,10 +85,8 @@ func (c *SyncClient) post(ctx context.Context, path string, body []byte, limit i
 	var err error
 	for i := range tries {
 		if i > 0 {
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(time.Duration(i) * 500 * time.Millisecond):
+			if err := clock.Sleep(ctx, time.Duration(i)*500*time.Millisecond); err != nil {
+				return nil, err
 			}
 		}
 		var out []byte
@@ -117,10 +135,13 @@ func (c *SyncClient) postOnce(ctx context.Context, path string, body []byte, lim
 // /v1/sync and applies the signed answer (ApplyResponse). When the server
 // says its copy of the log ends earlier than this device believes (it lost
 // entries, e.g. restored from a backup, and recorded an incident), Sync
-// sends the entries again from there, once.
+// sends the entries again from there, once. When the answer says refills
+// are still being computed, Sync syncs again to collect them for up to
+// c.RefillWait.
 func (s *Store) Sync(ctx context.Context, c *SyncClient) (SyncReport, error) {
 	rep := SyncReport{Advanced: []TokenKey{}, Revoked: []TokenKey{}, Imported: []ImportResult{}, Conflicts: []Conflict{}}
 	rewound := false
+	var waited time.Duration
 	for round := 0; round < 100000; round++ {
 		up, info, err := s.PrepareUpload(ctx, UploadOptions{})
 		if err != nil {
@@ -145,9 +166,17 @@ func (s *Store) Sync(ctx context.Context, c *SyncClient) (SyncReport, error) {
 			return rep, err
 		}
 		rep.merge(r)
-		if !info.More {
+		if info.More {
+			continue
+		}
+		d := c.refillDelay(rep.Pending, waited)
+		if d <= 0 {
 			return rep, nil
 		}
+		if err := clock.Sleep(ctx, d); err != nil {
+			return rep, err
+		}
+		waited += d
 	}
 	return rep, errors.New("offline: sync did not finish")
 }

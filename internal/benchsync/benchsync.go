@@ -272,6 +272,10 @@ func newDevices(ctx context.Context, st store.Store, ss store.SyncStore, prefix 
 			if err == nil {
 				err = ss.CreateDevice(ctx, store.Device{Realm: server.DefaultRealm, ID: d.id, Status: store.DeviceActive, PublicKey: d.pub, KeyID: keys.KeyID(d.pub)})
 			}
+			if err == nil { // the bundle the device's log imports, as the server records issuing it
+				err = ss.PutIssuedBundle(ctx, store.IssuedBundle{Realm: server.DefaultRealm, Device: d.id, UserID: d.user, TokenID: d.token, Serial: 1,
+					Type: "hotp", First: 1, Last: 1 << 20, NotAfter: time.Now().Add(24 * time.Hour), IssuedAt: time.Now()})
+			}
 			mu.Lock()
 			if err != nil && first == nil {
 				first = err

@@ -93,6 +93,7 @@ func (e *env) fieldSyncCmd() *cobra.Command {
 	var dir string
 	var tg syncTarget
 	var asJSON bool
+	var waitRefill time.Duration
 	c := &cobra.Command{
 		Use:   "sync --data FDIR [--server URL] [--cacert FILE]",
 		Short: "Send this device's state and log to the server, get the server's state back",
@@ -105,7 +106,11 @@ on), and answers, signed with its key, with its own state: codes used online
 are refused here from now on, and bundles of disabled or deleted tokens are
 deleted. Tokens running low on entries may get a refill bundle. A code
 accepted both here and online (or on another device) is reported as a
-conflict: the server recorded it as a replay incident.
+conflict: the server recorded it as a replay incident. A refill the server
+is still computing is collected by syncing again (for up to --wait-refill;
+any later sync also collects it). The server applies this device's claims
+only for bundles it issued to this device: others are reported as ignored
+(and recorded as incidents on the server).
 
 Run it again after any failure: nothing is applied twice. The device must be
 registered first ('outpost admin device register' with FDIR/device.pub, or
@@ -124,6 +129,7 @@ this device's log does not match it (the store was altered or restored),
 			if err != nil {
 				return err
 			}
+			cl.RefillWait = waitRefill
 			rep, err := s.Sync(c.Context(), cl)
 			if err != nil {
 				return syncExit(err)
@@ -138,6 +144,7 @@ this device's log does not match it (the store was altered or restored),
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
 	tg.register(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	c.Flags().DurationVar(&waitRefill, "wait-refill", 2*time.Minute, "how long to keep syncing for refills the server is still computing (0: do not wait)")
 	_ = c.MarkFlagRequired("data")
 	return c
 }
@@ -161,8 +168,14 @@ func (e *env) printSyncReport(rep offline.SyncReport) {
 	for _, n := range rep.NoRefill {
 		fmt.Fprintf(w, "  no refill for %s\n", n)
 	}
+	for _, p := range rep.Pending {
+		fmt.Fprintf(w, "  %s: refill %s still being computed by the server: run 'outpost field sync' again in a while to collect it\n", p.TokenKey, p.ID)
+	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(w, "  PROBLEM: %s\n", p)
+	}
+	for _, i := range rep.Ignored {
+		fmt.Fprintf(w, "WARNING: %s\n", i)
 	}
 	for _, c := range rep.Conflicts {
 		fmt.Fprintf(w, "WARNING: %s counter %d was accepted here (log entry %d) and also %s: the server recorded a replay incident\n",

@@ -17,7 +17,10 @@
 // benchmark stopwatches, network deadlines).
 package clock
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // System reads the wall clock. It is the one place production code does so
 // for a decision; everything else is handed a clock.
@@ -29,4 +32,18 @@ func Or(now func() time.Time) func() time.Time {
 		return System
 	}
 	return now
+}
+
+// Sleep waits d, or until ctx ends (returning its error). A wait decides
+// nothing, so it runs on a timer rather than a clock: retries, backoff,
+// polling.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/store/storetest"
@@ -182,6 +183,26 @@ func (d *killDevice) code(c uint64) string {
 	return code
 }
 
+// recordIssued records a bundle signed outside the server as issued to the
+// device, in the running server's database, as the server does for the
+// bundles it issues: sync accepts the device's claims only within it.
+func recordIssued(t *testing.T, srv *killServer, signer *keys.Signer, data []byte, device string) {
+	t.Helper()
+	dsn := srv.dsn
+	if dsn == "" {
+		dsn = filepath.Join(srv.dir, datadir.DatabaseFile)
+	}
+	st, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	svc := &fieldsync.Service{Store: st, Sync: st.(store.SyncStore), Signer: signer}
+	if err := svc.RecordIssued(context.Background(), data, device); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func syncKill(t *testing.T, dsn string, rounds int) {
 	ctx := context.Background()
 	tmp := t.TempDir()
@@ -235,6 +256,7 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		recordIssued(t, srv, signer, data, d.id)
 		if _, err := d.s.Import(ctx, data); err != nil {
 			t.Fatal(err)
 		}

@@ -6,16 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
-	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/eventlog"
-	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
-	"github.com/outpost-auth/outpost/otp"
 )
 
 // outcome is what the transaction decided.
@@ -27,13 +23,14 @@ type outcome struct {
 	// refusal, when set, is the error of a refused upload; incident its kind.
 	refusal  error
 	incident string
-	// tokens, device tokens and state of the upload, for refills.
-	tokens map[syncproto.TokenKey]store.Token
-	dts    map[syncproto.TokenKey]*store.DeviceToken
+	// incidents are the kinds of the incidents recorded by an applied upload.
+	incidents []string
+	// tokens, device tokens and the issued bundle each device token stands
+	// on (the one the device imported last), for refills.
+	tokens  map[syncproto.TokenKey]store.Token
+	dts     map[syncproto.TokenKey]*store.DeviceToken
+	current map[syncproto.TokenKey]*store.IssuedBundle
 }
-
-// maxOnlineScan bounds the audit entries one conflict check reads.
-const maxOnlineScan = 100000
 
 // pendingConflict is a conflict found before the audit entries have their
 // sequence numbers.
@@ -45,8 +42,36 @@ type pendingConflict struct {
 	otherTime         time.Time
 }
 
+// maxUploadKeys bounds the distinct tokens one upload's states and events
+// name: each costs a few statements inside the transaction.
+const maxUploadKeys = syncproto.MaxTokens
+
+// parseEvents reads what the server interprets of each entry of u (before
+// the transaction: the lock is not held for it) and checks the bound on
+// the tokens they and the states name.
+func parseEvents(u *syncproto.Upload) ([]eventData, error) {
+	keys := map[syncproto.TokenKey]bool{}
+	for i := range u.Tokens {
+		keys[u.Tokens[i].Key()] = true
+	}
+	datas := make([]eventData, len(u.Entries))
+	for i := range u.Entries {
+		if json.Unmarshal(u.Entries[i].Data, &datas[i]) != nil {
+			datas[i] = eventData{}
+			continue
+		}
+		if datas[i].Token != "" && u.Entries[i].Subject != "" {
+			keys[keyOf(datas[i].Realm, u.Entries[i].Subject, datas[i].Token)] = true
+		}
+	}
+	if len(keys) > maxUploadKeys {
+		return nil, fmt.Errorf("%w: the upload names %d tokens, at most %d: upload fewer entries at a time", ErrMalformed, len(keys), maxUploadKeys)
+	}
+	return datas, nil
+}
+
 // apply runs step 3 of Receive in one transaction.
-func (s *Service) apply(ctx context.Context, dev store.Device, h artifact.Header, u *syncproto.Upload, hash []byte, via string, now time.Time) (*outcome, error) {
+func (s *Service) apply(ctx context.Context, dev store.Device, h artifact.Header, u *syncproto.Upload, datas []eventData, hash []byte, via string, now time.Time) (*outcome, error) {
 	var out *outcome
 	// The transaction runs to its end even if the caller goes away: the
 	// device will retry, and the server must know whether this one committed.
@@ -54,7 +79,8 @@ func (s *Service) apply(ctx context.Context, dev store.Device, h artifact.Header
 	defer cancel()
 	err := s.Sync.SyncDevice(tctx, dev.Realm, dev.ID, now, func(tx store.SyncTx) error {
 		out = &outcome{}
-		return s.applyTx(tx, h, u, hash, via, now, out)
+		a := &applier{s: s, tx: tx, d: tx.Device(), h: h, u: u, hash: hash, via: via, now: now, out: out}
+		return a.run(datas)
 	})
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -65,28 +91,81 @@ func (s *Service) apply(ctx context.Context, dev store.Device, h artifact.Header
 	return out, nil
 }
 
-func (s *Service) applyTx(tx store.SyncTx, h artifact.Header, u *syncproto.Upload, hash []byte, via string, now time.Time, out *outcome) error {
-	d := tx.Device()
-	out.device = d
-	actor := "device:" + d.ID
-	refuse := func(kind string, err error, extra map[string]any) error {
-		out.refusal, out.incident = err, kind
-		data := map[string]any{"incident": kind, "realm": d.Realm, "serial": h.Serial, "reason": err.Error(), "via": via}
-		for k, v := range extra {
-			data[k] = v
-		}
-		raw, _ := json.Marshal(data)
-		_, aerr := tx.AppendAudit([]eventlog.Entry{{Time: now, Kind: KindIncident, Actor: actor, Subject: d.ID, Data: raw}})
-		return aerr
-	}
-	if d.Status != store.DeviceActive {
-		return refuse(IncidentRevoked, fmt.Errorf("%w: device %s", ErrRevoked, d.ID), nil)
-	}
-	if h.Serial < d.UploadSerial || (h.Serial == d.UploadSerial && !bytes.Equal(hash, d.UploadHash)) {
-		return refuse(IncidentReplay, fmt.Errorf("%w: serial %d, the server applied serial %d already", ErrReplay, h.Serial, d.UploadSerial), nil)
-	}
+// applier is one run of the sync transaction.
+type applier struct {
+	s    *Service
+	tx   store.SyncTx
+	d    store.Device
+	h    artifact.Header
+	u    *syncproto.Upload
+	hash []byte
+	via  string
+	now  time.Time
+	out  *outcome
 
-	// Where the upload stands against the server's copy of the log.
+	fresh []eventlog.Entry // the entries the server has not recorded yet
+	datas []eventData      // what the server reads of each of fresh
+	g     *grants
+	cl    claims
+	// states are the upload's token states; keys the tokens issued to the
+	// device that the upload names, locked, in lock order; unissued those
+	// of the device's realm never issued to it.
+	states   map[syncproto.TokenKey]*syncproto.TokenState
+	keys     []syncproto.TokenKey
+	unissued map[syncproto.TokenKey]bool
+	// ignored[i] is the incident that made fresh[i] change nothing.
+	ignored []string
+	uses    []store.OfflineUse // entry index in DeviceSeq until recorded
+	useAt   []int
+	pend    []pendingConflict
+	cands   map[syncproto.TokenKey][]candidate
+	maxOK   map[syncproto.TokenKey]int64
+	// claimed is the last used counter of each token state that may be applied.
+	claimed map[syncproto.TokenKey]int64
+}
+
+func (a *applier) run(datas []eventData) error {
+	a.out.device = a.d
+	if done, err := a.checkLog(datas); done || err != nil {
+		return err
+	}
+	if err := a.lockTokens(); err != nil {
+		return err
+	}
+	if err := a.events(); err != nil {
+		return err
+	}
+	if err := a.searchConflicts(); err != nil {
+		return err
+	}
+	if done, err := a.checkStates(); done || err != nil {
+		return err
+	}
+	return a.record()
+}
+
+// refuse records a refusal's incident; the transaction then commits only that.
+func (a *applier) refuse(kind string, err error, extra map[string]any) error {
+	a.out.refusal, a.out.incident = err, kind
+	data := map[string]any{"incident": kind, "realm": a.d.Realm, "serial": a.h.Serial, "reason": err.Error(), "via": a.via}
+	for k, v := range extra {
+		data[k] = v
+	}
+	raw, _ := json.Marshal(data)
+	_, aerr := a.tx.AppendAudit([]eventlog.Entry{{Time: a.now, Kind: KindIncident, Actor: "device:" + a.d.ID, Subject: a.d.ID, Data: raw}})
+	return aerr
+}
+
+// checkLog places the upload against the server's copy of the device log
+// and finds the fresh entries; done reports a refusal.
+func (a *applier) checkLog(datas []eventData) (bool, error) {
+	d, u, h := a.d, a.u, a.h
+	if d.Status != store.DeviceActive {
+		return true, a.refuse(IncidentRevoked, fmt.Errorf("%w: device %s", ErrRevoked, d.ID), nil)
+	}
+	if h.Serial < d.UploadSerial || (h.Serial == d.UploadSerial && !bytes.Equal(a.hash, d.UploadHash)) {
+		return true, a.refuse(IncidentReplay, fmt.Errorf("%w: serial %d, the server applied serial %d already", ErrReplay, h.Serial, d.UploadSerial), nil)
+	}
 	last := u.After + uint64(len(u.Entries))
 	var anchor *eventlog.Entry
 	if u.After > 0 && len(u.Entries) > 0 {
@@ -96,185 +175,317 @@ func (s *Service) applyTx(tx store.SyncTx, h artifact.Header, u *syncproto.Uploa
 	case u.After > d.AckedSeq:
 		gap := &GapError{Acked: d.AckedSeq, Err: fmt.Errorf("%w: it starts after entry %d but the server holds entries up to %d: upload from entry %d",
 			ErrGap, u.After, d.AckedSeq, d.AckedSeq+1)}
-		return refuse(IncidentGap, gap, map[string]any{"after": u.After, "acked": d.AckedSeq})
+		return true, a.refuse(IncidentGap, gap, map[string]any{"after": u.After, "acked": d.AckedSeq})
 	case u.Head < d.AckedSeq:
-		return refuse(IncidentTruncated, fmt.Errorf("%w: the device's log ends at entry %d, the server recorded entries up to %d (was the device's store restored or altered?)",
+		return true, a.refuse(IncidentTruncated, fmt.Errorf("%w: the device's log ends at entry %d, the server recorded entries up to %d (was the device's store restored or altered?)",
 			ErrTruncated, u.Head, d.AckedSeq), map[string]any{"head": u.Head, "acked": d.AckedSeq})
 	case d.AckedSeq > 0 && d.AckedSeq <= last && (anchor != nil || d.AckedSeq > u.After):
 		if _, err := eventlog.VerifyHead(anchor, u.Entries, d.AckedSeq, d.AckedHash); err != nil {
-			return refuse(IncidentRewritten, fmt.Errorf("%w: %v", ErrRewritten, err), map[string]any{"acked": d.AckedSeq})
+			return true, a.refuse(IncidentRewritten, fmt.Errorf("%w: %v", ErrRewritten, err), map[string]any{"acked": d.AckedSeq})
 		}
 	}
 	if kind, err := checkHead(u, d); err != nil {
-		return refuse(kind, err, map[string]any{"head": u.Head, "acked": d.AckedSeq})
+		return true, a.refuse(kind, err, map[string]any{"head": u.Head, "acked": d.AckedSeq})
 	}
-	var fresh []eventlog.Entry
 	if last > d.AckedSeq {
-		fresh = u.Entries[d.AckedSeq-u.After:]
+		a.fresh, a.datas = u.Entries[d.AckedSeq-u.After:], datas[d.AckedSeq-u.After:]
 	}
+	return false, nil
+}
 
-	// The tokens this upload concerns, in the device's realm, locked in a
-	// fixed order. Other realms' events are recorded, never applied.
-	states := map[syncproto.TokenKey]*syncproto.TokenState{}
-	var keys []syncproto.TokenKey
-	add := func(k syncproto.TokenKey) {
-		if k.Realm == d.Realm && !slices.Contains(keys, k) {
-			keys = append(keys, k)
+// lockTokens finds the tokens this upload concerns in the device's realm
+// and, for those issued to the device, locks them in a fixed order and
+// reads the device's record of them. Other realms' events are recorded,
+// never applied; tokens never issued to the device are not even locked.
+func (a *applier) lockTokens() error {
+	a.states = map[syncproto.TokenKey]*syncproto.TokenState{}
+	named := map[syncproto.TokenKey]bool{}
+	for i := range a.u.Tokens {
+		a.states[a.u.Tokens[i].Key()] = &a.u.Tokens[i]
+		named[a.u.Tokens[i].Key()] = true
+	}
+	for i := range a.fresh {
+		if ev := &a.datas[i]; ev.Token != "" && a.fresh[i].Subject != "" {
+			named[keyOf(ev.Realm, a.fresh[i].Subject, ev.Token)] = true
 		}
 	}
-	for i := range u.Tokens {
-		states[u.Tokens[i].Key()] = &u.Tokens[i]
-		add(u.Tokens[i].Key())
-	}
-	datas := make([]eventData, len(fresh))
-	for i := range fresh {
-		if json.Unmarshal(fresh[i].Data, &datas[i]) == nil && datas[i].Token != "" && fresh[i].Subject != "" {
-			add(keyOf(datas[i].Realm, fresh[i].Subject, datas[i].Token))
+	a.g = newGrants(a.tx)
+	a.unissued = map[syncproto.TokenKey]bool{}
+	a.out.tokens = map[syncproto.TokenKey]store.Token{}
+	a.out.dts = map[syncproto.TokenKey]*store.DeviceToken{}
+	for _, k := range sortedKeys(named) {
+		if k.Realm != a.d.Realm {
+			continue
 		}
-	}
-	slices.SortFunc(keys, cmpKey)
-	out.tokens = map[syncproto.TokenKey]store.Token{}
-	out.dts = map[syncproto.TokenKey]*store.DeviceToken{}
-	for _, k := range keys {
-		t, err := tx.LockToken(k.Realm, k.User, k.Token)
-		switch {
-		case err == nil:
-			out.tokens[k] = t
-		case !errors.Is(err, store.ErrNotFound):
-			return err
-		}
-		dt, _, err := tx.DeviceToken(k.Realm, k.User, k.Token)
+		issued, err := a.g.load(k)
 		if err != nil {
 			return err
 		}
-		out.dts[k] = &dt
-	}
-
-	// Events: audit entries, offline uses, conflicts.
-	entries := make([]eventlog.Entry, len(fresh))
-	type use struct {
-		k       syncproto.TokenKey
-		counter uint64
-		entry   int
-		serial  uint64
-	}
-	var uses []use
-	var pend []pendingConflict
-	seenHere := map[syncproto.TokenKey]map[uint64]int{} // counter → entry index, within this upload
-	maxOK := map[syncproto.TokenKey]int64{}
-	for i := range fresh {
-		e := &fresh[i]
-		entries[i] = auditOf(d, e, now)
-		ev := &datas[i]
-		k := keyOf(ev.Realm, e.Subject, ev.Token)
-		dt := out.dts[k]
-		if ev.Realm != d.Realm || dt == nil {
+		if !issued {
+			a.unissued[k] = true
 			continue
 		}
+		if err := a.lock(k); err != nil {
+			return err
+		}
+		a.keys = append(a.keys, k)
+	}
+	return nil
+}
+
+func (a *applier) lock(k syncproto.TokenKey) error {
+	t, err := a.tx.LockToken(k.Realm, k.User, k.Token)
+	switch {
+	case err == nil:
+		a.out.tokens[k] = t
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	dt, _, err := a.tx.DeviceToken(k.Realm, k.User, k.Token)
+	if err != nil {
+		return err
+	}
+	a.out.dts[k] = &dt
+	return nil
+}
+
+// claim records a claim beyond what was issued, made by fresh entry i.
+func (a *applier) claim(kind string, k syncproto.TokenKey, i int, what map[string]any) {
+	if what == nil {
+		what = map[string]any{}
+	}
+	what["device_seq"], what["kind"] = a.fresh[i].Seq, a.fresh[i].Kind
+	a.cl.add(kind, k, what)
+	a.ignored[i] = kind
+}
+
+// events reads the fresh entries: bundles imported, wipes, and counters
+// accepted, each checked against what was issued to the device.
+func (a *applier) events() error {
+	a.ignored = make([]string, len(a.fresh))
+	a.cands = map[syncproto.TokenKey][]candidate{}
+	a.maxOK = map[syncproto.TokenKey]int64{}
+	seenHere := map[syncproto.TokenKey]map[uint64]int{} // counter → entry index, within this upload
+	for i := range a.fresh {
+		e, ev := &a.fresh[i], &a.datas[i]
+		if ev.Realm != a.d.Realm || ev.Token == "" || e.Subject == "" {
+			continue
+		}
+		k := keyOf(ev.Realm, e.Subject, ev.Token)
+		dt := a.out.dts[k]
+		if dt == nil {
+			a.claim(IncidentUnissued, k, i, nil)
+			continue
+		}
+		var err error
 		switch e.Kind {
 		case "import":
-			if ev.Serial != nil && ev.First != nil && ev.Last != nil && *ev.Serial > dt.Serial && *ev.Serial <= syncproto.MaxCounter &&
-				*ev.Last <= syncproto.MaxCounter && *ev.First <= *ev.Last && (ev.Type == "hotp" || ev.Type == "totp") {
-				dt.Serial, dt.Type, dt.First, dt.Last, dt.NotAfter = *ev.Serial, ev.Type, *ev.First, *ev.Last, ev.NotAfter
-				dt.Wiped = false
-			}
+			err = a.imported(i, k, dt)
 		case "wipe":
 			dt.Wiped = true
 		case "verify.ok":
-			if ev.Counter == nil || *ev.Counter > syncproto.MaxCounter {
-				continue
-			}
-			c := *ev.Counter
-			serial := uint64(0)
-			if ev.Serial != nil {
-				serial = *ev.Serial
-			}
-			uses = append(uses, use{k: k, counter: c, entry: i, serial: serial})
-			if int64(c) > dt.OfflineUsed {
-				dt.OfflineUsed, dt.UsedSerial = int64(c), serial
-			}
-			maxOK[k] = max(maxOK[k], int64(c))
 			if seenHere[k] == nil {
 				seenHere[k] = map[uint64]int{}
 			}
-			if j, ok := seenHere[k][c]; ok {
-				pend = append(pend, pendingConflict{c: syncproto.Conflict{TokenKey: k, Counter: c, DeviceSeq: e.Seq, Other: actor},
-					entry: i, otherEntry: j, otherTime: fresh[j].Time})
-				continue
-			}
-			seenHere[k][c] = i
-			if t, ok := out.tokens[k]; ok && t.Used && int64(c) <= t.LastUsed {
-				pc, found, err := s.findOther(tx, k, t, c, d.ID, e.Seq)
-				if err != nil {
-					return err
-				}
-				if !found && int64(c) == t.LastUsed && dt.ReportedUsed < int64(c) {
-					// The token stands exactly at c, yet no acceptance of c is
-					// recorded and this device never reported reaching it: an
-					// acceptance whose audit entry is still on its way (an online
-					// verification between its two writes), or one in a part of
-					// another device's log not uploaded yet. Never silent.
-					pc.c.Other, found = OtherUnrecorded, true
-				}
-				if found {
-					pc.entry, pc.otherEntry = i, -1
-					pend = append(pend, pc)
-				}
-			}
+			err = a.accepted(i, k, dt, seenHere[k])
+		}
+		if err != nil {
+			return err
 		}
 	}
+	return nil
+}
 
-	// State that goes backwards: a device's last used counter never falls.
-	for _, k := range keys {
-		st, dt := states[k], out.dts[k]
+// imported moves the device's record to the bundle an "import" entry names,
+// if the server issued exactly that bundle to the device.
+func (a *applier) imported(i int, k syncproto.TokenKey, dt *store.DeviceToken) error {
+	ev := &a.datas[i]
+	b, err := a.g.matchImport(k, ev)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		a.claim(IncidentUnissuedBundle, k, i, map[string]any{"serial": ev.Serial, "type": ev.Type, "first": ev.First, "last": ev.Last})
+		return nil
+	}
+	if b.Serial > dt.Serial {
+		dt.Serial, dt.Type, dt.First, dt.Last, dt.NotAfter = b.Serial, b.Type, b.First, b.Last, b.NotAfter
+		dt.Wiped = false
+	}
+	return nil
+}
+
+// accepted takes a verify.ok entry: an offline use, if the counter lies
+// inside the issued bundle the entry names; a conflict if this upload
+// accepted the counter before; a candidate for the conflict search if the
+// counter is not above the token's online state.
+func (a *applier) accepted(i int, k syncproto.TokenKey, dt *store.DeviceToken, seen map[uint64]int) error {
+	e, ev := &a.fresh[i], &a.datas[i]
+	if ev.Counter == nil || *ev.Counter > syncproto.MaxCounter {
+		return nil
+	}
+	c := *ev.Counter
+	kind, err := a.g.checkUse(k, ev.Serial, c)
+	if err != nil || kind != "" {
+		if kind != "" {
+			a.claim(kind, k, i, map[string]any{"serial": ev.Serial, "counter": c})
+		}
+		return err
+	}
+	a.uses = append(a.uses, store.OfflineUse{Realm: k.Realm, UserID: k.User, TokenID: k.Token, Counter: c, Device: a.d.ID, DeviceSeq: e.Seq, At: e.Time})
+	a.useAt = append(a.useAt, i)
+	if int64(c) > dt.OfflineUsed {
+		dt.OfflineUsed, dt.UsedSerial = int64(c), *ev.Serial
+	}
+	if v, ok := a.maxOK[k]; !ok || int64(c) > v {
+		a.maxOK[k] = int64(c)
+	}
+	if j, ok := seen[c]; ok {
+		a.pend = append(a.pend, pendingConflict{c: syncproto.Conflict{TokenKey: k, Counter: c, DeviceSeq: e.Seq, Other: "device:" + a.d.ID},
+			entry: i, otherEntry: j, otherTime: a.fresh[j].Time})
+		return nil
+	}
+	seen[c] = i
+	if t, ok := a.out.tokens[k]; ok && t.Used && int64(c) <= t.LastUsed {
+		a.cands[k] = append(a.cands[k], candidate{c: c, entry: i, seq: e.Seq})
+	}
+	return nil
+}
+
+// searchConflicts looks for earlier acceptances of the candidates, within
+// one budget for the whole upload (conflicts.go).
+func (a *applier) searchConflicts() error {
+	budget := maxConflictScan
+	for _, k := range sortedKeys(a.cands) {
+		t, dt := a.out.tokens[k], a.out.dts[k]
+		found, open, complete, err := searchConflicts(a.tx, k, t, a.cands[k], a.d.ID, &budget)
+		if err != nil {
+			return err
+		}
+		a.pend = append(a.pend, found...)
+		var unchecked []uint64
+		for _, c := range open {
+			if int64(c.c) == t.LastUsed && dt.ReportedUsed < int64(c.c) {
+				// The token stands exactly at c, yet no acceptance of c is
+				// recorded and this device never reported reaching it: an
+				// acceptance whose audit entry is still on its way (an online
+				// verification between its two writes), or one in a part of
+				// another device's log not uploaded yet. Never silent.
+				a.pend = append(a.pend, pendingConflict{c: syncproto.Conflict{TokenKey: k, Counter: c.c, DeviceSeq: c.seq, Other: OtherUnrecorded},
+					entry: c.entry, otherEntry: -1})
+			} else if !complete {
+				unchecked = append(unchecked, c.c)
+			}
+		}
+		if len(unchecked) > 0 {
+			a.cl.add(IncidentSearchBounded, k, map[string]any{"unchecked": len(unchecked), "counters": unchecked[:min(len(unchecked), maxExamples)],
+				"scan_limit": maxConflictScan})
+		}
+	}
+	return nil
+}
+
+// checkStates refuses state going backwards (done), and decides which
+// reported last used counters may be applied: those of tokens issued to
+// the device, up to the highest counter issued. A higher one is applied
+// only if the server's state already stands there (the device learnt it
+// from an answer); otherwise it is an incident and changes nothing.
+func (a *applier) checkStates() (bool, error) {
+	a.claimed = map[syncproto.TokenKey]int64{}
+	// The very same upload again (a retry after a lost answer) was judged
+	// the first time: its claims are not recorded twice.
+	retry := a.h.Serial == a.d.UploadSerial
+	for _, k := range a.keys {
+		st, dt := a.states[k], a.out.dts[k]
 		if st == nil {
 			continue
 		}
 		floor := max(dt.ReportedUsed, dt.OfflineUsed)
-		if v, ok := maxOK[k]; ok {
+		if v, ok := a.maxOK[k]; ok {
 			floor = max(floor, v)
 		}
 		if st.LastUsed < floor {
-			return refuse(IncidentBackwards, fmt.Errorf("%w: token %s: last used %d, but %d was reported or used before (was the device's store restored or altered?)",
+			return true, a.refuse(IncidentBackwards, fmt.Errorf("%w: token %s: last used %d, but %d was reported or used before (was the device's store restored or altered?)",
 				ErrBackwards, k, st.LastUsed, floor), map[string]any{"token": k.Token, "user": k.User, "reported": st.LastUsed, "known": floor})
 		}
+		cur := int64(-1)
+		if t, ok := a.out.tokens[k]; ok && t.Used {
+			cur = t.LastUsed
+		}
+		if st.LastUsed > int64(a.g.last[k]) && st.LastUsed > cur {
+			if !retry {
+				a.cl.add(IncidentOutOfRange, k, map[string]any{"state": "last_used", "last_used": st.LastUsed, "issued_last": a.g.last[k]})
+			}
+			continue
+		}
+		a.claimed[k] = st.LastUsed
 	}
+	for _, k := range sortedKeys(a.unissued) {
+		if st := a.states[k]; st != nil && !retry {
+			a.cl.add(IncidentUnissued, k, map[string]any{"state": "last_used", "last_used": st.LastUsed, "bundle_serial": st.Serial})
+		}
+	}
+	return false, nil
+}
 
-	// Record: the events, then the offline uses and conflicts that refer to them.
-	stored, err := tx.AppendAudit(entries)
+// record writes everything the upload established, in one transaction.
+func (a *applier) record() error {
+	entries := make([]eventlog.Entry, len(a.fresh))
+	for i := range a.fresh {
+		entries[i] = auditOf(a.d, &a.fresh[i], a.now, a.ignored[i])
+	}
+	stored, err := a.tx.AppendAudit(entries)
 	if err != nil {
 		return err
 	}
-	out.added = len(stored)
-	if len(uses) > 0 {
-		rows := make([]store.OfflineUse, len(uses))
-		for i, x := range uses {
-			rows[i] = store.OfflineUse{Realm: x.k.Realm, UserID: x.k.User, TokenID: x.k.Token, Counter: x.counter, Device: d.ID,
-				DeviceSeq: fresh[x.entry].Seq, AuditSeq: stored[x.entry].Seq, At: fresh[x.entry].Time}
-		}
-		if err := tx.AddOfflineUses(rows); err != nil {
+	a.out.added = len(stored)
+	for j, i := range a.useAt {
+		a.uses[j].AuditSeq = stored[i].Seq
+	}
+	if len(a.uses) > 0 {
+		if err := a.tx.AddOfflineUses(a.uses); err != nil {
 			return err
 		}
 	}
+	extra := a.conflictEntries(stored)
+	extra = append(extra, a.cl.entries(a.d, a.h.Serial, a.via, a.now)...)
+	a.out.incidents = a.cl.kinds()
+	raised, final, err := a.raise()
+	if err != nil {
+		return err
+	}
+	if err := a.saveDeviceTokens(); err != nil {
+		return err
+	}
+	a.respond(final)
+	return a.acknowledge(extra, raised)
+}
+
+// conflictEntries are the audit entries of the conflicts found, each naming both events.
+func (a *applier) conflictEntries(stored []eventlog.Entry) []eventlog.Entry {
 	var extra []eventlog.Entry
-	for _, p := range pend {
+	for _, p := range a.pend {
 		c := p.c
 		if p.otherEntry >= 0 {
 			c.OtherAuditSeq = stored[p.otherEntry].Seq
 		}
 		raw, _ := json.Marshal(map[string]any{"incident": IncidentConflict, "realm": c.Realm, "token": c.Token, "counter": c.Counter,
-			"device": d.ID, "device_seq": c.DeviceSeq, "device_time": fresh[p.entry].Time, "audit_seq": stored[p.entry].Seq,
+			"device": a.d.ID, "device_seq": c.DeviceSeq, "device_time": a.fresh[p.entry].Time, "audit_seq": stored[p.entry].Seq,
 			"other": c.Other, "other_audit_seq": c.OtherAuditSeq, "other_time": p.otherTime})
-		extra = append(extra, eventlog.Entry{Time: now, Kind: KindConflict, Actor: actor, Subject: c.User, Data: raw})
-		out.conflicts = append(out.conflicts, c)
+		extra = append(extra, eventlog.Entry{Time: a.now, Kind: KindConflict, Actor: "device:" + a.d.ID, Subject: c.User, Data: raw})
+		a.out.conflicts = append(a.out.conflicts, c)
 	}
+	return extra
+}
 
-	// State: each token's online last used becomes the maximum of both sides.
-	resp := syncproto.Response{Device: d.ID, UploadSerial: h.Serial, Tokens: []syncproto.ServerToken{}, Conflicts: out.conflicts}
+// raise makes each issued token's online last used the maximum of both
+// sides: its own, the counters accepted from issued bundles, and the
+// state the device may claim.
+func (a *applier) raise() (int, map[syncproto.TokenKey]int64, error) {
 	raised := 0
 	final := map[syncproto.TokenKey]int64{}
-	for _, k := range keys {
-		t, ok := out.tokens[k]
+	for _, k := range a.keys {
+		t, ok := a.out.tokens[k]
 		if !ok {
 			continue
 		}
@@ -283,148 +494,102 @@ func (s *Service) applyTx(tx store.SyncTx, h artifact.Header, u *syncproto.Uploa
 			cur = t.LastUsed
 		}
 		target := int64(-1)
-		if v, ok := maxOK[k]; ok {
+		if v, ok := a.maxOK[k]; ok {
 			target = v
 		}
-		if st := states[k]; st != nil {
-			target = max(target, st.LastUsed)
+		if v, ok := a.claimed[k]; ok {
+			target = max(target, v)
 		}
 		if target > cur {
-			ok, err := tx.RaiseToken(k.Realm, k.User, k.Token, target)
+			ok, err := a.tx.RaiseToken(k.Realm, k.User, k.Token, target)
 			if err != nil {
-				return err
+				return 0, nil, err
 			}
 			if !ok {
-				return fmt.Errorf("fieldsync: token %s changed under its lock", k)
+				return 0, nil, fmt.Errorf("fieldsync: token %s changed under its lock", k)
 			}
 			cur = target
 			raised++
 			t.LastUsed, t.Used = target, true
-			out.tokens[k] = t
+			a.out.tokens[k] = t
 		}
 		final[k] = cur
 	}
-	for _, k := range keys {
-		dt := out.dts[k]
-		if st := states[k]; st != nil {
-			dt.ReportedUsed = max(dt.ReportedUsed, st.LastUsed)
+	return raised, final, nil
+}
+
+// saveDeviceTokens stores what the server now knows of each issued token
+// on the device, and notes the issued bundle each stands on.
+func (a *applier) saveDeviceTokens() error {
+	a.out.current = map[syncproto.TokenKey]*store.IssuedBundle{}
+	for _, k := range a.keys {
+		dt := a.out.dts[k]
+		if st := a.states[k]; st != nil {
+			if v, ok := a.claimed[k]; ok {
+				dt.ReportedUsed = max(dt.ReportedUsed, v)
+			}
 			dt.Failures, dt.Wiped = st.Failures, st.Wiped
 		}
-		dt.UpdatedAt = now
-		if err := tx.PutDeviceToken(*dt); err != nil {
+		dt.UpdatedAt = a.now
+		if err := a.tx.PutDeviceToken(*dt); err != nil {
 			return err
 		}
+		if dt.Serial == 0 {
+			continue
+		}
+		b, err := a.g.bundle(k, dt.Serial)
+		if err != nil {
+			return err
+		}
+		a.out.current[k] = b
 	}
-	for i := range u.Tokens {
-		k := u.Tokens[i].Key()
+	return nil
+}
+
+// respond builds the answer's token states. A token of another realm, or
+// never issued to the device, is "foreign": the device learns nothing of it.
+func (a *applier) respond(final map[syncproto.TokenKey]int64) {
+	resp := syncproto.Response{Device: a.d.ID, UploadSerial: a.h.Serial, Tokens: []syncproto.ServerToken{}, Conflicts: a.out.conflicts,
+		Ignored: a.cl.ignored()}
+	for i := range a.u.Tokens {
+		k := a.u.Tokens[i].Key()
 		st := syncproto.ServerToken{TokenKey: k, Status: syncproto.StatusDeleted, LastUsed: -1}
-		switch t, ok := out.tokens[k]; {
-		case k.Realm != d.Realm:
+		switch t, ok := a.out.tokens[k]; {
+		case k.Realm != a.d.Realm || a.unissued[k]:
 			st.Status = syncproto.StatusForeign
 		case ok:
 			st.Status, st.LastUsed = t.Status, final[k]
 		}
 		resp.Tokens = append(resp.Tokens, st)
 	}
+	a.out.resp = resp
+}
 
-	// Acknowledge and remember the upload.
+// acknowledge moves the acknowledgement, remembers the upload, and appends
+// the conflicts, incidents and the sync.apply summary.
+func (a *applier) acknowledge(extra []eventlog.Entry, raised int) error {
+	d := a.d
 	acked, ackedHash := d.AckedSeq, d.AckedHash
-	if len(fresh) > 0 {
-		acked, ackedHash = fresh[len(fresh)-1].Seq, fresh[len(fresh)-1].Hash
+	if n := len(a.fresh); n > 0 {
+		acked, ackedHash = a.fresh[n-1].Seq, a.fresh[n-1].Hash
 	}
-	if err := tx.SaveDevice(acked, ackedHash, h.Serial, hash); err != nil {
+	if err := a.tx.SaveDevice(acked, ackedHash, a.h.Serial, a.hash); err != nil {
 		return err
 	}
-	resp.Acked, resp.AckedHash = acked, ackedHash
-	if len(fresh) > 0 || raised > 0 || len(pend) > 0 {
+	a.out.resp.Acked, a.out.resp.AckedHash = acked, ackedHash
+	if len(a.fresh) > 0 || raised > 0 || len(a.pend) > 0 || len(a.cl.order) > 0 {
 		from := uint64(0)
-		if len(fresh) > 0 {
-			from = fresh[0].Seq
+		if len(a.fresh) > 0 {
+			from = a.fresh[0].Seq
 		}
-		raw, _ := json.Marshal(map[string]any{"realm": d.Realm, "serial": h.Serial, "via": via, "from": from, "to": acked,
-			"events": len(fresh), "tokens_raised": raised, "conflicts": len(pend)})
-		extra = append(extra, eventlog.Entry{Time: now, Kind: KindSyncApply, Actor: actor, Subject: d.ID, Data: raw})
+		raw, _ := json.Marshal(map[string]any{"realm": d.Realm, "serial": a.h.Serial, "via": a.via, "from": from, "to": acked,
+			"events": len(a.fresh), "tokens_raised": raised, "conflicts": len(a.pend), "incidents": len(a.cl.order)})
+		extra = append(extra, eventlog.Entry{Time: a.now, Kind: KindSyncApply, Actor: "device:" + d.ID, Subject: d.ID, Data: raw})
 	}
-	if _, err := tx.AppendAudit(extra); err != nil {
+	if _, err := a.tx.AppendAudit(extra); err != nil {
 		return err
 	}
-	out.resp = resp
-	d.AckedSeq, d.AckedHash, d.UploadSerial, d.UploadHash = acked, ackedHash, h.Serial, hash
-	out.device = d
+	d.AckedSeq, d.AckedHash, d.UploadSerial, d.UploadHash = acked, ackedHash, a.h.Serial, a.hash
+	a.out.device = d
 	return nil
-}
-
-// findOther looks for an earlier acceptance of counter c of token t: on
-// another device (or earlier on this one), or online. Online acceptances of
-// a token only ever go up (the replay rule), so the scan of its verify.ok
-// entries, newest first, stops at the first one below c.
-func (s *Service) findOther(tx store.SyncTx, k syncproto.TokenKey, t store.Token, c uint64, device string, seq uint64) (pendingConflict, bool, error) {
-	pc := pendingConflict{c: syncproto.Conflict{TokenKey: k, Counter: c, DeviceSeq: seq}}
-	uses, err := tx.OfflineUses(k.Realm, k.User, k.Token, c)
-	if err != nil {
-		return pc, false, err
-	}
-	for _, u := range uses {
-		if u.Device != device || u.DeviceSeq != seq {
-			pc.c.Other, pc.c.OtherAuditSeq, pc.otherTime = "device:"+u.Device, u.AuditSeq, u.At
-			return pc, true, nil
-		}
-	}
-	var floor time.Time // TOTP: an online acceptance of step c happened near its time
-	if p, err := online.Params(t); err == nil && p.Period > 0 {
-		floor = otp.StepTime(c, p.Period, p.T0).Add(-time.Duration(10*p.Period) * time.Second)
-	}
-	var before uint64
-scan:
-	for scanned := 0; scanned < maxOnlineScan; {
-		page, err := tx.FindAudit(audit.VerifyOK, k.User, before, 500)
-		if err != nil {
-			return pc, false, err
-		}
-		if len(page) == 0 {
-			break
-		}
-		scanned += len(page)
-		for _, e := range page {
-			if !floor.IsZero() && e.Time.Before(floor) {
-				break scan
-			}
-			var v struct {
-				Token   string  `json:"token"`
-				Matched *uint64 `json:"matched"`
-			}
-			if json.Unmarshal(e.Data, &v) != nil || v.Token != k.Token || v.Matched == nil {
-				continue
-			}
-			if *v.Matched == c {
-				pc.c.Other, pc.c.OtherAuditSeq, pc.otherTime = "online", e.Seq, e.Time
-				return pc, true, nil
-			}
-			if *v.Matched < c {
-				break scan
-			}
-		}
-		before = page[len(page)-1].Seq
-	}
-	found, err := findResync(tx, &pc, k, c)
-	return pc, found, err
-}
-
-// findResync checks HOTP resynchronisations, which consume two counters.
-func findResync(tx store.SyncTx, pc *pendingConflict, k syncproto.TokenKey, c uint64) (bool, error) {
-	page, err := tx.FindAudit(audit.TokenResync, k.User, 0, 1000)
-	if err != nil {
-		return false, err
-	}
-	for _, e := range page {
-		var v struct {
-			Token   string  `json:"token"`
-			Counter *uint64 `json:"counter"`
-		}
-		if json.Unmarshal(e.Data, &v) == nil && v.Token == k.Token && v.Counter != nil && (*v.Counter == c || *v.Counter == c+1) {
-			pc.c.Other, pc.c.OtherAuditSeq, pc.otherTime = "online", e.Seq, e.Time
-			return true, nil
-		}
-	}
-	return false, nil
 }

@@ -24,8 +24,13 @@
 //     acknowledged one are skipped), raises each token's online state to the
 //     maximum of both sides with the replay rule's conditional write, detects
 //     a counter accepted both offline and elsewhere (a conflict, recorded
-//     with both events), and moves the acknowledgement forward;
-//  4. after the commit, issues refills for tokens whose entries ran low;
+//     with both events; the search is bounded per upload, conflicts.go), and
+//     moves the acknowledgement forward. Only what lies within the bundles
+//     the server recorded issuing to this device counts ([Service.RecordIssued],
+//     issued.go): any other claim is an incident and changes nothing;
+//  4. after the commit, gives refills for tokens whose issued bundle ran
+//     low, computed in the background and collected by a later sync when
+//     they take longer than RefillWait (refill.go);
 //  5. returns the server's state of the device's tokens (last used counter,
 //     status), signed with the server's artifact key.
 //
@@ -76,9 +81,14 @@ type Service struct {
 	// RefillBelow: refill when fewer than this fraction of a bundle's
 	// entries remain (0 means DefaultRefillBelow).
 	RefillBelow float64
+	// RefillWait is how long a sync answer waits for a refill computing in
+	// the background before it says "pending" (0 means DefaultRefillWait);
+	// keep it well under the HTTP server's write timeout.
+	RefillWait time.Duration
 	// Workers verify entry signatures in parallel; 0 means GOMAXPROCS.
 	Workers int
 
+	jobs refillJobs
 	mu   sync.Mutex
 	seen map[string]time.Time // incidents recorded lately, to record a replayed payload once
 }
@@ -248,12 +258,19 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 		return nil, s.incident(ctx, dev, IncidentBrokenChain, h.Serial, fmt.Errorf("%w: %v", ErrBrokenChain, err),
 			map[string]any{"index": i})
 	}
-	out, err := s.apply(ctx, dev, h, &u, hash, via, now)
+	datas, err := parseEvents(&u)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.apply(ctx, dev, h, &u, datas, hash, via, now)
 	if err != nil {
 		return nil, err
 	}
 	for range out.conflicts {
 		s.count(IncidentConflict)
+	}
+	for _, kind := range out.incidents {
+		s.count(kind)
 	}
 	if out.refusal != nil {
 		s.count(out.incident)
@@ -384,12 +401,16 @@ type offlineData struct {
 	Kind        string          `json:"kind,omitempty"` // only for kinds this server does not know
 	Data        json.RawMessage `json:"data,omitempty"`
 	DataOmitted int             `json:"data_omitted,omitempty"`
+	// Ignored names the incident that made the server apply nothing of
+	// this entry (a claim beyond what was issued to the device).
+	Ignored string `json:"ignored,omitempty"`
 }
 
-// auditOf is the audit entry recording device entry e.
-func auditOf(dev store.Device, e *eventlog.Entry, now time.Time) eventlog.Entry {
+// auditOf is the audit entry recording device entry e; ignored is the
+// incident that made it change nothing, if any.
+func auditOf(dev store.Device, e *eventlog.Entry, now time.Time, ignored string) eventlog.Entry {
 	kind := KindOfflinePrefix + e.Kind
-	d := offlineData{Device: dev.ID, Seq: e.Seq, Hash: e.Hash, Time: e.Time, Data: e.Data}
+	d := offlineData{Device: dev.ID, Seq: e.Seq, Hash: e.Hash, Time: e.Time, Data: e.Data, Ignored: ignored}
 	if !slices.Contains(knownKinds, e.Kind) {
 		kind, d.Kind = KindOfflineOther, e.Kind
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,10 +492,9 @@ func TestRefill(t *testing.T) {
 		h.svc.Refill = func(_ context.Context, n fieldsync.RefillNeed) ([]byte, error) {
 			needs = append(needs, n)
 			h.clock.Advance(time.Second)
-			data, _, err := bundle.Issue(ctx, bundle.Request{Realm: realm, User: n.Token.UserID, TokenID: n.Token.ID, Params: h.params, Secret: h.seed,
+			return h.tryIssue(bundle.Request{Realm: realm, User: n.Token.UserID, TokenID: n.Token.ID, Params: h.params, Secret: h.seed,
 				Device: n.Device.ID, First: uint64(n.Token.LastUsed) + 1, Count: int(n.Last - n.First + 1), KDF: testKDF, Override: true,
-				Now: h.clock.Now(), NotBefore: h.clock.Now().Add(-time.Minute), NotAfter: h.clock.Now().Add(24 * time.Hour)}, h.signer, nil)
-			return data, err
+				Now: h.clock.Now(), NotBefore: h.clock.Now().Add(-time.Minute), NotAfter: h.clock.Now().Add(24 * time.Hour)})
 		}
 		d := h.device("dev-1")
 		d.bundle(1, 8, nil)
@@ -582,6 +582,62 @@ func TestUnrecordedAcceptanceIsAConflict(t *testing.T) {
 		rep, _ = d.sync()
 		if len(rep.Conflicts) != 0 {
 			t.Fatalf("conflicts across one device's chunks: %+v", rep.Conflicts)
+		}
+	})
+}
+
+// A refill that takes longer than the answer may wait is computed in the
+// background: the answer says "pending", a sync meanwhile starts no second
+// one, and a later sync collects it. A refill that failed in the background
+// is reported once, then tried again.
+func TestRefillPending(t *testing.T) {
+	forEngine(t, func(t *testing.T, h *harness) {
+		release := make(chan struct{})
+		var calls atomic.Int32
+		fail := atomic.Bool{}
+		h.svc.RefillWait = 20 * time.Millisecond
+		h.svc.Refill = func(_ context.Context, n fieldsync.RefillNeed) ([]byte, error) {
+			calls.Add(1)
+			<-release
+			if fail.Load() {
+				return nil, errors.New("below the floor")
+			}
+			return h.tryIssue(bundle.Request{Realm: realm, User: n.Token.UserID, TokenID: n.Token.ID, Params: h.params, Secret: h.seed,
+				Device: n.Device.ID, First: uint64(n.Token.LastUsed) + 1, Count: int(n.Last - n.First + 1), KDF: testKDF, Override: true,
+				Now: h.clock.Now(), NotBefore: h.clock.Now().Add(-time.Minute), NotAfter: h.clock.Now().Add(24 * time.Hour)})
+		}
+		d := h.device("dev-1")
+		d.bundle(1, 4, nil)
+		for c := uint64(1); c <= 4; c++ {
+			must(t, d.verify(c))
+		}
+		// The refill fails in the background: reported once, then tried again.
+		fail.Store(true)
+		_, res := d.sync()
+		if len(res.Response.Pending) != 1 || len(res.Response.Refills) != 0 {
+			t.Fatalf("first answer: %+v", res.Response)
+		}
+		release <- struct{}{}
+		h.svc.WaitRefills()
+		_, res = d.sync()
+		if len(res.Response.NoRefill) != 1 || !strings.Contains(res.Response.NoRefill[0].Reason, "below the floor") {
+			t.Fatalf("failed refill not reported: %+v", res.Response)
+		}
+		// Tried again, and pending while it computes: a sync meanwhile starts no second one.
+		fail.Store(false)
+		rep, res := d.sync()
+		if len(res.Response.Pending) != 1 || len(rep.Pending) != 1 {
+			t.Fatalf("second try: %+v", res.Response)
+		}
+		_, res = d.sync()
+		if len(res.Response.Pending) != 1 || res.Response.Pending[0].ID != rep.Pending[0].ID || calls.Load() != 2 {
+			t.Fatalf("a sync while pending: %+v, %d refills started", res.Response, calls.Load())
+		}
+		close(release)
+		h.svc.WaitRefills()
+		rep, _ = d.sync()
+		if len(rep.Imported) != 1 || rep.Imported[0].First != 5 || len(rep.Pending) != 0 || calls.Load() != 2 {
+			t.Fatalf("collected: %+v, %d refills started", rep, calls.Load())
 		}
 	})
 }

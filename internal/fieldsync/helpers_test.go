@@ -149,11 +149,28 @@ func (d *device) bundle(first uint64, count int, mod func(*bundle.Request)) offl
 	if mod != nil {
 		mod(&req)
 	}
-	data, _, err := bundle.Issue(ctx, req, d.h.signer, nil)
-	must(d.h.t, err)
+	data := d.h.issue(req)
 	res, err := d.s.Import(ctx, data)
 	must(d.h.t, err)
 	return res
+}
+
+// issue signs a bundle as the server does: recorded as issued to its device
+// before it is handed out.
+func (h *harness) issue(req bundle.Request) []byte {
+	h.t.Helper()
+	data, err := h.tryIssue(req)
+	must(h.t, err)
+	return data
+}
+
+// tryIssue is issue for goroutines (a refill runs in the background).
+func (h *harness) tryIssue(req bundle.Request) ([]byte, error) {
+	data, _, err := bundle.Issue(ctx, req, h.signer, nil)
+	if err != nil {
+		return nil, err
+	}
+	return data, h.svc.RecordIssued(ctx, data, req.Device)
 }
 
 func (d *device) verify(counter uint64) error {

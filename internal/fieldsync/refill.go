@@ -2,8 +2,11 @@ package fieldsync
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
@@ -14,13 +17,20 @@ import (
 )
 
 // Refill (privacyIDEA's "refill", done safely). A token is due for a refill
-// when, by the server's own count, fewer than RefillBelow of its bundle's
-// entries remain: HOTP counters after the highest one used anywhere, TOTP
-// steps after the current one. A refill is bound to the device key (the
-// upload that asks for it is signed by it, and the bundle is bound to the
-// device id) and to proof of use: the server must hold the device's signed
-// log entries saying it imported that very bundle (by serial) and accepted
-// a code from it. A bare OTP never earns a bundle.
+// when, by the server's own count, fewer than RefillBelow of the entries of
+// the bundle the device stands on remain: HOTP counters after the highest
+// one used anywhere, TOTP steps after the current one. Everything is judged
+// from the server's records, never from the device's word:
+//
+//   - the bundle is the one the server recorded issuing to this device
+//     (store.IssuedBundle) and the device's log showed importing, checked
+//     against that record; its type, range, PIN and secrets are the
+//     record's;
+//   - proof of use: the server accepted, from this device's signed log, a
+//     code of that very bundle inside its issued range. A bare OTP, a
+//     forged import or a counter outside the range never earns a bundle;
+//   - the refill is bound to the device key (the upload that asks for it is
+//     signed by it, and the bundle is bound to the device id).
 //
 // What cannot be refilled, and why (the answer says so, per token):
 //   - a PIN bundle: the server holds the PIN only as an argon2id hash and
@@ -30,102 +40,254 @@ import (
 //     the issuer issues a new bundle;
 //   - a wiped token, or a token no longer active.
 //
-// One refill is computed per sync (each costs seconds of KDF work); a
-// device with several due tokens gets the next one at its next sync. A
-// refill issued but not imported (the answer was lost) is sent again, not
-// issued twice.
+// One refill is started per sync (each costs seconds of KDF work). It runs
+// in the background: the sync answer waits for it up to RefillWait (well
+// under the HTTP server's write timeout) and otherwise says "pending"; the
+// device collects it at a later sync (the bundle is kept in device_refills,
+// so any replica hands it out). A refill issued but not imported (the
+// answer was lost) is sent again, not issued twice.
 
-// maxRefillsPerSync bounds the bundles computed in one sync.
+// maxRefillsPerSync bounds the refills started in one sync.
 const maxRefillsPerSync = 1
+
+// DefaultRefillWait is how long a sync answer waits for a refill being computed.
+const DefaultRefillWait = 10 * time.Second
+
+// maxRefillJobs bounds the refills computing (or failed, until reported) at once.
+const maxRefillJobs = 64
+
+// refillJobTimeout bounds one refill's background work.
+const refillJobTimeout = 30 * time.Minute
+
+// refillKey names a refill: the token on the device and the bundle it replaces.
+type refillKey struct {
+	syncproto.TokenKey
+	device string
+	from   uint64
+}
+
+// id is the pending refill's id, the same on every replica.
+func (k refillKey) id() string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%d", k.Realm, k.device, k.User, k.Token, k.from))
+	return "refill_" + hex.EncodeToString(h[:8])
+}
+
+// refillJob is a refill computing in the background.
+type refillJob struct {
+	done     chan struct{}
+	data     []byte
+	err      error
+	finished time.Time
+}
+
+// refillJobs are the refills of one Service computing in the background.
+type refillJobs struct {
+	mu sync.Mutex
+	m  map[refillKey]*refillJob
+	wg sync.WaitGroup
+}
+
+// WaitRefills waits for the refills computing in the background (tests,
+// and a server shutting down).
+func (s *Service) WaitRefills() { s.jobs.wg.Wait() }
+
+// refillRun is one sync's refill decisions.
+type refillRun struct {
+	s       *Service
+	out     *outcome
+	now     time.Time
+	started int
+}
 
 func (s *Service) refill(ctx context.Context, out *outcome, u *syncproto.Upload, now time.Time) {
 	if s.Refill == nil {
 		return
 	}
+	r := &refillRun{s: s, out: out, now: now}
+	for i := range u.Tokens {
+		r.token(ctx, &u.Tokens[i])
+	}
+}
+
+func (r *refillRun) no(k syncproto.TokenKey, format string, a ...any) {
+	reason := fmt.Sprintf(format, a...)
+	if len(reason) > syncproto.MaxReason {
+		reason = reason[:syncproto.MaxReason-3] + "..."
+	}
+	r.out.resp.NoRefill = append(r.out.resp.NoRefill, syncproto.NoRefill{TokenKey: k, Reason: reason})
+}
+
+// token decides the refill of one token the device reports holding.
+func (r *refillRun) token(ctx context.Context, st *syncproto.TokenState) {
+	k := st.Key()
+	t, ok := r.out.tokens[k]
+	dt, b := r.out.dts[k], r.out.current[k]
+	if st.Type == "" || !ok || dt == nil || b == nil || t.Status != store.TokenActive || !r.s.due(t, b, r.now) {
+		return
+	}
+	switch {
+	case st.Wiped || dt.Wiped:
+		r.no(k, "wiped: the user must authenticate online ('outpost field login') to get a new bundle")
+	case st.Serial != b.Serial || dt.UsedSerial != b.Serial:
+		r.no(k, "no proof of use: the server has not accepted from this device's log a code of bundle serial %d inside its issued range", b.Serial)
+	case b.PIN:
+		r.no(k, "pin: the server cannot refill a PIN bundle (it never holds the PIN): run 'outpost field login' with the user's PIN and code")
+	case b.Secrets > 0:
+		r.no(k, "secrets: the bundle carries static secrets the server does not keep: ask the issuer for a new bundle")
+	default:
+		r.give(ctx, k, RefillNeed{Device: r.out.device, Token: t, Type: b.Type, FromSerial: b.Serial, First: b.First, Last: b.Last})
+	}
+}
+
+// due reports whether, by the server's count, fewer than RefillBelow of
+// issued bundle b's entries remain.
+func (s *Service) due(t store.Token, b *store.IssuedBundle, now time.Time) bool {
+	p, err := online.Params(t)
+	if err != nil {
+		return false
+	}
 	below := s.RefillBelow
 	if below <= 0 {
 		below = DefaultRefillBelow
 	}
-	issued := 0
-	for i := range u.Tokens {
-		st := &u.Tokens[i]
-		k := st.Key()
-		t, ok := out.tokens[k]
-		dt := out.dts[k]
-		if st.Type == "" || !ok || dt == nil || t.Status != store.TokenActive {
-			continue
+	from := b.First // first entry still usable
+	if p.Type == otp.TypeTOTP {
+		from = p.Step(now)
+	} else if t.Used && t.LastUsed >= 0 && uint64(t.LastUsed)+1 > from {
+		from = uint64(t.LastUsed) + 1
+	}
+	remaining := uint64(0)
+	if from <= b.Last {
+		remaining = b.Last - from + 1
+	}
+	return remaining == 0 || float64(remaining) < below*float64(b.Last-b.First+1)
+}
+
+// give answers a due refill: the stored one, a finished or pending job's,
+// or a new job.
+func (r *refillRun) give(ctx context.Context, k syncproto.TokenKey, need RefillNeed) {
+	s := r.s
+	if len(r.out.resp.Refills) >= syncproto.MaxRefills {
+		r.no(k, "this answer carries as many refills as it may: sync again for this one")
+		return
+	}
+	if got, err := s.Sync.GetRefill(ctx, k.Realm, need.Device.ID, k.User, k.Token, need.FromSerial); err == nil {
+		r.out.resp.Refills = append(r.out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: got.Bundle})
+		return
+	} else if !errors.Is(err, store.ErrNotFound) {
+		r.no(k, "refill lookup failed: sync again later")
+		return
+	}
+	key := refillKey{TokenKey: k, device: need.Device.ID, from: need.FromSerial}
+	j, err := r.job(ctx, key, need)
+	if err != nil {
+		r.no(k, "%v", err)
+		return
+	}
+	r.collect(k, key, j)
+}
+
+// job returns the refill's job, starting one if none runs.
+func (r *refillRun) job(ctx context.Context, key refillKey, need RefillNeed) (*refillJob, error) {
+	s := r.s
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	if j, ok := s.jobs.m[key]; ok {
+		return j, nil
+	}
+	if r.started >= maxRefillsPerSync {
+		return nil, errors.New("another refill was started in this sync: sync again for this one")
+	}
+	s.evictRefills()
+	if len(s.jobs.m) >= maxRefillJobs {
+		return nil, errors.New("the server is computing too many refills: sync again later")
+	}
+	if s.jobs.m == nil {
+		s.jobs.m = map[refillKey]*refillJob{}
+	}
+	j := &refillJob{done: make(chan struct{})}
+	s.jobs.m[key] = j
+	r.started++
+	s.jobs.wg.Add(1)
+	go s.runRefill(context.WithoutCancel(ctx), key, need, j)
+	return j, nil
+}
+
+// runRefill computes a refill in the background and stores it, so that
+// any later sync (on any replica) hands it out.
+func (s *Service) runRefill(ctx context.Context, key refillKey, need RefillNeed, j *refillJob) {
+	defer s.jobs.wg.Done()
+	ctx, cancel := context.WithTimeout(ctx, refillJobTimeout)
+	defer cancel()
+	data, err := s.issueRefill(ctx, key, need)
+	s.jobs.mu.Lock()
+	defer s.jobs.mu.Unlock()
+	j.data, j.err, j.finished = data, err, s.now()
+	if err == nil {
+		delete(s.jobs.m, key) // stored: later syncs find it in the store
+	}
+	close(j.done)
+}
+
+func (s *Service) issueRefill(ctx context.Context, key refillKey, need RefillNeed) ([]byte, error) {
+	data, err := s.Refill(ctx, need)
+	if err != nil {
+		return nil, fmt.Errorf("refill refused: %w", err)
+	}
+	h, _, err := artifact.Verify(data, artifact.Keys{s.Signer.Public}, artifact.Expect{Subject: need.Device.ID})
+	if err != nil {
+		return nil, fmt.Errorf("refill failed: %w", err)
+	}
+	rf := store.Refill{Realm: key.Realm, Device: key.device, UserID: key.User, TokenID: key.Token, FromSerial: key.from,
+		Serial: h.Serial, Bundle: data, IssuedAt: s.now()}
+	err = s.Sync.PutRefill(ctx, rf)
+	if errors.Is(err, store.ErrExists) {
+		// Another replica refilled it first: hand out that one.
+		got, gerr := s.Sync.GetRefill(ctx, key.Realm, key.device, key.User, key.Token, key.from)
+		return got.Bundle, gerr
+	}
+	if err != nil {
+		return nil, errors.New("refill could not be stored: sync again later")
+	}
+	return data, nil
+}
+
+// collect waits up to RefillWait for the job, then answers with its bundle,
+// its failure, or "pending".
+func (r *refillRun) collect(k syncproto.TokenKey, key refillKey, j *refillJob) {
+	wait := r.s.RefillWait
+	if wait <= 0 {
+		wait = DefaultRefillWait
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-j.done:
+	case <-timer.C:
+		// Sync again after as long as this answer waited: cheap (an upload
+		// with nothing new changes nothing), and the work is unknown here.
+		retry := max(1, int(wait/time.Second))
+		r.out.resp.Pending = append(r.out.resp.Pending, syncproto.PendingRefill{TokenKey: k, ID: key.id(), RetryAfter: retry})
+		return
+	}
+	if j.err != nil {
+		r.s.jobs.mu.Lock()
+		if r.s.jobs.m[key] == j {
+			delete(r.s.jobs.m, key) // reported: the next sync may try again
 		}
-		p, err := online.Params(t)
-		if err != nil {
-			continue
+		r.s.jobs.mu.Unlock()
+		r.no(k, "%v", j.err)
+		return
+	}
+	r.out.resp.Refills = append(r.out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: j.data})
+}
+
+// evictRefills forgets failed refills nobody collected within an hour; jobs.mu is held.
+func (s *Service) evictRefills() {
+	now := s.now()
+	for k, j := range s.jobs.m {
+		if !j.finished.IsZero() && now.Sub(j.finished) > time.Hour {
+			delete(s.jobs.m, k)
 		}
-		entries := st.Last - st.First + 1
-		var from uint64 // first entry still usable
-		if p.Type == otp.TypeTOTP {
-			from = p.Step(now)
-		} else {
-			from = st.First
-			if t.Used && t.LastUsed >= 0 && uint64(t.LastUsed)+1 > from {
-				from = uint64(t.LastUsed) + 1
-			}
-		}
-		remaining := uint64(0)
-		if from <= st.Last {
-			remaining = st.Last - from + 1
-		}
-		if remaining > 0 && float64(remaining) >= below*float64(entries) {
-			continue
-		}
-		no := func(format string, a ...any) {
-			out.resp.NoRefill = append(out.resp.NoRefill, syncproto.NoRefill{TokenKey: k, Reason: fmt.Sprintf(format, a...)})
-		}
-		switch {
-		case st.Wiped:
-			no("wiped: the user must authenticate online ('outpost field login') to get a new bundle")
-			continue
-		case dt.Serial != st.Serial || dt.UsedSerial != st.Serial:
-			no("no proof of use: the server has not received this device's log entries importing bundle serial %d and accepting a code from it", st.Serial)
-			continue
-		case st.PIN:
-			no("pin: the server cannot refill a PIN bundle (it never holds the PIN): run 'outpost field login' with the user's PIN and code")
-			continue
-		case st.Secrets > 0:
-			no("secrets: the bundle carries static secrets the server does not keep: ask the issuer for a new bundle")
-			continue
-		}
-		if r, err := s.Sync.GetRefill(ctx, k.Realm, out.device.ID, k.User, k.Token, st.Serial); err == nil {
-			out.resp.Refills = append(out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: r.Bundle})
-			continue
-		} else if !errors.Is(err, store.ErrNotFound) {
-			no("refill lookup failed: sync again later")
-			continue
-		}
-		if issued >= maxRefillsPerSync || len(out.resp.Refills) >= syncproto.MaxRefills {
-			no("another refill was computed in this sync: sync again for this one")
-			continue
-		}
-		issued++
-		data, err := s.Refill(ctx, RefillNeed{Device: out.device, Token: t, Type: st.Type, FromSerial: st.Serial, First: st.First, Last: st.Last})
-		if err != nil {
-			no("refill refused: %v", err)
-			continue
-		}
-		h, _, err := artifact.Verify(data, artifact.Keys{s.Signer.Public}, artifact.Expect{Subject: out.device.ID})
-		if err != nil {
-			no("refill failed: %v", err)
-			continue
-		}
-		r := store.Refill{Realm: k.Realm, Device: out.device.ID, UserID: k.User, TokenID: k.Token, FromSerial: st.Serial,
-			Serial: h.Serial, Bundle: data, IssuedAt: now}
-		if err := s.Sync.PutRefill(ctx, r); errors.Is(err, store.ErrExists) {
-			// Another replica refilled it first: send that one.
-			if r2, err := s.Sync.GetRefill(ctx, k.Realm, out.device.ID, k.User, k.Token, st.Serial); err == nil {
-				r = r2
-			}
-		} else if err != nil {
-			no("refill could not be stored: sync again later")
-			continue
-		}
-		out.resp.Refills = append(out.resp.Refills, syncproto.Refill{TokenKey: k, Bundle: r.Bundle})
 	}
 }

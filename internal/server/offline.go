@@ -196,13 +196,21 @@ func bundleError(err error) error {
 	return err
 }
 
-// issue runs the KDF work and records it in the audit log.
+// issue runs the KDF work, records what was issued to the device (before
+// the bundle leaves the server: sync accepts the device's claims only
+// within it) and records it in the audit log. Every bundle is issued here:
+// the offline bundles API, PIN bundles of an online login, refills.
 func (s *Server) issue(ctx context.Context, actor string, req bundle.Request, progress func(done, total int)) ([]byte, cost.Report, error) {
 	s.bundleSlots <- struct{}{} // one bundle computes at a time: it uses every core
 	defer func() { <-s.bundleSlots }()
 	data, rep, err := bundle.Issue(ctx, req, s.signer, progress)
 	if err != nil {
 		return nil, rep, bundleError(err)
+	}
+	if s.field != nil {
+		if err := s.field.RecordIssued(ctx, data, req.Device); err != nil {
+			return nil, rep, err
+		}
 	}
 	if req.Override {
 		if err := s.audit.Record(ctx, audit.FloorOverride, actor, req.User, map[string]any{"token": req.TokenID, "device": req.Device,

@@ -25,6 +25,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/auditcheck"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -77,6 +78,9 @@ type Server struct {
 	lastSerial atomic.Uint64
 	// checkpoints signs the audit log's head (audit_checkpoint.go).
 	checkpoints *auditcheck.Notary
+	// field is the sync service (nil when the store cannot sync): issue
+	// records every bundle with it, the grounds of the device's later claims.
+	field *fieldsync.Service
 }
 
 // nextSerial returns a bundle serial: the issue time in Unix microseconds,

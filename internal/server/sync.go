@@ -39,8 +39,15 @@ func init() {
 	})
 }
 
-// maxSyncRefillWall bounds the KDF time a refill may take inside a sync request.
-const maxSyncRefillWall = 20 * time.Second
+// A refill runs in the background (fieldsync): the sync answer waits for
+// it up to syncRefillWait, a third of the write timeout 'outpost serve'
+// gives a connection (30 s), and otherwise says "pending"; the device
+// collects it at a later sync. maxRefillWall bounds the KDF work of one
+// refill, like a bundle asked for without ?async=true.
+const (
+	syncRefillWait = 10 * time.Second
+	maxRefillWall  = syncBundleLimit
+)
 
 type syncAPI struct {
 	s         *Server
@@ -53,7 +60,7 @@ type syncAPI struct {
 func newSyncAPI(s *Server) *syncAPI {
 	a := &syncAPI{s: s,
 		incidents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_sync_incidents_total",
-			Help: "Sync incidents by kind (replay, gap, rewritten, truncated, broken_chain, state_backwards, revoked_device, conflict, unknown_device, bad_signature)."}, []string{"kind"}),
+			Help: "Sync incidents by kind (replay, gap, rewritten, truncated, broken_chain, state_backwards, revoked_device, conflict, unissued_token, unissued_bundle, out_of_range, conflict_search_bounded, unknown_device, bad_signature)."}, []string{"kind"}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "outpost_sync_uploads_total",
 			Help: "Sync uploads by result (applied, refused)."}, []string{"result"}),
 		events: prometheus.NewCounter(prometheus.CounterOpts{Name: "outpost_sync_events_total",
@@ -62,7 +69,8 @@ func newSyncAPI(s *Server) *syncAPI {
 	s.registry.MustRegister(a.incidents, a.uploads, a.events)
 	if ss, ok := s.cfg.Store.(store.SyncStore); ok {
 		a.svc = &fieldsync.Service{Store: s.cfg.Store, Sync: ss, Audit: s.audit, Signer: s.signer, Now: s.cfg.Now,
-			Incident: func(kind string) { a.incidents.WithLabelValues(kind).Inc() }, Refill: a.refill}
+			Incident: func(kind string) { a.incidents.WithLabelValues(kind).Inc() }, Refill: a.refill, RefillWait: syncRefillWait}
+		s.field = a.svc
 	}
 	return a
 }
@@ -184,8 +192,8 @@ func (a *syncAPI) refill(ctx context.Context, need fieldsync.RefillNeed) ([]byte
 	if err != nil {
 		return nil, bundleError(err)
 	}
-	if wall := time.Duration(rep.IssuerCPU / float64(max(1, s.cores())) * float64(time.Second)); wall > maxSyncRefillWall {
-		return nil, fmt.Errorf("the refill would take about %s of KDF work, too long for a sync: ask the issuer for a new bundle", wall.Round(time.Second))
+	if wall := time.Duration(rep.IssuerCPU / float64(max(1, s.cores())) * float64(time.Second)); wall > maxRefillWall {
+		return nil, fmt.Errorf("the refill would take about %s of KDF work, too long for a refill: ask the issuer for a new bundle", wall.Round(time.Second))
 	}
 	data, _, err := s.issue(ctx, "device:"+need.Device.ID, req, nil)
 	return data, err

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -376,5 +377,51 @@ func TestSyncGapAfterServerRestore(t *testing.T) {
 	}
 	if !gap {
 		t.Error("the gap is not recorded as an incident")
+	}
+}
+
+// A refill that takes longer than the server may hold the connection (its
+// write timeout) is answered "pending" in time, computed in the background,
+// and collected by the device's next sync; the connection never dies.
+func TestRefillOutlastingWriteTimeout(t *testing.T) {
+	f := syncFixture(t, filepath.Join(t.TempDir(), "o.db"))
+	f.srv.field.RefillWait = 100 * time.Millisecond
+	hs := httptest.NewUnstartedServer(f.srv.Handler())
+	hs.Config.WriteTimeout = time.Second
+	hs.Start()
+	defer hs.Close()
+	c, err := offline.NewSyncClient(hs.URL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := f.enrol("max", map[string]any{"type": "hotp"})
+	dev := f.fieldDevice("kiosk-1")
+	r := f.call(f.admin, "POST", "/v1/offline/bundles", map[string]any{"user": "max", "device": "kiosk-1", "count": 4})
+	if _, err := dev.Import(ctx, r.raw); err != nil {
+		t.Fatal(err)
+	}
+	for n := uint64(1); n <= 4; n++ {
+		if _, err := dev.Verify(ctx, offline.Attempt{User: "max", Code: hotpCode(t, uri, n)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The bundle worker is busy for three write timeouts: the refill waits for it.
+	f.srv.bundleSlots <- struct{}{}
+	go func() { time.Sleep(3 * time.Second); <-f.srv.bundleSlots }()
+	start := time.Now()
+	rep, err := dev.Sync(ctx, c)
+	if took := time.Since(start); err != nil || took > time.Second {
+		t.Fatalf("sync while the refill computes: %v after %s", err, took)
+	}
+	if len(rep.Imported) != 0 || len(rep.Pending) != 1 {
+		t.Fatalf("first sync: %+v", rep)
+	}
+	c.RefillWait = time.Minute
+	rep, err = dev.Sync(ctx, c)
+	if err != nil || len(rep.Imported) != 1 || rep.Imported[0].First != 5 || len(rep.Pending) != 0 {
+		t.Fatalf("collecting the refill: %+v %v", rep, err)
+	}
+	if _, err := dev.Verify(ctx, offline.Attempt{User: "max", Code: hotpCode(t, uri, 6)}); err != nil {
+		t.Fatalf("refilled entry: %v", err)
 	}
 }

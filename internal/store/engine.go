@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/outpost-auth/outpost/internal/clock"
 )
 
 // The SQL of this package is written once (sql.go) and runs on both engines:
@@ -116,12 +118,5 @@ func isConflict(err error) bool { return errors.Is(err, ErrConflict) }
 func backoff(ctx context.Context, attempt int) error {
 	d := time.Duration(min(attempt, 20)) * time.Millisecond
 	d = d/2 + time.Duration(rand.Int64N(int64(d)/2+1)) // not a secret: math/rand is enough
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return clock.Sleep(ctx, d)
 }

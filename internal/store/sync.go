@@ -102,6 +102,24 @@ type Refill struct {
 // MaxRefillLen bounds a stored refill bundle.
 const MaxRefillLen = 16 << 20
 
+// IssuedBundle is the server's record of a bundle it issued to a device
+// (migration 0003): sync accepts a device's events and state for a token
+// only within the bundles recorded here for that device, never on the
+// device's word. First..Last are counters (HOTP) or steps (TOTP).
+type IssuedBundle struct {
+	Realm, Device, UserID, TokenID string
+	Serial                         uint64
+	// Type is "hotp" or "totp".
+	Type        string
+	First, Last uint64
+	NotAfter    time.Time
+	// PIN: the user's PIN is mixed into the entries; Secrets: how many
+	// static secrets the bundle carries.
+	PIN      bool
+	Secrets  int
+	IssuedAt time.Time
+}
+
 // SyncStore stores devices and the state sync reconciles.
 type SyncStore interface {
 	// CreateDevice stores d. ErrExists when the id (in any realm) or the
@@ -130,6 +148,10 @@ type SyncStore interface {
 	// when one for that token and FromSerial exists).
 	GetRefill(ctx context.Context, realm, device, user, token string, fromSerial uint64) (Refill, error)
 	PutRefill(ctx context.Context, r Refill) error
+	// PutIssuedBundle records a bundle issued to a device, before it is
+	// handed out (ErrExists when that serial is recorded for that token and
+	// device).
+	PutIssuedBundle(ctx context.Context, b IssuedBundle) error
 	// FindAudit returns up to limit (1..MaxListLimit) audit entries of kind
 	// (and subject, unless ""), with Seq < before (0: no bound), newest first.
 	FindAudit(ctx context.Context, kind, subject string, before uint64, limit int) ([]eventlog.Entry, error)
@@ -159,6 +181,12 @@ type SyncTx interface {
 	DeviceToken(realm, user, token string) (DeviceToken, bool, error)
 	// PutDeviceToken inserts or replaces it.
 	PutDeviceToken(t DeviceToken) error
+	// IssuedBundle returns the record of bundle serial of a token, issued
+	// to this device (found false when the server issued no such bundle).
+	IssuedBundle(realm, user, token string, serial uint64) (IssuedBundle, bool, error)
+	// IssuedSpan returns the lowest First and the highest Last of the
+	// bundles of a token issued to this device (found false when none).
+	IssuedSpan(realm, user, token string) (first, last uint64, found bool, err error)
 	// OfflineUses returns the recorded offline acceptances of counter.
 	OfflineUses(realm, user, token string, counter uint64) ([]OfflineUse, error)
 	// AddOfflineUses records acceptances (an existing one is left as it is).
@@ -332,6 +360,67 @@ func (s *sqlStore) PutRefill(ctx context.Context, r Refill) error {
 	_, err := s.exec(ctx, `INSERT INTO device_refills (`+refillColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		r.Realm, r.Device, r.UserID, r.TokenID, int64(r.FromSerial), int64(r.Serial), r.Bundle, s.stamp(r.IssuedAt))
 	return classify(s.e, err)
+}
+
+const issuedColumns = `realm, device, user_id, token_id, serial, otp_type, first_counter, last_counter, not_after_us, pin, secrets, issued_us`
+
+func checkIssued(b *IssuedBundle) error {
+	if err := first(checkID("realm ID", b.Realm), checkID("device ID", b.Device), checkID("user ID", b.UserID), checkID("token ID", b.TokenID)); err != nil {
+		return err
+	}
+	big := uint64(1<<63 - 1)
+	switch {
+	case b.Type != "hotp" && b.Type != "totp":
+		return invalid("issued bundle type %q (use hotp or totp)", truncate(b.Type))
+	case b.Serial == 0 || b.Serial > big || b.Last > big || b.First > b.Last:
+		return invalid("issued bundle serial %d, range %d..%d", b.Serial, b.First, b.Last)
+	case b.Secrets < 0 || b.Secrets > 1<<10:
+		return invalid("issued bundle with %d secrets", b.Secrets)
+	}
+	return nil
+}
+
+func (s *sqlStore) PutIssuedBundle(ctx context.Context, b IssuedBundle) error {
+	if err := checkIssued(&b); err != nil {
+		return err
+	}
+	_, err := s.exec(ctx, `INSERT INTO issued_bundles (`+issuedColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		b.Realm, b.Device, b.UserID, b.TokenID, int64(b.Serial), b.Type, int64(b.First), int64(b.Last), micros(b.NotAfter),
+		b.PIN, int64(b.Secrets), s.stamp(b.IssuedAt))
+	if err = classify(s.e, err); errors.Is(err, ErrExists) {
+		return fmt.Errorf("%w: bundle serial %d of %s/%s for device %q", ErrExists, b.Serial, b.UserID, b.TokenID, b.Device)
+	}
+	return err
+}
+
+func (t *syncTx) IssuedBundle(realm, user, token string, serial uint64) (IssuedBundle, bool, error) {
+	if serial > 1<<63-1 {
+		return IssuedBundle{}, false, nil
+	}
+	var b IssuedBundle
+	var ser, first, last, notAfter, secrets, issued int64
+	err := t.q.queryRow(t.ctx, `SELECT `+issuedColumns+` FROM issued_bundles
+		WHERE realm = $1 AND device = $2 AND user_id = $3 AND token_id = $4 AND serial = $5`, realm, t.d.ID, user, token, int64(serial)).Scan(
+		&b.Realm, &b.Device, &b.UserID, &b.TokenID, &ser, &b.Type, &first, &last, &notAfter, &b.PIN, &secrets, &issued)
+	if errors.Is(err, sql.ErrNoRows) {
+		return IssuedBundle{}, false, nil
+	}
+	if err != nil {
+		return IssuedBundle{}, false, err
+	}
+	b.Serial, b.First, b.Last, b.Secrets = uint64(ser), uint64(first), uint64(last), int(secrets)
+	b.NotAfter, b.IssuedAt = fromMicros(notAfter), fromMicros(issued)
+	return b, true, nil
+}
+
+func (t *syncTx) IssuedSpan(realm, user, token string) (uint64, uint64, bool, error) {
+	var n, lo, hi int64
+	err := t.q.queryRow(t.ctx, `SELECT COUNT(*), COALESCE(MIN(first_counter), 0), COALESCE(MAX(last_counter), 0) FROM issued_bundles
+		WHERE realm = $1 AND device = $2 AND user_id = $3 AND token_id = $4`, realm, t.d.ID, user, token).Scan(&n, &lo, &hi)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	return uint64(lo), uint64(hi), n > 0, nil
 }
 
 func (s *sqlStore) FindAudit(ctx context.Context, kind, subject string, before uint64, limit int) ([]eventlog.Entry, error) {

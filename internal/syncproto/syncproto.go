@@ -185,6 +185,13 @@ type Response struct {
 	Refills []Refill `json:"refills,omitempty"`
 	// NoRefill says why a token that ran low got no refill.
 	NoRefill []NoRefill `json:"no_refill,omitempty"`
+	// Pending are refills the server is still computing (longer than it
+	// may hold the connection): sync again after RetryAfter to collect them.
+	Pending []PendingRefill `json:"pending,omitempty"`
+	// Ignored are claims of the upload beyond what the server issued to
+	// this device (a token, bundle, counter or step it was never given):
+	// recorded as incidents, applied nowhere.
+	Ignored []IgnoredClaim `json:"ignored,omitempty"`
 }
 
 // ServerToken is a token's online state.
@@ -218,6 +225,29 @@ type NoRefill struct {
 	TokenKey
 	Reason string `json:"reason"`
 }
+
+// PendingRefill is a refill being computed in the background.
+type PendingRefill struct {
+	TokenKey
+	// ID names the refill (the same on every server replica).
+	ID string `json:"id"`
+	// RetryAfter is how many seconds to wait before syncing again.
+	RetryAfter int `json:"retry_after"`
+}
+
+// IgnoredClaim is one kind of claim about one token that the server
+// ignored, and why.
+type IgnoredClaim struct {
+	TokenKey
+	// Incident is the incident recorded (unissued_token, unissued_bundle, out_of_range).
+	Incident string `json:"incident"`
+	// Claims counts the ignored log entries and states.
+	Claims int    `json:"claims"`
+	Reason string `json:"reason"`
+}
+
+// MaxRetryAfter bounds a pending refill's RetryAfter, in seconds.
+const MaxRetryAfter = 3600
 
 // Enrol is the body of POST /v1/devices/enrol: a device registering its key
 // with a one-time enrolment code. Sig proves possession of the private key:
@@ -359,7 +389,8 @@ func (r *Response) Validate() error {
 	if (r.Acked == 0) != (len(r.AckedHash) == 0) || (r.Acked != 0 && len(r.AckedHash) != eventlog.HashSize) {
 		return bad("acknowledged entry %d with a %d-byte hash", r.Acked, len(r.AckedHash))
 	}
-	if len(r.Tokens) > MaxTokens || len(r.Conflicts) > MaxEntries || len(r.Refills) > MaxRefills || len(r.NoRefill) > MaxTokens {
+	if len(r.Tokens) > MaxTokens || len(r.Conflicts) > MaxEntries || len(r.Refills) > MaxRefills || len(r.NoRefill) > MaxTokens || len(r.Pending) > MaxTokens ||
+		len(r.Ignored) > 4*MaxTokens {
 		return bad("too many tokens, conflicts or refills")
 	}
 	seen := make(map[TokenKey]bool, len(r.Tokens))
@@ -402,6 +433,28 @@ func (r *Response) Validate() error {
 		}
 		if len(n.Reason) > MaxReason {
 			return bad("reason longer than %d bytes", MaxReason)
+		}
+	}
+	for _, p := range r.Pending {
+		if err := checkKey(p.TokenKey); err != nil {
+			return err
+		}
+		if err := CheckID("pending refill id", p.ID); err != nil {
+			return err
+		}
+		if p.RetryAfter < 0 || p.RetryAfter > MaxRetryAfter {
+			return bad("pending refill: retry after %d s", p.RetryAfter)
+		}
+	}
+	for _, c := range r.Ignored {
+		if err := checkKey(c.TokenKey); err != nil {
+			return err
+		}
+		if err := CheckID("incident", c.Incident); err != nil {
+			return err
+		}
+		if c.Claims < 0 || c.Claims > MaxEntries+MaxTokens || len(c.Reason) > MaxReason {
+			return bad("ignored claim out of range")
 		}
 	}
 	return nil

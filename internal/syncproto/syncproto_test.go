@@ -259,6 +259,38 @@ func TestLimits(t *testing.T) {
 	if err := r.Validate(); !errors.Is(err, syncproto.ErrMalformed) {
 		t.Errorf("empty refill bundle: %v", err)
 	}
+	// Pending refills and ignored claims: bounded like the rest.
+	k := r.Tokens[0].TokenKey
+	for name, mod := range map[string]func(*syncproto.Response){
+		"pending without id": func(r *syncproto.Response) { r.Pending = []syncproto.PendingRefill{{TokenKey: k}} },
+		"pending retry too late": func(r *syncproto.Response) {
+			r.Pending = []syncproto.PendingRefill{{TokenKey: k, ID: "x", RetryAfter: 3601}}
+		},
+		"pending retry negative": func(r *syncproto.Response) {
+			r.Pending = []syncproto.PendingRefill{{TokenKey: k, ID: "x", RetryAfter: -1}}
+		},
+		"pending without token": func(r *syncproto.Response) { r.Pending = []syncproto.PendingRefill{{ID: "x"}} },
+		"too many pending":      func(r *syncproto.Response) { r.Pending = make([]syncproto.PendingRefill, syncproto.MaxTokens+1) },
+		"ignored without kind":  func(r *syncproto.Response) { r.Ignored = []syncproto.IgnoredClaim{{TokenKey: k}} },
+		"ignored long reason": func(r *syncproto.Response) {
+			r.Ignored = []syncproto.IgnoredClaim{{TokenKey: k, Incident: "x", Reason: strings.Repeat("r", 513)}}
+		},
+		"ignored negative claims": func(r *syncproto.Response) {
+			r.Ignored = []syncproto.IgnoredClaim{{TokenKey: k, Incident: "x", Claims: -1}}
+		},
+	} {
+		r := goodResponse(t)
+		mod(&r)
+		if err := r.Validate(); !errors.Is(err, syncproto.ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	r = goodResponse(t)
+	r.Pending = []syncproto.PendingRefill{{TokenKey: k, ID: "refill_0123", RetryAfter: 10}}
+	r.Ignored = []syncproto.IgnoredClaim{{TokenKey: k, Incident: "unissued_token", Claims: 2, Reason: "never issued"}}
+	if err := r.Validate(); err != nil {
+		t.Errorf("pending and ignored: %v", err)
+	}
 	e := syncproto.Enrol{Device: "dev-7", PublicKey: device.Public, Code: "ABCD", Sig: make([]byte, 64)}
 	if err := e.Validate(); err != nil {
 		t.Error(err)

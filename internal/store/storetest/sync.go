@@ -31,6 +31,7 @@ func RunSync(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SyncLargeAudit", testSyncLargeAudit},
 		{"FindAudit", testFindAudit},
 		{"Refills", testRefills},
+		{"IssuedBundles", testIssuedBundles},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -428,4 +429,61 @@ func testSyncLargeAudit(t *testing.T, st store.Store, ss store.SyncStore) {
 			t.Fatalf("entry %d read back as %+v, stored %+v", i, got, stored[i])
 		}
 	}
+}
+
+// testIssuedBundles: the server's record of bundles issued to a device is
+// read inside that device's sync only, by serial and as a span.
+func testIssuedBundles(t *testing.T, st store.Store, ss store.SyncStore) {
+	syncFixture(t, st, ss)
+	must(t, ss.CreateDevice(ctx, activeDevice("r1", "dev-2", 2)))
+	b := store.IssuedBundle{Realm: "r1", Device: "dev-1", UserID: "alice", TokenID: "h1", Serial: 7, Type: "hotp", First: 6, Last: 25,
+		NotAfter: when.Add(24 * time.Hour), PIN: true, Secrets: 2, IssuedAt: when}
+	must(t, ss.PutIssuedBundle(ctx, b))
+	wantErr(t, ss.PutIssuedBundle(ctx, b), store.ErrExists)
+	later := b
+	later.Serial, later.First, later.Last, later.PIN, later.Secrets = 9, 26, 45, false, 0
+	must(t, ss.PutIssuedBundle(ctx, later))
+	for _, bad := range []func(*store.IssuedBundle){
+		func(b *store.IssuedBundle) { b.Device = "" },
+		func(b *store.IssuedBundle) { b.Type = "sms" },
+		func(b *store.IssuedBundle) { b.Serial = 0 },
+		func(b *store.IssuedBundle) { b.First, b.Last = 9, 8 },
+		func(b *store.IssuedBundle) { b.Last = 1 << 63 },
+		func(b *store.IssuedBundle) { b.Secrets = -1 },
+	} {
+		x := b
+		x.Serial = 99
+		bad(&x)
+		wantErr(t, ss.PutIssuedBundle(ctx, x), store.ErrInvalid)
+	}
+	must(t, ss.SyncDevice(ctx, "r1", "dev-1", when, func(tx store.SyncTx) error {
+		got, found, err := tx.IssuedBundle("r1", "alice", "h1", 7)
+		if err != nil || !found || got.Type != "hotp" || got.First != 6 || got.Last != 25 || !got.PIN || got.Secrets != 2 ||
+			!got.NotAfter.Equal(stored(b.NotAfter)) || !got.IssuedAt.Equal(stored(when)) || got.Device != "dev-1" {
+			return fmt.Errorf("IssuedBundle = %+v %v %v", got, found, err)
+		}
+		for _, serial := range []uint64{8, 1 << 63} {
+			if _, found, err := tx.IssuedBundle("r1", "alice", "h1", serial); err != nil || found {
+				return fmt.Errorf("IssuedBundle of serial %d: %v %v", serial, found, err)
+			}
+		}
+		lo, hi, found, err := tx.IssuedSpan("r1", "alice", "h1")
+		if err != nil || !found || lo != 6 || hi != 45 {
+			return fmt.Errorf("IssuedSpan = %d..%d %v %v", lo, hi, found, err)
+		}
+		if _, _, found, err := tx.IssuedSpan("r1", "alice", "h2"); err != nil || found {
+			return fmt.Errorf("IssuedSpan of an unissued token: %v %v", found, err)
+		}
+		return nil
+	}))
+	// Another device sees none of dev-1's bundles.
+	must(t, ss.SyncDevice(ctx, "r1", "dev-2", when, func(tx store.SyncTx) error {
+		if _, found, err := tx.IssuedBundle("r1", "alice", "h1", 7); err != nil || found {
+			return fmt.Errorf("dev-2 sees dev-1's bundle: %v %v", found, err)
+		}
+		if _, _, found, err := tx.IssuedSpan("r1", "alice", "h1"); err != nil || found {
+			return fmt.Errorf("dev-2 sees dev-1's span: %v %v", found, err)
+		}
+		return nil
+	}))
 }
