@@ -10,12 +10,10 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
-	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
-	"github.com/outpost-auth/outpost/otp"
 )
 
 // outcome is what the transaction decided.
@@ -352,76 +350,14 @@ func (s *Service) applyTx(tx store.SyncTx, h artifact.Header, u *syncproto.Uploa
 }
 
 // findOther looks for an earlier acceptance of counter c of token t: on
-// another device (or earlier on this one), or online. Online acceptances of
-// a token only ever go up (the replay rule), so the scan of its verify.ok
-// entries, newest first, stops at the first one below c.
+// another device (or earlier on this one), or online (online.FindFirstUse,
+// the one lookup Verify's replay entries use too).
 func (s *Service) findOther(tx store.SyncTx, k syncproto.TokenKey, t store.Token, c uint64, device string, seq uint64) (pendingConflict, bool, error) {
 	pc := pendingConflict{c: syncproto.Conflict{TokenKey: k, Counter: c, DeviceSeq: seq}}
-	uses, err := tx.OfflineUses(k.Realm, k.User, k.Token, c)
-	if err != nil {
-		return pc, false, err
+	own := func(u store.OfflineUse) bool { return u.Device == device && u.DeviceSeq == seq }
+	fu, found, err := online.FindFirstUse(tx, t, c, own, maxOnlineScan)
+	if found {
+		pc.c.Other, pc.c.OtherAuditSeq, pc.otherTime = fu.Where, fu.AuditSeq, fu.At
 	}
-	for _, u := range uses {
-		if u.Device != device || u.DeviceSeq != seq {
-			pc.c.Other, pc.c.OtherAuditSeq, pc.otherTime = "device:"+u.Device, u.AuditSeq, u.At
-			return pc, true, nil
-		}
-	}
-	var floor time.Time // TOTP: an online acceptance of step c happened near its time
-	if p, err := online.Params(t); err == nil && p.Period > 0 {
-		floor = otp.StepTime(c, p.Period, p.T0).Add(-time.Duration(10*p.Period) * time.Second)
-	}
-	var before uint64
-scan:
-	for scanned := 0; scanned < maxOnlineScan; {
-		page, err := tx.FindAudit(audit.VerifyOK, k.User, before, 500)
-		if err != nil {
-			return pc, false, err
-		}
-		if len(page) == 0 {
-			break
-		}
-		scanned += len(page)
-		for _, e := range page {
-			if !floor.IsZero() && e.Time.Before(floor) {
-				break scan
-			}
-			var v struct {
-				Token   string  `json:"token"`
-				Matched *uint64 `json:"matched"`
-			}
-			if json.Unmarshal(e.Data, &v) != nil || v.Token != k.Token || v.Matched == nil {
-				continue
-			}
-			if *v.Matched == c {
-				pc.c.Other, pc.c.OtherAuditSeq, pc.otherTime = "online", e.Seq, e.Time
-				return pc, true, nil
-			}
-			if *v.Matched < c {
-				break scan
-			}
-		}
-		before = page[len(page)-1].Seq
-	}
-	found, err := findResync(tx, &pc, k, c)
 	return pc, found, err
-}
-
-// findResync checks HOTP resynchronisations, which consume two counters.
-func findResync(tx store.SyncTx, pc *pendingConflict, k syncproto.TokenKey, c uint64) (bool, error) {
-	page, err := tx.FindAudit(audit.TokenResync, k.User, 0, 1000)
-	if err != nil {
-		return false, err
-	}
-	for _, e := range page {
-		var v struct {
-			Token   string  `json:"token"`
-			Counter *uint64 `json:"counter"`
-		}
-		if json.Unmarshal(e.Data, &v) == nil && v.Token == k.Token && v.Counter != nil && (*v.Counter == c || *v.Counter == c+1) {
-			pc.c.Other, pc.c.OtherAuditSeq, pc.otherTime = "online", e.Seq, e.Time
-			return true, nil
-		}
-	}
-	return false, nil
 }
