@@ -1,6 +1,7 @@
 package online
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
@@ -115,4 +116,33 @@ func findConsumed(log UseLog, t store.Token, c uint64) (FirstUse, bool, error) {
 		}
 	}
 	return FirstUse{}, false, nil
+}
+
+// useLog reads a SyncStore outside a transaction.
+type useLog struct {
+	ctx context.Context
+	ss  store.SyncStore
+}
+
+func (l useLog) OfflineUses(realm, user, token string, counter uint64) ([]store.OfflineUse, error) {
+	return l.ss.OfflineUses(l.ctx, realm, user, token, counter)
+}
+
+func (l useLog) FindAudit(kind, subject string, before uint64, limit int) ([]eventlog.Entry, error) {
+	return l.ss.FindAudit(l.ctx, kind, subject, before, limit)
+}
+
+// replayFailure is the counted failure of presenting step or counter m of
+// t again, during op ("verify", "confirm", "resync"). Its audit entry names
+// the first use when the store knows it within FindFirstUse's bounds
+// (where "unknown" otherwise); the caller's answer stays ErrReplayed.
+func (s *Service) replayFailure(ctx context.Context, t store.Token, m uint64, op string) *failure {
+	first := any(map[string]string{"where": "unknown"})
+	if ss, ok := s.Store.(store.SyncStore); ok {
+		fu, found, err := FindFirstUse(useLog{ctx, ss}, t, m, nil, MaxOnlineScan)
+		if err == nil && found {
+			first = fu
+		}
+	}
+	return &failure{reason: "replayed", data: map[string]any{"op": op, "token": t.ID, "matched": m, "first_used": first}}
 }

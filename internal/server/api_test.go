@@ -118,7 +118,8 @@ func TestHOTPLookaheadAndResync(t *testing.T) {
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 5)}); r.status != 200 {
 		t.Fatalf("counter 5: %d %s", r.status, r.raw)
 	}
-	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 3)}); r.status != 401 {
+	// Counters just behind the last used one are recognised: replayed (issue 9, item 7).
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 3)}); r.status != 401 || r.errCode() != "replayed" {
 		t.Fatalf("counter 3 after 5: %d %s", r.status, r.raw)
 	}
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 17)}); r.status != 401 || r.errCode() != "invalid_code" {
@@ -135,6 +136,7 @@ func TestHOTPLookaheadAndResync(t *testing.T) {
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 101)}); r.status != 401 {
 		t.Fatalf("resync code reused: %d %s", r.status, r.raw)
 	}
+	f.clock.Add(f.srv.cfg.Policy.Delay(4)) // four failures so far: the bad resync counts too
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 102)}); r.status != 200 {
 		t.Fatalf("after resync: %d %s", r.status, r.raw)
 	}
