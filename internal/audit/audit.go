@@ -38,6 +38,10 @@ const (
 	KeyExport       = "key.export"
 	BundleIssue     = "offline.bundle_issue"
 	FloorOverride   = "offline.floor_override"
+
+	// VerifyUnknownUser is one realm's tally of verifications for users that
+	// do not exist, written once per interval (online.Service.FlushUnknown).
+	VerifyUnknownUser = "verify.unknown_user"
 )
 
 // Log writes audit entries to a store.

@@ -53,9 +53,16 @@ type Service struct {
 	// CheckPINHash checks a PIN against its stored hash; nil is pin.Check.
 	// (Tests wrap it to count and time the checks.)
 	CheckPINHash func(hash []byte, pin string) bool
+	// UnknownInterval is how often the tally of verifications for unknown
+	// users is written to the audit log (0: DefaultUnknownInterval);
+	// UnknownKey keys the HMAC of the user names it samples (nil: a random
+	// key for this process). See FlushUnknown.
+	UnknownInterval time.Duration
+	UnknownKey      []byte
 
-	locks userLocks
-	pins  pinGate
+	locks   userLocks
+	pins    pinGate
+	unknown unknownUsers
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
@@ -83,7 +90,10 @@ type Result struct {
 //     first used (see FindFirstUse); the answer does not;
 //   - one argon2id PIN check runs for every user: against the user's PIN,
 //     or a dummy hash for a user without one and for an unknown user, so
-//     the time taken tells none of them apart.
+//     the time taken tells none of them apart;
+//   - verifications for unknown users are tallied per realm and written as
+//     one audit entry per interval (see FlushUnknown), so that guessing
+//     names cannot grow the audit log without bound.
 //
 // Attempts for one user are serialised within this process (see userLocks),
 // so that a burst of parallel guesses is counted one by one and meets the
@@ -112,6 +122,7 @@ func (s *Service) verify(ctx context.Context, realm, user, code, pinCode, actor 
 	if len(code) < otp.MinDigits || len(code) > otp.MaxDigits || otp.CheckCode(code, len(code)) != nil {
 		return Result{}, ErrMalformedCode
 	}
+	s.flushUnknownIfDue(ctx)
 	res, err := s.guard(ctx, realm, user, actor, func(u store.User, ts []store.Token, now time.Time) (Result, error) {
 		return s.check(ctx, u, ts, code, pinCode, actor, now, o)
 	})
@@ -209,12 +220,13 @@ func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, a
 }
 
 // unknownUser answers a verification for a user that does not exist like
-// a wrong code, after the same argon2id work.
+// a wrong code, after the same argon2id work, and counts it in the realm's
+// tally rather than in an audit entry of its own.
 func (s *Service) unknownUser(ctx context.Context, realm, user, pinCode, actor string) error {
 	if _, err := s.pinMatches(ctx, nil, pinCode); err != nil {
 		return err
 	}
-	_ = s.Audit.Record(ctx, audit.VerifyFail, actor, user, map[string]string{"reason": "unknown_user"})
+	s.tallyUnknown(realm, user, actor)
 	return ErrInvalidCode
 }
 
