@@ -326,13 +326,7 @@ func (s *Service) Confirm(ctx context.Context, realm, user, tokenID, code, actor
 			return Result{}, ErrMalformedCode
 		}
 		m, err := s.match(t, code, now, s.Policy.HOTPLookahead, false)
-		if errors.Is(err, otp.ErrNoMatch) {
-			return Result{}, &failure{reason: "code", data: map[string]any{"op": "confirm", "token": t.ID}}
-		}
-		if err != nil {
-			return Result{}, err
-		}
-		if err := s.spend(ctx, t, m, "confirm"); err != nil {
+		if err := s.spend(ctx, t, m, err, "confirm"); err != nil {
 			return Result{}, err
 		}
 		if err := s.Store.SetTokenStatus(ctx, realm, user, tokenID, store.TokenActive); err != nil {
@@ -360,13 +354,7 @@ func (s *Service) Resync(ctx context.Context, realm, user, tokenID, code1, code2
 			return Result{}, ErrMalformedCode
 		}
 		m2, err := s.resyncMatch(t, code1, code2, now)
-		if errors.Is(err, otp.ErrNoMatch) {
-			return Result{}, &failure{reason: "code", data: map[string]any{"op": "resync", "token": t.ID}}
-		}
-		if err != nil {
-			return Result{}, err
-		}
-		if err := s.spend(ctx, t, m2, "resync"); err != nil {
+		if err := s.spend(ctx, t, m2, err, "resync"); err != nil {
 			return Result{}, err
 		}
 		return Result{TokenID: tokenID, Matched: m2}, s.Audit.Record(ctx, audit.TokenResync, actor, user, map[string]any{"token": tokenID, "counter": m2})
@@ -391,9 +379,16 @@ func (s *Service) resyncMatch(t store.Token, code1, code2 string, now time.Time)
 	return p.VerifyCounter(seed, code2, m1+1, 0)
 }
 
-// spend records m as t's last used value (store.AdvanceToken); a value
-// already used is a replay, counted as a failure of op.
-func (s *Service) spend(ctx context.Context, t store.Token, m uint64, op string) error {
+// spend records m, what op's code matched for t (matchErr the match's
+// error), as t's last used value (store.AdvanceToken). No match, or a value
+// already used (a replay), is a failure of op, counted.
+func (s *Service) spend(ctx context.Context, t store.Token, m uint64, matchErr error, op string) error {
+	if errors.Is(matchErr, otp.ErrNoMatch) {
+		return &failure{reason: "code", data: map[string]any{"op": op, "token": t.ID}}
+	}
+	if matchErr != nil {
+		return matchErr
+	}
 	err := s.Store.AdvanceToken(ctx, t.Realm, t.UserID, t.ID, int64(m))
 	if errors.Is(err, store.ErrReplayed) {
 		return s.replayFailure(ctx, t, m, op)

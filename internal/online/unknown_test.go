@@ -20,18 +20,6 @@ import (
 
 var ctx = context.Background()
 
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 // failingAppends fails the next n audit appends.
 type failingAppends struct {
 	store.Store
@@ -50,7 +38,9 @@ func (f *failingAppends) AppendAudit(ctx context.Context, e eventlog.Entry) (eve
 	return f.Store.AppendAudit(ctx, e)
 }
 
-func newTestService(t *testing.T, dsn string) (*Service, *testClock, *failingAppends) {
+// newTestService returns a service on dsn with realms r1 and r2 and a user
+// r1/known; *at is its clock (read by this test's goroutine only).
+func newTestService(t *testing.T, dsn string) (*Service, *time.Time, *failingAppends) {
 	t.Helper()
 	old := pin.Cost
 	pin.Cost.Time, pin.Cost.MemoryKiB = 1, 64 // the tally, not argon2id, is under test
@@ -60,9 +50,10 @@ func newTestService(t *testing.T, dsn string) (*Service, *testClock, *failingApp
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck := &testClock{t: time.Date(2031, 3, 4, 5, 0, 0, 0, time.UTC)} // years ahead: no test may lean on the wall clock
+	at := time.Date(2031, 3, 4, 5, 0, 0, 0, time.UTC) // years ahead: no test may lean on the wall clock
+	now := func() time.Time { return at }
 	fs := &failingAppends{Store: st}
-	s := &Service{Store: st, Seeds: NewSeeds(m), Policy: DefaultPolicy, Audit: &audit.Log{Store: fs, Now: ck.Now}, Now: ck.Now}
+	s := &Service{Store: st, Seeds: NewSeeds(m), Policy: DefaultPolicy, Audit: &audit.Log{Store: fs, Now: now}, Now: now}
 	for _, r := range []string{"r1", "r2"} {
 		if err := st.CreateRealm(ctx, store.Realm{ID: r, Name: r}); err != nil {
 			t.Fatal(err)
@@ -71,7 +62,7 @@ func newTestService(t *testing.T, dsn string) (*Service, *testClock, *failingApp
 	if err := st.CreateUser(ctx, store.User{Realm: "r1", ID: "known"}); err != nil {
 		t.Fatal(err)
 	}
-	return s, ck, fs
+	return s, &at, fs
 }
 
 func auditKinds(t *testing.T, st store.Store) map[string][]eventlog.Entry {
@@ -102,7 +93,7 @@ func TestUnknownUsersTallied(t *testing.T) {
 		dsn  func(testing.TB) string
 	}{{"sqlite", storetest.SQLitePath}, {"postgres", storetest.PostgresDSN}} {
 		t.Run(eng.name, func(t *testing.T) {
-			s, ck, fs := newTestService(t, eng.dsn(t))
+			s, at, fs := newTestService(t, eng.dsn(t))
 			const n = 10000
 			for i := range n {
 				realm, user := "r1", fmt.Sprintf("ghost-%03d", i%100)
@@ -112,12 +103,12 @@ func TestUnknownUsersTallied(t *testing.T) {
 				if _, err := s.Verify(ctx, realm, user, "123456", "", "api:c1"); !errors.Is(err, ErrInvalidCode) {
 					t.Fatalf("verify %d: %v", i, err)
 				}
-				ck.Add(time.Millisecond)
+				*at = at.Add(time.Millisecond)
 			}
 			if got := auditKinds(t, s.Store); len(got) != 0 {
 				t.Fatalf("within the interval: %d kinds of entries, want none yet", len(got))
 			}
-			ck.Add(DefaultUnknownInterval)
+			*at = at.Add(DefaultUnknownInterval)
 			fs.n = 1
 			if err := s.FlushUnknown(ctx, false); err == nil {
 				t.Fatal("the failing write went unnoticed")
@@ -154,8 +145,7 @@ func TestUnknownUsersTallied(t *testing.T) {
 // guessed, the tally keeps at most maxUnknownRealms realms (one more, "*",
 // for the rest) and bounded samples.
 func TestUnknownTallyMemoryBounded(t *testing.T) {
-	ck := &testClock{t: time.Date(2031, 3, 4, 5, 0, 0, 0, time.UTC)}
-	s := &Service{Now: ck.Now}
+	s := &Service{Now: func() time.Time { return time.Date(2031, 3, 4, 5, 0, 0, 0, time.UTC) }}
 	for i := range 3 * maxUnknownRealms {
 		s.tallyUnknown(fmt.Sprintf("realm-%d", i), fmt.Sprintf("user-%d", i), fmt.Sprintf("api:%d", i))
 		s.tallyUnknown("realm-0", fmt.Sprintf("user-%d", i), fmt.Sprintf("api:%d", i))

@@ -448,6 +448,16 @@ func TestParallelGuessesMeetTheLockout(t *testing.T) {
 		}
 	}
 	const n = 60
+	statuses := parallelStatuses(n, func() resp {
+		return f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "kate", "code": wrong})
+	})
+	if statuses[401] > f.srv.cfg.Policy.MaxFailures || statuses[401]+statuses[429] != n {
+		t.Fatalf("%d parallel guesses: %v; at most %d may be evaluated", n, statuses, f.srv.cfg.Policy.MaxFailures)
+	}
+}
+
+// parallelStatuses makes n calls at once and counts their statuses.
+func parallelStatuses(n int, call func() resp) map[int]int {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	statuses := map[int]int{}
@@ -455,16 +465,14 @@ func TestParallelGuessesMeetTheLockout(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "kate", "code": wrong})
+			r := call()
 			mu.Lock()
 			statuses[r.status]++
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	if statuses[401] > f.srv.cfg.Policy.MaxFailures || statuses[401]+statuses[429] != n {
-		t.Fatalf("%d parallel guesses: %v; at most %d may be evaluated", n, statuses, f.srv.cfg.Policy.MaxFailures)
-	}
+	return statuses
 }
 
 // TestReplayIsNoPINOracle: a used code answers "replayed" whether the PIN is

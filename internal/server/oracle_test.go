@@ -272,20 +272,7 @@ func TestBundlePINCheckedLast(t *testing.T) {
 		t.Fatalf("wrong PIN: %d %s, %d failures", r.status, r.raw, f.failures("pia"))
 	}
 	// A burst of parallel wrong PINs meets the lockout one by one.
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	statuses := map[int]int{}
-	for range 30 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := f.call(issuer, "POST", "/v1/offline/bundles", b)
-			mu.Lock()
-			statuses[r.status]++
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	statuses := parallelStatuses(30, func() resp { return f.call(issuer, "POST", "/v1/offline/bundles", b) })
 	if statuses[400] > f.srv.cfg.Policy.MaxFailures-1 || statuses[400]+statuses[429] != 30 {
 		t.Fatalf("30 parallel wrong PINs: %v; at most %d may be checked", statuses, f.srv.cfg.Policy.MaxFailures-1)
 	}
