@@ -88,9 +88,10 @@ type Result struct {
 //     step and no fresh one, whatever the PIN: it is never a PIN oracle. Its
 //     audit entry (verify.replayed) names where and when the value was
 //     first used (see FindFirstUse); the answer does not;
-//   - one argon2id PIN check runs for every user: against the user's PIN,
-//     or a dummy hash for a user without one and for an unknown user, so
-//     the time taken tells none of them apart;
+//   - every attempt that fails costs one argon2id PIN check: against the
+//     user's PIN, or a dummy hash for a user without one and for an unknown
+//     user, so the time a failure takes tells none of them apart (a
+//     success without a PIN skips it: it reveals nothing the code did not);
 //   - verifications for unknown users are tallied per realm and written as
 //     one audit entry per interval (see FlushUnknown), so that guessing
 //     names cannot grow the audit log without bound.
@@ -144,11 +145,18 @@ func (s *Service) check(ctx context.Context, u store.User, ts []store.Token, cod
 	if err != nil {
 		return Result{}, err
 	}
-	pinOK, err := s.pinMatches(ctx, u.PINHash, pinCode)
-	if err != nil {
-		return Result{}, err
+	// One argon2id check on every path that can fail, so that failures take
+	// the same time whoever the user is. A success of a user without a PIN
+	// skips it: its timing tells the caller nothing the code did not prove,
+	// and online verification keeps its throughput.
+	pinOK := u.PINHash == nil && !o.requirePIN
+	if !pinOK || len(fresh) == 0 {
+		ok, err := s.pinMatches(ctx, u.PINHash, pinCode)
+		if err != nil {
+			return Result{}, err
+		}
+		pinOK = pinOK || ok
 	}
-	pinOK = pinOK || (u.PINHash == nil && !o.requirePIN)
 	if len(fresh) > 0 && pinOK {
 		res, lost, err := s.accept(ctx, u, fresh, actor, o.prepare)
 		if err != nil || lost == nil {
