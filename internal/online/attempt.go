@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
@@ -57,7 +58,20 @@ func (s *Service) guard(ctx context.Context, realm, user, actor string, fn func(
 
 // fail counts a failure, audits it (and the lockout when it is reached)
 // and returns the answer: ErrReplayed for a replay, ErrInvalidCode otherwise.
+// How long the writes took feeds writePad.
 func (s *Service) fail(ctx context.Context, u store.User, actor string, now time.Time, f *failure) error {
+	start := time.Now() // for writePad only: a timing that decides nothing
+	if err := s.recordFailure(ctx, u, actor, now, f); err != nil {
+		return err
+	}
+	s.pad.observe(time.Since(start))
+	if f.reason == "replayed" {
+		return ErrReplayed
+	}
+	return ErrInvalidCode
+}
+
+func (s *Service) recordFailure(ctx context.Context, u store.User, actor string, now time.Time, f *failure) error {
 	n, err := s.Store.RecordFailure(ctx, u.Realm, u.ID, now)
 	if err != nil {
 		return err
@@ -74,14 +88,56 @@ func (s *Service) fail(ctx context.Context, u store.User, actor string, now time
 		return err
 	}
 	if n == s.Policy.MaxFailures {
-		if err := s.Audit.Record(ctx, audit.Lockout, actor, u.ID, map[string]any{"failures": n}); err != nil {
-			return err
+		return s.Audit.Record(ctx, audit.Lockout, actor, u.ID, map[string]any{"failures": n})
+	}
+	return nil
+}
+
+// maxWritePad bounds writePad's wait, should the database stall.
+const maxWritePad = time.Second
+
+// writePad estimates the median time recording a known user's failure
+// takes (the failure count and the audit entry, durable writes), so that
+// an unknown user's failure, which writes nothing (it is tallied in
+// memory), waits as long: the time a failure takes does not tell whether
+// the user exists. The estimate moves a sixteenth of itself towards each
+// observation (a streaming median: slow fsyncs do not drag it up as they
+// would a mean). The zero value is ready.
+type writePad struct {
+	median atomic.Int64 // nanoseconds
+}
+
+func (p *writePad) observe(d time.Duration) {
+	for {
+		old := p.median.Load()
+		step := max(old/16, int64(time.Microsecond))
+		next := old
+		switch {
+		case old == 0:
+			next = int64(d)
+		case int64(d) > old:
+			next = old + step
+		case int64(d) < old:
+			next = max(old-step, 1)
+		}
+		if p.median.CompareAndSwap(old, next) {
+			return
 		}
 	}
-	if f.reason == "replayed" {
-		return ErrReplayed
+}
+
+// wait sleeps for the estimate (at most maxWritePad) or until ctx ends.
+func (p *writePad) wait(ctx context.Context) {
+	d := min(time.Duration(p.median.Load()), maxWritePad)
+	if d <= 0 {
+		return
 	}
-	return ErrInvalidCode
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // CheckPIN admits user to a PIN bundle: under the same per-user lock and

@@ -63,6 +63,7 @@ type Service struct {
 	locks   userLocks
 	pins    pinGate
 	unknown unknownUsers
+	pad     writePad
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
@@ -229,12 +230,14 @@ func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, a
 
 // unknownUser answers a verification for a user that does not exist like
 // a wrong code, after the same argon2id work, and counts it in the realm's
-// tally rather than in an audit entry of its own.
+// tally rather than in an audit entry of its own; it waits as long as a
+// known user's failure takes to record (writePad).
 func (s *Service) unknownUser(ctx context.Context, realm, user, pinCode, actor string) error {
 	if _, err := s.pinMatches(ctx, nil, pinCode); err != nil {
 		return err
 	}
 	s.tallyUnknown(realm, user, actor)
+	s.pad.wait(ctx)
 	return ErrInvalidCode
 }
 
