@@ -118,9 +118,9 @@ func (s *Server) bundleToken(ctx context.Context, r *request, in bundleRequest) 
 }
 
 // bundleFor builds the issuer's request for token t and checks it: the
-// window, the secrets, the scope an override needs, the cost floor and
-// (synchronous answers) the time it takes. Its messages name no token: the
-// login path answers with them.
+// window, the secrets, the scope an override needs and the cost floor
+// (callers check the time it takes, which depends on how they answer). Its
+// messages name no token: the login path answers with them.
 func (s *Server) bundleFor(r *request, in bundleRequest, t store.Token) (bundle.Request, error) {
 	var zero bundle.Request
 	p, err := online.Params(t)
