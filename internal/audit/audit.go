@@ -43,6 +43,10 @@ const (
 	// Checkpoint: an admin had the server sign a checkpoint of the log's head
 	// (internal/auditcheck); data holds its seq and hash.
 	Checkpoint = "audit.checkpoint"
+
+	// VerifyUnknownUser is one realm's tally of verifications for users that
+	// do not exist, written once per interval (online.Service.FlushUnknown).
+	VerifyUnknownUser = "verify.unknown_user"
 )
 
 // Log writes audit entries to a store.

@@ -187,6 +187,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
+	go srv.Service().FlushUnknownEvery(sigCtx, 5*time.Second)
 	select {
 	case err := <-errc:
 		return err
@@ -197,6 +198,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	defer cancel()
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	if err := srv.Service().FlushUnknown(sctx, true); err != nil {
+		logger.Warn("writing the unknown-user tally to the audit log", "error", err.Error())
 	}
 	logger.Info("stopped")
 	return nil

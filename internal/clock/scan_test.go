@@ -23,6 +23,9 @@ var wallClockAllowed = map[string]string{
 	"internal/server/http.go:(*Server).root":       "request duration for the access log",
 	"internal/server/http.go:(*Server).wrap":       "request duration for the access log and the latency metric",
 	"internal/server/metrics.go:(*Server).observe": "latency metric",
+	// Timing parity: how long a known user's failure takes to record, so
+	// that an unknown user's failure waits as long (online.writePad).
+	"internal/online/attempt.go:(*Service).fail": "how long recording a failure took, for timing parity only",
 	// Network deadlines: net.Conn deadlines are wall-clock instants.
 	"internal/server/offline.go:(*Server).createBundle": "HTTP write deadline for a long bundle answer",
 	"internal/server/offline.go:(*Server).offlineLogin": "HTTP write deadline for a long bundle answer",

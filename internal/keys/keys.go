@@ -58,6 +58,9 @@ const (
 	// PurposeOfflineStaticSecret: under a released key, the AES-256-GCM key
 	// of the static secret an offline bundle carries.
 	PurposeOfflineStaticSecret Purpose = "offline-static-secret"
+	// PurposeAuditUserMAC: HMAC key of the user names sampled in the audit
+	// log's tally of verifications for unknown users.
+	PurposeAuditUserMAC Purpose = "audit-user-mac"
 )
 
 // Master is the root key. The zero value is not usable; use [GenerateMaster] or [Open].

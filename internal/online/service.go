@@ -45,7 +45,25 @@ type Service struct {
 	Audit  *audit.Log
 	Now    func() time.Time
 
-	locks userLocks
+	// MaxPINChecks caps the argon2id PIN checks running at once (0:
+	// max(2, NumCPU)); a request waits up to PINWait (0: DefaultPINWait)
+	// for a slot, then gets ErrBusy.
+	MaxPINChecks int
+	PINWait      time.Duration
+	// CheckPINHash checks a PIN against its stored hash; nil is pin.Check.
+	// (Tests wrap it to count and time the checks.)
+	CheckPINHash func(hash []byte, pin string) bool
+	// UnknownInterval is how often the tally of verifications for unknown
+	// users is written to the audit log (0: DefaultUnknownInterval);
+	// UnknownKey keys the HMAC of the user names it samples (nil: a random
+	// key for this process). See FlushUnknown.
+	UnknownInterval time.Duration
+	UnknownKey      []byte
+
+	locks   userLocks
+	pins    pinGate
+	unknown unknownUsers
+	pad     writePad
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
@@ -68,87 +86,167 @@ type Result struct {
 //   - an unknown user, a user without an active token, a wrong code and a
 //     wrong PIN all answer ErrInvalidCode;
 //   - ErrReplayed is answered only when the code matched an already used
-//     step and no fresh one, whatever the PIN: it is never a PIN oracle;
-//   - the PIN is hashed whenever the user has one, whatever the code did, so
-//     timing does not tell a right code from a wrong one.
+//     step and no fresh one, whatever the PIN: it is never a PIN oracle. Its
+//     audit entry (verify.replayed) names where and when the value was
+//     first used (see FindFirstUse); the answer does not;
+//   - every attempt that fails costs one argon2id PIN check: against the
+//     user's PIN, or a dummy hash for a user without one and for an unknown
+//     user, so the time a failure takes tells none of them apart (a
+//     success without a PIN skips it: it reveals nothing the code did not);
+//   - verifications for unknown users are tallied per realm and written as
+//     one audit entry per interval (see FlushUnknown), so that guessing
+//     names cannot grow the audit log without bound.
 //
 // Attempts for one user are serialised within this process (see userLocks),
 // so that a burst of parallel guesses is counted one by one and meets the
 // lockout; across replicas at most one attempt per replica runs at a time.
 func (s *Service) Verify(ctx context.Context, realm, user, code, pinCode, actor string) (Result, error) {
+	return s.verify(ctx, realm, user, code, pinCode, actor, verifyOpts{})
+}
+
+// Login is Verify for the online PIN + OTP login that hands a device a
+// PIN bundle. It differs in two ways: a user without a PIN fails like a
+// wrong code (the bundle must mix a PIN in), and prepare runs with the
+// matched token once the code and PIN are right, before the code is spent.
+// prepare's error is returned as it is, with nothing counted or spent: a
+// bad bundle request costs no code, and is answered only to a caller who
+// proved both factors, so the failure answers stay one.
+func (s *Service) Login(ctx context.Context, realm, user, code, pinCode, actor string, prepare func(store.Token) error) (Result, error) {
+	return s.verify(ctx, realm, user, code, pinCode, actor, verifyOpts{requirePIN: true, prepare: prepare})
+}
+
+type verifyOpts struct {
+	requirePIN bool
+	prepare    func(store.Token) error
+}
+
+func (s *Service) verify(ctx context.Context, realm, user, code, pinCode, actor string, o verifyOpts) (Result, error) {
 	if len(code) < otp.MinDigits || len(code) > otp.MaxDigits || otp.CheckCode(code, len(code)) != nil {
 		return Result{}, ErrMalformedCode
 	}
-	unlock, err := s.locks.lock(ctx, realm, user)
+	s.flushUnknownIfDue(ctx)
+	res, err := s.guard(ctx, realm, user, actor, func(u store.User, ts []store.Token, now time.Time) (Result, error) {
+		return s.check(ctx, u, ts, code, pinCode, actor, now, o)
+	})
+	if errors.Is(err, errUnknownUser) {
+		return Result{}, s.unknownUser(ctx, realm, user, pinCode, actor)
+	}
+	return res, err
+}
+
+// candidate is a token and the step or counter a code matched.
+type candidate struct {
+	t store.Token
+	m uint64
+}
+
+// check is verify's decision for an existing user, under guard.
+func (s *Service) check(ctx context.Context, u store.User, ts []store.Token, code, pinCode, actor string, now time.Time, o verifyOpts) (Result, error) {
+	fresh, replay, err := s.candidates(ts, code, now)
 	if err != nil {
 		return Result{}, err
 	}
-	defer unlock()
-	now := s.now()
-	u, tokens, err := s.Store.GetUserTokens(ctx, realm, user)
-	if errors.Is(err, store.ErrNotFound) {
-		_ = s.Audit.Record(ctx, audit.VerifyFail, actor, user, map[string]string{"reason": "unknown_user"})
-		return Result{}, ErrInvalidCode
+	// One argon2id check on every path that can fail, so that failures take
+	// the same time whoever the user is. A success of a user without a PIN
+	// skips it: its timing tells the caller nothing the code did not prove,
+	// and online verification keeps its throughput.
+	pinOK := u.PINHash == nil && !o.requirePIN
+	if !pinOK || len(fresh) == 0 {
+		ok, err := s.pinMatches(ctx, u.PINHash, pinCode)
+		if err != nil {
+			return Result{}, err
+		}
+		pinOK = pinOK || ok
 	}
-	if err != nil {
-		return Result{}, err
+	if len(fresh) > 0 && pinOK {
+		res, lost, err := s.accept(ctx, u, fresh, actor, o.prepare)
+		if err != nil || lost == nil {
+			return res, err
+		}
+		return Result{}, s.replayFailure(ctx, lost.t, lost.m, "verify") // another replica took it first
 	}
-	if lock, locked := s.Policy.Locked(u.Failures, u.LastFailure, now); locked {
-		return Result{}, &LockedError{lock}
+	switch {
+	case len(fresh) > 0 && u.PINHash == nil:
+		return Result{}, &failure{reason: "no_pin"}
+	case len(fresh) > 0:
+		return Result{}, &failure{reason: "pin"}
+	case replay != nil:
+		return Result{}, s.replayFailure(ctx, replay.t, replay.m, "verify")
 	}
-	type candidate struct {
-		t store.Token
-		m uint64
-	}
-	var fresh []candidate
-	replayed := false
-	for _, t := range tokens {
+	return Result{}, &failure{reason: "code"}
+}
+
+// candidates matches code against the user's active tokens: fresh matches
+// (above the last used value) and the first replay (at or below it).
+func (s *Service) candidates(ts []store.Token, code string, now time.Time) (fresh []candidate, replay *candidate, err error) {
+	for _, t := range ts {
 		if t.Status != store.TokenActive || otp.CheckCode(code, t.Digits) != nil {
 			continue
 		}
-		m, err := s.match(t, code, now, false)
+		m, err := s.match(t, code, now, s.Policy.HOTPLookahead, true)
 		if errors.Is(err, otp.ErrNoMatch) {
 			continue
 		}
 		if err != nil {
-			return Result{}, err
+			return nil, nil, err
 		}
 		if t.Used && int64(m) <= t.LastUsed {
-			replayed = true
+			if replay == nil {
+				replay = &candidate{t, m}
+			}
 			continue
 		}
 		fresh = append(fresh, candidate{t, m})
 	}
-	pinOK := u.PINHash == nil || pin.Check(u.PINHash, pinCode)
-	if len(fresh) > 0 && pinOK {
-		for _, c := range fresh {
-			if err := s.Audit.Accept(ctx, c.t, int64(c.m), actor); errors.Is(err, store.ErrReplayed) {
-				replayed = true // another replica took it first
-				continue
-			} else if err != nil {
-				return Result{}, err
+	return fresh, replay, nil
+}
+
+// accept spends the first fresh match it can, with its verify.ok entry
+// (store.AcceptCode), after prepare (when set) agreed. When another replica
+// spent every one first, it returns the last such match as lost.
+func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, actor string, prepare func(store.Token) error) (Result, *candidate, error) {
+	var lost *candidate
+	for i, c := range fresh {
+		if prepare != nil {
+			if err := prepare(c.t); err != nil {
+				return Result{}, nil, err
 			}
-			if u.Failures > 0 {
-				if err := s.Store.ResetFailures(ctx, realm, user); err != nil {
-					return Result{}, err
-				}
-			}
-			return Result{TokenID: c.t.ID, Matched: c.m}, nil
 		}
+		if err := s.Audit.Accept(ctx, c.t, int64(c.m), actor); errors.Is(err, store.ErrReplayed) {
+			lost = &fresh[i]
+			continue
+		} else if err != nil {
+			return Result{}, nil, err
+		}
+		if u.Failures > 0 {
+			if err := s.Store.ResetFailures(ctx, u.Realm, u.ID); err != nil {
+				return Result{}, nil, err
+			}
+		}
+		return Result{TokenID: c.t.ID, Matched: c.m}, nil, nil
 	}
-	switch {
-	case len(fresh) > 0 && !pinOK:
-		return Result{}, s.fail(ctx, u, actor, "pin", now)
-	case replayed && len(fresh) == 0:
-		return Result{}, s.fail(ctx, u, actor, "replayed", now)
+	return Result{}, lost, nil
+}
+
+// unknownUser answers a verification for a user that does not exist like
+// a wrong code, after the same argon2id work, and counts it in the realm's
+// tally rather than in an audit entry of its own; it waits as long as a
+// known user's failure takes to record (writePad).
+func (s *Service) unknownUser(ctx context.Context, realm, user, pinCode, actor string) error {
+	if _, err := s.pinMatches(ctx, nil, pinCode); err != nil {
+		return err
 	}
-	return Result{}, s.fail(ctx, u, actor, "code", now)
+	s.tallyUnknown(realm, user, actor)
+	s.pad.wait(ctx)
+	return ErrInvalidCode
 }
 
 // match finds the step or counter code matches for token t: TOTP within the
-// policy window around now, HOTP within the look-ahead after the last used
-// counter (or from 0 for an unused token; wide selects the resync window).
-func (s *Service) match(t store.Token, code string, now time.Time, wide bool) (uint64, error) {
+// policy window around now; HOTP within look counters after the last used
+// one (or from 0 for an unused token) and, when back is set and none of
+// those matched, within the HOTPLookahead counters up to the last used one
+// (a replay, which the caller tells by the value).
+func (s *Service) match(t store.Token, code string, now time.Time, look int, back bool) (uint64, error) {
 	p, err := Params(t)
 	if err != nil {
 		return 0, err
@@ -164,34 +262,12 @@ func (s *Service) match(t store.Token, code string, now time.Time, wide bool) (u
 	if t.Used {
 		next = uint64(t.LastUsed) + 1
 	}
-	look := s.Policy.HOTPLookahead
-	if wide {
-		look = s.Policy.ResyncWindow
+	m, err := p.VerifyCounter(seed, code, next, look)
+	if !errors.Is(err, otp.ErrNoMatch) || !back || !t.Used {
+		return m, err
 	}
-	return p.VerifyCounter(seed, code, next, look)
-}
-
-func (s *Service) fail(ctx context.Context, u store.User, actor, reason string, now time.Time) error {
-	n, err := s.Store.RecordFailure(ctx, u.Realm, u.ID, now)
-	if err != nil {
-		return err
-	}
-	kind := audit.VerifyFail
-	if reason == "replayed" {
-		kind = audit.VerifyReplay
-	}
-	if err := s.Audit.Record(ctx, kind, actor, u.ID, map[string]any{"reason": reason, "failures": n}); err != nil {
-		return err
-	}
-	if n == s.Policy.MaxFailures {
-		if err := s.Audit.Record(ctx, audit.Lockout, actor, u.ID, map[string]any{"failures": n}); err != nil {
-			return err
-		}
-	}
-	if reason == "replayed" {
-		return ErrReplayed
-	}
-	return ErrInvalidCode
+	last := uint64(t.LastUsed)
+	return p.VerifyRange(seed, code, last-min(last, uint64(s.Policy.HOTPLookahead)), last)
 }
 
 // ResetLockout clears a user's failure counter (an admin action).
@@ -244,73 +320,101 @@ var ErrNotPending = errors.New("token is not pending confirmation")
 
 // Confirm activates a pending token once the user proves they enrolled it by
 // giving a current code. The code is consumed: it cannot be used again.
+// It is an attempt like Verify's (see guard): refused while the user is
+// locked out, a wrong code counted and audited. HOTP codes are searched in
+// the verification look-ahead (counters 0 to HOTPLookahead), not the
+// resync window: confirming is no wider a guess than verifying.
 func (s *Service) Confirm(ctx context.Context, realm, user, tokenID, code, actor string) (Result, error) {
-	t, err := s.Store.GetToken(ctx, realm, user, tokenID)
-	if err != nil {
-		return Result{}, err
-	}
-	if t.Status != store.TokenPending {
-		return Result{}, ErrNotPending
-	}
-	if err := otp.CheckCode(code, t.Digits); err != nil {
-		return Result{}, ErrMalformedCode
-	}
-	m, err := s.match(t, code, s.now(), true)
-	if errors.Is(err, otp.ErrNoMatch) {
-		return Result{}, ErrInvalidCode
-	}
-	if err != nil {
-		return Result{}, err
-	}
-	if err := s.Store.AdvanceToken(ctx, realm, user, tokenID, int64(m)); err != nil {
-		if errors.Is(err, store.ErrReplayed) {
-			return Result{}, ErrReplayed
+	return s.guard(ctx, realm, user, actor, func(_ store.User, ts []store.Token, now time.Time) (Result, error) {
+		t, err := findToken(ts, tokenID)
+		if err != nil {
+			return Result{}, err
 		}
-		return Result{}, err
-	}
-	if err := s.Store.SetTokenStatus(ctx, realm, user, tokenID, store.TokenActive); err != nil {
-		return Result{}, err
-	}
-	return Result{TokenID: tokenID, Matched: m}, s.Audit.Record(ctx, audit.TokenConfirm, actor, user, map[string]any{"token": tokenID})
+		if t.Status != store.TokenPending {
+			return Result{}, ErrNotPending
+		}
+		if err := otp.CheckCode(code, t.Digits); err != nil {
+			return Result{}, ErrMalformedCode
+		}
+		m, err := s.match(t, code, now, s.Policy.HOTPLookahead, false)
+		if err := s.spend(ctx, t, m, err, "confirm"); err != nil {
+			return Result{}, err
+		}
+		if err := s.Store.SetTokenStatus(ctx, realm, user, tokenID, store.TokenActive); err != nil {
+			return Result{}, err
+		}
+		return Result{TokenID: tokenID, Matched: m}, s.Audit.Record(ctx, audit.TokenConfirm, actor, user, map[string]any{"token": tokenID, "matched": m})
+	})
 }
 
 // Resync re-aligns an HOTP token whose counter drifted past the look-ahead:
 // code1 and code2 must be consecutive codes within the resync window. The
-// token's last used counter moves to code2's.
+// token's last used counter moves to code2's. It is an attempt like
+// Verify's (see guard): refused while the user is locked out, a wrong pair
+// counted and audited.
 func (s *Service) Resync(ctx context.Context, realm, user, tokenID, code1, code2, actor string) (Result, error) {
-	t, err := s.Store.GetToken(ctx, realm, user, tokenID)
+	return s.guard(ctx, realm, user, actor, func(_ store.User, ts []store.Token, now time.Time) (Result, error) {
+		t, err := findToken(ts, tokenID)
+		if err != nil {
+			return Result{}, err
+		}
+		if t.Type != "hotp" {
+			return Result{}, fmt.Errorf("%w: resync is for HOTP tokens", ErrMalformedCode)
+		}
+		if otp.CheckCode(code1, t.Digits) != nil || otp.CheckCode(code2, t.Digits) != nil {
+			return Result{}, ErrMalformedCode
+		}
+		m2, err := s.resyncMatch(t, code1, code2, now)
+		if err := s.spend(ctx, t, m2, err, "resync"); err != nil {
+			return Result{}, err
+		}
+		return Result{TokenID: tokenID, Matched: m2}, s.Audit.Record(ctx, audit.TokenResync, actor, user, map[string]any{"token": tokenID, "counter": m2})
+	})
+}
+
+// resyncMatch finds code1 in the resync window and returns code2's
+// counter, which must directly follow it (otp.ErrNoMatch otherwise).
+func (s *Service) resyncMatch(t store.Token, code1, code2 string, now time.Time) (uint64, error) {
+	m1, err := s.match(t, code1, now, s.Policy.ResyncWindow, false)
 	if err != nil {
-		return Result{}, err
+		return 0, err
 	}
-	if t.Type != "hotp" {
-		return Result{}, fmt.Errorf("%w: resync is for HOTP tokens", ErrMalformedCode)
-	}
-	if otp.CheckCode(code1, t.Digits) != nil || otp.CheckCode(code2, t.Digits) != nil {
-		return Result{}, ErrMalformedCode
-	}
-	m1, err := s.match(t, code1, s.now(), true)
-	if errors.Is(err, otp.ErrNoMatch) {
-		return Result{}, ErrInvalidCode
-	}
+	p, err := Params(t)
 	if err != nil {
-		return Result{}, err
+		return 0, err
 	}
-	p, _ := Params(t)
 	seed, err := s.Seeds.Seed(t)
 	if err != nil {
-		return Result{}, err
+		return 0, err
 	}
-	m2, err := p.VerifyCounter(seed, code2, m1+1, 0)
-	if err != nil {
-		return Result{}, ErrInvalidCode
+	return p.VerifyCounter(seed, code2, m1+1, 0)
+}
+
+// spend records m, what op's code matched for t (matchErr the match's
+// error), as t's last used value (store.AdvanceToken). No match, or a value
+// already used (a replay), is a failure of op, counted.
+func (s *Service) spend(ctx context.Context, t store.Token, m uint64, matchErr error, op string) error {
+	if errors.Is(matchErr, otp.ErrNoMatch) {
+		return &failure{reason: "code", data: map[string]any{"op": op, "token": t.ID}}
 	}
-	if err := s.Store.AdvanceToken(ctx, realm, user, tokenID, int64(m2)); err != nil {
-		if errors.Is(err, store.ErrReplayed) {
-			return Result{}, ErrReplayed
+	if matchErr != nil {
+		return matchErr
+	}
+	err := s.Store.AdvanceToken(ctx, t.Realm, t.UserID, t.ID, int64(m))
+	if errors.Is(err, store.ErrReplayed) {
+		return s.replayFailure(ctx, t, m, op)
+	}
+	return err
+}
+
+// findToken picks tokenID from the user's tokens.
+func findToken(ts []store.Token, tokenID string) (store.Token, error) {
+	for _, t := range ts {
+		if t.ID == tokenID {
+			return t, nil
 		}
-		return Result{}, err
 	}
-	return Result{TokenID: tokenID, Matched: m2}, s.Audit.Record(ctx, audit.TokenResync, actor, user, map[string]any{"token": tokenID, "counter": m2})
+	return store.Token{}, fmt.Errorf("%w: token %q", store.ErrNotFound, tokenID)
 }
 
 // SetPIN sets or changes a user's static PIN (4 to 12 digits).

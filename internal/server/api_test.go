@@ -118,7 +118,8 @@ func TestHOTPLookaheadAndResync(t *testing.T) {
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 5)}); r.status != 200 {
 		t.Fatalf("counter 5: %d %s", r.status, r.raw)
 	}
-	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 3)}); r.status != 401 {
+	// Counters just behind the last used one are recognised: replayed (issue 9, item 7).
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 3)}); r.status != 401 || r.errCode() != "replayed" {
 		t.Fatalf("counter 3 after 5: %d %s", r.status, r.raw)
 	}
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 17)}); r.status != 401 || r.errCode() != "invalid_code" {
@@ -135,6 +136,7 @@ func TestHOTPLookaheadAndResync(t *testing.T) {
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 101)}); r.status != 401 {
 		t.Fatalf("resync code reused: %d %s", r.status, r.raw)
 	}
+	f.clock.Add(f.srv.cfg.Policy.Delay(4)) // four failures so far: the bad resync counts too
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "carol", "code": f.codeAt(uri, 102)}); r.status != 200 {
 		t.Fatalf("after resync: %d %s", r.status, r.raw)
 	}
@@ -446,6 +448,16 @@ func TestParallelGuessesMeetTheLockout(t *testing.T) {
 		}
 	}
 	const n = 60
+	statuses := parallelStatuses(n, func() resp {
+		return f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "kate", "code": wrong})
+	})
+	if statuses[401] > f.srv.cfg.Policy.MaxFailures || statuses[401]+statuses[429] != n {
+		t.Fatalf("%d parallel guesses: %v; at most %d may be evaluated", n, statuses, f.srv.cfg.Policy.MaxFailures)
+	}
+}
+
+// parallelStatuses makes n calls at once and counts their statuses.
+func parallelStatuses(n int, call func() resp) map[int]int {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	statuses := map[int]int{}
@@ -453,16 +465,14 @@ func TestParallelGuessesMeetTheLockout(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "kate", "code": wrong})
+			r := call()
 			mu.Lock()
 			statuses[r.status]++
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	if statuses[401] > f.srv.cfg.Policy.MaxFailures || statuses[401]+statuses[429] != n {
-		t.Fatalf("%d parallel guesses: %v; at most %d may be evaluated", n, statuses, f.srv.cfg.Policy.MaxFailures)
-	}
+	return statuses
 }
 
 // TestReplayIsNoPINOracle: a used code answers "replayed" whether the PIN is

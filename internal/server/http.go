@@ -218,11 +218,9 @@ func writeError(w http.ResponseWriter, e *apiError) {
 	for k, v := range e.extra {
 		inner[k] = v
 	}
-	if e.status == http.StatusTooManyRequests {
-		if e.retryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
-			inner["retry_after"] = e.retryAfter
-		}
+	if e.retryAfter > 0 && (e.status == http.StatusTooManyRequests || e.status == http.StatusServiceUnavailable) {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+		inner["retry_after"] = e.retryAfter
 	}
 	writeJSON(w, e.status, map[string]any{"error": inner})
 }

@@ -60,26 +60,45 @@ type bundleRequest struct {
 	NotAfter time.Time `json:"not_after,omitzero"`
 }
 
-// prepareBundle validates a request against the store and returns the
-// issuer's request; the one place the online state meets a bundle.
-func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest, pinChecked bool) (bundle.Request, store.Token, error) {
+// prepareBundle validates a bundle request against the store and returns
+// the issuer's request: every check but the PIN's, which the caller makes
+// last (online.Service.CheckPIN), so that the answer to a bad request never
+// depends on the PIN.
+func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest) (bundle.Request, error) {
 	var zero bundle.Request
 	if err := validID("user", in.User); err != nil {
-		return zero, store.Token{}, err
+		return zero, err
 	}
 	if err := validID("device", in.Device); err != nil {
-		return zero, store.Token{}, err
+		return zero, err
 	}
 	u, err := s.cfg.Store.GetUser(ctx, r.realm(), in.User)
 	if errors.Is(err, store.ErrNotFound) {
-		return zero, store.Token{}, errorf(http.StatusNotFound, "user_not_found", "no user %q", in.User)
+		return zero, errorf(http.StatusNotFound, "user_not_found", "no user %q", in.User)
 	}
 	if err != nil {
-		return zero, store.Token{}, err
+		return zero, err
 	}
+	t, err := s.bundleToken(ctx, r, in)
+	if err != nil {
+		return zero, err
+	}
+	switch {
+	case u.PINHash != nil && in.PIN == "":
+		return zero, errorf(http.StatusBadRequest, "pin_required", "user %q has a PIN: a bundle must mix it in, give it as \"pin\"", in.User)
+	case u.PINHash == nil && in.PIN != "":
+		return zero, errorf(http.StatusBadRequest, "no_pin", "user %q has no PIN; set one first (PUT /v1/users/%s/pin)", in.User, in.User)
+	case in.PIN != "" && pin.Validate(in.PIN) != nil:
+		return zero, errorf(http.StatusBadRequest, "invalid_pin", "the PIN must be %d to %d digits", pin.MinLen, pin.MaxLen)
+	}
+	return s.bundleFor(r, in, t)
+}
+
+// bundleToken picks the user's active token the request names, or their only one.
+func (s *Server) bundleToken(ctx context.Context, r *request, in bundleRequest) (store.Token, error) {
 	ts, err := s.cfg.Store.ListTokens(ctx, r.realm(), in.User)
 	if err != nil {
-		return zero, store.Token{}, err
+		return store.Token{}, err
 	}
 	var active []store.Token
 	for _, t := range ts {
@@ -89,50 +108,32 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 	}
 	switch {
 	case len(active) == 0 && in.Token != "":
-		return zero, store.Token{}, errorf(http.StatusNotFound, "token_not_found", "user %q has no active token %q", in.User, in.Token)
+		return store.Token{}, errorf(http.StatusNotFound, "token_not_found", "user %q has no active token %q", in.User, in.Token)
 	case len(active) == 0:
-		return zero, store.Token{}, errorf(http.StatusConflict, "no_active_token", "user %q has no active token: enrol and confirm one first", in.User)
+		return store.Token{}, errorf(http.StatusConflict, "no_active_token", "user %q has no active token: enrol and confirm one first", in.User)
 	case len(active) > 1:
-		return zero, store.Token{}, errorf(http.StatusBadRequest, "token_required", "user %q has %d active tokens: name one with \"token\"", in.User, len(active))
+		return store.Token{}, errorf(http.StatusBadRequest, "token_required", "user %q has %d active tokens: name one with \"token\"", in.User, len(active))
 	}
-	t := active[0]
+	return active[0], nil
+}
+
+// bundleFor builds the issuer's request for token t and checks it: the
+// window, the secrets, the scope an override needs and the cost floor
+// (callers check the time it takes, which depends on how they answer). Its
+// messages name no token: the login path answers with them.
+func (s *Server) bundleFor(r *request, in bundleRequest, t store.Token) (bundle.Request, error) {
+	var zero bundle.Request
 	p, err := online.Params(t)
 	if err != nil {
-		return zero, t, err
+		return zero, err
 	}
 	seed, err := s.svc.Seeds.Seed(t)
 	if err != nil {
-		return zero, t, err
+		return zero, err
 	}
-	// A locked user gets no bundle: the lockout is the one brake on guessing.
-	if lock, locked := s.cfg.Policy.Locked(u.Failures, u.LastFailure, s.cfg.Now()); locked {
-		return zero, t, s.verifyError(&online.LockedError{Lock: lock})
-	}
-	if u.PINHash != nil && !pinChecked {
-		if in.PIN == "" {
-			return zero, t, errorf(http.StatusBadRequest, "pin_required", "user %q has a PIN: a bundle must mix it in, give it as \"pin\"", in.User)
-		}
-		if !pin.Check(u.PINHash, in.PIN) {
-			// Counted like a failed login, so this is no unlimited PIN oracle.
-			if _, err := s.cfg.Store.RecordFailure(ctx, r.realm(), in.User, s.cfg.Now()); err != nil {
-				return zero, t, err
-			}
-			_ = s.audit.Record(ctx, audit.VerifyFail, r.actor(), in.User, map[string]string{"reason": "bundle_pin"})
-			return zero, t, errorf(http.StatusBadRequest, "pin_mismatch", "the PIN given is not user %q's PIN (counted as a failed attempt)", in.User)
-		}
-	}
-	if u.PINHash == nil && in.PIN != "" {
-		return zero, t, errorf(http.StatusBadRequest, "no_pin", "user %q has no PIN; set one first (PUT /v1/users/%s/pin)", in.User, in.User)
-	}
-	if len(in.Secrets) > 16 {
-		return zero, t, errorf(http.StatusBadRequest, "invalid_secrets", "at most 16 static secrets")
-	}
-	secrets := map[string][]byte{}
-	for k, v := range in.Secrets {
-		if len(v) > maxSecretBytes {
-			return zero, t, errorf(http.StatusBadRequest, "invalid_secrets", "secret %q is larger than %d bytes", trunc(k), maxSecretBytes)
-		}
-		secrets[k] = []byte(v)
+	secrets, err := bundleSecrets(in.Secrets)
+	if err != nil {
+		return zero, err
 	}
 	now := s.cfg.Now()
 	req := bundle.Request{Realm: r.realm(), User: in.User, TokenID: t.ID, Params: p, Secret: seed, Device: in.Device,
@@ -142,27 +143,47 @@ func (s *Server) prepareBundle(ctx context.Context, r *request, in bundleRequest
 	// an HOTP window after the last counter, a TOTP period after the last
 	// step), and the bundle carries that state for the device.
 	req.Used, req.LastUsed = t.Used && t.LastUsed >= 0, uint64(max(t.LastUsed, 0))
-	if req.Acked, req.AckedHash, err = s.deviceHead(ctx, r.realm(), in.Device); err != nil {
-		return zero, t, err
+	if req.Acked, req.AckedHash, err = s.deviceHead(r.ctx, r.realm(), in.Device); err != nil {
+		return zero, err
 	}
 	if p.Type == otp.TypeHOTP {
 		if !in.From.IsZero() || !in.Until.IsZero() {
-			return zero, t, errorf(http.StatusBadRequest, "invalid_window", "token %s is HOTP: give \"count\", not from/until", t.ID)
+			return zero, errorf(http.StatusBadRequest, "invalid_window", "the token is HOTP: give \"count\", not from/until")
 		}
 		req.Count = in.Count
 	} else {
 		if in.Count != 0 {
-			return zero, t, errorf(http.StatusBadRequest, "invalid_window", "token %s is TOTP: give \"from\" and \"until\", not count", t.ID)
+			return zero, errorf(http.StatusBadRequest, "invalid_window", "the token is TOTP: give \"from\" and \"until\", not count")
 		}
 		req.From, req.Until = in.From, in.Until
 	}
 	if in.OverrideFloor && !slices.Contains(r.client.Scopes, store.ScopeAdmin) {
-		return zero, t, errorf(http.StatusForbidden, "forbidden", "override_floor needs the admin scope")
+		return zero, errorf(http.StatusForbidden, "forbidden", "override_floor needs the admin scope")
 	}
 	if _, err := bundle.Plan(req); err != nil {
-		return zero, t, bundleError(err)
+		return zero, bundleError(err)
 	}
-	return req, t, nil
+	return req, nil
+}
+
+func bundleSecrets(in map[string]string) (map[string][]byte, error) {
+	if len(in) > 16 {
+		return nil, errorf(http.StatusBadRequest, "invalid_secrets", "at most 16 static secrets")
+	}
+	secrets := map[string][]byte{}
+	for k, v := range in {
+		if len(v) > maxSecretBytes {
+			return nil, errorf(http.StatusBadRequest, "invalid_secrets", "secret %q is larger than %d bytes", trunc(k), maxSecretBytes)
+		}
+		secrets[k] = []byte(v)
+	}
+	return secrets, nil
+}
+
+// wallTime estimates how long req takes to compute on this server.
+func (s *Server) wallTime(req bundle.Request) (time.Duration, cost.Report) {
+	rep, _ := bundle.Plan(req)
+	return time.Duration(rep.IssuerCPU / float64(max(1, s.cores())) * float64(time.Second)), rep
 }
 
 // deviceHead returns the newest entry of device's log this server holds
@@ -238,13 +259,20 @@ func (s *Server) createBundle(r *request) (int, any, error) {
 	if err := r.decode(&in); err != nil {
 		return 0, nil, err
 	}
-	req, _, err := s.prepareBundle(r.ctx, r, in, false)
+	req, err := s.prepareBundle(r.ctx, r, in)
 	if err != nil {
 		return 0, nil, err
 	}
-	rep, _ := bundle.Plan(req)
-	wall := time.Duration(rep.IssuerCPU / float64(max(1, s.cores())) * float64(time.Second))
-	if r.URL.Query().Get("async") == "true" {
+	async := r.URL.Query().Get("async") == "true"
+	wall, rep := s.wallTime(req)
+	if !async && wall > syncBundleLimit {
+		return 0, nil, errorf(http.StatusBadRequest, "too_slow_for_sync", "this bundle takes about %s to compute: request it with ?async=true and poll the job", wall.Round(time.Second))
+	}
+	// Last: the lockout and the PIN, under the user's lock and counted.
+	if err := s.svc.CheckPIN(r.ctx, r.realm(), in.User, in.PIN, r.actor()); err != nil {
+		return 0, nil, s.pinError(err)
+	}
+	if async {
 		id, ok := s.jobs.start(func(ctx context.Context, progress func(int, int)) ([]byte, cost.Report, error) {
 			return s.issue(ctx, r.actor(), req, progress)
 		}, r.realm())
@@ -254,9 +282,6 @@ func (s *Server) createBundle(r *request) (int, any, error) {
 		}
 		return http.StatusAccepted, map[string]any{"job": id, "entries": rep.Entries, "estimated_seconds": wall.Seconds()}, nil
 	}
-	if wall > syncBundleLimit {
-		return 0, nil, errorf(http.StatusBadRequest, "too_slow_for_sync", "this bundle takes about %s to compute: request it with ?async=true and poll the job", wall.Round(time.Second))
-	}
 	_ = http.NewResponseController(r.w).SetWriteDeadline(time.Now().Add(2*wall + time.Minute))
 	data, rep, err := s.issue(r.ctx, r.actor(), req, nil)
 	if err != nil {
@@ -264,6 +289,14 @@ func (s *Server) createBundle(r *request) (int, any, error) {
 	}
 	costHeaders(r.w, rep)
 	return http.StatusOK, rawBody(data), nil
+}
+
+// pinError maps CheckPIN's refusals: a wrong PIN (counted), a lockout, a busy server.
+func (s *Server) pinError(err error) error {
+	if errors.Is(err, online.ErrInvalidCode) {
+		return errorf(http.StatusBadRequest, "pin_mismatch", "the PIN given is not the user's PIN (counted as a failed attempt)")
+	}
+	return s.verifyError(err)
 }
 
 func (s *Server) getJob(r *request) (int, any, error) {
@@ -293,6 +326,12 @@ func (s *Server) getJobBundle(r *request) (int, any, error) {
 // offlineLogin is OneSpan's and privacyIDEA's pattern: a successful online
 // PIN + OTP login hands the device a bundle with the PIN mixed in. The PIN is
 // in the server's memory only for this request.
+//
+// Until both factors check out, the answers are Verify's: an unknown user,
+// a user without an active token or without a PIN, a wrong code and a wrong
+// PIN all answer invalid_code, naming nothing, and each is counted like a
+// failed verification. Only then is the bundle request itself checked
+// (online.Service.Login), before the code is spent.
 func (s *Server) offlineLogin(r *request) (int, any, error) {
 	var in struct {
 		bundleRequest
@@ -304,26 +343,18 @@ func (s *Server) offlineLogin(r *request) (int, any, error) {
 	if in.OverrideFloor {
 		return 0, nil, errorf(http.StatusForbidden, "forbidden", "a login bundle cannot override the floor")
 	}
+	if err := checkCredentialForm(in.User, in.Code, in.PIN); err != nil {
+		return 0, nil, err
+	}
 	if err := validID("device", in.Device); err != nil {
 		return 0, nil, err
 	}
-	if in.Count == 0 && in.From.IsZero() {
-		now := s.cfg.Now()
-		in.From, in.Until = now, now.Add(2*time.Hour)
-	}
-	// Validate the whole request before the code is spent on it.
-	req, t, err := s.prepareBundle(r.ctx, r, in.bundleRequest, true)
-	if err != nil && t.Type == "hotp" && in.Count == 0 {
-		in.From, in.Until, in.Count = time.Time{}, time.Time{}, 20
-		req, _, err = s.prepareBundle(r.ctx, r, in.bundleRequest, true)
-	}
-	if err != nil {
-		return 0, nil, err
-	}
-	if rep, _ := bundle.Plan(req); time.Duration(rep.IssuerCPU/float64(max(1, s.cores()))*float64(time.Second)) > syncBundleLimit {
-		return 0, nil, errorf(http.StatusBadRequest, "too_slow_for_sync", "a login bundle must compute within %s: ask for a shorter window", syncBundleLimit)
-	}
-	res, err := s.svc.Verify(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor())
+	var req bundle.Request
+	res, err := s.svc.Login(r.ctx, r.realm(), in.User, in.Code, in.PIN, r.actor(), func(t store.Token) error {
+		var err error
+		req, err = s.loginBundle(r, in.bundleRequest, t)
+		return err
+	})
 	if err != nil {
 		return 0, nil, s.verifyError(err)
 	}
@@ -332,7 +363,6 @@ func (s *Server) offlineLogin(r *request) (int, any, error) {
 		// The login code is now used online: the bundle starts after it.
 		req.Used, req.LastUsed = true, res.Matched
 	}
-	req.PIN = in.PIN
 	_ = http.NewResponseController(r.w).SetWriteDeadline(time.Now().Add(syncBundleLimit + time.Minute))
 	data, rep, err := s.issue(r.ctx, r.actor(), req, nil)
 	if err != nil {
@@ -340,6 +370,30 @@ func (s *Server) offlineLogin(r *request) (int, any, error) {
 	}
 	costHeaders(r.w, rep)
 	return http.StatusOK, rawBody(data), nil
+}
+
+// loginBundle is the login's bundle request for the token the code
+// matched: by default TOTP for the next 2 hours, HOTP the next 20 counters.
+func (s *Server) loginBundle(r *request, in bundleRequest, t store.Token) (bundle.Request, error) {
+	if in.Token != "" && in.Token != t.ID {
+		return bundle.Request{}, errorf(http.StatusBadRequest, "token_mismatch", "the code is not of the token the request names")
+	}
+	if in.Count == 0 && in.From.IsZero() && in.Until.IsZero() {
+		if t.Type == "hotp" {
+			in.Count = 20
+		} else {
+			now := s.cfg.Now()
+			in.From, in.Until = now, now.Add(2*time.Hour)
+		}
+	}
+	req, err := s.bundleFor(r, in, t)
+	if err != nil {
+		return req, err
+	}
+	if wall, _ := s.wallTime(req); wall > syncBundleLimit {
+		return req, errorf(http.StatusBadRequest, "too_slow_for_sync", "a login bundle must compute within %s: ask for a shorter window", syncBundleLimit)
+	}
+	return req, nil
 }
 
 // jobs runs long bundle generations in the background.

@@ -429,6 +429,10 @@ func (s *Server) verifyError(err error) error {
 	case errors.Is(err, online.ErrInvalidCode):
 		s.metrics.verify.WithLabelValues("invalid_code").Inc()
 		return errorf(http.StatusUnauthorized, "invalid_code", "the code is not valid")
+	case errors.Is(err, online.ErrBusy):
+		s.metrics.verify.WithLabelValues("busy").Inc()
+		return &apiError{status: http.StatusServiceUnavailable, code: "busy", retryAfter: 1,
+			message: "too many PIN checks are running on this server; retry in a second"}
 	case errors.Is(err, online.ErrMalformedCode):
 		s.metrics.verify.WithLabelValues("malformed_code").Inc()
 		return errorf(http.StatusBadRequest, "malformed_code", "the code must be the digits the authenticator shows (6 to 10 digits)")
@@ -447,13 +451,19 @@ func (r *request) decodeVerify() (verifyRequest, error) {
 	if err := r.decode(&in); err != nil {
 		return in, err
 	}
-	if err := validID("user", in.User); err != nil {
-		return in, err
+	return in, checkCredentialForm(in.User, in.Code, in.PIN)
+}
+
+// checkCredentialForm checks a verification's user id and the lengths of
+// its code and PIN, before anything is looked up.
+func checkCredentialForm(user, code, p string) error {
+	if err := validID("user", user); err != nil {
+		return err
 	}
-	if len(in.Code) > otp.MaxDigits || len(in.PIN) > pin.MaxLen {
-		return in, errorf(http.StatusBadRequest, "malformed_code", "the code must be 6 to 10 digits and the PIN at most %d digits", pin.MaxLen)
+	if len(code) > otp.MaxDigits || len(p) > pin.MaxLen {
+		return errorf(http.StatusBadRequest, "malformed_code", "the code must be 6 to 10 digits and the PIN at most %d digits", pin.MaxLen)
 	}
-	return in, nil
+	return nil
 }
 
 func (s *Server) verify(r *request) (int, any, error) {

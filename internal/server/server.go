@@ -124,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		registry: cfg.Registry,
 		svc: &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
-			Audit: al, Now: cfg.Now},
+			Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)},
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Now: cfg.Now}
 	s.metrics = newMetrics(cfg.Registry)

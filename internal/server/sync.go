@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/outpost-auth/outpost/internal/bundle"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
@@ -163,7 +162,7 @@ func syncError(err error) error {
 
 // refill issues the bundle fieldsync asks for, through the same path as
 // POST /v1/offline/bundles (prepareBundle checks the token, the PIN rule
-// and the floor; issue runs the KDF and audits), as the device.
+// and the floor; CheckPIN the lockout; issue runs the KDF and audits), as the device.
 func (a *syncAPI) refill(ctx context.Context, need fieldsync.RefillNeed) ([]byte, error) {
 	s := a.s
 	r := &request{ctx: ctx, client: store.APIClient{ID: "device:" + need.Device.ID, Realm: need.Device.Realm, Scopes: []string{store.ScopeIssuer}}}
@@ -184,15 +183,15 @@ func (a *syncAPI) refill(ctx context.Context, need fieldsync.RefillNeed) ([]byte
 	} else {
 		in.Count = int(min(entries, 1<<17))
 	}
-	req, _, err := s.prepareBundle(ctx, r, in, false)
+	req, err := s.prepareBundle(ctx, r, in)
 	if err != nil {
 		return nil, err
 	}
-	rep, err := bundle.Plan(req)
-	if err != nil {
-		return nil, bundleError(err)
+	// A locked user gets no bundle (a PIN user gets no refill: pin_required above).
+	if err := s.svc.CheckPIN(ctx, r.realm(), in.User, "", r.actor()); err != nil {
+		return nil, s.pinError(err)
 	}
-	if wall := time.Duration(rep.IssuerCPU / float64(max(1, s.cores())) * float64(time.Second)); wall > maxRefillWall {
+	if wall, _ := s.wallTime(req); wall > maxRefillWall {
 		return nil, fmt.Errorf("the refill would take about %s of KDF work, too long for a refill: ask the issuer for a new bundle", wall.Round(time.Second))
 	}
 	data, _, err := s.issue(ctx, "device:"+need.Device.ID, req, nil)

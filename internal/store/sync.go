@@ -152,6 +152,9 @@ type SyncStore interface {
 	// handed out (ErrExists when that serial is recorded for that token and
 	// device).
 	PutIssuedBundle(ctx context.Context, b IssuedBundle) error
+	// OfflineUses returns the recorded offline acceptances of a token's
+	// counter (or TOTP step), oldest first: one indexed lookup.
+	OfflineUses(ctx context.Context, realm, user, token string, counter uint64) ([]OfflineUse, error)
 	// FindAudit returns up to limit (1..MaxListLimit) audit entries of kind
 	// (and subject, unless ""), with Seq < before (0: no bound), newest first.
 	FindAudit(ctx context.Context, kind, subject string, before uint64, limit int) ([]eventlog.Entry, error)
@@ -551,12 +554,20 @@ func (t *syncTx) PutDeviceToken(dt DeviceToken) error {
 }
 
 func (t *syncTx) OfflineUses(realm, user, token string, counter uint64) ([]OfflineUse, error) {
+	return offlineUses(t.ctx, t.s, t.q, realm, user, token, counter)
+}
+
+func (s *sqlStore) OfflineUses(ctx context.Context, realm, user, token string, counter uint64) ([]OfflineUse, error) {
+	return offlineUses(ctx, s, s.e.reader(), realm, user, token, counter)
+}
+
+func offlineUses(ctx context.Context, s *sqlStore, q querier, realm, user, token string, counter uint64) ([]OfflineUse, error) {
 	if counter > 1<<63-1 {
 		return nil, nil
 	}
-	rs, err := t.q.query(t.ctx, `SELECT realm, user_id, token_id, counter, device, device_seq, audit_seq, at_us FROM offline_uses
+	rs, err := q.query(ctx, `SELECT realm, user_id, token_id, counter, device, device_seq, audit_seq, at_us FROM offline_uses
 		WHERE realm = $1 AND user_id = $2 AND token_id = $3 AND counter = $4 ORDER BY audit_seq`, realm, user, token, int64(counter))
-	return collect(t.s, rs, err, func(r row) (OfflineUse, error) {
+	return collect(s, rs, err, func(r row) (OfflineUse, error) {
 		var u OfflineUse
 		var c, ds, as, at int64
 		if err := r.Scan(&u.Realm, &u.UserID, &u.TokenID, &c, &u.Device, &ds, &as, &at); err != nil {

@@ -230,6 +230,13 @@ func testSyncTx(t *testing.T, st store.Store, ss store.SyncStore) {
 		t.Errorf("token last used %d, want 9", tok.LastUsed)
 	}
 	wantErr(t, st.AdvanceToken(ctx, "r1", "alice", "h1", 9), store.ErrReplayed)
+	// Outside a transaction too: the lookup that names a replay's first use.
+	if got, err := ss.OfflineUses(ctx, "r1", "alice", "h1", 9); err != nil || len(got) != 1 || got[0].Device != "dev-1" || got[0].AuditSeq != 2 {
+		t.Errorf("OfflineUses = %+v, %v", got, err)
+	}
+	if got, err := ss.OfflineUses(ctx, "r1", "alice", "h1", 7); err != nil || len(got) != 0 {
+		t.Errorf("OfflineUses of an unused counter = %+v, %v", got, err)
+	}
 	dts, err := ss.ListDeviceTokens(ctx, "r1", "dev-1")
 	must(t, err)
 	if len(dts) != 1 || dts[0].Serial != 42 || dts[0].Failures != 3 || dts[0].Last != 105 || !dts[0].NotAfter.Equal(stored(when.Add(24*time.Hour))) {
