@@ -18,11 +18,11 @@ import (
 
 var ctx = context.Background()
 
-// syncFixture is a server (cheap bundles, real clock) on dsn.
+// syncFixture is a server (cheap bundles, a fixed clock years ahead) on dsn.
 func syncFixture(t *testing.T, dsn string) *fixture {
 	f := newFixture(t, dsn)
 	f.clock.mu.Lock()
-	f.clock.t = time.Now().UTC()
+	f.clock.t = time.Date(2031, 11, 23, 12, 0, 10, 0, time.UTC) // years ahead, mid-step
 	f.clock.mu.Unlock()
 	f.srv.cfg.BundleKDF = cheapKDF
 	floor := cost.Floor{PerEntry: time.Millisecond, MinMargin: 1}
