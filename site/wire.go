@@ -202,12 +202,20 @@ type SealedKeys struct {
 	data                []byte
 }
 
-// SealScopeKeys is the slow half of BuildPackage: it checks spec and seals
-// its scope keys under passphrase (the argon2id work). An issuer that must
-// not hold a lock during that work seals first and signs afterwards, with a
-// spec for the same site, scope and epoch numbers.
+// SealScopeKeys is the slow half of BuildPackage: it seals spec's scope
+// keys under passphrase (the argon2id work). It reads only spec's Site,
+// Scope, Epochs, ScopeKeys and IssuedAt (the sealed file's creation time),
+// so that an issuer that must not hold a lock during that work can seal
+// before it knows the rest, and sign afterwards with a spec for the same
+// site, scope and epoch numbers.
 func SealScopeKeys(spec PackageSpec, passphrase []byte, kdf keys.KDFParams) (*SealedKeys, error) {
-	if err := checkSpec(spec); err != nil {
+	if err := CheckName("site", spec.Site); err != nil {
+		return nil, err
+	}
+	if err := CheckName("scope", spec.Scope); err != nil {
+		return nil, err
+	}
+	if err := checkEpochs(spec.Epochs); err != nil {
 		return nil, err
 	}
 	if len(spec.ScopeKeys) != len(spec.Epochs) {
