@@ -9,6 +9,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/qr"
 	"github.com/outpost-auth/outpost/internal/siteissue"
+	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/site"
 	"github.com/spf13/cobra"
 )
@@ -30,11 +31,12 @@ func (e *env) adminSiteCmd() *cobra.Command {
 epoch: any number of technicians, no per-technician data at the site.
 'provision' writes a site's package, 'credential' a technician's otpauth URI or
 key file, 'revoke' a revocation list, 'roll' starts a new epoch at once,
-and 'scope' shows or sets a scope's policy. See docs/sites.md.
+'scope' shows or sets a scope's policy, and 'migrate' imports the sites.db of
+an earlier version. See docs/sites.md.
 ` + adminSiteNote,
 	}
 	c.AddCommand(e.adminSiteScopeCmd(), e.adminSiteProvisionCmd(), e.adminSiteCredentialCmd(), e.adminSiteRevokeCmd(),
-		e.adminSiteRollCmd())
+		e.adminSiteRollCmd(), e.adminSiteMigrateCmd())
 	return c
 }
 
@@ -420,6 +422,52 @@ that do not get a new package keep accepting their old epochs until those end.
 	f.register(c, "passphrase-file")
 	c.Flags().StringVar(&scope, "scope", "", "scope id (required)")
 	_ = c.MarkFlagRequired("scope")
+	return c
+}
+
+func (e *env) adminSiteMigrateCmd() *cobra.Command {
+	var dir, database string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "migrate --data DIR [--database DSN]",
+		Short: "Import the sites.db of an earlier version into the server's database (once)",
+		Long: `Earlier versions kept site state (scopes, epoch schedules, revocations,
+provisioned sites) in DIR/sites.db, apart from the server's database. This
+imports it into the database (DIR/outpost.db, or --database DSN) in one
+transaction, for the default realm, with a site.migrate audit entry, then
+renames the file DIR/sites.db.migrated. 'outpost serve' and the --data mode of
+the other site commands do the same on their own; running it again does
+nothing. It needs no master key. A scope that already exists in the
+database with other values stops the import (nothing is imported; see
+docs/sites.md).`,
+		Example: "  outpost admin site migrate --data ./outpost-data",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			st, err := e.openLocalStore(c.Context(), dir, database)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			m, found, err := siteissue.MigrateLegacy(c.Context(), st.(store.SiteStore), localActor(), dir, e.now())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return e.printJSON(map[string]any{"found": found, "migration": m})
+			}
+			if !found {
+				fmt.Fprintf(e.stdout, "No %s in %s: nothing to import.\n", siteissue.LegacyFile, dir)
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "Imported %s: scopes %v (%d new, %d revocations, %d packages); renamed it %s\n",
+				m.File, m.Scopes, len(m.Imported), m.Revocations, m.Packages, m.RenamedTo)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&dir, "data", "", "server data directory (required)")
+	c.Flags().StringVar(&database, "database", "", "the server's database, a SQLite path or postgres://... (default DIR/outpost.db)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	_ = c.MarkFlagRequired("data")
 	return c
 }
 

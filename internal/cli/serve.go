@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/server"
+	"github.com/outpost-auth/outpost/internal/siteissue"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/tlsboot"
 	"github.com/spf13/cobra"
@@ -146,6 +147,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err := e.bootstrapToken(ctx, srv, f.data.dir); err != nil {
 		return err
 	}
+	if err := e.migrateSitesOnStart(ctx, st, f.data.dir, logger); err != nil {
+		return err
+	}
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -190,6 +194,23 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// migrateSitesOnStart imports DIR/sites.db of an earlier version into the
+// database (siteissue.MigrateLegacy), once.
+func (e *env) migrateSitesOnStart(ctx context.Context, st store.Store, dir string, logger *slog.Logger) error {
+	ss, ok := st.(store.SiteStore)
+	if !ok {
+		return nil
+	}
+	m, found, err := siteissue.MigrateLegacy(ctx, ss, siteissue.Actor{Realm: server.DefaultRealm, Name: "serve"}, dir, e.now())
+	if err != nil {
+		return fmt.Errorf("importing %s: %w", filepath.Join(dir, siteissue.LegacyFile), err)
+	}
+	if found {
+		logger.Info("imported site state", "file", m.File, "scopes", len(m.Scopes), "new", len(m.Imported), "renamed_to", m.RenamedTo)
+	}
 	return nil
 }
 

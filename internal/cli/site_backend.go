@@ -94,6 +94,10 @@ func (e *env) siteBackend(ctx context.Context, c *cobra.Command, f *siteFlags, m
 		return nil, errors.New("this store does not hold site state")
 	}
 	by := localActor()
+	if err := e.migrateSites(ctx, ss, by, f.data); err != nil {
+		st.Close()
+		return nil, err
+	}
 	is := siteissue.New(ss, m)
 	is.Now, is.MasterPassphrase = e.now, pass
 	x := &keyexport.Exporter{Master: m, Audit: &audit.Log{Store: st, Now: e.now}, MasterPassphrase: pass, Now: e.now}
@@ -113,6 +117,17 @@ func (e *env) openLocalStore(ctx context.Context, dir, dsn string) (store.Store,
 		return nil, fmt.Errorf("opening the database: %w", err)
 	}
 	return st, nil
+}
+
+// migrateSites imports DIR/sites.db of an earlier version, if there is one,
+// and says so: the local mode must carry on where that file stopped.
+func (e *env) migrateSites(ctx context.Context, ss store.SiteStore, by siteissue.Actor, dir string) error {
+	m, found, err := siteissue.MigrateLegacy(ctx, ss, by, dir, e.now())
+	if err != nil || !found {
+		return err
+	}
+	fmt.Fprintf(e.stderr, "Imported %s into the database: scopes %v (%d new); renamed it %s\n", m.File, m.Scopes, len(m.Imported), m.RenamedTo)
+	return nil
 }
 
 // localActor names the local mode's user in audit entries.

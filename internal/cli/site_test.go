@@ -378,6 +378,81 @@ func TestSiteScopePolicyAndPassphrases(t *testing.T) {
 	}
 }
 
+// TestSiteMigrate: the sites.db of an earlier version (made by the issuer of
+// commit 9a8baeb, internal/siteissue/testdata/legacy) is imported once, by
+// 'admin site migrate', by the --data mode, or when 'serve' starts.
+func TestSiteMigrate(t *testing.T) {
+	legacy, err := os.ReadFile(filepath.Join("..", "siteissue", "testdata", "legacy", "sites.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withLegacy := func() siteFixture {
+		f := newSiteFixture(t, false)
+		writeFile(t, f.data, "sites.db", string(legacy))
+		return f
+	}
+	renamed := func(f siteFixture) {
+		t.Helper()
+		if _, err := os.Stat(filepath.Join(f.data, "sites.db")); !os.IsNotExist(err) {
+			t.Fatalf("sites.db is still there: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(f.data, "sites.db.migrated")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scopeSerial := func(r runResult) uint64 {
+		t.Helper()
+		var sc struct {
+			PackageSerial uint64 `json:"package_serial"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &sc); err != nil {
+			t.Fatalf("scope: %v\n%s", err, r)
+		}
+		return sc.PackageSerial
+	}
+
+	// The command, twice.
+	f := withLegacy()
+	r := mustRun(t, nil, "admin", "site", "migrate", "--data", f.data)
+	if !strings.Contains(r.stdout, "Imported") || !strings.Contains(r.stdout, "[north south]") {
+		t.Fatalf("migrate: %s", r)
+	}
+	renamed(f)
+	r = mustRun(t, nil, "admin", "site", "migrate", "--data", f.data, "--json")
+	if !strings.Contains(r.stdout, `"found": false`) {
+		t.Fatalf("second migrate: %s", r)
+	}
+	if s := scopeSerial(f.admin(t, 0, "site", "scope", "--scope", "north", "--json")); s != 3 {
+		t.Fatalf("package serial %d after the migration, want 3", s)
+	}
+	mustRun(t, nil, "audit", "verify", "--data", f.data)
+
+	// The --data mode imports it first.
+	f = withLegacy()
+	r = f.admin(t, 0, "site", "scope", "--scope", "north", "--json")
+	if !strings.Contains(r.stderr, "Imported") || scopeSerial(r) != 3 {
+		t.Fatalf("--data mode: %s", r)
+	}
+	renamed(f)
+
+	// So does serve.
+	if testing.Short() {
+		return
+	}
+	f = withLegacy()
+	url := startServeOn(t, f.data)
+	renamed(f)
+	auth := []string{"--server", url, "--token-file", filepath.Join(f.data, "admin.token")}
+	r = mustRun(t, nil, append([]string{"admin", "site", "scope", "--scope", "north", "--json"}, auth...)...)
+	if scopeSerial(r) != 3 {
+		t.Fatalf("after serve: %s", r)
+	}
+	r = mustRun(t, nil, append([]string{"admin", "audit", "list", "--json"}, auth...)...)
+	if !strings.Contains(r.stdout, `"kind": "site.migrate"`) || !strings.Contains(r.stdout, `"actor": "serve"`) {
+		t.Fatalf("audit after serve: %s", r)
+	}
+}
+
 func TestBenchSite(t *testing.T) {
 	r := mustRun(t, nil, "bench", "site", "--duration", "50ms", "--technicians", "10,2000", "--revoked", "20", "--json")
 	var rep struct {
