@@ -163,7 +163,10 @@ func (l *localSites) Provision(ctx context.Context, scope, siteID string, passph
 
 func (l *localSites) Credential(ctx context.Context, req siteissue.CredentialRequest) (siteissue.CredentialInfo, error) {
 	c, err := l.is.Credential(ctx, l.by, req)
-	return c.Info(), err
+	if err != nil {
+		return siteissue.CredentialInfo{}, err
+	}
+	return c.Info(), nil
 }
 
 func (l *localSites) Revoke(ctx context.Context, scope string, add, undo []string, reason string) (siteissue.RevocationResult, error) {

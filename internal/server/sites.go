@@ -84,51 +84,46 @@ func siteError(err error) error {
 	return errorf(status, code, "%s", err.Error())
 }
 
-func (a *siteAPI) getScope(r *request) (int, any, error) {
+// serve is every site handler: the service, the body decoded into body
+// (unless nil), one call, and its answer or error.
+func (a *siteAPI) serve(r *request, body any, call func(is *siteissue.Issuer, by siteissue.Actor) (any, error)) (int, any, error) {
 	is, by, err := a.issuer(r)
 	if err != nil {
 		return 0, nil, err
 	}
-	sc, err := is.Scope(r.ctx, by, r.PathValue("scope"))
+	if body != nil {
+		if err := r.decode(body); err != nil {
+			return 0, nil, err
+		}
+	}
+	out, err := call(is, by)
 	if err != nil {
 		return 0, nil, siteError(err)
 	}
-	return http.StatusOK, sc, nil
+	return http.StatusOK, out, nil
+}
+
+func (a *siteAPI) getScope(r *request) (int, any, error) {
+	return a.serve(r, nil, func(is *siteissue.Issuer, by siteissue.Actor) (any, error) {
+		return is.Scope(r.ctx, by, r.PathValue("scope"))
+	})
 }
 
 func (a *siteAPI) setPolicy(r *request) (int, any, error) {
-	is, by, err := a.issuer(r)
-	if err != nil {
-		return 0, nil, err
-	}
 	var in siteissue.PolicyChange
-	if err := r.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	sc, err := is.UpdatePolicy(r.ctx, by, r.PathValue("scope"), in)
-	if err != nil {
-		return 0, nil, siteError(err)
-	}
-	return http.StatusOK, sc, nil
+	return a.serve(r, &in, func(is *siteissue.Issuer, by siteissue.Actor) (any, error) {
+		return is.UpdatePolicy(r.ctx, by, r.PathValue("scope"), in)
+	})
 }
 
 func (a *siteAPI) provision(r *request) (int, any, error) {
-	is, by, err := a.issuer(r)
-	if err != nil {
-		return 0, nil, err
-	}
 	var in struct {
 		Site       string `json:"site"`
 		Passphrase string `json:"passphrase"`
 	}
-	if err := r.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	p, err := is.Provision(r.ctx, by, r.PathValue("scope"), in.Site, []byte(in.Passphrase))
-	if err != nil {
-		return 0, nil, siteError(err)
-	}
-	return http.StatusOK, p, nil
+	return a.serve(r, &in, func(is *siteissue.Issuer, by siteissue.Actor) (any, error) {
+		return is.Provision(r.ctx, by, r.PathValue("scope"), in.Site, []byte(in.Passphrase))
+	})
 }
 
 // epochParam reads "epoch": "current", "next", a number, or a number in a
@@ -145,78 +140,52 @@ func epochParam(raw json.RawMessage) (siteissue.EpochSel, error) {
 		}
 		return siteissue.EpochSel(n), nil
 	}
-	sel, err := siteissue.ParseEpochSel(s)
-	if err != nil {
-		return 0, siteError(err)
-	}
-	return sel, nil
+	return siteissue.ParseEpochSel(s)
 }
 
 func (a *siteAPI) credential(r *request) (int, any, error) {
-	is, by, err := a.issuer(r)
-	if err != nil {
-		return 0, nil, err
-	}
 	var in struct {
 		Tech       string          `json:"tech"`
 		Epoch      json.RawMessage `json:"epoch"`
 		Reinstate  bool            `json:"reinstate"`
 		Passphrase *string         `json:"passphrase"`
 	}
-	if err := r.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	sel, err := epochParam(in.Epoch)
-	if err != nil {
-		return 0, nil, err
-	}
-	req := siteissue.CredentialRequest{Scope: r.PathValue("scope"), Tech: in.Tech, Epoch: sel, Reinstate: in.Reinstate}
-	if in.Passphrase != nil {
-		req.Passphrase = []byte(*in.Passphrase)
-	}
-	c, err := is.Credential(r.ctx, by, req)
-	if err != nil {
-		return 0, nil, siteError(err)
-	}
-	return http.StatusOK, c.Info(), nil
+	return a.serve(r, &in, func(is *siteissue.Issuer, by siteissue.Actor) (any, error) {
+		sel, err := epochParam(in.Epoch)
+		if err != nil {
+			return nil, err
+		}
+		req := siteissue.CredentialRequest{Scope: r.PathValue("scope"), Tech: in.Tech, Epoch: sel, Reinstate: in.Reinstate}
+		if in.Passphrase != nil {
+			req.Passphrase = []byte(*in.Passphrase)
+		}
+		c, err := is.Credential(r.ctx, by, req)
+		if err != nil {
+			return nil, err
+		}
+		return c.Info(), nil
+	})
 }
 
 func (a *siteAPI) revoke(r *request) (int, any, error) {
-	is, by, err := a.issuer(r)
-	if err != nil {
-		return 0, nil, err
-	}
 	var in struct {
 		Tech   []string `json:"tech"`
 		Undo   []string `json:"undo"`
 		Reason string   `json:"reason"`
 	}
-	if err := r.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	res, err := is.Revoke(r.ctx, by, r.PathValue("scope"), in.Tech, in.Undo, in.Reason)
-	if err != nil {
-		return 0, nil, siteError(err)
-	}
-	return http.StatusOK, res, nil
+	return a.serve(r, &in, func(is *siteissue.Issuer, by siteissue.Actor) (any, error) {
+		return is.Revoke(r.ctx, by, r.PathValue("scope"), in.Tech, in.Undo, in.Reason)
+	})
 }
 
 func (a *siteAPI) roll(r *request) (int, any, error) {
-	is, by, err := a.issuer(r)
-	if err != nil {
-		return 0, nil, err
-	}
+	var body any
 	if r.ContentLength != 0 { // the body is optional; when there is one it is {}
-		var in struct{}
-		if err := r.decode(&in); err != nil {
-			return 0, nil, err
-		}
+		body = &struct{}{}
 	}
-	res, err := is.Roll(r.ctx, by, r.PathValue("scope"))
-	if err != nil {
-		return 0, nil, siteError(err)
-	}
-	return http.StatusOK, res, nil
+	return a.serve(r, body, func(is *siteissue.Issuer, by siteissue.Actor) (any, error) {
+		return is.Roll(r.ctx, by, r.PathValue("scope"))
+	})
 }
 
 func (a *siteAPI) exportSubject(r *request) (int, any, error) {
