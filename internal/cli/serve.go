@@ -138,6 +138,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return fmt.Errorf("opening the database: %w", err)
 	}
 	defer st.Close()
+	if err := e.migrateSitesOnStart(ctx, st, f.data.dir, logger); err != nil {
+		return err
+	}
 	pol := online.DefaultPolicy
 	pol.MaxFailures = f.maxFailures
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer, EnableNoop: f.enableNoop})
@@ -145,9 +148,6 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return usageError{err}
 	}
 	if err := e.bootstrapToken(ctx, srv, f.data.dir); err != nil {
-		return err
-	}
-	if err := e.migrateSitesOnStart(ctx, st, f.data.dir, logger); err != nil {
 		return err
 	}
 
