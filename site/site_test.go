@@ -19,6 +19,8 @@ import (
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/siteissue"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/store/storetest"
 	"github.com/outpost-auth/outpost/otp"
 	"github.com/outpost-auth/outpost/site"
 )
@@ -31,6 +33,9 @@ var (
 	// t0 is in epoch 2 (2026-03-02 to 2026-04-01); epoch 3 is next.
 	t0 = time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
 )
+
+// by is the administrator every test acts as.
+var by = siteissue.Actor{Realm: "default", Name: "test"}
 
 // world is a server data directory's issuer and one site, sharing a fake clock.
 type world struct {
@@ -50,12 +55,9 @@ func newWorld(t *testing.T) *world {
 		t.Fatal(err)
 	}
 	w := &world{t: t, now: t0, master: m, sdir: filepath.Join(t.TempDir(), "site")}
-	w.is, err = siteissue.Open(context.Background(), t.TempDir(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.is.Close() })
-	w.is.Now = w.clock
+	st := storetest.Open(t, storetest.SQLitePath(t))
+	w.is = siteissue.New(st.(store.SiteStore), m)
+	w.is.Now, w.is.KDF = w.clock, testKDF
 	w.pub = m.Signer(0).Public
 	return w
 }
@@ -64,7 +66,7 @@ func (w *world) clock() time.Time { return w.now }
 
 func (w *world) provision(siteID string) []byte {
 	w.t.Helper()
-	p, err := w.is.Provision(context.Background(), "north", siteID, pass, testKDF)
+	p, err := w.is.Provision(context.Background(), by, "north", siteID, pass)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func (w *world) init(pkg []byte) {
 
 func (w *world) cred(tech string, sel siteissue.EpochSel) siteissue.Credential {
 	w.t.Helper()
-	c, err := w.is.Credential(context.Background(), "north", tech, sel, false)
+	c, err := w.is.Credential(context.Background(), by, siteissue.CredentialRequest{Scope: "north", Tech: tech, Epoch: sel})
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -208,7 +210,7 @@ func TestRevocationListUpdates(t *testing.T) {
 	alice, bob := w.cred("alice", siteissue.Current), w.cred("bob", siteissue.Current)
 	w.mustAccept("alice", w.code(alice))
 
-	r1, err := w.is.Revoke(ctx, "north", []string{"alice"}, nil, "lost phone")
+	r1, err := w.is.Revoke(ctx, by, "north", []string{"alice"}, nil, "lost phone")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,12 +241,12 @@ func TestRevocationListUpdates(t *testing.T) {
 	if _, err := w.s.Update(ctx, r1.List, nil); !errors.Is(err, site.ErrNotNewer) {
 		t.Fatalf("same list: %v", err)
 	}
-	r2, err := w.is.Revoke(ctx, "north", nil, []string{"alice"}, "")
+	r2, err := w.is.Revoke(ctx, by, "north", nil, []string{"alice"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	carol := w.cred("carol", siteissue.Current)
-	r3, err := w.is.Revoke(ctx, "north", []string{"carol"}, nil, "")
+	r3, err := w.is.Revoke(ctx, by, "north", []string{"carol"}, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,22 +267,22 @@ func TestRevocationListUpdates(t *testing.T) {
 
 	// The issuer refuses carol a credential for a revoked epoch, and
 	// reinstates her only for a later epoch and only when told to.
-	if _, err := w.is.Credential(ctx, "north", "carol", siteissue.Next, true); !errors.Is(err, siteissue.ErrRevoked) {
+	if _, err := w.is.Credential(ctx, by, siteissue.CredentialRequest{Scope: "north", Tech: "carol", Epoch: siteissue.Next, Reinstate: true}); !errors.Is(err, siteissue.ErrRevoked) {
 		t.Fatalf("credential for a revoked epoch: %v", err)
 	}
-	if _, err := w.is.Credential(ctx, "north", "carol", 4, false); !errors.Is(err, siteissue.ErrRevoked) {
+	if _, err := w.is.Credential(ctx, by, siteissue.CredentialRequest{Scope: "north", Tech: "carol", Epoch: 4}); !errors.Is(err, siteissue.ErrRevoked) {
 		t.Fatalf("reinstatement without --reinstate: %v", err)
 	}
-	if _, err := w.is.Credential(ctx, "north", "carol", 4, true); err != nil {
+	if _, err := w.is.Credential(ctx, by, siteissue.CredentialRequest{Scope: "north", Tech: "carol", Epoch: 4, Reinstate: true}); err != nil {
 		t.Fatal(err)
 	}
 	// A list of another scope is refused.
-	other, err := w.is.Provision(ctx, "south", "cab-99", pass, testKDF)
+	other, err := w.is.Provision(ctx, by, "south", "cab-99", pass)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = other
-	rs, err := w.is.Revoke(ctx, "south", []string{"alice"}, nil, "")
+	rs, err := w.is.Revoke(ctx, by, "south", []string{"alice"}, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +343,7 @@ func TestEmergencyRoll(t *testing.T) {
 	w.mustAccept("tech-1", w.code(old))
 
 	w.now = w.now.Add(time.Hour)
-	r, err := w.is.Roll(ctx, "north")
+	r, err := w.is.Roll(ctx, by, "north")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,7 +351,7 @@ func TestEmergencyRoll(t *testing.T) {
 	if r.Previous.N != 2 || r.Current.N != 4 || !r.Current.Start.Equal(w.now) || len(r.Sites) != 1 || r.Sites[0] != "cab-17" {
 		t.Fatalf("roll: %+v", r)
 	}
-	if _, err := w.is.Credential(ctx, "north", "tech-1", 3, false); !errors.Is(err, siteissue.ErrSkipped) {
+	if _, err := w.is.Credential(ctx, by, siteissue.CredentialRequest{Scope: "north", Tech: "tech-1", Epoch: 3}); !errors.Is(err, siteissue.ErrSkipped) {
 		t.Fatalf("credential for a skipped epoch: %v", err)
 	}
 	fresh := w.cred("tech-1", siteissue.Current)
@@ -430,7 +432,7 @@ func TestBadPackages(t *testing.T) {
 	if _, err := w.s.Update(ctx, newer, func() ([]byte, error) { return pass, nil }); err != nil {
 		t.Fatal(err)
 	}
-	south, err := w.is.Provision(ctx, "south", "cab-17", pass, testKDF)
+	south, err := w.is.Provision(ctx, by, "south", "cab-17", pass)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +469,7 @@ func TestBadPackages(t *testing.T) {
 }
 
 func mustList(t *testing.T, w *world) []byte {
-	r, err := w.is.Revoke(context.Background(), "north", nil, nil, "")
+	r, err := w.is.Revoke(context.Background(), by, "north", nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}

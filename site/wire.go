@@ -185,22 +185,38 @@ type PackageSpec struct {
 // AES-256-GCM; the sealed header names the site, scope and epochs, so the
 // keys cannot be moved to another package) and signs the package, bound to
 // spec.Site, valid from the first epoch's start to the last epoch's end
-// (each widened by the policy's overlap).
+// (each widened by the policy's overlap). It is [SealScopeKeys] followed by
+// [BuildSealedPackage].
 func BuildPackage(s *keys.Signer, spec PackageSpec, passphrase []byte, kdf keys.KDFParams) ([]byte, error) {
+	sealed, err := SealScopeKeys(spec, passphrase, kdf)
+	if err != nil {
+		return nil, err
+	}
+	return BuildSealedPackage(s, spec, sealed)
+}
+
+// SealedKeys are a package's scope keys sealed by [SealScopeKeys], waiting
+// to be signed into a package by [BuildSealedPackage].
+type SealedKeys struct {
+	site, scope, epochs string
+	data                []byte
+}
+
+// SealScopeKeys is the slow half of BuildPackage: it seals spec's scope
+// keys under passphrase (the argon2id work). It reads only spec's Site,
+// Scope, Epochs, ScopeKeys and IssuedAt (the sealed file's creation time),
+// so that an issuer that must not hold a lock during that work can seal
+// before it knows the rest, and sign afterwards with a spec for the same
+// site, scope and epoch numbers.
+func SealScopeKeys(spec PackageSpec, passphrase []byte, kdf keys.KDFParams) (*SealedKeys, error) {
 	if err := CheckName("site", spec.Site); err != nil {
 		return nil, err
 	}
 	if err := CheckName("scope", spec.Scope); err != nil {
 		return nil, err
 	}
-	if err := spec.Policy.Validate(); err != nil {
-		return nil, err
-	}
 	if err := checkEpochs(spec.Epochs); err != nil {
 		return nil, err
-	}
-	if len(spec.Revocation) == 0 {
-		return nil, errors.New("site: a package carries the scope's revocation list")
 	}
 	if len(spec.ScopeKeys) != len(spec.Epochs) {
 		return nil, errors.New("site: one scope key per epoch is needed")
@@ -212,21 +228,54 @@ func BuildPackage(s *keys.Signer, spec PackageSpec, passphrase []byte, kdf keys.
 		}
 		payload = append(payload, k...)
 	}
+	meta := sealedMeta(spec.Scope, spec.Epochs)
 	sealed, err := keys.Seal(passphrase, kdf, keys.Sealed{Purpose: SealedKeysPurpose, Subject: spec.Site,
-		Meta: sealedMeta(spec.Scope, spec.Epochs), Created: spec.IssuedAt}, payload)
+		Meta: meta, Created: spec.IssuedAt}, payload)
 	clear(payload)
 	if err != nil {
 		return nil, err
+	}
+	return &SealedKeys{site: spec.Site, scope: spec.Scope, epochs: meta["epochs"], data: sealed}, nil
+}
+
+// BuildSealedPackage signs spec with scope keys sealed by SealScopeKeys for
+// the same site, scope and epoch numbers (spec.ScopeKeys is not used).
+func BuildSealedPackage(s *keys.Signer, spec PackageSpec, sealed *SealedKeys) ([]byte, error) {
+	if err := checkSpec(spec); err != nil {
+		return nil, err
+	}
+	if sealed == nil || sealed.site != spec.Site || sealed.scope != spec.Scope || sealed.epochs != sealedMeta(spec.Scope, spec.Epochs)["epochs"] {
+		return nil, errors.New("site: the sealed scope keys were made for another site, scope or epochs")
 	}
 	ew := make([]epochWire, len(spec.Epochs))
 	for i, e := range spec.Epochs {
 		ew[i] = epochWire{e.N, e.Start.UTC(), e.End.UTC()}
 	}
-	body := packageBody{Site: spec.Site, Scope: spec.Scope, Policy: spec.Policy.wire(), Epochs: ew, Keys: sealed, Revocation: json.RawMessage(spec.Revocation)}
+	body := packageBody{Site: spec.Site, Scope: spec.Scope, Policy: spec.Policy.wire(), Epochs: ew, Keys: sealed.data, Revocation: json.RawMessage(spec.Revocation)}
 	first, last := spec.Epochs[0], spec.Epochs[len(spec.Epochs)-1]
 	h := artifact.Header{Type: TypePackage, Version: PackageVersion, Subject: spec.Site, Serial: spec.Serial,
 		IssuedAt: spec.IssuedAt, NotBefore: first.Start.Add(-spec.Policy.Overlap), NotAfter: last.End.Add(spec.Policy.Overlap)}
 	return artifact.Sign(s, h, body)
+}
+
+// checkSpec checks what both halves of BuildPackage rely on.
+func checkSpec(spec PackageSpec) error {
+	if err := CheckName("site", spec.Site); err != nil {
+		return err
+	}
+	if err := CheckName("scope", spec.Scope); err != nil {
+		return err
+	}
+	if err := spec.Policy.Validate(); err != nil {
+		return err
+	}
+	if err := checkEpochs(spec.Epochs); err != nil {
+		return err
+	}
+	if len(spec.Revocation) == 0 {
+		return errors.New("site: a package carries the scope's revocation list")
+	}
+	return nil
 }
 
 func sealedMeta(scope string, es []Epoch) map[string]string {

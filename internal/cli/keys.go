@@ -2,17 +2,12 @@ package cli
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strconv"
-	"unicode/utf8"
 
 	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/keyexport"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/qr"
 	"github.com/outpost-auth/outpost/otp"
@@ -139,7 +134,7 @@ func (e *env) keysCmd() *cobra.Command {
 devices pin, and per-subject keys exported as passphrase-encrypted files.
 See docs/keys.md for the key hierarchy.`,
 		Example: `  outpost keys export-public --data ./outpost-data --out server.pub
-  outpost keys export --data ./outpost-data --subject tech-042 --out tech-042.key
+  outpost keys export --subject tech-042 --out tech-042.key
   outpost keys inspect tech-042.key`,
 	}
 	c.AddCommand(e.keysExportPublicCmd(), e.keysExportCmd(), e.keysInspectCmd())
@@ -191,61 +186,60 @@ and pin it before rotating to it.`,
 	return c
 }
 
-// Subject key files carry TOTP parameters so an authenticator can use the key directly.
-var subjectTOTP = otp.DefaultTOTP
-
 func (e *env) keysExportCmd() *cobra.Command {
-	var d dataFlags
+	var f siteFlags
 	var subject, out, exportPassFile string
 	var epoch uint32
-	var asJSON bool
 	c := &cobra.Command{
-		Use:   "export --data DIR --subject S --out FILE",
+		Use:   "export --subject S --out FILE",
 		Short: "Write a subject's derived key as a passphrase-encrypted file (for a USB drive)",
 		Long: `Derive subject S's key (HKDF of the master key, label subject-key, the epoch,
 and S) and write it to FILE sealed under a new passphrase, known only to the
 subject and an administrator (seed 000's encrypted key file). The key is the
 subject's TOTP seed (SHA1, 6 digits, 30 s). The file's passphrase comes from
---export-passphrase-file or a prompt; it must differ from the master passphrase.`,
-		Example: `  outpost keys export --data ./outpost-data --subject tech-042 --out tech-042.key \
+--export-passphrase-file or a prompt.
+
+The server derives and seals the key (POST /v1/keys/subject-export, admin
+scope: --server, --token-file, --cacert) and records key.export in its audit
+log; the passphrase travels only inside the TLS request. With --data DIR the
+same service runs on the data directory (air-gapped), with the same audit
+log, and the passphrase must differ from the master key's (--passphrase-file,
+else $` + PassphraseEnv + `, else a prompt).`,
+		Example: `  outpost keys export --subject tech-042 --out tech-042.key --export-passphrase-file tech-042.pass
+  outpost keys export --data ./outpost-data --subject tech-042 --out tech-042.key \
       --passphrase-file master.pass --export-passphrase-file tech-042.pass`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if subject == "" || len(subject) > 256 || !utf8.ValidString(subject) {
-				return usageError{errors.New("--subject is required (1 to 256 characters of UTF-8)")}
+			if err := keyexport.CheckSubject(subject); err != nil {
+				return usageError{fmt.Errorf("--subject: %w", err)}
 			}
-			if _, err := os.Lstat(out); err == nil {
-				return fmt.Errorf("%s exists: key files are never overwritten; remove it or choose another --out", out)
+			if err := notThere(out); err != nil {
+				return err
 			}
-			m, masterPass, err := e.openMasterPass(d)
+			b, err := e.siteBackend(c.Context(), c, &f, "passphrase-file")
 			if err != nil {
 				return err
 			}
+			defer b.Close()
 			pass, err := passphraseSource{file: exportPassFile, prompt: "Passphrase for " + out}.read(true)
 			if err != nil {
 				return err
 			}
-			if masterPass != nil && subtle.ConstantTimeCompare(pass, masterPass) == 1 {
-				return usageError{errors.New("the key file's passphrase is the master key passphrase: give the subject a passphrase of its own")}
-			}
-			key := m.Derive(20, keys.PurposeSubject, epoch, subject)
-			meta := keys.Sealed{Purpose: string(keys.PurposeSubject), Subject: subject, Epoch: epoch, Meta: totpMeta(subjectTOTP, "Outpost"), Created: e.now()}
-			data, err := keys.Seal(pass, keys.DefaultKDF, meta, key)
+			k, err := b.ExportSubject(c.Context(), subject, epoch, pass)
 			if err != nil {
-				return err
+				return e.siteFailure(&f, err)
 			}
-			if err := datadir.WriteFileExclusive(out, data, 0o600); err != nil {
+			if err := datadir.WriteFileExclusive(out, k.Data, 0o600); err != nil {
 				return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --out)", err)
 			}
-			if asJSON {
-				return e.printJSON(map[string]any{"file": out, "subject": subject, "epoch": epoch, "fingerprint": fingerprint(key)})
+			if f.api.asJSON {
+				return e.printJSON(map[string]any{"file": out, "subject": subject, "epoch": epoch, "fingerprint": k.Fingerprint})
 			}
-			fmt.Fprintf(e.stderr, "Wrote %s for %s (epoch %d, fingerprint %s)\n", out, subject, epoch, fingerprint(key))
+			fmt.Fprintf(e.stderr, "Wrote %s for %s (epoch %d, fingerprint %s)\n", out, subject, epoch, k.Fingerprint)
 			return nil
 		},
 	}
-	d.register(c)
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON (file, subject, epoch, fingerprint) for scripts")
+	f.register(c, "passphrase-file")
 	c.Flags().StringVar(&subject, "subject", "", "subject (technician, device) id (required)")
 	c.Flags().StringVar(&out, "out", "", "key file to write (required; never overwritten)")
 	c.Flags().StringVar(&exportPassFile, "export-passphrase-file", "", "file holding the key file's passphrase (else a prompt)")
@@ -253,38 +247,6 @@ subject's TOTP seed (SHA1, 6 digits, 30 s). The file's passphrase comes from
 	_ = c.MarkFlagRequired("subject")
 	_ = c.MarkFlagRequired("out")
 	return c
-}
-
-func totpMeta(p otp.Params, issuer string) map[string]string {
-	return map[string]string{"type": p.Type.String(), "algorithm": p.Algorithm.String(),
-		"digits": strconv.Itoa(p.Digits), "period": strconv.FormatUint(p.Period, 10), "issuer": issuer}
-}
-
-// totpFromMeta reads back what totpMeta wrote, validating it.
-func totpFromMeta(meta map[string]string) (otp.Params, error) {
-	var p otp.Params
-	var err error
-	if p.Type, err = otp.ParseType(meta["type"]); err != nil {
-		return p, err
-	}
-	if p.Algorithm, err = otp.ParseAlgorithm(meta["algorithm"]); err != nil {
-		return p, err
-	}
-	if p.Digits, err = strconv.Atoi(meta["digits"]); err != nil {
-		return p, fmt.Errorf("digits %q: %w", meta["digits"], err)
-	}
-	if p.Type == otp.TypeTOTP {
-		if p.Period, err = strconv.ParseUint(meta["period"], 10, 64); err != nil {
-			return p, fmt.Errorf("period %q: %w", meta["period"], err)
-		}
-	}
-	return p, p.Validate()
-}
-
-// fingerprint names a secret without revealing it: the first 8 bytes of its SHA-256.
-func fingerprint(secret []byte) string {
-	sum := sha256.Sum256(secret)
-	return hex.EncodeToString(sum[:8])
 }
 
 func (e *env) keysInspectCmd() *cobra.Command {
@@ -329,9 +291,9 @@ epoch, creation time and fingerprint. The secret itself is printed only with
 				fmt.Fprintf(e.stderr, "WARNING: %s is UNSEALED: its key is stored in the clear and no passphrase protects it.\n", args[0])
 			}
 			info := map[string]any{"purpose": s.Purpose, "subject": s.Subject, "epoch": s.Epoch,
-				"created": s.Created, "fingerprint": fingerprint(secret), "meta": s.Meta}
+				"created": s.Created, "fingerprint": keyexport.Fingerprint(secret), "meta": s.Meta}
 			var uri string
-			if p, err := totpFromMeta(s.Meta); err == nil {
+			if p, err := keyexport.TOTPFromMeta(s.Meta); err == nil {
 				k := otp.Key{Params: p, Secret: secret, Issuer: s.Meta["issuer"], Account: s.Subject}
 				uri = k.URI()
 			}
@@ -345,7 +307,7 @@ epoch, creation time and fingerprint. The secret itself is printed only with
 				return e.printJSON(info)
 			}
 			fmt.Fprintf(e.stdout, "purpose:     %s\nsubject:     %s\nepoch:       %d\ncreated:     %s\nfingerprint: %s\n",
-				s.Purpose, s.Subject, s.Epoch, s.Created.Format("2006-01-02T15:04:05Z07:00"), fingerprint(secret))
+				s.Purpose, s.Subject, s.Epoch, s.Created.Format("2006-01-02T15:04:05Z07:00"), keyexport.Fingerprint(secret))
 			if showSecret {
 				fmt.Fprintf(e.stdout, "otpauth URI: %s\n", uri)
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/server"
+	"github.com/outpost-auth/outpost/internal/siteissue"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/tlsboot"
 	"github.com/spf13/cobra"
@@ -144,6 +145,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return fmt.Errorf("opening the database: %w", err)
 	}
 	defer st.Close()
+	if err := e.migrateSitesOnStart(ctx, st, f.data.dir, logger); err != nil {
+		return err
+	}
 	pol := online.DefaultPolicy
 	pol.MaxFailures = f.maxFailures
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer, EnableNoop: f.enableNoop})
@@ -203,6 +207,23 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		logger.Warn("writing the unknown-user tally to the audit log", "error", err.Error())
 	}
 	logger.Info("stopped")
+	return nil
+}
+
+// migrateSitesOnStart imports DIR/sites.db of an earlier version into the
+// database (siteissue.MigrateLegacy), once.
+func (e *env) migrateSitesOnStart(ctx context.Context, st store.Store, dir string, logger *slog.Logger) error {
+	ss, ok := st.(store.SiteStore)
+	if !ok {
+		return nil
+	}
+	m, found, err := siteissue.MigrateLegacy(ctx, ss, siteissue.Actor{Realm: server.DefaultRealm, Name: "serve"}, dir, e.now())
+	if err != nil {
+		return fmt.Errorf("importing %s: %w", filepath.Join(dir, siteissue.LegacyFile), err)
+	}
+	if found {
+		logger.Info("imported site state", "file", m.File, "scopes", len(m.Scopes), "new", len(m.Imported), "renamed_to", m.RenamedTo)
+	}
 	return nil
 }
 

@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,19 +10,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/proctest"
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 )
 
-// siteFixture is a sealed server data directory and its exported public key.
+// siteFixture is a server data directory, its exported public key, and the
+// flags that send 'outpost admin site' to it: the API of a running server
+// (newSiteServer) or the directory itself (--data, newSiteFixture).
 type siteFixture struct {
-	dir, data, server, pub string
-	masterPass, pkgPass    string
-	env                    []string
+	dir, data, pub      string
+	masterPass, pkgPass string
+	env                 []string
+	// mode is appended to every admin command: the API's auth flags, or --data DIR.
+	mode []string
 }
 
-// newSiteFixture makes the data directory; sealed costs an argon2id run at
-// the default cost for every command, so only the tests that need a sealed
-// master key ask for one.
+// newSiteFixture makes a data directory for the local (--data) mode; sealed
+// costs an argon2id run at the default cost for every command, so only the
+// tests that need a sealed master key ask for one.
 func newSiteFixture(t *testing.T, sealed bool) siteFixture {
 	t.Helper()
 	dir := t.TempDir()
@@ -35,7 +41,34 @@ func newSiteFixture(t *testing.T, sealed bool) siteFixture {
 		mustRun(t, nil, "init", "--data", f.data, "--dev-insecure-unsealed")
 	}
 	mustRun(t, f.env, "keys", "export-public", "--data", f.data, "--out", f.pub)
+	f.mode = []string{"--data", f.data}
 	return f
+}
+
+// startServeOn runs 'outpost serve' on the existing data directory data, on
+// a fresh plaintext loopback port, and returns its URL.
+func startServeOn(t *testing.T, data string) string {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	srv := exec.Command(outpostBin, "serve", "--data", data, "--listen", "127.0.0.1:0", "--plaintext", "--dev-insecure-unsealed", "--ready-file", ready)
+	return proctest.Start(t, srv).WaitFile(t, ready)
+}
+
+// newSiteServer is newSiteFixture(false) with a server running on it; the
+// admin commands go to its API.
+func newSiteServer(t *testing.T) siteFixture {
+	t.Helper()
+	f := newSiteFixture(t, false)
+	url := startServeOn(t, f.data)
+	f.env = append(f.env, "OUTPOST_SERVER="+url)
+	f.mode = []string{"--token-file", filepath.Join(f.data, "admin.token")}
+	return f
+}
+
+// admin runs 'outpost admin ARGS' in f's mode and expects exit code.
+func (f siteFixture) admin(t *testing.T, code int, args ...string) runResult {
+	t.Helper()
+	return expectCode(t, code, f.env, append(append([]string{"admin"}, args...), f.mode...)...)
 }
 
 // pyotpNow returns the current code of uri from the real pyotp, or from
@@ -62,7 +95,7 @@ func waitForFreshStep() {
 
 func credentialURI(t *testing.T, f siteFixture, tech string, extra ...string) string {
 	t.Helper()
-	r := mustRun(t, f.env, append([]string{"admin", "site", "credential", "--data", f.data, "--scope", "north", "--tech", tech, "--json"}, extra...)...)
+	r := f.admin(t, 0, append([]string{"site", "credential", "--scope", "north", "--tech", tech, "--json"}, extra...)...)
 	var out struct {
 		URI   string `json:"otpauth_uri"`
 		Epoch uint32 `json:"epoch"`
@@ -73,26 +106,30 @@ func credentialURI(t *testing.T, f siteFixture, tech string, extra ...string) st
 	return out.URI
 }
 
+// TestSiteCommandsEndToEnd: provision, install, credentials, revocation
+// and an emergency roll through the server's API, checked at a real site.
 func TestSiteCommandsEndToEnd(t *testing.T) {
-	f := newSiteFixture(t, false)
+	if testing.Short() {
+		t.Skip("starts a server")
+	}
+	f := newSiteServer(t)
 	pkg := filepath.Join(f.dir, "cab-17.pkg")
 	sdir := filepath.Join(f.dir, "site")
 
-	r := mustRun(t, f.env, "admin", "site", "provision", "--data", f.data, "--scope", "north", "--site", "cab-17",
-		"--out", pkg, "--passphrase-file", f.pkgPass, "--json")
+	r := f.admin(t, 0, "site", "provision", "--scope", "north", "--site", "cab-17", "--out", pkg, "--passphrase-file", f.pkgPass, "--json")
 	var prov struct {
-		Serial uint64 `json:"serial"`
-		Bytes  int    `json:"bytes"`
-		Epochs []struct {
+		Serial  uint64 `json:"serial"`
+		Bytes   int    `json:"bytes"`
+		Package string `json:"package"`
+		Epochs  []struct {
 			N uint32 `json:"n"`
 		} `json:"epochs"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &prov); err != nil || prov.Serial != 1 || len(prov.Epochs) != 2 || prov.Bytes < 1000 {
+	if err := json.Unmarshal([]byte(r.stdout), &prov); err != nil || prov.Serial != 1 || len(prov.Epochs) != 2 || prov.Bytes < 1000 || prov.Package != "" {
 		t.Fatalf("provision: %s", r)
 	}
 	// Never overwritten.
-	expectCode(t, 1, f.env, "admin", "site", "provision", "--data", f.data, "--scope", "north", "--site", "cab-17",
-		"--out", pkg, "--passphrase-file", f.pkgPass)
+	f.admin(t, 1, "site", "provision", "--scope", "north", "--site", "cab-17", "--out", pkg, "--passphrase-file", f.pkgPass)
 
 	// Bad installs leave nothing behind.
 	wrongPass := writeFile(t, f.dir, "wrong.pass", "not the passphrase\n")
@@ -152,10 +189,11 @@ func TestSiteCommandsEndToEnd(t *testing.T) {
 	}
 
 	// A key file opens with 'outpost keys inspect' to the same credential.
-	keyPass := writeFile(t, f.dir, "key.pass", "usb drive passphrase\n")
+	const usbPass = "usb drive passphrase"
+	keyPass := writeFile(t, f.dir, "key.pass", usbPass+"\n")
 	keyFile := filepath.Join(f.dir, "tech-042.key")
-	mustRun(t, f.env, "admin", "site", "credential", "--data", f.data, "--scope", "north", "--tech", "tech-042",
-		"--key-file", keyFile, "--export-passphrase-file", keyPass)
+	r = f.admin(t, 0, "site", "credential", "--scope", "north", "--tech", "tech-042", "--key-file", keyFile, "--export-passphrase-file", keyPass)
+	notLeaked(t, r, usbPass)
 	r = mustRun(t, nil, "keys", "inspect", keyFile, "--passphrase-file", keyPass, "--show-secret", "--json")
 	var ins struct {
 		URI     string `json:"otpauth_uri"`
@@ -164,14 +202,14 @@ func TestSiteCommandsEndToEnd(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &ins); err != nil || ins.URI != uri || ins.Purpose != "technician-seed" {
 		t.Fatalf("key file gives %q, credential gave %q: %s", ins.URI, uri, r)
 	}
-	r = mustRun(t, f.env, "admin", "site", "credential", "--data", f.data, "--scope", "north", "--tech", "tech-042", "--qr")
+	r = f.admin(t, 0, "site", "credential", "--scope", "north", "--tech", "tech-042", "--qr")
 	if !strings.Contains(r.stdout, uri) || !strings.ContainsAny(r.stdout, "█▀▄") {
 		t.Fatalf("--qr: %s", r)
 	}
 
 	// Revocation by file; the same list again is refused.
 	list := filepath.Join(f.dir, "north.rev")
-	mustRun(t, f.env, "admin", "site", "revoke", "--data", f.data, "--scope", "north", "--tech", "tech-7", "--out", list)
+	f.admin(t, 0, "site", "revoke", "--scope", "north", "--tech", "tech-7", "--reason", "lost phone", "--out", list)
 	mustRun(t, nil, "site", "update", "--data", sdir, list)
 	r = expectCode(t, 1, nil, "site", "update", "--data", sdir, list)
 	if !strings.Contains(r.stderr, "already installed") {
@@ -182,14 +220,20 @@ func TestSiteCommandsEndToEnd(t *testing.T) {
 	if !strings.Contains(r.stderr, "revocation list") {
 		t.Fatalf("%s", r)
 	}
-	expectCode(t, 1, f.env, "admin", "site", "credential", "--data", f.data, "--scope", "north", "--tech", "tech-7")
+	r = f.admin(t, 1, "site", "credential", "--scope", "north", "--tech", "tech-7")
+	if !strings.Contains(r.stderr, "revoked") {
+		t.Fatalf("%s", r)
+	}
+	r = f.admin(t, 1, "site", "credential", "--scope", "north", "--tech", "tech-7", "--json")
+	if !strings.Contains(r.stdout, `"code": "revoked"`) {
+		t.Fatalf("--json refusal: %s", r)
+	}
 
 	// Emergency roll: the site keeps its old keys until it gets a new package.
 	oldURI := credentialURI(t, f, "tech-5")
-	mustRun(t, f.env, "admin", "site", "roll", "--data", f.data, "--scope", "north")
+	f.admin(t, 0, "site", "roll", "--scope", "north")
 	pkg2 := filepath.Join(f.dir, "cab-17-2.pkg")
-	mustRun(t, f.env, "admin", "site", "provision", "--data", f.data, "--scope", "north", "--site", "cab-17",
-		"--out", pkg2, "--passphrase-file", f.pkgPass)
+	f.admin(t, 0, "site", "provision", "--scope", "north", "--site", "cab-17", "--out", pkg2, "--passphrase-file", f.pkgPass)
 	mustRun(t, nil, "site", "update", "--data", sdir, "--passphrase-file", f.pkgPass, pkg2)
 	expectCode(t, 1, nil, "site", "update", "--data", sdir, "--passphrase-file", f.pkgPass, pkg) // older package
 	waitForFreshStep()
@@ -201,7 +245,22 @@ func TestSiteCommandsEndToEnd(t *testing.T) {
 	time.Sleep(2100 * time.Millisecond) // the delay after a failed code
 	mustRun(t, nil, "site", "verify", "--data", sdir, "--tech", "tech-5", "--code", pyotpNow(t, newURI))
 
-	// The log verifies and holds every decision.
+	// The scope, through the API.
+	r = f.admin(t, 0, "site", "scope", "--scope", "north", "--json")
+	var sc struct {
+		PackageSerial uint64      `json:"package_serial"`
+		Sites         []string    `json:"sites"`
+		Rolls         []time.Time `json:"emergency_rolls"`
+		Revoked       []struct {
+			Tech string `json:"tech"`
+		} `json:"revoked"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &sc); err != nil || sc.PackageSerial != 2 || len(sc.Sites) != 1 || len(sc.Rolls) != 1 ||
+		len(sc.Revoked) != 1 || sc.Revoked[0].Tech != "tech-7" {
+		t.Fatalf("scope: %s", r)
+	}
+
+	// The site's log verifies and holds every decision.
 	r = mustRun(t, nil, "site", "log", "--data", sdir, "--json")
 	var lg struct {
 		Verified bool `json:"verified"`
@@ -229,23 +288,63 @@ func TestSiteCommandsEndToEnd(t *testing.T) {
 	if !strings.Contains(r.stderr, "entry 3") {
 		t.Fatalf("%s", r)
 	}
+
+	// A subject key, exported by the server and, air-gapped, from its data
+	// directory: the same key, and both in the server's audit log.
+	exportPass := writeFile(t, f.dir, "export.pass", "subject key file passphrase\n")
+	var fps []string
+	for i, mode := range [][]string{f.mode, {"--data", f.data}} {
+		out := filepath.Join(f.dir, fmt.Sprintf("subject-%d.key", i))
+		r := expectCode(t, 0, f.env, append([]string{"keys", "export", "--subject", "tech-042", "--epoch", "2", "--out", out,
+			"--export-passphrase-file", exportPass, "--json"}, mode...)...)
+		var x struct {
+			Fingerprint string `json:"fingerprint"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &x); err != nil || x.Fingerprint == "" {
+			t.Fatalf("keys export: %s", r)
+		}
+		fps = append(fps, x.Fingerprint)
+	}
+	if fps[0] != fps[1] {
+		t.Fatalf("the API and the local mode exported different keys: %v", fps)
+	}
+	r = f.admin(t, 0, "audit", "list", "--limit", "1000", "--json")
+	var al struct {
+		Entries []struct{ Kind, Actor, Subject string } `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &al); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	local := 0
+	for _, e := range al.Entries {
+		count[e.Kind]++
+		if strings.HasPrefix(e.Actor, "local") {
+			local++
+		}
+	}
+	if count["site.provision"] != 2 || count["site.credential"] != 6 || count["site.revoke"] != 1 || count["site.roll"] != 1 ||
+		count["key.export"] != 2 || local != 1 {
+		t.Fatalf("audit kinds %v, %d local entries", count, local)
+	}
+	mustRun(t, nil, "audit", "verify", "--data", f.data)
 }
 
+// TestSiteScopePolicyAndPassphrases: the local (--data) mode with a sealed
+// master key, where the package and key file passphrases must differ from it.
 func TestSiteScopePolicyAndPassphrases(t *testing.T) {
 	f := newSiteFixture(t, true)
 	// The package and key file passphrases must not be the master key's.
-	r := expectCode(t, 2, f.env, "admin", "site", "provision", "--data", f.data, "--scope", "north", "--site", "cab-17",
-		"--out", filepath.Join(f.dir, "x.pkg"), "--passphrase-file", f.masterPass)
+	r := f.admin(t, 2, "site", "provision", "--scope", "north", "--site", "cab-17", "--out", filepath.Join(f.dir, "x.pkg"), "--passphrase-file", f.masterPass)
 	if !strings.Contains(r.stderr, "master key's passphrase") {
 		t.Fatalf("%s", r)
 	}
-	expectCode(t, 2, f.env, "admin", "site", "credential", "--data", f.data, "--scope", "north", "--tech", "t",
-		"--key-file", filepath.Join(f.dir, "t.key"), "--export-passphrase-file", f.masterPass)
+	f.admin(t, 2, "site", "credential", "--scope", "north", "--tech", "t", "--key-file", filepath.Join(f.dir, "t.key"), "--export-passphrase-file", f.masterPass)
 	wrong := writeFile(t, f.dir, "wrong.pass", "wrong master passphrase\n")
 	expectCode(t, 3, nil, "admin", "site", "scope", "--data", f.data, "--scope", "north", "--passphrase-file", wrong)
 
-	expectCode(t, 1, f.env, "admin", "site", "scope", "--data", f.data, "--scope", "north")
-	r = mustRun(t, f.env, "admin", "site", "scope", "--data", f.data, "--scope", "north", "--digits", "8", "--lockout", "1h", "--json")
+	f.admin(t, 1, "site", "scope", "--scope", "north")
+	r = f.admin(t, 0, "site", "scope", "--scope", "north", "--digits", "8", "--lockout", "1h", "--json")
 	var sc struct {
 		Policy struct {
 			Digits   int   `json:"digits"`
@@ -257,7 +356,7 @@ func TestSiteScopePolicyAndPassphrases(t *testing.T) {
 		t.Fatalf("scope: %s", r)
 	}
 	// Other values keep theirs when one changes.
-	r = mustRun(t, f.env, "admin", "site", "scope", "--data", f.data, "--scope", "north", "--window", "2", "--json")
+	r = f.admin(t, 0, "site", "scope", "--scope", "north", "--window", "2", "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &sc); err != nil || sc.Policy.Digits != 8 || sc.Policy.LockoutS != 3600 || sc.Policy.Window != 2 {
 		t.Fatalf("scope: %s", r)
 	}
@@ -265,9 +364,93 @@ func TestSiteScopePolicyAndPassphrases(t *testing.T) {
 	if !strings.Contains(uri, "digits=8") {
 		t.Fatalf("uri %s", uri)
 	}
-	expectCode(t, 1, f.env, "admin", "site", "scope", "--data", f.data, "--scope", "north", "--digits", "6")
-	expectCode(t, 1, f.env, "admin", "site", "scope", "--data", f.data, "--scope", "north", "--window", "50")
-	expectCode(t, 2, f.env, "admin", "site", "credential", "--data", f.data, "--scope", "north", "--tech", "t", "--epoch", "soon")
+	f.admin(t, 1, "site", "scope", "--scope", "north", "--digits", "6")
+	f.admin(t, 1, "site", "scope", "--scope", "north", "--window", "50")
+	f.admin(t, 2, "site", "scope", "--scope", "north", "--delay", "1500ms")
+	f.admin(t, 2, "site", "credential", "--scope", "north", "--tech", "t", "--epoch", "soon")
+	// The local mode and the API are exclusive.
+	f.admin(t, 2, "site", "scope", "--scope", "north", "--server", "http://127.0.0.1:1")
+	expectCode(t, 2, nil, "admin", "site", "scope", "--scope", "north", "--database", "x.db")
+	// Every change went to the server's audit log, in its database.
+	r = mustRun(t, nil, "audit", "verify", "--data", f.data, "--json")
+	if !strings.Contains(r.stdout, `"entries": 3`) {
+		t.Fatalf("audit: %s", r)
+	}
+}
+
+// TestSiteMigrate: the sites.db of an earlier version (made by the issuer of
+// commit 9a8baeb, internal/siteissue/testdata/legacy) is imported once, by
+// 'admin site migrate', by the --data mode, or when 'serve' starts.
+func TestSiteMigrate(t *testing.T) {
+	legacy, err := os.ReadFile(filepath.Join("..", "siteissue", "testdata", "legacy", "sites.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	withLegacy := func() siteFixture {
+		f := newSiteFixture(t, false)
+		writeFile(t, f.data, "sites.db", string(legacy))
+		return f
+	}
+	renamed := func(f siteFixture) {
+		t.Helper()
+		if _, err := os.Stat(filepath.Join(f.data, "sites.db")); !os.IsNotExist(err) {
+			t.Fatalf("sites.db is still there: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(f.data, "sites.db.migrated")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	scopeSerial := func(r runResult) uint64 {
+		t.Helper()
+		var sc struct {
+			PackageSerial uint64 `json:"package_serial"`
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &sc); err != nil {
+			t.Fatalf("scope: %v\n%s", err, r)
+		}
+		return sc.PackageSerial
+	}
+
+	// The command, twice.
+	f := withLegacy()
+	r := mustRun(t, nil, "admin", "site", "migrate", "--data", f.data)
+	if !strings.Contains(r.stdout, "Imported") || !strings.Contains(r.stdout, "[north south]") {
+		t.Fatalf("migrate: %s", r)
+	}
+	renamed(f)
+	r = mustRun(t, nil, "admin", "site", "migrate", "--data", f.data, "--json")
+	if !strings.Contains(r.stdout, `"found": false`) {
+		t.Fatalf("second migrate: %s", r)
+	}
+	if s := scopeSerial(f.admin(t, 0, "site", "scope", "--scope", "north", "--json")); s != 3 {
+		t.Fatalf("package serial %d after the migration, want 3", s)
+	}
+	mustRun(t, nil, "audit", "verify", "--data", f.data)
+
+	// The --data mode imports it first.
+	f = withLegacy()
+	r = f.admin(t, 0, "site", "scope", "--scope", "north", "--json")
+	if !strings.Contains(r.stderr, "Imported") || scopeSerial(r) != 3 {
+		t.Fatalf("--data mode: %s", r)
+	}
+	renamed(f)
+
+	// So does serve.
+	if testing.Short() {
+		return
+	}
+	f = withLegacy()
+	url := startServeOn(t, f.data)
+	renamed(f)
+	auth := []string{"--server", url, "--token-file", filepath.Join(f.data, "admin.token")}
+	r = mustRun(t, nil, append([]string{"admin", "site", "scope", "--scope", "north", "--json"}, auth...)...)
+	if scopeSerial(r) != 3 {
+		t.Fatalf("after serve: %s", r)
+	}
+	r = mustRun(t, nil, append([]string{"admin", "audit", "list", "--json"}, auth...)...)
+	if !strings.Contains(r.stdout, `"kind": "site.migrate"`) || !strings.Contains(r.stdout, `"actor": "serve"`) {
+		t.Fatalf("audit after serve: %s", r)
+	}
 }
 
 func TestBenchSite(t *testing.T) {

@@ -54,6 +54,9 @@ type Config struct {
 	// cost.DefaultFloor. (Cheap values are for tests; the floor still applies.)
 	BundleKDF   cost.KDF
 	BundleFloor *cost.Floor
+	// SiteKDF is the argon2id cost of site packages and exported key files;
+	// the zero value is keys.DefaultKDF.
+	SiteKDF keys.KDFParams
 }
 
 // Server is the HTTP API.

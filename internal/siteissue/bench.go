@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/otp"
 	"github.com/outpost-auth/outpost/site"
 )
@@ -151,11 +152,13 @@ func Bench(ctx context.Context, cfg BenchConfig, log io.Writer) (BenchReport, er
 		if err := os.MkdirAll(idir, 0o700); err != nil {
 			return rep, err
 		}
-		is, err := Open(ctx, idir, master)
+		st, err := store.Open(ctx, filepath.Join(idir, "outpost.db"))
 		if err != nil {
 			return rep, err
 		}
-		is.Now = func() time.Time { return now }
+		is := New(st.(store.SiteStore), master)
+		is.Now, is.KDF = func() time.Time { return now }, cfg.KDF
+		by := Actor{Realm: "bench", Name: "bench"}
 		fmt.Fprintf(log, "deriving %d technicians' seeds, then provisioning (%d revoked)...\n", count, revoked)
 		start := time.Now()
 		var last []byte
@@ -168,17 +171,17 @@ func Bench(ctx context.Context, cfg BenchConfig, log io.Writer) (BenchReport, er
 			for r := range rv {
 				rv[r] = fmt.Sprintf("gone-%07d", r)
 			}
-			if _, err := is.SetPolicy(ctx, "bench", pol); err != nil {
-				is.Close()
+			if _, err := is.SetPolicy(ctx, by, "bench", pol); err != nil {
+				st.Close()
 				return rep, err
 			}
-			if _, err := is.Revoke(ctx, "bench", rv, nil, ""); err != nil {
-				is.Close()
+			if _, err := is.Revoke(ctx, by, "bench", rv, nil, ""); err != nil {
+				st.Close()
 				return rep, err
 			}
 		}
-		p, err := is.Provision(ctx, "bench", "bench-site", pass, cfg.KDF)
-		is.Close()
+		p, err := is.Provision(ctx, by, "bench", "bench-site", pass)
+		st.Close()
 		if err != nil {
 			return rep, err
 		}

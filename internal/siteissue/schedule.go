@@ -119,7 +119,7 @@ func (s Schedule) roll(t time.Time, maxIssued uint32) (Schedule, error) {
 		return s, err
 	}
 	if !t.After(s.segs[len(s.segs)-1].Start) {
-		return s, errors.New("siteissue: the scope was rolled at this very moment already")
+		return s, fmt.Errorf("%w: the scope was rolled at this very moment already", ErrInvalid)
 	}
 	n := max(cur.N, maxIssued)
 	if n >= 1<<32-1-maxEpochsAhead {

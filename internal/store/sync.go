@@ -662,11 +662,17 @@ func (t *syncTx) FindAudit(kind, subject string, before uint64, limit int) ([]ev
 }
 
 func (t *syncTx) AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error) {
+	return appendAuditIn(t.ctx, t.s, t.q, entries)
+}
+
+// appendAuditIn chains entries after the audit log's last one inside the
+// transaction q belongs to (SyncTx.AppendAudit, SiteTx.AppendAudit).
+func appendAuditIn(ctx context.Context, s *sqlStore, q querier, entries []eventlog.Entry) ([]eventlog.Entry, error) {
 	if len(entries) == 0 {
 		return nil, nil
 	}
 	var prev *eventlog.Entry
-	last, err := scanAudit(t.q.queryRow(t.ctx, `SELECT `+auditColumns+` FROM audit_log ORDER BY seq DESC LIMIT 1`))
+	last, err := scanAudit(q.queryRow(ctx, `SELECT `+auditColumns+` FROM audit_log ORDER BY seq DESC LIMIT 1`))
 	switch {
 	case err == nil:
 		prev = &last
@@ -677,7 +683,7 @@ func (t *syncTx) AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error)
 	args := make([]any, 0, 8*len(entries))
 	for i, e := range entries {
 		if e.Time.IsZero() {
-			e.Time = t.s.now()
+			e.Time = s.now()
 		}
 		n, err := eventlog.Next(prev, e, nil)
 		if err != nil {
@@ -689,21 +695,21 @@ func (t *syncTx) AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error)
 	}
 	// On PostgreSQL a large upload goes in with COPY: one round trip and no
 	// statement with thousands of parameters to parse.
-	if pq, ok := t.q.(pgQuerier); ok && len(entries) > 64 {
+	if pq, ok := q.(pgQuerier); ok && len(entries) > 64 {
 		if tx, ok := pq.db.(pgx.Tx); ok {
 			rows := make([][]any, len(out))
 			for i := range out {
 				rows[i] = args[8*i : 8*i+8]
 			}
-			_, err := tx.CopyFrom(t.ctx, pgx.Identifier{"audit_log"}, auditColumnList, pgx.CopyFromRows(rows))
+			_, err := tx.CopyFrom(ctx, pgx.Identifier{"audit_log"}, auditColumnList, pgx.CopyFromRows(rows))
 			return out, err
 		}
 	}
 	stmts := auditInserts
-	if t.s.e.name() == "sqlite" {
+	if s.e.name() == "sqlite" {
 		stmts = auditInsertsSQLite
 	}
-	return out, insertChunks(t.ctx, t.q, stmts, 8, args)
+	return out, insertChunks(ctx, q, stmts, 8, args)
 }
 
 // auditColumnList is auditColumns as COPY wants them.
