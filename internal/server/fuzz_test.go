@@ -60,7 +60,9 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	ck := &fakeClock{t: time.Date(2031, 11, 23, 12, 0, 0, 0, time.UTC)}
 	logger := slog.New(slog.NewJSONHandler(&fuzzLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s, err := New(Config{Store: st, Master: m, Policy: online.DefaultPolicy, Logger: logger, Now: ck.Now, EnableNoop: true,
-		BundleKDF: cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1}})
+		BundleKDF: cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1},
+		// Site packages and key files at the smallest sealing cost allowed.
+		SiteKDF: keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -179,6 +181,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = "/v1/devices/dev-new/enrolment"
 		case path == "/v1/devices/{id}/revoke":
 			path = "/v1/devices/dev-gone/revoke"
+		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
+			path = strings.Replace(path, "{scope}", "north", 1)
 		}
 		if strings.Contains(path, "{") {
 			return nil, fmt.Errorf("FuzzHandlers cannot fill the parameters of %s %s: add it to fuzzServer.routes", rt.method, rt.pattern)
@@ -231,21 +235,25 @@ type fuzzSeed struct {
 // by the end of the route's path.
 func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 	seeds := map[string][]string{
-		"/v1/users":              {`{"id":"carol","display_name":"Carol"}`},
-		"/v1/users/alice/pin":    {`{"pin":"1357"}`},
-		"/v1/users/alice/tokens": {`{"type":"totp","algorithm":"SHA256","digits":8,"period":60,"seed":"random"}`, `{"type":"hotp"}`},
-		"/confirm":               {`{"code":"123456"}`},
-		"/resync":                {`{"code1":"123456","code2":"654321"}`},
-		"/v1/verify":             {`{"user":"alice","code":"123456"}`, `{"user":"bob","code":"123456","pin":"2468"}`},
-		"/v1/noop":               {`{"user":"alice","code":"123456"}`},
-		"/v1/api-clients":        {`{"name":"radius","scopes":["verifier"]}`},
-		"/v1/offline/bundles":    {`{"user":"alice","device":"dev-gone","count":5,"secrets":{"door":"4711"}}`, `{"user":"bob","device":"dev-gone","from":"2026-11-23T12:00:00Z","until":"2026-11-23T13:00:00Z","pin":"2468"}`},
-		"/v1/offline/login":      {`{"user":"bob","device":"dev-gone","code":"123456","pin":"2468"}`},
-		"/v1/devices":            {`{"id":"dev-2","public_key":"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAbm9wZW5vcGVub3Blbm9wZW5vcGVub3Blbm9wZW5vcGU=\n-----END PUBLIC KEY-----\n"}`},
-		"/enrolment":             {`{"ttl_seconds":600}`},
-		"/revoke":                {`{"burn_hotp":true}`},
-		"/v1/devices/enrol":      {`{"device":"dev-new","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","code":"ABCD-EFGH","sig":"AAAA"}`},
-		"/v1/sync":               {`{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`},
+		"/v1/users":               {`{"id":"carol","display_name":"Carol"}`},
+		"/v1/users/alice/pin":     {`{"pin":"1357"}`},
+		"/v1/users/alice/tokens":  {`{"type":"totp","algorithm":"SHA256","digits":8,"period":60,"seed":"random"}`, `{"type":"hotp"}`},
+		"/confirm":                {`{"code":"123456"}`},
+		"/resync":                 {`{"code1":"123456","code2":"654321"}`},
+		"/v1/verify":              {`{"user":"alice","code":"123456"}`, `{"user":"bob","code":"123456","pin":"2468"}`},
+		"/v1/noop":                {`{"user":"alice","code":"123456"}`},
+		"/v1/api-clients":         {`{"name":"radius","scopes":["verifier"]}`},
+		"/v1/offline/bundles":     {`{"user":"alice","device":"dev-gone","count":5,"secrets":{"door":"4711"}}`, `{"user":"bob","device":"dev-gone","from":"2026-11-23T12:00:00Z","until":"2026-11-23T13:00:00Z","pin":"2468"}`},
+		"/v1/offline/login":       {`{"user":"bob","device":"dev-gone","code":"123456","pin":"2468"}`},
+		"/v1/devices":             {`{"id":"dev-2","public_key":"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAbm9wZW5vcGVub3Blbm9wZW5vcGVub3Blbm9wZW5vcGU=\n-----END PUBLIC KEY-----\n"}`},
+		"/enrolment":              {`{"ttl_seconds":600}`},
+		"/revoke":                 {`{"burn_hotp":true}`},
+		"/v1/devices/enrol":       {`{"device":"dev-new","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","code":"ABCD-EFGH","sig":"AAAA"}`},
+		"/v1/sync":                {`{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`},
+		"/v1/sites/scopes/north":  {`{"digits":6,"period":30}`},
+		"/provision":              {`{"site":"cab-1","passphrase":"a package passphrase"}`},
+		"/credential":             {`{"tech":"tech-1","epoch":"current"}`},
+		"/v1/keys/subject-export": {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {
