@@ -7,12 +7,12 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/outpost-auth/outpost/internal/benchonline"
+	"github.com/outpost-auth/outpost/internal/bench/onlinebench"
 	"github.com/spf13/cobra"
 )
 
 func (e *env) benchOnlineCmd() *cobra.Command {
-	var cfg benchonline.Config
+	var cfg onlinebench.Config
 	var pg string
 	var asJSON bool
 	var cpuProfile string
@@ -22,30 +22,25 @@ func (e *env) benchOnlineCmd() *cobra.Command {
 		Long: `Start a server on 127.0.0.1 with a fresh store, enrol --users users with HOTP
 tokens, and drive POST /v1/verify with --concurrency clients for --duration,
 every request a new valid code whose acceptance is committed before the
-answer. The same clients then drive the no-op handler (same authentication
-and JSON decoding, no store work) in the same run. Prints requests/s, p50 and
-p99 latency and verify's share of the no-op rate, for SQLite and, with
---postgres (or $OUTPOST_BENCH_POSTGRES_DSN), for PostgreSQL. Use an empty
-database or schema: the benchmark bootstraps it.`,
+answer. First, in the same run, the same clients drive the no-op baseline:
+the same requests to /v1/verify with a code that is not digits, which the
+server authenticates, decodes and refuses (400) before any store work.
+Prints requests/s, p50 and p99 latency and verify's share of the no-op
+rate, for SQLite and, with --postgres (or $OUTPOST_BENCH_POSTGRES_DSN), for
+PostgreSQL. Use an empty database or schema: the benchmark bootstraps it.`,
 		Example: "  outpost bench online --duration 10s --postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable&search_path=bench'",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			dsns := benchDSNs(pg)
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
+			stop, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
 			}
-			var all []benchonline.Result
+			defer stop()
+			var all []onlinebench.Result
 			for _, dsn := range dsns {
 				cfg.DSN = dsn
-				rs, err := benchonline.Run(c.Context(), cfg, e.stderr)
+				rs, err := onlinebench.Run(c.Context(), cfg, e.stderr)
 				if err != nil {
 					return err
 				}
@@ -90,4 +85,21 @@ func benchDSNs(pg string) []string {
 		return []string{""}
 	}
 	return []string{"", pg}
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called; an
+// empty path profiles nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -2,17 +2,15 @@ package cli
 
 import (
 	"fmt"
-	"os"
-	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
-	"github.com/outpost-auth/outpost/internal/benchsync"
+	"github.com/outpost-auth/outpost/internal/bench/syncbench"
 	"github.com/spf13/cobra"
 )
 
 func (e *env) benchSyncCmd() *cobra.Command {
-	cfg := benchsync.Defaults
+	cfg := syncbench.Defaults
 	var pg string
 	var asJSON bool
 	var cpuProfile string
@@ -39,22 +37,16 @@ checks the signed answer), --concurrency devices at a time.`,
 				cfg.Concurrency < 1 || cfg.IngestEvents < cfg.IngestDevices {
 				return usageError{fmt.Errorf("--batch and --events are 1 to 10000; --devices, --ingest-devices, --concurrency at least 1")}
 			}
-			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer pprof.StopCPUProfile()
+			stop, err := startCPUProfile(cpuProfile)
+			if err != nil {
+				return err
 			}
+			defer stop()
 			dsns := benchDSNs(pg)
-			var all []benchsync.Result
+			var all []syncbench.Result
 			for _, dsn := range dsns {
 				cfg.DSN = dsn
-				r, err := benchsync.Run(c.Context(), cfg, e.stderr)
+				r, err := syncbench.Run(c.Context(), cfg, e.stderr)
 				if err != nil {
 					return err
 				}

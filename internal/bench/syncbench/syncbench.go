@@ -1,4 +1,4 @@
-// Package benchsync measures sync on one store ('outpost bench sync'):
+// Package syncbench measures sync on one store ('outpost bench sync'):
 //
 //   - ingest: device log entries recorded per second by the server's sync
 //     path (fieldsync.Service.Receive: signature and chain checks, one
@@ -15,7 +15,7 @@
 // written them: hash-chained and signed entry by entry with the device's
 // own key, an "import" of an HOTP bundle and then attempts and acceptances
 // of increasing counters, with the token state matching them.
-package benchsync
+package syncbench
 
 import (
 	"bytes"
@@ -28,16 +28,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/bench"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -90,158 +87,171 @@ type Result struct {
 
 // Run measures one store.
 func Run(ctx context.Context, cfg Config, progress io.Writer) (Result, error) {
-	dsn := cfg.DSN
-	if dsn == "" {
-		dir, err := os.MkdirTemp("", "outpost-bench-sync-")
-		if err != nil {
-			return Result{}, err
-		}
-		defer os.RemoveAll(dir)
-		dsn = filepath.Join(dir, "outpost.db")
-	}
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		scratch, drop, err := store.ScratchSchema(ctx, dsn, "outpost_bench_sync")
-		if err != nil {
-			return Result{}, err
-		}
-		defer func() { _ = drop() }()
-		dsn = scratch
-	}
-	st, err := store.Open(ctx, dsn)
+	st, done, err := bench.OpenStore(ctx, cfg.DSN, "outpost_bench_sync")
 	if err != nil {
 		return Result{}, err
 	}
-	defer st.Close()
-	res := Result{Engine: st.Engine(), GoMaxProcs: runtime.GOMAXPROCS(0)}
+	defer done()
+	r := &runner{cfg: cfg, st: st, ss: st.(store.SyncStore), res: Result{Engine: st.Engine(), GoMaxProcs: runtime.GOMAXPROCS(0)}, progress: progress}
 	m, err := keys.GenerateMaster()
 	if err != nil {
-		return res, err
+		return r.res, err
 	}
-	srv, err := server.New(server.Config{Store: st, Master: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	r.srv, err = server.New(server.Config{Store: st, Master: m, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
-		return res, err
+		return r.res, err
 	}
-	if _, err := srv.Bootstrap(ctx); err != nil {
-		return res, err
+	if _, err := r.srv.Bootstrap(ctx); err != nil {
+		return r.res, err
 	}
-	ss := st.(store.SyncStore)
-	svc := &fieldsync.Service{Store: st, Sync: ss, Audit: &audit.Log{Store: st}, Signer: srv.Signer()}
+	r.svc = &fieldsync.Service{Store: st, Sync: r.ss, Audit: &audit.Log{Store: st}, Signer: r.srv.Signer()}
+	for _, step := range []func(context.Context) error{r.ingest, r.smallBatches, r.round} {
+		if err := step(ctx); err != nil {
+			return r.res, err
+		}
+	}
+	if last, err := r.ss.FindAudit(ctx, fieldsync.KindSyncApply, "", 0, 1); err == nil && len(last) > 0 {
+		r.res.AuditEntries = last[0].Seq // the newest sync's entry: about the audit log's length
+	}
+	return r.res, nil
+}
 
-	say := func(format string, a ...any) {
-		fmt.Fprintf(progress, "[%s] "+format+"\n", append([]any{res.Engine}, a...)...)
-	}
+// runner holds one run's store, server and sync service, and its result.
+type runner struct {
+	cfg      Config
+	st       store.Store
+	ss       store.SyncStore
+	srv      *server.Server
+	svc      *fieldsync.Service
+	progress io.Writer
 
-	// Ingest: big uploads from a few devices at once.
-	say("preparing %d devices with %d log entries each", cfg.IngestDevices, cfg.IngestEvents/cfg.IngestDevices)
-	ingest, err := newDevices(ctx, st, ss, "ingest", cfg.IngestDevices)
+	mu  sync.Mutex // guards res.Errors and res.FirstError while syncs run
+	res Result
+}
+
+func (r *runner) say(format string, a ...any) {
+	fmt.Fprintf(r.progress, "[%s] "+format+"\n", append([]any{r.res.Engine}, a...)...)
+}
+
+// fail counts a failed sync, keeping the first error.
+func (r *runner) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.res.Errors++
+	if r.res.FirstError == "" {
+		r.res.FirstError = err.Error()
+	}
+}
+
+// prepare makes n devices named prefix-… whose logs hold per entries each,
+// cut into uploads of batch entries.
+func (r *runner) prepare(ctx context.Context, prefix string, n, per, batch int) ([][][]byte, error) {
+	ds, err := newDevices(ctx, r.st, r.ss, prefix, n)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	per := cfg.IngestEvents / cfg.IngestDevices
-	uploads := make([][][]byte, len(ingest))
-	parallel(len(ingest), func(i int) {
-		d := ingest[i]
-		d.write(per)
-		for from := 0; from < per; from += cfg.Batch {
-			uploads[i] = append(uploads[i], d.upload(from, min(per, from+cfg.Batch)))
+	uploads := make([][][]byte, len(ds))
+	bench.Parallel(len(ds), func(i int) {
+		ds[i].write(per)
+		for from := 0; from < per; from += batch {
+			uploads[i] = append(uploads[i], ds[i].upload(from, min(per, from+batch)))
 		}
 	})
-	res.Ed25519Rate = ed25519Rate(300 * time.Millisecond)
-	say("ingesting %d entries in uploads of %d", per*len(ingest), cfg.Batch)
+	return uploads, nil
+}
+
+// receive gives each device's uploads, in order, to the server's sync path,
+// the devices at once, and returns the wall time.
+func (r *runner) receive(ctx context.Context, uploads [][][]byte) time.Duration {
 	start := time.Now()
-	var mu sync.Mutex
-	fail := func(err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		res.Errors++
-		if res.FirstError == "" {
-			res.FirstError = err.Error()
-		}
-	}
-	parallel(len(ingest), func(i int) {
+	bench.Parallel(len(uploads), func(i int) {
 		for _, up := range uploads[i] {
-			if _, err := svc.Receive(ctx, up, "bench"); err != nil {
-				fail(err)
+			if _, err := r.svc.Receive(ctx, up, "bench"); err != nil {
+				r.fail(err)
 				return
 			}
 		}
 	})
-	res.IngestWall = time.Since(start)
-	res.IngestEvents, res.IngestBatch, res.IngestDevices = per*len(ingest), cfg.Batch, len(ingest)
-	res.IngestRate = float64(res.IngestEvents) / res.IngestWall.Seconds()
+	return time.Since(start)
+}
 
-	// The same with uploads of the round's size, for comparison.
-	small, err := newDevices(ctx, st, ss, "small", cfg.IngestDevices)
+// ingest: big uploads from a few devices at once, next to the machine's
+// Ed25519 verification rate.
+func (r *runner) ingest(ctx context.Context) error {
+	cfg := r.cfg
+	per := cfg.IngestEvents / cfg.IngestDevices
+	r.say("preparing %d devices with %d log entries each", cfg.IngestDevices, per)
+	uploads, err := r.prepare(ctx, "ingest", cfg.IngestDevices, per, cfg.Batch)
 	if err != nil {
-		return res, err
+		return err
 	}
-	smallPer := min(per, 20*cfg.Events)
-	uploads = make([][][]byte, len(small))
-	parallel(len(small), func(i int) {
-		small[i].write(smallPer)
-		for from := 0; from < smallPer; from += cfg.Events {
-			uploads[i] = append(uploads[i], small[i].upload(from, min(smallPer, from+cfg.Events)))
-		}
-	})
-	start = time.Now()
-	parallel(len(small), func(i int) {
-		for _, up := range uploads[i] {
-			if _, err := svc.Receive(ctx, up, "bench"); err != nil {
-				fail(err)
-				return
-			}
-		}
-	})
-	res.SmallBatch = cfg.Events
-	res.SmallRate = float64(smallPer*len(small)) / time.Since(start).Seconds()
+	r.res.Ed25519Rate = ed25519Rate(300 * time.Millisecond)
+	r.say("ingesting %d entries in uploads of %d", per*len(uploads), cfg.Batch)
+	r.res.IngestWall = r.receive(ctx, uploads)
+	r.res.IngestEvents, r.res.IngestBatch, r.res.IngestDevices = per*len(uploads), cfg.Batch, len(uploads)
+	r.res.IngestRate = float64(r.res.IngestEvents) / r.res.IngestWall.Seconds()
+	return nil
+}
 
-	// Full round over HTTP.
-	say("preparing %d devices with %d log entries each", cfg.Devices, cfg.Events)
-	round, err := newDevices(ctx, st, ss, "dev", cfg.Devices)
+// smallBatches: the same with uploads of the round's size, for comparison.
+func (r *runner) smallBatches(ctx context.Context) error {
+	cfg := r.cfg
+	per := min(cfg.IngestEvents/cfg.IngestDevices, 20*cfg.Events)
+	uploads, err := r.prepare(ctx, "small", cfg.IngestDevices, per, cfg.Events)
 	if err != nil {
-		return res, err
+		return err
 	}
-	parallel(runtime.GOMAXPROCS(0), func(w int) {
-		for i := w; i < len(round); i += runtime.GOMAXPROCS(0) {
+	wall := r.receive(ctx, uploads)
+	r.res.SmallBatch = cfg.Events
+	r.res.SmallRate = float64(per*len(uploads)) / wall.Seconds()
+	return nil
+}
+
+// round: a full sync round of cfg.Devices devices over HTTP.
+func (r *runner) round(ctx context.Context) error {
+	cfg := r.cfg
+	r.say("preparing %d devices with %d log entries each", cfg.Devices, cfg.Events)
+	round, err := newDevices(ctx, r.st, r.ss, "dev", cfg.Devices)
+	if err != nil {
+		return err
+	}
+	procs := runtime.GOMAXPROCS(0)
+	bench.Parallel(procs, func(w int) {
+		for i := w; i < len(round); i += procs {
 			round[i].write(cfg.Events)
 		}
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return res, err
+		return err
 	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := &http.Server{Handler: r.srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = hs.Serve(ln) }()
 	defer hs.Close()
 	base := "http://" + ln.Addr().String()
-	tr := &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency}
-	client := &http.Client{Transport: tr, Timeout: 2 * time.Minute}
-	say("syncing %d devices, %d at a time, over HTTP", cfg.Devices, cfg.Concurrency)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Concurrency}, Timeout: 2 * time.Minute}
+	r.say("syncing %d devices, %d at a time, over HTTP", cfg.Devices, cfg.Concurrency)
 	lat := make([]time.Duration, len(round))
 	next := make(chan int, len(round))
 	for i := range round {
 		next <- i
 	}
 	close(next)
-	start = time.Now()
-	parallel(cfg.Concurrency, func(int) {
+	start := time.Now()
+	bench.Parallel(cfg.Concurrency, func(int) {
 		for i := range next {
 			t0 := time.Now()
-			if err := round[i].roundTrip(ctx, client, base, srv.Signer().Public, cfg.Events); err != nil {
-				fail(err)
+			if err := round[i].roundTrip(ctx, client, base, r.srv.Signer().Public, cfg.Events); err != nil {
+				r.fail(err)
 			}
 			lat[i] = time.Since(t0)
 		}
 	})
-	res.RoundWall = time.Since(start)
-	res.RoundDevices, res.RoundEvents = cfg.Devices, cfg.Events
-	res.RoundRate = float64(cfg.Devices*cfg.Events) / res.RoundWall.Seconds()
-	slices.Sort(lat)
-	res.RoundP50, res.RoundP99 = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
-	if last, err := ss.FindAudit(ctx, fieldsync.KindSyncApply, "", 0, 1); err == nil && len(last) > 0 {
-		res.AuditEntries = last[0].Seq // the newest sync's entry: about the audit log's length
-	}
-	return res, nil
+	r.res.RoundWall = time.Since(start)
+	r.res.RoundDevices, r.res.RoundEvents = cfg.Devices, cfg.Events
+	r.res.RoundRate = float64(cfg.Devices*cfg.Events) / r.res.RoundWall.Seconds()
+	r.res.RoundP50, r.res.RoundP99 = bench.Percentiles(lat)
+	return nil
 }
 
 // device is a synthetic field device: a key, one HOTP token, and its log.
@@ -260,7 +270,7 @@ func newDevices(ctx context.Context, st store.Store, ss store.SyncStore, prefix 
 	ds := make([]*device, n)
 	var mu sync.Mutex
 	var first error
-	parallel(min(n, 32), func(w int) {
+	bench.Parallel(min(n, 32), func(w int) {
 		for i := w; i < n; i += min(n, 32) {
 			d := &device{id: fmt.Sprintf("%s-%05d", prefix, i), user: fmt.Sprintf("%s-user-%05d", prefix, i), token: fmt.Sprintf("tok_%s%05d", prefix, i)}
 			d.pub, d.priv, _ = ed25519.GenerateKey(rand.Reader)
@@ -380,7 +390,7 @@ func ed25519Rate(d time.Duration) float64 {
 	counts := make([]int, n)
 	deadline := time.Now().Add(d)
 	start := time.Now()
-	parallel(n, func(w int) {
+	bench.Parallel(n, func(w int) {
 		for time.Now().Before(deadline) {
 			for range 64 {
 				ed25519.Verify(pub, msg, sig)
@@ -393,12 +403,4 @@ func ed25519Rate(d time.Duration) float64 {
 		total += c
 	}
 	return float64(total) / time.Since(start).Seconds()
-}
-
-func parallel(n int, fn func(i int)) {
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { fn(i) })
-	}
-	wg.Wait()
 }

@@ -1,0 +1,93 @@
+// Package bench holds what Outpost's benchmark harnesses share; the
+// harnesses themselves live in its sub-packages, one per `outpost bench`
+// command, so that no product package carries code or API that only a
+// benchmark needs:
+//
+//   - onlinebench: online verification over loopback HTTP (`bench online`);
+//   - syncbench: device log ingestion and a full sync round (`bench sync`);
+//   - offlinebench: bundle generation and offline verification against raw
+//     argon2id (`bench offline`);
+//   - sitebench: site verification and provisioning package sizes
+//     (`bench site`).
+//
+// Each takes a Config, measures with the wall clock (timing is their job:
+// internal/clock's wall-clock scan allows this directory as a whole) and
+// returns a result the CLI prints as a table or as JSON. Figures and how
+// they were taken are in docs/BENCHMARKS.md.
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/store"
+)
+
+// OpenStore opens the store a benchmark runs on: a SQLite file in a new
+// temporary directory when dsn is empty, or a scratch schema named
+// prefix_<random> of the PostgreSQL database dsn names (existing data is
+// never touched). done closes the store and removes the file or drops the
+// schema.
+func OpenStore(ctx context.Context, dsn, prefix string) (st store.Store, done func(), err error) {
+	var cleanup []func()
+	done = func() {
+		for _, f := range slices.Backward(cleanup) {
+			f()
+		}
+	}
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
+	if dsn == "" {
+		dir, err := os.MkdirTemp("", prefix+"-")
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
+		dsn = filepath.Join(dir, "outpost.db")
+	} else if IsPostgres(dsn) {
+		scratch, drop, err := store.ScratchSchema(ctx, dsn, prefix)
+		if err != nil {
+			return nil, nil, err
+		}
+		cleanup = append(cleanup, func() { _ = drop() })
+		dsn = scratch
+	}
+	st, err = store.Open(ctx, dsn)
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup = append(cleanup, func() { st.Close() })
+	return st, done, nil
+}
+
+// IsPostgres reports whether dsn names a PostgreSQL database.
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Parallel runs fn(0) … fn(n-1) on n goroutines and waits for them.
+func Parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { fn(i) })
+	}
+	wg.Wait()
+}
+
+// Percentiles sorts lat and returns its 50th and 99th percentiles (zero
+// when lat is empty).
+func Percentiles(lat []time.Duration) (p50, p99 time.Duration) {
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)]
+}
