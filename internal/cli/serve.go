@@ -32,7 +32,6 @@ type serveFlags struct {
 	sans                []string
 	issuer, logLevel    string
 	maxFailures         int
-	enableNoop          bool
 	shutdownGrace       time.Duration
 	readyFile           string
 	checkpoints         checkpointExportFlags
@@ -75,9 +74,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.IntVar(&f.maxFailures, "max-failures", online.DefaultPolicy.MaxFailures, "consecutive failures before a user is locked (1 to 100)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long to let requests finish on SIGTERM")
-	fl.BoolVar(&f.enableNoop, "enable-noop", false, "add POST /v1/noop, the baseline handler of 'outpost bench online'")
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the listening URL to FILE once serving (for scripts and tests)")
-	_ = fl.MarkHidden("enable-noop")
 	f.checkpoints.register(c)
 	return c
 }
@@ -150,7 +147,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	pol := online.DefaultPolicy
 	pol.MaxFailures = f.maxFailures
-	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer, EnableNoop: f.enableNoop})
+	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer})
 	if err != nil {
 		return usageError{err}
 	}
@@ -191,7 +188,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	go srv.Service().FlushUnknownEvery(sigCtx, 5*time.Second)
+	go srv.FlushUnknownEvery(sigCtx, 5*time.Second)
 	select {
 	case err := <-errc:
 		return err
@@ -203,7 +200,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err := hs.Shutdown(sctx); err != nil {
 		return fmt.Errorf("graceful shutdown: %w", err)
 	}
-	if err := srv.Service().FlushUnknown(sctx, true); err != nil {
+	if err := srv.FlushUnknown(sctx); err != nil {
 		logger.Warn("writing the unknown-user tally to the audit log", "error", err.Error())
 	}
 	logger.Info("stopped")

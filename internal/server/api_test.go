@@ -333,9 +333,6 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	served := map[string]bool{}
 	for _, rt := range f.srv.routes {
-		if rt.pattern == "/v1/noop" {
-			continue // benchmark baseline, off unless --enable-noop
-		}
 		k := rt.method + " " + rt.pattern
 		served[k] = true
 		if !documented[k] {
@@ -404,7 +401,7 @@ func TestAPIClientsAndPaging(t *testing.T) {
 	if r := f.call(f.admin, "DELETE", "/v1/api-clients/"+id, nil); r.status != 204 {
 		t.Fatalf("disable: %d %s", r.status, r.raw)
 	}
-	if r := f.call(v, "POST", "/v1/noop", map[string]string{"user": "u01", "code": "123456"}); r.status != 401 {
+	if r := f.call(v, "POST", "/v1/verify", map[string]string{"user": "u01", "code": "123456"}); r.status != 401 {
 		t.Fatalf("disabled client still works: %d", r.status)
 	}
 	if r := f.call(f.admin, "DELETE", "/v1/users/u01", nil); r.status != 204 {

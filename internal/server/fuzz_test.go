@@ -59,7 +59,7 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	}
 	ck := &fakeClock{t: time.Date(2031, 11, 23, 12, 0, 0, 0, time.UTC)}
 	logger := slog.New(slog.NewJSONHandler(&fuzzLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(Config{Store: st, Master: m, Policy: online.DefaultPolicy, Logger: logger, Now: ck.Now, EnableNoop: true,
+	s, err := New(Config{Store: st, Master: m, Policy: online.DefaultPolicy, Logger: logger, Now: ck.Now,
 		BundleKDF: cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1},
 		// Site packages and key files at the smallest sealing cost allowed.
 		SiteKDF: keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1}})
@@ -241,7 +241,6 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/confirm":                {`{"code":"123456"}`},
 		"/resync":                 {`{"code1":"123456","code2":"654321"}`},
 		"/v1/verify":              {`{"user":"alice","code":"123456"}`, `{"user":"bob","code":"123456","pin":"2468"}`},
-		"/v1/noop":                {`{"user":"alice","code":"123456"}`},
 		"/v1/api-clients":         {`{"name":"radius","scopes":["verifier"]}`},
 		"/v1/offline/bundles":     {`{"user":"alice","device":"dev-gone","count":5,"secrets":{"door":"4711"}}`, `{"user":"bob","device":"dev-gone","from":"2026-11-23T12:00:00Z","until":"2026-11-23T13:00:00Z","pin":"2468"}`},
 		"/v1/offline/login":       {`{"user":"bob","device":"dev-gone","code":"123456","pin":"2468"}`},

@@ -65,9 +65,6 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/v1/audit", scopes: admin, handler: s.listAudit},
 		{method: "GET", pattern: "/v1/audit/verify", scopes: admin, handler: s.verifyAudit},
 	}
-	if s.cfg.EnableNoop {
-		rs = append(rs, route{method: "POST", pattern: "/v1/noop", scopes: verifier, handler: s.noop})
-	}
 	return append(rs, extraRoutes(s)...)
 }
 
@@ -477,11 +474,4 @@ func (s *Server) verify(r *request) (int, any, error) {
 	}
 	s.metrics.verify.WithLabelValues("ok").Inc()
 	return http.StatusOK, map[string]any{"ok": true, "token": res.TokenID}, nil
-}
-
-func (s *Server) noop(r *request) (int, any, error) {
-	if _, err := r.decodeVerify(); err != nil {
-		return 0, nil, err
-	}
-	return http.StatusOK, map[string]any{"ok": true, "token": "noop"}, nil
 }

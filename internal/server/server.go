@@ -45,10 +45,8 @@ type Config struct {
 	Issuer string
 	// Registry receives the server's Prometheus metrics; nil makes a new one.
 	Registry *prometheus.Registry
-	// EnableNoop adds POST /v1/noop, a handler that authenticates and decodes
-	// like /v1/verify but touches no store: the baseline of `outpost bench online`.
-	EnableNoop bool
-	Now        func() time.Time
+	// Now is the server's clock; nil is the system clock.
+	Now func() time.Time
 	// BundleKDF is the argon2id cost of offline bundle entries; the zero
 	// value is cost.Default. BundleFloor is the attack-cost floor; nil is
 	// cost.DefaultFloor. (Cheap values are for tests; the floor still applies.)
@@ -147,8 +145,16 @@ func (s *Server) Handler() http.Handler { return s.root() }
 // Signer returns the artifact signing key (for handlers of offline work).
 func (s *Server) Signer() *keys.Signer { return s.signer }
 
-// Service returns the online verification service.
-func (s *Server) Service() *online.Service { return s.svc }
+// FlushUnknownEvery writes the unknown-user tallies of verifications to the
+// audit log whenever they are due, checking every tick until ctx ends
+// (online.Service.FlushUnknownEvery): `outpost serve` runs it so that an
+// idle server writes them too.
+func (s *Server) FlushUnknownEvery(ctx context.Context, tick time.Duration) {
+	s.svc.FlushUnknownEvery(ctx, tick)
+}
+
+// FlushUnknown writes the unknown-user tallies now, due or not: at shutdown.
+func (s *Server) FlushUnknown(ctx context.Context) error { return s.svc.FlushUnknown(ctx, true) }
 
 // Bootstrap makes sure the default realm exists and, the first time, creates
 // an admin API client and returns its token (shown once). Later calls return "".

@@ -104,7 +104,7 @@ func newFixture(t *testing.T, dsn string) *fixture {
 	ck := &fakeClock{t: time.Date(2031, 11, 23, 12, 0, 0, 0, time.UTC)} // years ahead: no test may lean on the wall clock
 	logger := slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pol := online.DefaultPolicy
-	s, err := New(Config{Store: st, Master: m, Policy: pol, Logger: logger, Now: ck.Now, EnableNoop: true, SiteKDF: testSiteKDF})
+	s, err := New(Config{Store: st, Master: m, Policy: pol, Logger: logger, Now: ck.Now, SiteKDF: testSiteKDF})
 	if err != nil {
 		t.Fatal(err)
 	}
