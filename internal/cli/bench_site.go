@@ -5,16 +5,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/bench/sitebench"
 	"github.com/outpost-auth/outpost/internal/keys"
-	"github.com/outpost-auth/outpost/internal/siteissue"
 	"github.com/spf13/cobra"
 )
 
-// siteTarget is issue 6's goal for derive + verify on one core.
-const siteTarget = 200000
-
 func (e *env) benchSiteCmd() *cobra.Command {
-	var cfg siteissue.BenchConfig
+	var cfg sitebench.Config
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "site [--duration 3s]",
@@ -42,39 +39,14 @@ row, --revoked technicians). The target for derive + verify is 200,000/s/core.`,
 				}
 			}
 			cfg.KDF = keys.DefaultKDF
-			rep, err := siteissue.Bench(c.Context(), cfg, e.stderr)
+			rep, err := sitebench.Run(c.Context(), cfg, e.stderr)
 			if err != nil {
 				return err
 			}
 			if asJSON {
 				return e.printJSON(rep)
 			}
-			fmt.Fprintf(e.stdout, "Site verification, one goroutine (per core), GOMAXPROCS=%d, %d digits, window ±%d\n\n", rep.GOMAXPROCS, rep.Digits, rep.Window)
-			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "operation\tops/s/core\tns/op\tvs raw otp\t")
-			for _, r := range rep.Rows {
-				fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t\n", r.Name, r.PerSec, r.NsPerOp, r.VsRaw)
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			for _, r := range rep.Rows {
-				if r.Name == "derive + verify (site.CheckCode)" {
-					verdict := "met"
-					if r.PerSec < siteTarget {
-						verdict = "NOT met"
-					}
-					fmt.Fprintf(e.stdout, "target >= %d derive + verify per second per core: %s (%.0f)\n", siteTarget, verdict, r.PerSec)
-				}
-			}
-			fmt.Fprintln(e.stdout)
-			tw = tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "technicians\trevoked\tall seeds derived in\tpackage bytes\tlast technician accepted at the site\t")
-			for _, s := range rep.Sizes {
-				d := time.Duration(s.DeriveSeconds * float64(time.Second)).Round(time.Microsecond)
-				fmt.Fprintf(tw, "%d\t%d\t%v\t%d\t%v\t\n", s.Technicians, s.Revoked, d, s.Bytes, s.Checked)
-			}
-			return tw.Flush()
+			return e.printBenchSite(rep)
 		},
 	}
 	c.Flags().DurationVar(&cfg.Duration, "duration", 3*time.Second, "how long to run each throughput measurement")
@@ -82,4 +54,33 @@ row, --revoked technicians). The target for derive + verify is 200,000/s/core.`,
 	c.Flags().IntVar(&cfg.Revoked, "revoked", 1000, "revoked technicians in the last package-size row")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	return c
+}
+
+func (e *env) printBenchSite(rep sitebench.Report) error {
+	fmt.Fprintf(e.stdout, "Site verification, one goroutine (per core), GOMAXPROCS=%d, %d digits, window ±%d\n\n", rep.GOMAXPROCS, rep.Digits, rep.Window)
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "operation\tops/s/core\tns/op\tvs raw otp\t")
+	for _, r := range rep.Rows {
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.2f\t\n", r.Name, r.PerSec, r.NsPerOp, r.VsRaw)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, r := range rep.Rows {
+		if r.Name == "derive + verify (site.CheckCode)" {
+			verdict := "met"
+			if r.PerSec < sitebench.Target {
+				verdict = "NOT met"
+			}
+			fmt.Fprintf(e.stdout, "target >= %d derive + verify per second per core: %s (%.0f)\n", sitebench.Target, verdict, r.PerSec)
+		}
+	}
+	fmt.Fprintln(e.stdout)
+	tw = tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "technicians\trevoked\tall seeds derived in\tpackage bytes\tlast technician accepted at the site\t")
+	for _, s := range rep.Sizes {
+		d := time.Duration(s.DeriveSeconds * float64(time.Second)).Round(time.Microsecond)
+		fmt.Fprintf(tw, "%d\t%d\t%v\t%d\t%v\t\n", s.Technicians, s.Revoked, d, s.Bytes, s.Checked)
+	}
+	return tw.Flush()
 }
