@@ -38,7 +38,9 @@ import (
 //     (online PIN + OTP), which returns a PIN bundle;
 //   - a bundle with static secrets: the server does not keep their values;
 //     the issuer issues a new bundle;
-//   - a wiped token, or a token no longer active.
+//   - a wiped token, or a token no longer active;
+//   - a token refilled MaxRefillsPerDay times for the device in the last
+//     24 hours (an incident: refill_rate).
 //
 // One refill is started per sync (each costs seconds of KDF work). It runs
 // in the background: the sync answer waits for the refills it started up to
@@ -52,6 +54,20 @@ import (
 
 // maxRefillsPerSync bounds the refills started in one sync.
 const maxRefillsPerSync = 1
+
+// MaxRefillsPerDay bounds the refills of one token issued to one device in
+// 24 hours (by the service's clock), counted from the stored refills
+// (device_refills): proof of use is the device's signed word, so a device
+// holder who forges uses, or burns through entries, would otherwise draw a
+// fresh bundle (more codes to attack offline) at every sync. Beyond it the
+// device is told "no refill" and the attempt is an incident (refill_rate).
+// Four a day is a bundle used up every six hours; the user can always
+// authenticate online, and an issuer can issue a bundle by hand.
+const MaxRefillsPerDay = 4
+
+// IncidentRefillRate: a refill refused because the token was refilled
+// MaxRefillsPerDay times for the device in the last 24 hours.
+const IncidentRefillRate = "refill_rate"
 
 // DefaultRefillWait is how long a sync answer waits for a refill being computed.
 const DefaultRefillWait = 10 * time.Second
@@ -206,12 +222,49 @@ func (r *refillRun) give(ctx context.Context, k syncproto.TokenKey, need RefillN
 		return
 	}
 	key := refillKey{TokenKey: k, device: need.Device.ID, from: need.FromSerial}
+	if !r.running(key) {
+		refused, err := r.rateLimited(ctx, k, need)
+		if err != nil {
+			r.no(k, "refill lookup failed: sync again later")
+			return
+		}
+		if refused {
+			return
+		}
+	}
 	j, started, err := r.job(ctx, key, need)
 	if err != nil {
 		r.no(k, "%v", err)
 		return
 	}
 	r.collect(k, key, j, started)
+}
+
+// running reports whether a job for key exists (computing, or failed and not yet reported).
+func (r *refillRun) running(key refillKey) bool {
+	r.s.jobs.mu.Lock()
+	defer r.s.jobs.mu.Unlock()
+	_, ok := r.s.jobs.m[key]
+	return ok
+}
+
+// rateLimited refuses a new refill of k when MaxRefillsPerDay were issued
+// to the device in the last 24 hours: the answer says so, and the incident
+// is recorded (once an hour per device and bundle) and changes nothing.
+func (r *refillRun) rateLimited(ctx context.Context, k syncproto.TokenKey, need RefillNeed) (bool, error) {
+	since := r.now.Add(-24 * time.Hour)
+	n, err := r.s.Sync.CountRefills(ctx, k.Realm, need.Device.ID, k.User, k.Token, since)
+	if err != nil || n < MaxRefillsPerDay {
+		return false, err
+	}
+	reason := fmt.Errorf("%s: token %s was refilled %d times for this device since %s (at most %d a day): the user can authenticate online, or ask the issuer for a bundle",
+		IncidentRefillRate, k, n, since.UTC().Format(time.RFC3339), MaxRefillsPerDay)
+	r.no(k, "%v", reason)
+	// Refused whether or not the record is written (the metric counts it
+	// either way); the answer is already committed to, and says why.
+	_ = r.s.incident(ctx, need.Device, IncidentRefillRate, need.FromSerial, reason,
+		map[string]any{"user": k.User, "token": k.Token, "refills": n, "limit": MaxRefillsPerDay})
+	return true, nil
 }
 
 // job returns the refill's job, starting one if none runs; started reports
