@@ -49,8 +49,9 @@ import (
 // "pending"; the device collects it at a later sync (the bundle is kept in
 // device_refills, so any replica hands it out). A refill an earlier sync
 // started is handed out if it is done and answered "pending" otherwise,
-// without waiting: the device was told when to come back for it. A refill issued but not imported (the
-// answer was lost) is sent again, not issued twice.
+// without waiting: the device was told when to come back for it. A refill
+// issued but not imported (the answer was lost) is sent again, not issued
+// twice.
 
 // maxRefillsPerSync bounds the refills started in one sync.
 const maxRefillsPerSync = 1
