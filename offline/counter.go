@@ -103,12 +103,20 @@ func (s *Store) startCounter(ctx context.Context, head uint64) (int64, error) {
 	return int64(c) - int64(head), nil
 }
 
-// openCounter reads the counter's base (setting it up on a store made
-// before the counter) and checks the counter against the log.
+// openCounter reads the counter's base and checks the counter against the
+// log. Only a store whose schema predates the marker (version 1) may lack
+// a base: it is set up from the log it has. Either way the store is then
+// marked version 2, whose stores must have a base: without one (only an
+// edit removes it, and it would let a restored copy pass for a store made
+// before the counter) the store refuses to open with ErrRolledBack.
 func (s *Store) openCounter(ctx context.Context) error {
 	var v []byte
 	err := s.db.QueryRowContext(ctx, `SELECT v FROM field_meta WHERE k = 'counter_base'`).Scan(&v)
 	switch {
+	case errors.Is(err, sql.ErrNoRows) && s.schema != schemaNoMarker:
+		return fmt.Errorf("%w: this store was made with one (schema %s) but the counter's base is gone from %s: "+
+			"the store was edited, perhaps after a restore from an older copy; re-initialise the device ('outpost field init' in a new directory) and re-register it",
+			ErrRolledBack, s.schema, DatabaseFile)
 	case errors.Is(err, sql.ErrNoRows):
 		last, err := devicelog.Last(ctx, s.db)
 		if err != nil || last == nil {
@@ -117,8 +125,8 @@ func (s *Store) openCounter(ctx context.Context) error {
 		if s.base, err = s.startCounter(ctx, last.Seq); err != nil {
 			return err
 		}
-		if _, err := s.db.ExecContext(ctx, `INSERT INTO field_meta (k, v) VALUES ('counter_base', ?)`, []byte(strconv.FormatInt(s.base, 10))); err != nil {
-			return fmt.Errorf("offline: recording the monotonic counter: %w", err)
+		if err := s.markSchema(ctx, true); err != nil {
+			return err
 		}
 	case err != nil:
 		return fmt.Errorf("%w: reading the monotonic counter's base: %v", ErrCorrupt, err)
@@ -126,8 +134,36 @@ func (s *Store) openCounter(ctx context.Context) error {
 		if s.base, err = strconv.ParseInt(string(v), 10, 64); err != nil {
 			return fmt.Errorf("%w: the monotonic counter's base is unreadable", ErrCorrupt)
 		}
+		if s.schema == schemaNoMarker {
+			if err := s.markSchema(ctx, false); err != nil {
+				return err
+			}
+		}
 	}
 	return s.advance(ctx)
+}
+
+// markSchema marks a version 1 store version 2, recording s.base with it
+// when withBase, in one transaction.
+func (s *Store) markSchema(ctx context.Context, withBase bool) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("offline: %w", err)
+	}
+	defer tx.Rollback()
+	if withBase {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO field_meta (k, v) VALUES ('counter_base', ?)`, []byte(strconv.FormatInt(s.base, 10))); err != nil {
+			return fmt.Errorf("offline: recording the monotonic counter: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE field_meta SET v = ? WHERE k = 'schema'`, []byte(schemaVersion)); err != nil {
+		return fmt.Errorf("offline: recording the schema version: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("offline: recording the monotonic counter: %w", err)
+	}
+	s.schema = schemaVersion
+	return nil
 }
 
 // advance brings the counter up to the log's head after a decision's

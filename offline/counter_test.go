@@ -155,8 +155,8 @@ func TestCounterBehindAndMissing(t *testing.T) {
 	}
 }
 
-// A store made before the counter existed gets one at its next open,
-// counting the log it already has.
+// A store made before the counter existed (schema version 1, no base)
+// gets one at its next open, counting the log it already has.
 func TestCounterSetUpOnOlderStore(t *testing.T) {
 	s, _, dir := newStore(t, quickPolicy)
 	if _, err := s.Import(ctx, issue(t, hotpReq(0, 5))); err != nil {
@@ -168,6 +168,9 @@ func TestCounterSetUpOnOlderStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`DELETE FROM field_meta WHERE k = 'counter_base'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE field_meta SET v = CAST('1' AS BLOB) WHERE k = 'schema'`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -35,7 +35,15 @@ const (
 	PublicKeyFile = "device.pub"
 )
 
-const schemaVersion = "1"
+// Schema versions of field_meta "schema". Version 2 stores always hold the
+// monotonic counter's base (counter_base): a version 2 store without one
+// was edited, and refuses to open. Version 1 stores may predate the counter
+// (a base is then set up at open); every version 1 store is marked version
+// 2 at its first open by this Outpost, base or none.
+const (
+	schemaVersion  = "2"
+	schemaNoMarker = "1" // before the marker: the counter's base may be missing
+)
 
 // Policy is the device's local lockout and window policy (OneSpan's state
 // data block rules). It is fixed at [Init] and stored in the database.
@@ -179,6 +187,9 @@ type Store struct {
 	// base is the counter's value minus the log's head (fixed at Init):
 	// after every decision, counter - base == the log's last sequence number.
 	base int64
+	// schema is the store's schema version as opened (schemaVersion once
+	// openCounter has run).
+	schema string
 }
 
 const schema = `
@@ -358,8 +369,9 @@ func (s *Store) load(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return corrupt("reading settings: %v", err)
 	}
-	if string(meta["schema"]) != schemaVersion {
-		return corrupt("schema version %q, this Outpost reads %q", meta["schema"], schemaVersion)
+	s.schema = string(meta["schema"])
+	if s.schema != schemaVersion && s.schema != schemaNoMarker {
+		return corrupt("schema version %q, this Outpost reads %q and %q", meta["schema"], schemaNoMarker, schemaVersion)
 	}
 	s.device = string(meta["device_id"])
 	if checkID("device", s.device) != nil {

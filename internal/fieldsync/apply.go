@@ -325,7 +325,7 @@ func (a *applier) accepted(i int, k syncproto.TokenKey, dt *store.DeviceToken, s
 		return nil
 	}
 	c := *ev.Counter
-	kind, err := a.g.checkUse(k, ev.Serial, c)
+	kind, err := a.g.checkUse(k, ev.Serial, c, a.horizon(k))
 	if err != nil || kind != "" {
 		if kind != "" {
 			a.claim(kind, k, i, map[string]any{"serial": ev.Serial, "counter": c})
@@ -387,7 +387,8 @@ func (a *applier) searchConflicts() error {
 
 // checkStates refuses state going backwards (done), and decides which
 // reported last used counters may be applied: those of tokens issued to
-// the device, up to the highest counter issued. A higher one is applied
+// the device, up to the highest counter issued (for TOTP, up to the step
+// that has begun: see [StepTolerance]). A higher one is applied
 // only if the server's state already stands there (the device learnt it
 // from an answer); otherwise it is an incident and changes nothing.
 func (a *applier) checkStates() (bool, error) {
@@ -412,9 +413,13 @@ func (a *applier) checkStates() (bool, error) {
 		if t, ok := a.out.tokens[k]; ok && t.Used {
 			cur = t.LastUsed
 		}
-		if st.LastUsed > int64(a.g.last[k]) && st.LastUsed > cur {
+		if horizon := a.horizon(k); (st.LastUsed > int64(a.g.last[k]) || st.LastUsed > int64(horizon)) && st.LastUsed > cur {
 			if !retry {
-				a.cl.add(IncidentOutOfRange, k, map[string]any{"state": "last_used", "last_used": st.LastUsed, "issued_last": a.g.last[k]})
+				what := map[string]any{"state": "last_used", "last_used": st.LastUsed, "issued_last": a.g.last[k]}
+				if horizon < syncproto.MaxCounter {
+					what["step_horizon"] = horizon // the last step begun by the server's clock
+				}
+				a.cl.add(IncidentOutOfRange, k, what)
 			}
 			continue
 		}

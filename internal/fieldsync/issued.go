@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
 	"github.com/outpost-auth/outpost/offline"
+	"github.com/outpost-auth/outpost/otp"
 )
 
 // A device speaks only for what it was given (docs/sync.md). The holder of
@@ -25,9 +27,11 @@ import (
 //     those of a bundle issued to the device for that token;
 //   - a "verify.ok" counts (offline use, conflict search, online counter,
 //     proof of use for a refill) only when its counter or step lies inside
-//     the issued bundle its serial names;
+//     the issued bundle its serial names and, for TOTP, the step has begun
+//     by the server's clock (give or take [StepTolerance]);
 //   - a reported last used counter raises the online one only up to the
-//     highest counter issued to the device for that token;
+//     highest counter issued to the device for that token, and for TOTP
+//     only up to a step that has begun;
 //   - a token never issued to the device is not even locked: its events are
 //     recorded as the device's claims and change nothing.
 //
@@ -127,8 +131,9 @@ func (g *grants) matchImport(k syncproto.TokenKey, ev *eventData) (*store.Issued
 }
 
 // checkUse returns "" when counter c of bundle serial of k was issued to the
-// device, else the incident kind.
-func (g *grants) checkUse(k syncproto.TokenKey, serial *uint64, c uint64) (string, error) {
+// device and, for a TOTP token, is not above horizon (see [StepTolerance]),
+// else the incident kind.
+func (g *grants) checkUse(k syncproto.TokenKey, serial *uint64, c, horizon uint64) (string, error) {
 	if serial == nil {
 		return IncidentUnissuedBundle, nil
 	}
@@ -138,10 +143,37 @@ func (g *grants) checkUse(k syncproto.TokenKey, serial *uint64, c uint64) (strin
 		return "", err
 	case b == nil:
 		return IncidentUnissuedBundle, nil
-	case c < b.First || c > b.Last:
+	case c < b.First || c > b.Last || c > horizon:
 		return IncidentOutOfRange, nil
 	}
 	return "", nil
+}
+
+// StepTolerance is how far ahead of the server's clock the time of a TOTP
+// step a device claims to have accepted (a verify.ok, or a token state's
+// last used step) may lie: the clock skew sync tolerates between a device
+// and the server (syncproto.Skew, also the offline DefaultPolicy's
+// ClockTolerance). One step more is allowed for the step the offline window
+// tries ahead of the device's clock (DefaultPolicy.TOTPForward). A TOTP
+// bundle holds steps up to hours or days ahead; no device can have accepted
+// one that has not begun, and a claim of one would lock the user out online
+// (every code until then would be "replayed"): it is out_of_range, and
+// changes nothing.
+const StepTolerance = syncproto.Skew
+
+// horizon returns the highest TOTP step of token k a device can have
+// accepted by now (see [StepTolerance]); for an HOTP token, or one the
+// server no longer holds, the highest counter there is.
+func (a *applier) horizon(k syncproto.TokenKey) uint64 {
+	t, ok := a.out.tokens[k]
+	if !ok {
+		return syncproto.MaxCounter
+	}
+	p, err := online.Params(t)
+	if err != nil || p.Type != otp.TypeTOTP {
+		return syncproto.MaxCounter
+	}
+	return p.Step(a.now.Add(StepTolerance)) + 1
 }
 
 // maxExamples bounds the examples one claim incident lists.
@@ -223,7 +255,7 @@ func claimReason(kind string) string {
 	case IncidentUnissuedBundle:
 		return "the device names a bundle (serial, type or range) the server never issued to it: nothing applied"
 	case IncidentOutOfRange:
-		return "a counter or step outside the bundles the server issued to the device: nothing applied"
+		return "a counter or step outside the bundles the server issued to the device, or a TOTP step that has not begun by the server's clock: nothing applied"
 	case IncidentSearchBounded:
 		return fmt.Sprintf("the conflict search of this upload read its limit of %d audit entries before checking these counters: look for another acceptance of them by hand", maxConflictScan)
 	}

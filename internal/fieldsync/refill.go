@@ -38,17 +38,37 @@ import (
 //     (online PIN + OTP), which returns a PIN bundle;
 //   - a bundle with static secrets: the server does not keep their values;
 //     the issuer issues a new bundle;
-//   - a wiped token, or a token no longer active.
+//   - a wiped token, or a token no longer active;
+//   - a token refilled MaxRefillsPerDay times for the device in the last
+//     24 hours (an incident: refill_rate).
 //
 // One refill is started per sync (each costs seconds of KDF work). It runs
-// in the background: the sync answer waits for it up to RefillWait (well
-// under the HTTP server's write timeout) and otherwise says "pending"; the
-// device collects it at a later sync (the bundle is kept in device_refills,
-// so any replica hands it out). A refill issued but not imported (the
-// answer was lost) is sent again, not issued twice.
+// in the background: the sync answer waits for the refills it started up to
+// RefillWait in all (one deadline for the whole answer, however many are
+// due: well under the HTTP server's write timeout) and otherwise says
+// "pending"; the device collects it at a later sync (the bundle is kept in
+// device_refills, so any replica hands it out). A refill an earlier sync
+// started is handed out if it is done and answered "pending" otherwise,
+// without waiting: the device was told when to come back for it. A refill
+// issued but not imported (the answer was lost) is sent again, not issued
+// twice.
 
 // maxRefillsPerSync bounds the refills started in one sync.
 const maxRefillsPerSync = 1
+
+// MaxRefillsPerDay bounds the refills of one token issued to one device in
+// 24 hours (by the service's clock), counted from the stored refills
+// (device_refills): proof of use is the device's signed word, so a device
+// holder who forges uses, or burns through entries, would otherwise draw a
+// fresh bundle (more codes to attack offline) at every sync. Beyond it the
+// device is told "no refill" and the attempt is an incident (refill_rate).
+// Four a day is a bundle used up every six hours; the user can always
+// authenticate online, and an issuer can issue a bundle by hand.
+const MaxRefillsPerDay = 4
+
+// IncidentRefillRate: a refill refused because the token was refilled
+// MaxRefillsPerDay times for the device in the last 24 hours.
+const IncidentRefillRate = "refill_rate"
 
 // DefaultRefillWait is how long a sync answer waits for a refill being computed.
 const DefaultRefillWait = 10 * time.Second
@@ -97,16 +117,40 @@ type refillRun struct {
 	out     *outcome
 	now     time.Time
 	started int
+	// wait is how long the answer may wait for refills, in all; deadline
+	// ends when it has passed since the first wait began (nil before).
+	wait     time.Duration
+	deadline context.Context
+	cancel   context.CancelFunc
 }
 
 func (s *Service) refill(ctx context.Context, out *outcome, u *syncproto.Upload, now time.Time) {
 	if s.Refill == nil {
 		return
 	}
-	r := &refillRun{s: s, out: out, now: now}
+	r := &refillRun{s: s, out: out, now: now, wait: s.RefillWait}
+	if r.wait <= 0 {
+		r.wait = DefaultRefillWait
+	}
+	defer func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+	}()
 	for i := range u.Tokens {
 		r.token(ctx, &u.Tokens[i])
 	}
+}
+
+// waitUntil returns the answer's one deadline for refills, starting it at
+// the first call: every refill this sync waits for shares it.
+func (r *refillRun) waitUntil() <-chan struct{} {
+	if r.deadline == nil {
+		// A timer, not the service's clock: how long a connection is held
+		// decides nothing.
+		r.deadline, r.cancel = context.WithTimeout(context.Background(), r.wait)
+	}
+	return r.deadline.Done()
 }
 
 func (r *refillRun) no(k syncproto.TokenKey, format string, a ...any) {
@@ -179,28 +223,66 @@ func (r *refillRun) give(ctx context.Context, k syncproto.TokenKey, need RefillN
 		return
 	}
 	key := refillKey{TokenKey: k, device: need.Device.ID, from: need.FromSerial}
-	j, err := r.job(ctx, key, need)
+	if !r.running(key) {
+		refused, err := r.rateLimited(ctx, k, need)
+		if err != nil {
+			r.no(k, "refill lookup failed: sync again later")
+			return
+		}
+		if refused {
+			return
+		}
+	}
+	j, started, err := r.job(ctx, key, need)
 	if err != nil {
 		r.no(k, "%v", err)
 		return
 	}
-	r.collect(k, key, j)
+	r.collect(k, key, j, started)
 }
 
-// job returns the refill's job, starting one if none runs.
-func (r *refillRun) job(ctx context.Context, key refillKey, need RefillNeed) (*refillJob, error) {
+// running reports whether a job for key exists (computing, or failed and not yet reported).
+func (r *refillRun) running(key refillKey) bool {
+	r.s.jobs.mu.Lock()
+	defer r.s.jobs.mu.Unlock()
+	_, ok := r.s.jobs.m[key]
+	return ok
+}
+
+// rateLimited refuses a new refill of k when MaxRefillsPerDay were issued
+// to the device in the last 24 hours: the answer says so, and the incident
+// is recorded (once an hour per device and bundle) and changes nothing.
+func (r *refillRun) rateLimited(ctx context.Context, k syncproto.TokenKey, need RefillNeed) (bool, error) {
+	since := r.now.Add(-24 * time.Hour)
+	n, err := r.s.Sync.CountRefills(ctx, k.Realm, need.Device.ID, k.User, k.Token, since)
+	if err != nil || n < MaxRefillsPerDay {
+		return false, err
+	}
+	reason := fmt.Errorf("%s: token %s was refilled %d times for this device since %s (at most %d a day): the user can authenticate online, or ask the issuer for a bundle",
+		IncidentRefillRate, k, n, since.UTC().Format(time.RFC3339), MaxRefillsPerDay)
+	r.no(k, "%v", reason)
+	// Refused whether or not the record is written (the metric counts it
+	// either way); the answer is already committed to, and says why.
+	_ = r.s.incident(ctx, need.Device, IncidentRefillRate, need.FromSerial, reason,
+		map[string]any{"user": k.User, "token": k.Token, "refills": n, "limit": MaxRefillsPerDay})
+	return true, nil
+}
+
+// job returns the refill's job, starting one if none runs; started reports
+// that this sync started it.
+func (r *refillRun) job(ctx context.Context, key refillKey, need RefillNeed) (*refillJob, bool, error) {
 	s := r.s
 	s.jobs.mu.Lock()
 	defer s.jobs.mu.Unlock()
 	if j, ok := s.jobs.m[key]; ok {
-		return j, nil
+		return j, false, nil
 	}
 	if r.started >= maxRefillsPerSync {
-		return nil, errors.New("another refill was started in this sync: sync again for this one")
+		return nil, false, errors.New("another refill was started in this sync: sync again for this one")
 	}
 	s.evictRefills()
 	if len(s.jobs.m) >= maxRefillJobs {
-		return nil, errors.New("the server is computing too many refills: sync again later")
+		return nil, false, errors.New("the server is computing too many refills: sync again later")
 	}
 	if s.jobs.m == nil {
 		s.jobs.m = map[refillKey]*refillJob{}
@@ -210,7 +292,7 @@ func (r *refillRun) job(ctx context.Context, key refillKey, need RefillNeed) (*r
 	r.started++
 	s.jobs.wg.Add(1)
 	go s.runRefill(context.WithoutCancel(ctx), key, need, j)
-	return j, nil
+	return j, true, nil
 }
 
 // runRefill computes a refill in the background and stores it, so that
@@ -252,23 +334,31 @@ func (s *Service) issueRefill(ctx context.Context, key refillKey, need RefillNee
 	return data, nil
 }
 
-// collect waits up to RefillWait for the job, then answers with its bundle,
-// its failure, or "pending".
-func (r *refillRun) collect(k syncproto.TokenKey, key refillKey, j *refillJob) {
-	wait := r.s.RefillWait
-	if wait <= 0 {
-		wait = DefaultRefillWait
+// collect answers with the job's bundle, its failure, or "pending". A job
+// this sync started is waited for until the answer's one deadline
+// (RefillWait from the first wait); one an earlier sync started is not
+// waited for.
+func (r *refillRun) collect(k syncproto.TokenKey, key refillKey, j *refillJob, started bool) {
+	var expired <-chan struct{}
+	if started {
+		expired = r.waitUntil()
+	} else {
+		closed := make(chan struct{})
+		close(closed)
+		expired = closed
 	}
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
 	select {
 	case <-j.done:
-	case <-timer.C:
-		// Sync again after as long as this answer waited: cheap (an upload
-		// with nothing new changes nothing), and the work is unknown here.
-		retry := max(1, int(wait/time.Second))
-		r.out.resp.Pending = append(r.out.resp.Pending, syncproto.PendingRefill{TokenKey: k, ID: key.id(), RetryAfter: retry})
-		return
+	default:
+		select {
+		case <-j.done:
+		case <-expired:
+			// Sync again after RefillWait: cheap (an upload with nothing
+			// new changes nothing), and the work left is unknown here.
+			retry := max(1, int(r.wait/time.Second))
+			r.out.resp.Pending = append(r.out.resp.Pending, syncproto.PendingRefill{TokenKey: k, ID: key.id(), RetryAfter: retry})
+			return
+		}
 	}
 	if j.err != nil {
 		r.s.jobs.mu.Lock()

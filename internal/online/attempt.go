@@ -32,6 +32,14 @@ func (f *failure) Error() string { return "online: failed attempt (" + f.reason 
 // the answer. Verify, Login, Confirm, Resync and CheckPIN all go through it,
 // so that none is a way around the lockout.
 func (s *Service) guard(ctx context.Context, realm, user, actor string, fn func(u store.User, ts []store.Token, now time.Time) (Result, error)) (Result, error) {
+	return s.guardOr(ctx, realm, user, actor, fn, nil)
+}
+
+// guardOr is guard with unknown, when set, answering for a user that does
+// not exist, under the same lock (Verify and Login: see unknownUser); guard
+// answers errUnknownUser.
+func (s *Service) guardOr(ctx context.Context, realm, user, actor string, fn func(u store.User, ts []store.Token, now time.Time) (Result, error),
+	unknown func(now time.Time) error) (Result, error) {
 	unlock, err := s.locks.lock(ctx, realm, user)
 	if err != nil {
 		return Result{}, err
@@ -40,6 +48,9 @@ func (s *Service) guard(ctx context.Context, realm, user, actor string, fn func(
 	now := s.now()
 	u, ts, err := s.Store.GetUserTokens(ctx, realm, user)
 	if errors.Is(err, store.ErrNotFound) {
+		if unknown != nil {
+			return Result{}, unknown(now)
+		}
 		return Result{}, errUnknownUser
 	}
 	if err != nil {

@@ -60,10 +60,11 @@ type Service struct {
 	UnknownInterval time.Duration
 	UnknownKey      []byte
 
-	locks   userLocks
-	pins    pinGate
-	unknown unknownUsers
-	pad     writePad
+	locks        userLocks
+	pins         pinGate
+	unknown      unknownUsers
+	unknownFails unknownFailures
+	pad          writePad
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
@@ -95,7 +96,10 @@ type Result struct {
 //     success without a PIN skips it: it reveals nothing the code did not);
 //   - verifications for unknown users are tallied per realm and written as
 //     one audit entry per interval (see FlushUnknown), so that guessing
-//     names cannot grow the audit log without bound.
+//     names cannot grow the audit log without bound;
+//   - an unknown user's failures are counted too (in memory, bounded:
+//     unknownlock.go) and lock it out by the same Policy, so that the
+//     lockout's answer does not tell whether a user exists.
 //
 // Attempts for one user are serialised within this process (see userLocks),
 // so that a burst of parallel guesses is counted one by one and meets the
@@ -125,13 +129,11 @@ func (s *Service) verify(ctx context.Context, realm, user, code, pinCode, actor 
 		return Result{}, ErrMalformedCode
 	}
 	s.flushUnknownIfDue(ctx)
-	res, err := s.guard(ctx, realm, user, actor, func(u store.User, ts []store.Token, now time.Time) (Result, error) {
+	return s.guardOr(ctx, realm, user, actor, func(u store.User, ts []store.Token, now time.Time) (Result, error) {
 		return s.check(ctx, u, ts, code, pinCode, actor, now, o)
+	}, func(now time.Time) error {
+		return s.unknownUser(ctx, realm, user, pinCode, actor, now)
 	})
-	if errors.Is(err, errUnknownUser) {
-		return Result{}, s.unknownUser(ctx, realm, user, pinCode, actor)
-	}
-	return res, err
 }
 
 // candidate is a token and the step or counter a code matched.
@@ -229,13 +231,19 @@ func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, a
 }
 
 // unknownUser answers a verification for a user that does not exist like
-// a wrong code, after the same argon2id work, and counts it in the realm's
-// tally rather than in an audit entry of its own; it waits as long as a
-// known user's failure takes to record (writePad).
-func (s *Service) unknownUser(ctx context.Context, realm, user, pinCode, actor string) error {
+// a known user's wrong code, under guard's lock: refused while its failures
+// lock it out by the same Policy (LockedError), else after the same
+// argon2id work a failure, counted in memory (unknownlock.go) and in the
+// realm's tally rather than in an audit entry of its own; it waits as long
+// as a known user's failure takes to record (writePad).
+func (s *Service) unknownUser(ctx context.Context, realm, user, pinCode, actor string, now time.Time) error {
+	if lock, locked := s.unknownFails.locked(s.Policy, realm, user, now); locked {
+		return &LockedError{lock}
+	}
 	if _, err := s.pinMatches(ctx, nil, pinCode); err != nil {
 		return err
 	}
+	s.unknownFails.fail(realm, user, now)
 	s.tallyUnknown(realm, user, actor)
 	s.pad.wait(ctx)
 	return ErrInvalidCode

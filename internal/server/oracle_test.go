@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -462,8 +463,13 @@ func TestVerifyTimingAlike(t *testing.T) {
 	times := make([][]time.Duration, len(kinds))
 	for i := range n + 2 {
 		for k, kind := range kinds {
+			user := kind.user
+			if user == "tghost" {
+				// A name unknown users' lockout has not met (it has no reset).
+				user = fmt.Sprintf("tghost-%d", i)
+			}
 			start := time.Now()
-			r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": kind.user, "code": wrong, "pin": "11223344"})
+			r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": user, "code": wrong, "pin": "11223344"})
 			d := time.Since(start)
 			if r.status != 401 || r.errCode() != "invalid_code" {
 				t.Fatalf("%s: %d %s", kind.name, r.status, r.raw)

@@ -148,6 +148,9 @@ type SyncStore interface {
 	// when one for that token and FromSerial exists).
 	GetRefill(ctx context.Context, realm, device, user, token string, fromSerial uint64) (Refill, error)
 	PutRefill(ctx context.Context, r Refill) error
+	// CountRefills returns how many refills of the token were issued to
+	// device at or after since (the refill rate's count).
+	CountRefills(ctx context.Context, realm, device, user, token string, since time.Time) (int, error)
 	// PutIssuedBundle records a bundle issued to a device, before it is
 	// handed out (ErrExists when that serial is recorded for that token and
 	// device).
@@ -363,6 +366,14 @@ func (s *sqlStore) PutRefill(ctx context.Context, r Refill) error {
 	_, err := s.exec(ctx, `INSERT INTO device_refills (`+refillColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 		r.Realm, r.Device, r.UserID, r.TokenID, int64(r.FromSerial), int64(r.Serial), r.Bundle, s.stamp(r.IssuedAt))
 	return classify(s.e, err)
+}
+
+func (s *sqlStore) CountRefills(ctx context.Context, realm, device, user, token string, since time.Time) (int, error) {
+	var n int64
+	err := s.e.reader().queryRow(ctx, `SELECT COUNT(*) FROM device_refills
+		WHERE realm = $1 AND device = $2 AND user_id = $3 AND token_id = $4 AND issued_us >= $5`,
+		realm, device, user, token, micros(since)).Scan(&n)
+	return int(n), err
 }
 
 const issuedColumns = `realm, device, user_id, token_id, serial, otp_type, first_counter, last_counter, not_after_us, pin, secrets, issued_us`

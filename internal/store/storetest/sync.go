@@ -404,6 +404,31 @@ func testRefills(t *testing.T, st store.Store, ss store.SyncStore) {
 	_, err = ss.GetRefill(ctx, "r1", "dev-1", "alice", "h1", 8)
 	wantErr(t, err, store.ErrNotFound)
 	wantErr(t, ss.PutRefill(ctx, store.Refill{Realm: "r1", Device: "dev-1", UserID: "alice", TokenID: "h1", FromSerial: 9}), store.ErrInvalid)
+	// CountRefills counts one token on one device, from since on.
+	for i, at := range []time.Time{when.Add(time.Hour), when.Add(2 * time.Hour)} {
+		r := r
+		r.FromSerial, r.Serial, r.IssuedAt = uint64(20+i), uint64(30+i), at
+		must(t, ss.PutRefill(ctx, r))
+	}
+	other := r
+	other.Device, other.FromSerial = "dev-2", 40
+	must(t, ss.PutRefill(ctx, other))
+	for _, c := range []struct {
+		device, token string
+		since         time.Time
+		want          int
+	}{
+		{"dev-1", "h1", time.Time{}, 3},
+		{"dev-1", "h1", when, 3},
+		{"dev-1", "h1", when.Add(time.Hour), 2},
+		{"dev-1", "h1", when.Add(3 * time.Hour), 0},
+		{"dev-2", "h1", when, 1},
+		{"dev-1", "h2", when, 0},
+	} {
+		if n, err := ss.CountRefills(ctx, "r1", c.device, "alice", c.token, c.since); err != nil || n != c.want {
+			t.Errorf("CountRefills(%s, %s, since %s) = %d, %v; want %d", c.device, c.token, c.since, n, err, c.want)
+		}
+	}
 }
 
 // testSyncLargeAudit: an upload's audit entries, many at once (COPY on
