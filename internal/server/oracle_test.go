@@ -459,6 +459,25 @@ func TestVerifyTimingAlike(t *testing.T) {
 	f.enrol("tnopin", map[string]any{"type": "totp"})
 	wrong := f.wrongCode(uri)
 	kinds := []struct{ name, user string }{{"unknown", "tghost"}, {"no PIN", "tnopin"}, {"PIN", "tpin"}}
+	// A shared 2-core machine can slow one round's samples for a while: a
+	// round whose medians differ by more than the bounds is measured again,
+	// up to three times. A real difference (before the fix: 0.08 and 0.20)
+	// fails every round.
+	var problems []string
+	for round := range 3 {
+		problems = timingRound(t, f, verifier, kinds, wrong, round)
+		if len(problems) == 0 {
+			return
+		}
+		t.Logf("round %d: %s", round, strings.Join(problems, "; "))
+	}
+	t.Errorf("the time tells users apart in three rounds: %s", strings.Join(problems, "; "))
+}
+
+// timingRound measures 21 interleaved wrong-code verifies of each kind
+// (after two of warm-up) and returns the kinds whose median is outside
+// 0.67–1.5 of the PIN user's.
+func timingRound(t *testing.T, f *fixture, verifier string, kinds []struct{ name, user string }, wrong string, round int) []string {
 	const n = 21
 	times := make([][]time.Duration, len(kinds))
 	for i := range n + 2 {
@@ -466,7 +485,7 @@ func TestVerifyTimingAlike(t *testing.T) {
 			user := kind.user
 			if user == "tghost" {
 				// A name unknown users' lockout has not met (it has no reset).
-				user = fmt.Sprintf("tghost-%d", i)
+				user = fmt.Sprintf("tghost-%d-%d", round, i)
 			}
 			start := time.Now()
 			r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": user, "code": wrong, "pin": "11223344"})
@@ -482,15 +501,17 @@ func TestVerifyTimingAlike(t *testing.T) {
 			}
 		}
 	}
+	var problems []string
 	base := medianOf(times[2])
 	for k, kind := range kinds {
 		m := medianOf(times[k])
 		ratio := float64(m) / float64(base)
 		t.Logf("%-8s median %v (ratio to PIN user %.2f)", kind.name, m, ratio)
 		if ratio < 0.67 || ratio > 1.5 {
-			t.Errorf("%s: median %v against %v for a user with a PIN: the time tells them apart", kind.name, m, base)
+			problems = append(problems, fmt.Sprintf("%s: median %v against %v for a user with a PIN", kind.name, m, base))
 		}
 	}
+	return problems
 }
 
 func must(t *testing.T, err error) {
