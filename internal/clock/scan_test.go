@@ -29,9 +29,6 @@ var wallClockAllowed = map[string]string{
 	// Network deadlines: net.Conn deadlines are wall-clock instants.
 	"internal/server/offline.go:(*Server).createBundle": "HTTP write deadline for a long bundle answer",
 	"internal/server/offline.go:(*Server).offlineLogin": "HTTP write deadline for a long bundle answer",
-	// Housekeeping that decides nothing about a credential.
-	"internal/server/offline.go:(*jobs).start": "when a bundle job finished, to forget it from memory an hour later",
-	"internal/server/offline.go:(*jobs).evict": "when a bundle job finished, to forget it from memory an hour later",
 	// Progress bars.
 	"internal/cli/admin_offline.go:newProgress":     "progress bar's elapsed time",
 	"internal/cli/admin_offline.go:(*progress).set": "progress bar's elapsed time",

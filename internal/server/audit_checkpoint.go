@@ -12,14 +12,6 @@ import (
 // Audit checkpoints (internal/auditcheck): the server signs the audit log's
 // head so that a rewritten or truncated tail is detected by whoever keeps
 // the checkpoint away from the database.
-func init() {
-	extraRouteFuncs = append(extraRouteFuncs, func(s *Server) []route {
-		return []route{
-			{method: "POST", pattern: "/v1/audit/checkpoints", scopes: admin, handler: s.createCheckpoint},
-			{method: "GET", pattern: "/v1/audit/checkpoint", scopes: admin, handler: s.latestCheckpoint},
-		}
-	})
-}
 
 // Checkpoints returns the notary that signs the audit log's head, for the
 // scheduled exporter of `outpost serve`: one notary per server, so that

@@ -20,9 +20,9 @@ var cheapKDF = cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1}
 
 func bundleFixture(t *testing.T) *fixture {
 	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
-	f.srv.cfg.BundleKDF = cheapKDF
+	f.srv.bundles.KDF = cheapKDF
 	floor := cost.Floor{PerEntry: time.Millisecond, MinMargin: 1e4}
-	f.srv.cfg.BundleFloor = &floor
+	f.srv.bundles.Floor = &floor
 	return f
 }
 

@@ -27,8 +27,13 @@ var (
 	anyScoped = []string{store.ScopeIssuer, store.ScopeVerifier}
 )
 
+// routeTable is every route the server serves, in one place: the mux, the
+// OpenAPI test and the docs all read it. Each handler parses, authorises
+// (the scopes here), calls one service method and answers.
 func (s *Server) routeTable() []route {
+	sy := s.sync
 	rs := []route{
+		// Health, metrics and public documents: no authentication.
 		{method: "GET", pattern: "/healthz", raw: func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 		}},
@@ -47,6 +52,8 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/v1/keys/signing", raw: func(w http.ResponseWriter, r *http.Request) {
 			writeJSON(w, http.StatusOK, map[string]string{"kid": s.signer.KeyID, "public_key_pem": string(keys.MarshalPublicPEM(s.signer.Public))})
 		}},
+
+		// Users, PINs and tokens (internal/online): this file.
 		{method: "POST", pattern: "/v1/users", scopes: issuer, handler: s.createUser},
 		{method: "GET", pattern: "/v1/users", scopes: issuer, handler: s.listUsers},
 		{method: "GET", pattern: "/v1/users/{id}", scopes: issuer, handler: s.getUser},
@@ -58,23 +65,37 @@ func (s *Server) routeTable() []route {
 		{method: "DELETE", pattern: "/v1/users/{id}/tokens/{tid}", scopes: issuer, handler: s.deleteToken},
 		{method: "POST", pattern: "/v1/users/{id}/tokens/{tid}/confirm", scopes: issuer, handler: s.confirmToken},
 		{method: "POST", pattern: "/v1/users/{id}/tokens/{tid}/resync", scopes: issuer, handler: s.resyncToken},
+
+		// Online verification (internal/online): this file.
 		{method: "POST", pattern: "/v1/verify", scopes: verifier, handler: s.verify},
+
+		// API clients: clients.go.
 		{method: "POST", pattern: "/v1/api-clients", scopes: admin, handler: s.createAPIClient},
 		{method: "GET", pattern: "/v1/api-clients", scopes: admin, handler: s.listAPIClients},
 		{method: "DELETE", pattern: "/v1/api-clients/{id}", scopes: admin, handler: s.disableAPIClient},
+
+		// Offline bundles (internal/issuance): offline.go.
+		{method: "POST", pattern: "/v1/offline/bundles", scopes: issuer, handler: s.createBundle},
+		{method: "GET", pattern: "/v1/offline/jobs/{id}", scopes: issuer, handler: s.getJob},
+		{method: "GET", pattern: "/v1/offline/jobs/{id}/bundle", scopes: issuer, handler: s.getJobBundle},
+		{method: "POST", pattern: "/v1/offline/login", scopes: verifier, handler: s.offlineLogin},
+
+		// Field-device sync and the device registry (internal/fieldsync): sync.go.
+		{method: "POST", pattern: "/v1/sync", handler: sy.sync},
+		{method: "POST", pattern: "/v1/sync/import", scopes: admin, handler: sy.importSync},
+		{method: "POST", pattern: "/v1/devices", scopes: admin, handler: sy.register},
+		{method: "GET", pattern: "/v1/devices", scopes: admin, handler: sy.list},
+		{method: "GET", pattern: "/v1/devices/{id}", scopes: admin, handler: sy.get},
+		{method: "POST", pattern: "/v1/devices/{id}/enrolment", scopes: admin, handler: sy.enrolmentCode},
+		{method: "POST", pattern: "/v1/devices/{id}/revoke", scopes: admin, handler: sy.revoke},
+		{method: "POST", pattern: "/v1/devices/enrol", handler: sy.enrol},
+
+		// The audit log and its checkpoints (internal/audit, internal/auditcheck):
+		// clients.go, audit_checkpoint.go.
 		{method: "GET", pattern: "/v1/audit", scopes: admin, handler: s.listAudit},
 		{method: "GET", pattern: "/v1/audit/verify", scopes: admin, handler: s.verifyAudit},
-	}
-	return append(rs, extraRoutes(s)...)
-}
-
-// extraRoutes lets other files (offline bundles, sync) add routes.
-var extraRouteFuncs []func(*Server) []route
-
-func extraRoutes(s *Server) []route {
-	var rs []route
-	for _, f := range extraRouteFuncs {
-		rs = append(rs, f(s)...)
+		{method: "POST", pattern: "/v1/audit/checkpoints", scopes: admin, handler: s.createCheckpoint},
+		{method: "GET", pattern: "/v1/audit/checkpoint", scopes: admin, handler: s.latestCheckpoint},
 	}
 	return rs
 }

@@ -16,8 +16,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"runtime"
-	"sync/atomic"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/apitoken"
@@ -26,6 +24,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
+	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -60,7 +59,6 @@ type Config struct {
 // Server is the HTTP API.
 type Server struct {
 	cfg      Config
-	svc      *online.Service
 	audit    *audit.Log
 	tokens   *apitoken.Hasher
 	signer   *keys.Signer
@@ -70,32 +68,16 @@ type Server struct {
 	registry *prometheus.Registry
 	routes   []route
 	auth     authCache
-	// bundleSlots serialises bundle generation (each uses every core);
-	// bundleWorkers' capacity is the core count used for estimates.
-	bundleSlots   chan struct{}
-	bundleWorkers chan struct{}
-	jobs          jobs
-	// lastSerial is the last bundle serial this process gave (nextSerial).
-	lastSerial atomic.Uint64
+
+	// The services the handlers call (see New).
+	svc     *online.Service
+	bundles *issuance.Service
+	// field is the sync service (nil when the store cannot sync).
+	field *fieldsync.Service
 	// checkpoints signs the audit log's head (audit_checkpoint.go).
 	checkpoints *auditcheck.Notary
-	// field is the sync service (nil when the store cannot sync): issue
-	// records every bundle with it, the grounds of the device's later claims.
-	field *fieldsync.Service
-}
-
-// nextSerial returns a bundle serial: the issue time in Unix microseconds,
-// or one more than the last serial this process gave when the clock has not
-// moved past it, so that a later bundle of a token always replaces an
-// earlier one on the device.
-func (s *Server) nextSerial(now time.Time) uint64 {
-	for {
-		last := s.lastSerial.Load()
-		next := max(uint64(now.UnixMicro()), last+1)
-		if s.lastSerial.CompareAndSwap(last, next) {
-			return next
-		}
-	}
+	// sync holds the sync handlers' metrics (sync.go).
+	sync *syncAPI
 }
 
 // New returns a server for cfg.
@@ -124,13 +106,24 @@ func New(cfg Config) (*Server, error) {
 		signer:   cfg.Master.Signer(0),
 		log:      cfg.Logger,
 		registry: cfg.Registry,
-		svc: &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
-			Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)},
+	}
+	s.metrics = newMetrics(cfg.Registry)
+	s.sync = newSyncAPI(s)
+	// The services, below the handlers: every rule lives in one of them
+	// (docs/server.md, "Where the rules live"). Issuance and sync call each
+	// other through one method each: issuance records what it issued
+	// (fieldsync.Service.RecordIssued), sync asks for refills
+	// (issuance.Service.Refill).
+	s.svc = &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
+		Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)}
+	s.bundles = &issuance.Service{Store: cfg.Store, Online: s.svc, Audit: al, Signer: s.signer,
+		KDF: cfg.BundleKDF, Floor: cfg.BundleFloor, Now: cfg.Now, Slots: make(chan struct{}, 1)}
+	if ss, ok := cfg.Store.(store.SyncStore); ok {
+		s.field = &fieldsync.Service{Store: cfg.Store, Sync: ss, Audit: al, Signer: s.signer, Now: cfg.Now,
+			Incident: s.sync.incident, Refill: s.bundles.Refill, RefillWait: syncRefillWait}
+		s.bundles.Record = s.field
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Now: cfg.Now}
-	s.metrics = newMetrics(cfg.Registry)
-	s.bundleSlots = make(chan struct{}, 1)
-	s.bundleWorkers = make(chan struct{}, runtime.NumCPU())
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {

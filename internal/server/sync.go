@@ -1,9 +1,7 @@
 package server
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -11,10 +9,8 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
-	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
-	"github.com/outpost-auth/outpost/otp"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,35 +18,15 @@ import (
 // the upload endpoints. The rules are in internal/fieldsync; this file maps
 // HTTP to them.
 
-func init() {
-	extraRouteFuncs = append(extraRouteFuncs, func(s *Server) []route {
-		a := newSyncAPI(s)
-		return []route{
-			{method: "POST", pattern: "/v1/sync", handler: a.sync},
-			{method: "POST", pattern: "/v1/sync/import", scopes: admin, handler: a.importSync},
-			{method: "POST", pattern: "/v1/devices", scopes: admin, handler: a.register},
-			{method: "GET", pattern: "/v1/devices", scopes: admin, handler: a.list},
-			{method: "GET", pattern: "/v1/devices/{id}", scopes: admin, handler: a.get},
-			{method: "POST", pattern: "/v1/devices/{id}/enrolment", scopes: admin, handler: a.enrolmentCode},
-			{method: "POST", pattern: "/v1/devices/{id}/revoke", scopes: admin, handler: a.revoke},
-			{method: "POST", pattern: "/v1/devices/enrol", handler: a.enrol},
-		}
-	})
-}
-
 // A refill runs in the background (fieldsync): the sync answer waits for
 // it up to syncRefillWait, a third of the write timeout 'outpost serve'
 // gives a connection (30 s), and otherwise says "pending"; the device
-// collects it at a later sync. maxRefillWall bounds the KDF work of one
-// refill, like a bundle asked for without ?async=true.
-const (
-	syncRefillWait = 10 * time.Second
-	maxRefillWall  = syncBundleLimit
-)
+// collects it at a later sync. The refill itself is issuance.Service.Refill.
+const syncRefillWait = 10 * time.Second
 
+// syncAPI is the sync handlers and their metrics; the service is s.field.
 type syncAPI struct {
 	s         *Server
-	svc       *fieldsync.Service
 	incidents *prometheus.CounterVec
 	uploads   *prometheus.CounterVec
 	events    prometheus.Counter
@@ -66,19 +42,17 @@ func newSyncAPI(s *Server) *syncAPI {
 			Help: "Offline events recorded from device logs."}),
 	}
 	s.registry.MustRegister(a.incidents, a.uploads, a.events)
-	if ss, ok := s.cfg.Store.(store.SyncStore); ok {
-		a.svc = &fieldsync.Service{Store: s.cfg.Store, Sync: ss, Audit: s.audit, Signer: s.signer, Now: s.cfg.Now,
-			Incident: func(kind string) { a.incidents.WithLabelValues(kind).Inc() }, Refill: a.refill, RefillWait: syncRefillWait}
-		s.field = a.svc
-	}
 	return a
 }
 
+// incident counts one sync incident (fieldsync.Service.Incident).
+func (a *syncAPI) incident(kind string) { a.incidents.WithLabelValues(kind).Inc() }
+
 func (a *syncAPI) service() (*fieldsync.Service, error) {
-	if a.svc == nil {
+	if a.s.field == nil {
 		return nil, errorf(http.StatusNotImplemented, "not_implemented", "this server's store does not support sync")
 	}
-	return a.svc, nil
+	return a.s.field, nil
 }
 
 // readUpload reads a raw upload body up to syncproto.MaxUploadSize.
@@ -158,44 +132,6 @@ func syncError(err error) error {
 		}
 	}
 	return err
-}
-
-// refill issues the bundle fieldsync asks for, through the same path as
-// POST /v1/offline/bundles (prepareBundle checks the token, the PIN rule
-// and the floor; CheckPIN the lockout; issue runs the KDF and audits), as the device.
-func (a *syncAPI) refill(ctx context.Context, need fieldsync.RefillNeed) ([]byte, error) {
-	s := a.s
-	r := &request{ctx: ctx, client: store.APIClient{ID: "device:" + need.Device.ID, Realm: need.Device.Realm, Scopes: []string{store.ScopeIssuer}}}
-	in := bundleRequest{User: need.Token.UserID, Token: need.Token.ID, Device: need.Device.ID}
-	entries := need.Last - need.First + 1
-	if need.Type == "totp" {
-		// As many steps as before, from the first one not used online (the
-		// bundle starts after the token's last used step).
-		p, err := online.Params(need.Token)
-		if err != nil {
-			return nil, err
-		}
-		first := p.Step(s.cfg.Now())
-		if need.Token.Used && need.Token.LastUsed >= 0 {
-			first = max(first, uint64(need.Token.LastUsed)+1)
-		}
-		in.From, in.Until = otp.StepTime(first, p.Period, p.T0), otp.StepTime(first+entries, p.Period, p.T0)
-	} else {
-		in.Count = int(min(entries, 1<<17))
-	}
-	req, err := s.prepareBundle(ctx, r, in)
-	if err != nil {
-		return nil, err
-	}
-	// A locked user gets no bundle (a PIN user gets no refill: pin_required above).
-	if err := s.svc.CheckPIN(ctx, r.realm(), in.User, "", r.actor()); err != nil {
-		return nil, s.pinError(err)
-	}
-	if wall, _ := s.wallTime(req); wall > maxRefillWall {
-		return nil, fmt.Errorf("the refill would take about %s of KDF work, too long for a refill: ask the issuer for a new bundle", wall.Round(time.Second))
-	}
-	data, _, err := s.issue(ctx, "device:"+need.Device.ID, req, nil)
-	return data, err
 }
 
 type deviceJSON struct {
@@ -363,7 +299,7 @@ func (a *syncAPI) enrol(r *request) (int, any, error) {
 	d, err := svc.Enrol(r.ctx, in)
 	switch {
 	case errors.Is(err, fieldsync.ErrEnrolment):
-		a.incidents.WithLabelValues("bad_enrolment").Inc()
+		a.incident("bad_enrolment")
 		return 0, nil, errorf(http.StatusUnauthorized, "invalid_enrolment", "%s", err.Error())
 	case errors.Is(err, syncproto.ErrMalformed):
 		return 0, nil, errorf(http.StatusBadRequest, "invalid_enrolment", "%s", err.Error())

@@ -24,9 +24,9 @@ func syncFixture(t *testing.T, dsn string) *fixture {
 	f.clock.mu.Lock()
 	f.clock.t = time.Date(2031, 11, 23, 12, 0, 10, 0, time.UTC) // years ahead, mid-step
 	f.clock.mu.Unlock()
-	f.srv.cfg.BundleKDF = cheapKDF
+	f.srv.bundles.KDF = cheapKDF
 	floor := cost.Floor{PerEntry: time.Millisecond, MinMargin: 1}
-	f.srv.cfg.BundleFloor = &floor
+	f.srv.bundles.Floor = &floor
 	return f
 }
 
@@ -406,8 +406,8 @@ func TestRefillOutlastingWriteTimeout(t *testing.T) {
 		}
 	}
 	// The bundle worker is busy for three write timeouts: the refill waits for it.
-	f.srv.bundleSlots <- struct{}{}
-	go func() { time.Sleep(3 * time.Second); <-f.srv.bundleSlots }()
+	f.srv.bundles.Slots <- struct{}{}
+	go func() { time.Sleep(3 * time.Second); <-f.srv.bundles.Slots }()
 	start := time.Now()
 	rep, err := dev.Sync(ctx, c)
 	if took := time.Since(start); err != nil || took > time.Second {
