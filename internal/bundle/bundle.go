@@ -13,10 +13,17 @@
 //
 // Issue refuses a bundle below the attack-cost floor (req.Floor, default
 // cost.DefaultFloor) with an error wrapping cost.ErrBelowFloor, unless
-// req.Override is set: an explicit administrator decision that callers must
-// audit. The format and the entry rule live in package offline (Bundle,
-// SealEntry); this package validates the request, computes the codes and
-// runs the KDF on all cores, with a progress callback and cancellation.
+// req.Override is set: an explicit administrator decision that the caller
+// must authorise and audit. The format and the entry rule live in package
+// offline (Bundle, SealEntry); this package validates the request, computes
+// the codes and runs the KDF on all cores (req.Workers), with a progress
+// callback and cancellation.
+//
+// It knows a token seed and its online state, never the user: the PIN's
+// stored hash, the lockout, who may override the floor and what was issued
+// to which device are internal/issuance's, the server's one issuer, which
+// checks them and then calls this package. Call it directly only where a
+// seed is at hand on purpose (tests, benchmarks).
 //
 // Secrets handled here — the token seed, the codes, the PIN, the release key
 // — are never logged nor put in an error.

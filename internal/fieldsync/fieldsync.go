@@ -2,7 +2,8 @@
 // (docs/sync.md): the device registry, and the reconciliation of what a
 // device uploads with what the server knows, in both directions.
 //
-//	svc := &fieldsync.Service{Store: st, Sync: st.(store.SyncStore), Audit: al, Signer: signer}
+//	svc := &fieldsync.Service{Store: st, Sync: st.(store.SyncStore), Audit: al, Signer: signer,
+//		Refill: issuer.Refill} // issuer: the server's *issuance.Service
 //	res, err := svc.Receive(ctx, uploadBytes, "http")  // res.Signed is the answer for the device
 //
 // [Service.Receive] takes a device's signed upload (syncproto), from HTTP or
@@ -28,8 +29,11 @@
 //     moves the acknowledgement forward. Only what lies within the bundles
 //     the server recorded issuing to this device counts ([Service.RecordIssued],
 //     issued.go): any other claim is an incident and changes nothing;
-//  4. after the commit, gives refills for tokens whose issued bundle ran
-//     low, computed in the background and collected by a later sync when
+//  4. after the commit, decides which tokens earned a refill (their issued
+//     bundle ran low, with proof of use) and asks [Service.Refill] for it —
+//     the server's issuance service, which checks and audits it like any
+//     bundle and records it back here with [Service.RecordIssued]; refills
+//     are computed in the background and collected by a later sync when
 //     they take longer than RefillWait (refill.go);
 //  5. returns the server's state of the device's tokens (last used counter,
 //     status), signed with the server's artifact key.
@@ -76,7 +80,10 @@ type Service struct {
 	// Incident, when set, is called once for each incident and conflict
 	// with its kind (the server counts them in a metric).
 	Incident func(kind string)
-	// Refill issues a bundle for a token that ran low; nil disables refills.
+	// Refill issues the bundle a token that ran low earned; nil disables
+	// refills. The server's is issuance.Service.Refill: the same PIN,
+	// lockout, floor and audit rules as every other bundle. Its error is
+	// shown to the device as the reason for no refill.
 	Refill func(ctx context.Context, need RefillNeed) ([]byte, error)
 	// RefillBelow: refill when fewer than this fraction of a bundle's
 	// entries remain (0 means DefaultRefillBelow).

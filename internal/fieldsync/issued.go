@@ -60,8 +60,9 @@ const (
 
 // RecordIssued records a bundle the server signed for device, before it is
 // handed out: the only grounds on which sync later accepts that device's
-// word about the bundle's token. Every issuing path calls it (the offline
-// bundles API, PIN bundles of an online login, refills).
+// word about the bundle's token. internal/issuance, the server's one
+// issuer, calls it for every bundle (the offline bundles API and its jobs,
+// PIN bundles of an online login, refills).
 func (s *Service) RecordIssued(ctx context.Context, data []byte, device string) error {
 	b, err := offline.Decode(data, []ed25519.PublicKey{s.Signer.Public}, offline.Expect{Device: device})
 	if err != nil {

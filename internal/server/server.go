@@ -1,15 +1,32 @@
-// Package server is Outpost's online authority over HTTP: it enrols users and
-// their tokens, verifies codes online, and is where offline work is issued
-// and reconciled. [New] builds an http.Handler from a [Config]; cmd/outpost's
-// `serve` command wraps it with TLS, signals and the data directory.
+// Package server is Outpost's HTTP front end. [New] builds an http.Handler
+// from a [Config]; `outpost serve` (internal/cli) wraps it with TLS,
+// signals and the data directory.
 //
-// Every request and response body is JSON. Errors are
-// {"error":{"code":"…","message":"…"}} with the right status; request bodies
-// are limited to 1 MiB (413), unknown fields and trailing data are refused
-// (400). Requests authenticate with "Authorization: Bearer <API token>";
-// each route needs one of the scopes admin, issuer or verifier (admin may do
-// everything). Logs are structured JSON (log/slog) and never contain a code,
-// PIN, seed or token.
+// It holds no rule. Each handler parses the request, authorises it (the
+// scopes in routes.go's routeTable, the one list of every route), calls one
+// method of a service and writes the answer:
+//
+//   - internal/online: users' PINs and lockout, tokens, online verification;
+//   - internal/issuance: offline bundles, their jobs, the PIN bundle of an
+//     online login (and, for sync, refills);
+//   - internal/fieldsync: the device registry and field-device sync;
+//   - internal/audit and internal/auditcheck: the audit log and its checkpoints.
+//
+// New wires the services together (issuance and fieldsync call each other
+// through one method each); docs/server.md ("Where the rules live") says
+// which rule is in which.
+//
+// Request bodies are JSON, at most 1 MiB (413), with unknown fields and
+// trailing data refused (400); a sync upload is the device's signed file,
+// at most syncproto.MaxUploadSize. Answers are JSON, or a signed artifact
+// (a bundle, a sync answer, a checkpoint) as it is. Errors are
+// {"error":{"code":"…","message":"…"}} with the right status. Requests
+// authenticate with "Authorization: Bearer <API token>"; each route needs
+// one of the scopes admin, issuer or verifier (admin may do everything),
+// except health, metrics and public keys, and sync and device enrolment,
+// which the device's signature (and to enrol, its enrolment code)
+// authenticates. Logs (Config.Logger; JSON
+// lines under `outpost serve`) never contain a code, PIN, seed or token.
 package server
 
 import (
