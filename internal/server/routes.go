@@ -31,7 +31,7 @@ var (
 // OpenAPI test and the docs all read it. Each handler parses, authorises
 // (the scopes here), calls one service method and answers.
 func (s *Server) routeTable() []route {
-	sy := s.sync
+	sy, si := s.sync, s.sites
 	rs := []route{
 		// Health, metrics and public documents: no authentication.
 		{method: "GET", pattern: "/healthz", raw: func(w http.ResponseWriter, r *http.Request) {
@@ -89,6 +89,15 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/devices/{id}/enrolment", scopes: admin, handler: sy.enrolmentCode},
 		{method: "POST", pattern: "/v1/devices/{id}/revoke", scopes: admin, handler: sy.revoke},
 		{method: "POST", pattern: "/v1/devices/enrol", handler: sy.enrol},
+
+		// Site verifiers and subject-key export (internal/siteissue, internal/keyexport): sites.go.
+		{method: "GET", pattern: "/v1/sites/scopes/{scope}", scopes: admin, handler: si.getScope},
+		{method: "PUT", pattern: "/v1/sites/scopes/{scope}", scopes: admin, handler: si.setPolicy},
+		{method: "POST", pattern: "/v1/sites/scopes/{scope}/provision", scopes: admin, handler: si.provision},
+		{method: "POST", pattern: "/v1/sites/scopes/{scope}/credential", scopes: admin, handler: si.credential},
+		{method: "POST", pattern: "/v1/sites/scopes/{scope}/revoke", scopes: admin, handler: si.revoke},
+		{method: "POST", pattern: "/v1/sites/scopes/{scope}/roll", scopes: admin, handler: si.roll},
+		{method: "POST", pattern: "/v1/keys/subject-export", scopes: admin, handler: si.exportSubject},
 
 		// The audit log and its checkpoints (internal/audit, internal/auditcheck):
 		// clients.go, audit_checkpoint.go.

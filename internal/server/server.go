@@ -10,6 +10,8 @@
 //   - internal/issuance: offline bundles, their jobs, the PIN bundle of an
 //     online login (and, for sync, refills);
 //   - internal/fieldsync: the device registry and field-device sync;
+//   - internal/siteissue and internal/keyexport: site verifiers (scopes,
+//     packages, credentials, revocation, key rolls) and subject key files;
 //   - internal/audit and internal/auditcheck: the audit log and its checkpoints.
 //
 // New wires the services together (issuance and fieldsync call each other
@@ -95,6 +97,8 @@ type Server struct {
 	checkpoints *auditcheck.Notary
 	// sync holds the sync handlers' metrics (sync.go).
 	sync *syncAPI
+	// sites holds the site and key export services (sites.go).
+	sites *siteAPI
 }
 
 // New returns a server for cfg.
@@ -141,6 +145,7 @@ func New(cfg Config) (*Server, error) {
 		s.bundles.Record = s.field
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Now: cfg.Now}
+	s.sites = newSiteAPI(s)
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {

@@ -20,21 +20,6 @@ import (
 // this file maps HTTP to them. Passphrases arrive in request bodies only,
 // and never reach a log, an error or the audit log.
 
-func init() {
-	extraRouteFuncs = append(extraRouteFuncs, func(s *Server) []route {
-		a := newSiteAPI(s)
-		return []route{
-			{method: "GET", pattern: "/v1/sites/scopes/{scope}", scopes: admin, handler: a.getScope},
-			{method: "PUT", pattern: "/v1/sites/scopes/{scope}", scopes: admin, handler: a.setPolicy},
-			{method: "POST", pattern: "/v1/sites/scopes/{scope}/provision", scopes: admin, handler: a.provision},
-			{method: "POST", pattern: "/v1/sites/scopes/{scope}/credential", scopes: admin, handler: a.credential},
-			{method: "POST", pattern: "/v1/sites/scopes/{scope}/revoke", scopes: admin, handler: a.revoke},
-			{method: "POST", pattern: "/v1/sites/scopes/{scope}/roll", scopes: admin, handler: a.roll},
-			{method: "POST", pattern: "/v1/keys/subject-export", scopes: admin, handler: a.exportSubject},
-		}
-	})
-}
-
 type siteAPI struct {
 	// is is nil when the store cannot hold site state.
 	is      *siteissue.Issuer
