@@ -35,6 +35,24 @@ func errorf(status int, code, format string, a ...any) *apiError {
 	return &apiError{status: status, code: code, message: fmt.Sprintf(format, a...)}
 }
 
+// answer is the status and stable code a service's sentinel error gets.
+type answer struct {
+	err    error
+	status int
+	code   string
+}
+
+// answerFor returns err as the answer of the first entry of answers it
+// wraps, with the service's message; nil when it wraps none of them.
+func answerFor(err error, answers []answer) *apiError {
+	for _, a := range answers {
+		if errors.Is(err, a.err) {
+			return errorf(a.status, a.code, "%s", err.Error())
+		}
+	}
+	return nil
+}
+
 // route is one entry of the API: the table the mux, the OpenAPI test and the
 // docs all read.
 type route struct {

@@ -45,39 +45,36 @@ func (r *request) caller() issuance.Caller {
 	return issuance.Caller{Realm: r.realm(), Actor: r.actor(), Admin: slices.Contains(r.client.Scopes, store.ScopeAdmin)}
 }
 
+// issueAnswers are the issuance service's refusals' statuses and codes.
+var issueAnswers = []answer{
+	{issuance.ErrUnknownUser, http.StatusNotFound, "user_not_found"},
+	{issuance.ErrUnknownToken, http.StatusNotFound, "token_not_found"},
+	{issuance.ErrNoActiveToken, http.StatusConflict, "no_active_token"},
+	{issuance.ErrTokenRequired, http.StatusBadRequest, "token_required"},
+	{issuance.ErrTokenMismatch, http.StatusBadRequest, "token_mismatch"},
+	{issuance.ErrPINRequired, http.StatusBadRequest, "pin_required"},
+	{issuance.ErrNoPIN, http.StatusBadRequest, "no_pin"},
+	{issuance.ErrInvalidPIN, http.StatusBadRequest, "invalid_pin"},
+	{issuance.ErrPINMismatch, http.StatusBadRequest, "pin_mismatch"},
+	{issuance.ErrInvalidWindow, http.StatusBadRequest, "invalid_window"},
+	{issuance.ErrInvalidSecrets, http.StatusBadRequest, "invalid_secrets"},
+	{issuance.ErrNotAllowed, http.StatusForbidden, "forbidden"},
+	{issuance.ErrTooSlow, http.StatusBadRequest, "too_slow_for_sync"},
+	{issuance.ErrUnknownJob, http.StatusNotFound, "job_not_found"},
+	{issuance.ErrJobRunning, http.StatusConflict, "job_running"},
+	{issuance.ErrJobFailed, http.StatusConflict, "job_failed"},
+	{cost.ErrBelowFloor, http.StatusUnprocessableEntity, "below_floor"},
+	{bundle.ErrInvalidRequest, http.StatusBadRequest, "invalid_bundle_request"},
+}
+
 // issueError maps the issuance service's refusals to statuses and stable
 // codes; the online service's (the lockout, the login) go to verifyError.
 func (s *Server) issueError(err error) error {
 	if errors.Is(err, issuance.ErrTooManyJobs) {
 		return &apiError{status: http.StatusTooManyRequests, code: "too_many_jobs", retryAfter: 60, message: err.Error()}
 	}
-	for _, m := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{issuance.ErrUnknownUser, http.StatusNotFound, "user_not_found"},
-		{issuance.ErrUnknownToken, http.StatusNotFound, "token_not_found"},
-		{issuance.ErrNoActiveToken, http.StatusConflict, "no_active_token"},
-		{issuance.ErrTokenRequired, http.StatusBadRequest, "token_required"},
-		{issuance.ErrTokenMismatch, http.StatusBadRequest, "token_mismatch"},
-		{issuance.ErrPINRequired, http.StatusBadRequest, "pin_required"},
-		{issuance.ErrNoPIN, http.StatusBadRequest, "no_pin"},
-		{issuance.ErrInvalidPIN, http.StatusBadRequest, "invalid_pin"},
-		{issuance.ErrPINMismatch, http.StatusBadRequest, "pin_mismatch"},
-		{issuance.ErrInvalidWindow, http.StatusBadRequest, "invalid_window"},
-		{issuance.ErrInvalidSecrets, http.StatusBadRequest, "invalid_secrets"},
-		{issuance.ErrNotAllowed, http.StatusForbidden, "forbidden"},
-		{issuance.ErrTooSlow, http.StatusBadRequest, "too_slow_for_sync"},
-		{issuance.ErrUnknownJob, http.StatusNotFound, "job_not_found"},
-		{issuance.ErrJobRunning, http.StatusConflict, "job_running"},
-		{issuance.ErrJobFailed, http.StatusConflict, "job_failed"},
-		{cost.ErrBelowFloor, http.StatusUnprocessableEntity, "below_floor"},
-		{bundle.ErrInvalidRequest, http.StatusBadRequest, "invalid_bundle_request"},
-	} {
-		if errors.Is(err, m.err) {
-			return errorf(m.status, m.code, "%s", err.Error())
-		}
+	if e := answerFor(err, issueAnswers); e != nil {
+		return e
 	}
 	return s.verifyError(err)
 }

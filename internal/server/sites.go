@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/outpost-auth/outpost/internal/keyexport"
@@ -43,30 +42,25 @@ func (a *siteAPI) issuer(r *request) (*siteissue.Issuer, siteissue.Actor, error)
 	return a.is, siteissue.Actor{Realm: r.realm(), Name: r.actor()}, nil
 }
 
+// siteAnswers are the site and key export services' refusals' statuses and codes.
+var siteAnswers = []answer{
+	{site.ErrBadID, http.StatusBadRequest, "invalid_id"},
+	{keys.ErrWeakPassphrase, http.StatusBadRequest, "weak_passphrase"},
+	{siteissue.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{keyexport.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{siteissue.ErrUnknownScope, http.StatusNotFound, "scope_not_found"},
+	{siteissue.ErrScopeTaken, http.StatusConflict, "scope_taken"},
+	{siteissue.ErrRevoked, http.StatusConflict, "revoked"},
+	{siteissue.ErrNotRevoked, http.StatusConflict, "not_revoked"},
+	{siteissue.ErrPolicyFixed, http.StatusConflict, "policy_fixed"},
+}
+
 // siteError maps the site and key export services' errors to responses.
 func siteError(err error) error {
-	status, code := 0, ""
-	switch {
-	case errors.Is(err, site.ErrBadID):
-		status, code = http.StatusBadRequest, "invalid_id"
-	case errors.Is(err, keys.ErrWeakPassphrase):
-		status, code = http.StatusBadRequest, "weak_passphrase"
-	case errors.Is(err, siteissue.ErrInvalid), errors.Is(err, keyexport.ErrInvalid):
-		status, code = http.StatusBadRequest, "invalid_request"
-	case errors.Is(err, siteissue.ErrUnknownScope):
-		status, code = http.StatusNotFound, "scope_not_found"
-	case errors.Is(err, siteissue.ErrScopeTaken):
-		status, code = http.StatusConflict, "scope_taken"
-	case errors.Is(err, siteissue.ErrRevoked):
-		status, code = http.StatusConflict, "revoked"
-	case errors.Is(err, siteissue.ErrNotRevoked):
-		status, code = http.StatusConflict, "not_revoked"
-	case errors.Is(err, siteissue.ErrPolicyFixed):
-		status, code = http.StatusConflict, "policy_fixed"
-	default:
-		return err
+	if e := answerFor(err, siteAnswers); e != nil {
+		return e
 	}
-	return errorf(status, code, "%s", err.Error())
+	return err
 }
 
 // serve is every site handler: the service, the body decoded into body

@@ -101,6 +101,22 @@ func (a *syncAPI) receive(r *request, via string) (int, any, error) {
 	return http.StatusOK, rawBody(res.Signed), nil
 }
 
+// syncAnswers are fieldsync's refusals' statuses and codes.
+var syncAnswers = []answer{
+	{fieldsync.ErrTooLarge, http.StatusRequestEntityTooLarge, "body_too_large"},
+	{fieldsync.ErrUnknownDevice, http.StatusUnauthorized, "unknown_device"},
+	{fieldsync.ErrBadSignature, http.StatusUnauthorized, "bad_signature"},
+	{fieldsync.ErrRevoked, http.StatusForbidden, "device_revoked"},
+	{fieldsync.ErrReplay, http.StatusConflict, "replayed_upload"},
+	{fieldsync.ErrRewritten, http.StatusConflict, "log_rewritten"},
+	{fieldsync.ErrTruncated, http.StatusConflict, "log_truncated"},
+	{fieldsync.ErrBackwards, http.StatusConflict, "state_backwards"},
+	{fieldsync.ErrBrokenChain, http.StatusBadRequest, "broken_chain"},
+	{fieldsync.ErrNotYetValid, http.StatusBadRequest, "upload_not_yet_valid"},
+	{fieldsync.ErrExpired, http.StatusBadRequest, "upload_expired"},
+	{fieldsync.ErrMalformed, http.StatusBadRequest, "invalid_upload"},
+}
+
 // syncError maps fieldsync's refusals to statuses and stable codes.
 func syncError(err error) error {
 	var gap *fieldsync.GapError
@@ -109,27 +125,8 @@ func syncError(err error) error {
 		e.extra = map[string]any{"acked": gap.Acked}
 		return e
 	}
-	for _, m := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{fieldsync.ErrTooLarge, http.StatusRequestEntityTooLarge, "body_too_large"},
-		{fieldsync.ErrUnknownDevice, http.StatusUnauthorized, "unknown_device"},
-		{fieldsync.ErrBadSignature, http.StatusUnauthorized, "bad_signature"},
-		{fieldsync.ErrRevoked, http.StatusForbidden, "device_revoked"},
-		{fieldsync.ErrReplay, http.StatusConflict, "replayed_upload"},
-		{fieldsync.ErrRewritten, http.StatusConflict, "log_rewritten"},
-		{fieldsync.ErrTruncated, http.StatusConflict, "log_truncated"},
-		{fieldsync.ErrBackwards, http.StatusConflict, "state_backwards"},
-		{fieldsync.ErrBrokenChain, http.StatusBadRequest, "broken_chain"},
-		{fieldsync.ErrNotYetValid, http.StatusBadRequest, "upload_not_yet_valid"},
-		{fieldsync.ErrExpired, http.StatusBadRequest, "upload_expired"},
-		{fieldsync.ErrMalformed, http.StatusBadRequest, "invalid_upload"},
-	} {
-		if errors.Is(err, m.err) {
-			return errorf(m.status, m.code, "%s", err.Error())
-		}
+	if e := answerFor(err, syncAnswers); e != nil {
+		return e
 	}
 	return err
 }
