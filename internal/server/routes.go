@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/pin"
@@ -149,17 +148,13 @@ func (s *Server) createUser(r *request) (int, any, error) {
 	if err := validID("user", in.ID); err != nil {
 		return 0, nil, err
 	}
-	if len(in.DisplayName) > 256 {
-		return 0, nil, errorf(http.StatusBadRequest, "invalid_display_name", "display_name must be at most 256 bytes")
-	}
-	u := store.User{Realm: r.realm(), ID: in.ID, DisplayName: in.DisplayName, CreatedAt: s.cfg.Now()}
-	if err := s.cfg.Store.CreateUser(r.ctx, u); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return 0, nil, errorf(http.StatusConflict, "exists", "user %q already exists", in.ID)
-		}
-		return 0, nil, err
-	}
-	if err := s.audit.Record(r.ctx, audit.UserCreate, r.actor(), in.ID, nil); err != nil {
+	u, err := s.svc.CreateUser(r.ctx, r.realm(), in.ID, in.DisplayName, r.actor())
+	switch {
+	case errors.Is(err, online.ErrDisplayName):
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_display_name", "display_name must be at most %d bytes", online.MaxDisplayName)
+	case errors.Is(err, store.ErrExists):
+		return 0, nil, errorf(http.StatusConflict, "exists", "user %q already exists", in.ID)
+	case err != nil:
 		return 0, nil, err
 	}
 	return http.StatusCreated, s.userJSON(u), nil
@@ -220,13 +215,11 @@ func (s *Server) deleteUser(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := s.cfg.Store.DeleteUser(r.ctx, r.realm(), id); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
-		}
-		return 0, nil, err
+	err = s.svc.DeleteUser(r.ctx, r.realm(), id, r.actor())
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
 	}
-	return http.StatusNoContent, nil, s.audit.Record(r.ctx, audit.UserDelete, r.actor(), id, nil)
+	return http.StatusNoContent, nil, err
 }
 
 func (s *Server) setPIN(r *request) (int, any, error) {
@@ -392,10 +385,7 @@ func (s *Server) deleteToken(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if err := s.cfg.Store.DeleteToken(r.ctx, r.realm(), id, tid); err != nil {
-		return 0, nil, tokenNotFound(err, id, tid)
-	}
-	return http.StatusNoContent, nil, s.audit.Record(r.ctx, audit.TokenDelete, r.actor(), id, map[string]string{"token": tid})
+	return http.StatusNoContent, nil, tokenNotFound(s.svc.DeleteToken(r.ctx, r.realm(), id, tid, r.actor()), id, tid)
 }
 
 func (s *Server) confirmToken(r *request) (int, any, error) {
