@@ -14,6 +14,7 @@
 //   - [Notary.Checkpoint] signs the current head; it first checks that the log
 //     still holds the last checkpoint it signed and chains on from it, so the
 //     server never signs over a rewrite of what it already vouched for.
+//     [Notary.Requested] is the same for an admin who asks, audited.
 //   - [Exporter] writes checkpoints to a directory on a schedule
 //     (`outpost serve --audit-checkpoint-every`).
 //   - [Open] verifies a checkpoint file and returns it; [VerifyStore] checks
@@ -26,6 +27,7 @@ package auditcheck
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -123,6 +125,8 @@ func VerifyStore(ctx context.Context, s store.Store, cps ...Checkpoint) (audit.R
 type Notary struct {
 	Store  store.Store
 	Signer *keys.Signer
+	// Audit records the checkpoints someone asked for ([Notary.Requested]).
+	Audit *audit.Log
 	// Now is the clock of the checkpoints' signing times; nil means clock.System.
 	Now func() time.Time
 
@@ -155,6 +159,22 @@ func (n *Notary) Checkpoint(ctx context.Context) (Signed, error) {
 		return *n.last, nil
 	}
 	return n.sign(*head)
+}
+
+// Requested is Checkpoint asked for by actor (an admin, over the API),
+// recorded in the audit log (audit.checkpoint, with the seq and hash it
+// signed). Scheduled exports call Checkpoint: they are the server's own
+// housekeeping, unaudited, so that an idle log does not grow by itself.
+func (n *Notary) Requested(ctx context.Context, actor string) (Signed, error) {
+	cp, err := n.Checkpoint(ctx)
+	if err != nil {
+		return Signed{}, err
+	}
+	data := map[string]any{"seq": cp.Seq, "hash": hex.EncodeToString(cp.Hash), "kid": cp.Header.KeyID}
+	if err := n.Audit.Record(ctx, audit.Checkpoint, actor, "", data); err != nil {
+		return Signed{}, err
+	}
+	return cp, nil
 }
 
 func (n *Notary) sign(head eventlog.Entry) (Signed, error) {

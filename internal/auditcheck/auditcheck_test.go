@@ -244,3 +244,36 @@ func editEnvelope(t *testing.T, data []byte, edit func(env map[string]any, paylo
 	}
 	return out
 }
+
+// TestRequestedIsAudited: a checkpoint an admin asks for is recorded in the
+// audit log after it (seq and hash of what was signed); a scheduled one
+// (Checkpoint) is not, and a refused request records nothing.
+func TestRequestedIsAudited(t *testing.T) {
+	ctx := context.Background()
+	_, st, n := newLog(t, storetest.SQLitePath)
+	n.Audit = &audit.Log{Store: st, Now: fixedClock(t0)}
+	if _, err := n.Requested(ctx, "api:admin"); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("empty log: %v", err)
+	}
+	record(t, st, 3)
+	if _, err := n.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := n.Requested(ctx, "api:admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := st.ListAudit(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data struct {
+		Seq  uint64 `json:"seq"`
+		Hash string `json:"hash"`
+	}
+	last := es[len(es)-1]
+	if len(es) != 4 || last.Kind != audit.Checkpoint || last.Actor != "api:admin" || json.Unmarshal(last.Data, &data) != nil ||
+		data.Seq != cp.Seq || data.Hash != fmt.Sprintf("%x", cp.Hash) {
+		t.Fatalf("%d entries, the last %+v: want the scheduled checkpoint unaudited and the requested one audited", len(es), last)
+	}
+}

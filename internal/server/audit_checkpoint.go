@@ -1,11 +1,9 @@
 package server
 
 import (
-	"encoding/hex"
 	"errors"
 	"net/http"
 
-	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/auditcheck"
 )
 
@@ -18,22 +16,18 @@ import (
 // scheduled and requested checkpoints chain on from each other.
 func (s *Server) Checkpoints() *auditcheck.Notary { return s.checkpoints }
 
-// createCheckpoint signs the current head and records that an admin had it signed.
+// createCheckpoint signs the current head, recorded as the admin's request.
 func (s *Server) createCheckpoint(r *request) (int, any, error) {
 	if err := auditAccess(r); err != nil {
 		return 0, nil, err
 	}
-	cp, err := s.checkpoints.Checkpoint(r.ctx)
+	cp, err := s.checkpoints.Requested(r.ctx, r.actor())
 	switch {
 	case errors.Is(err, auditcheck.ErrBroken):
 		return 0, nil, errorf(http.StatusConflict, "audit_log_broken", "%s", err.Error())
 	case errors.Is(err, auditcheck.ErrEmpty):
 		return 0, nil, errorf(http.StatusConflict, "audit_log_empty", "the audit log has no entry to anchor yet")
 	case err != nil:
-		return 0, nil, err
-	}
-	data := map[string]any{"seq": cp.Seq, "hash": hex.EncodeToString(cp.Hash), "kid": cp.Header.KeyID}
-	if err := s.audit.Record(r.ctx, audit.Checkpoint, r.actor(), "", data); err != nil {
 		return 0, nil, err
 	}
 	return http.StatusOK, rawBody(cp.Bytes), nil

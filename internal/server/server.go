@@ -144,7 +144,7 @@ func New(cfg Config) (*Server, error) {
 			Incident: s.sync.incident, Refill: s.bundles.Refill, RefillWait: syncRefillWait}
 		s.bundles.Record = s.field
 	}
-	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Now: cfg.Now}
+	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Audit: al, Now: cfg.Now}
 	s.sites = newSiteAPI(s)
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()
