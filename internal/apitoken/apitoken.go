@@ -3,6 +3,11 @@
 // once. The server stores only HMAC-SHA256(k, token) with k derived from the
 // master key, so a copied database neither reveals tokens nor lets anyone
 // test guesses offline without the master key.
+//
+// [Clients] keeps the API clients those tokens belong to: Create makes one
+// with its scopes and returns its token, Disable turns it off; both are
+// written to the audit log. The server checks a bearer token with [Check],
+// then looks up its [Hasher.Hash].
 package apitoken
 
 import (

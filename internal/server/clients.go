@@ -1,15 +1,14 @@
 package server
 
 import (
-	"context"
+	"errors"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/apitoken"
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/eventlog"
-	"github.com/outpost-auth/outpost/internal/store"
 )
 
 type apiClientJSON struct {
@@ -20,23 +19,6 @@ type apiClientJSON struct {
 	CreatedAt time.Time `json:"created_at"`
 	// Token is present only in the response that creates the client.
 	Token string `json:"token,omitempty"`
-}
-
-// createClient makes an API client and returns its token, shown once.
-func (s *Server) createClient(ctx context.Context, realm, name string, scopes []string, actor string) (string, store.APIClient, error) {
-	tok, hash, err := s.tokens.New()
-	if err != nil {
-		return "", store.APIClient{}, err
-	}
-	id := "cli_" + newRequestID()
-	c := store.APIClient{ID: id, Realm: realm, Name: name, Scopes: scopes, TokenHash: hash, CreatedAt: s.cfg.Now()}
-	if err := s.cfg.Store.CreateAPIClient(ctx, c); err != nil {
-		return "", store.APIClient{}, err
-	}
-	if err := s.audit.Record(ctx, audit.APIClientCreate, actor, id, map[string]any{"name": name, "scopes": scopes}); err != nil {
-		return "", store.APIClient{}, err
-	}
-	return tok, c, nil
 }
 
 func (s *Server) createAPIClient(r *request) (int, any, error) {
@@ -50,17 +32,10 @@ func (s *Server) createAPIClient(r *request) (int, any, error) {
 	if err := validID("name", in.Name); err != nil {
 		return 0, nil, err
 	}
-	if len(in.Scopes) == 0 || len(in.Scopes) > 3 {
-		return 0, nil, errorf(http.StatusBadRequest, "invalid_scopes", "scopes must list one or more of admin, issuer, verifier")
+	tok, c, err := s.clients.Create(r.ctx, r.realm(), in.Name, in.Scopes, r.actor())
+	if errors.Is(err, apitoken.ErrInvalidScopes) {
+		return 0, nil, errorf(http.StatusBadRequest, "invalid_scopes", "%s", err.Error())
 	}
-	for _, sc := range in.Scopes {
-		if sc != store.ScopeAdmin && sc != store.ScopeIssuer && sc != store.ScopeVerifier {
-			return 0, nil, errorf(http.StatusBadRequest, "invalid_scopes", "unknown scope %q (use admin, issuer, verifier)", trunc(sc))
-		}
-	}
-	slices.Sort(in.Scopes)
-	in.Scopes = slices.Compact(in.Scopes)
-	tok, c, err := s.createClient(r.ctx, r.realm(), in.Name, in.Scopes, r.actor())
 	if err != nil {
 		return 0, nil, err
 	}
@@ -84,11 +59,9 @@ func (s *Server) disableAPIClient(r *request) (int, any, error) {
 	if err := validID("api_client", id); err != nil {
 		return 0, nil, err
 	}
-	if err := s.cfg.Store.DisableAPIClient(r.ctx, r.realm(), id); err != nil {
-		return 0, nil, err
-	}
+	err := s.clients.Disable(r.ctx, r.realm(), id, r.actor())
 	s.auth.drop(id)
-	return http.StatusNoContent, nil, s.audit.Record(r.ctx, audit.APIClientRevoke, r.actor(), id, nil)
+	return http.StatusNoContent, nil, err
 }
 
 // auditAccess: the audit log is server-wide, so only admins of the default

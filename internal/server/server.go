@@ -6,7 +6,8 @@
 // scopes in routes.go's routeTable, the one list of every route), calls one
 // method of a service and writes the answer:
 //
-//   - internal/online: users' PINs and lockout, tokens, online verification;
+//   - internal/apitoken: API clients and their tokens;
+//   - internal/online: users, their PINs and lockout, tokens, online verification;
 //   - internal/issuance: offline bundles, their jobs, the PIN bundle of an
 //     online login (and, for sync, refills);
 //   - internal/fieldsync: the device registry and field-device sync;
@@ -89,6 +90,7 @@ type Server struct {
 	auth     authCache
 
 	// The services the handlers call (see New).
+	clients *apitoken.Clients
 	svc     *online.Service
 	bundles *issuance.Service
 	// field is the sync service (nil when the store cannot sync).
@@ -135,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 	// other through one method each: issuance records what it issued
 	// (fieldsync.Service.RecordIssued), sync asks for refills
 	// (issuance.Service.Refill).
+	s.clients = &apitoken.Clients{Store: cfg.Store, Audit: al, Hasher: s.tokens, Now: cfg.Now}
 	s.svc = &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
 		Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)}
 	s.bundles = &issuance.Service{Store: cfg.Store, Online: s.svc, Audit: al, Signer: s.signer,
@@ -181,7 +184,7 @@ func (s *Server) Bootstrap(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	tok, _, err := s.createClient(ctx, DefaultRealm, "bootstrap-admin", []string{store.ScopeAdmin}, "bootstrap")
+	tok, _, err := s.clients.Create(ctx, DefaultRealm, "bootstrap-admin", []string{store.ScopeAdmin}, "bootstrap")
 	return tok, err
 }
 
