@@ -1,7 +1,21 @@
 // Package online holds the rules of online verification, in one place: the
 // windows a code may match in, one-time use, PIN + OTP, and the per-user
-// failure counter with growing delay and lockout. The HTTP handlers and the
-// CLI call [Service]; none of them restates a rule.
+// failure counter with growing delay and lockout.
+//
+//	svc := &online.Service{Store: st, Seeds: online.NewSeeds(master), Policy: online.DefaultPolicy, Audit: al}
+//	res, err := svc.Verify(ctx, realm, user, code, pin, actor) // res.TokenID, res.Matched
+//
+// [Service.Verify] checks a code. [Service.CreateUser], then [Service.Enrol]
+// and [Service.Confirm], add a user and a token; [Service.Resync] realigns an
+// HOTP token; [Service.SetPIN], [Service.ResetLockout], [Service.DeleteToken]
+// and [Service.DeleteUser] manage them. Each change is written to the audit
+// log. [Service.CheckPIN] and [Service.Login] are for issuing offline
+// bundles: internal/issuance calls them, so that a bundle's PIN and a
+// login's code meet the same lockout as a verification (every attempt with
+// a credential goes through one guard, attempt.go).
+//
+// Its callers — the HTTP API (internal/server; the CLI reaches it through
+// the API) and internal/issuance — restate none of these rules.
 package online
 
 import (
