@@ -28,8 +28,8 @@
 // one of the scopes admin, issuer or verifier (admin may do everything),
 // except health, metrics and public keys, and sync and device enrolment,
 // which the device's signature (and to enrol, its enrolment code)
-// authenticates. Logs (Config.Logger; JSON
-// lines under `outpost serve`) never contain a code, PIN, seed or token.
+// authenticates. Logs (Config.Logger; JSON lines under `outpost serve`)
+// never contain a code, PIN, seed or token.
 package server
 
 import (
