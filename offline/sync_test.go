@@ -138,7 +138,7 @@ func TestApplyResponse(t *testing.T) {
 	if err != nil || len(rep.Revoked) != 1 {
 		t.Fatalf("revocation: %+v %v", rep, err)
 	}
-	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(6)[5]}); !errors.Is(err, offline.ErrWiped) {
+	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(t, 6)[5]}); !errors.Is(err, offline.ErrWiped) {
 		t.Fatalf("verify after revocation: %v", err)
 	}
 	if k := kinds(t, s); k[len(k)-1] != "revoke" && k[len(k)-2] != "revoke" {
