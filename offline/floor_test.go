@@ -122,7 +122,10 @@ func tamper(t *testing.T, data []byte, from, to string) []byte {
 		t.Fatalf("payload has no %s", from)
 	}
 	env["payload"] = base64.StdEncoding.EncodeToString(bytes.Replace(p, []byte(from), []byte(to), 1))
-	out, _ := json.Marshal(env)
+	out, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 

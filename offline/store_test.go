@@ -216,7 +216,10 @@ func TestWipeAfterMaxFailures(t *testing.T) {
 		t.Fatalf("third failure: %v, want ErrWiped", err)
 	}
 	// Both of alice's bundles are gone; the right code no longer works.
-	st, _ := s.Status(ctx)
+	st, err := s.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, ts := range st.Tokens {
 		if ts.Wiped.IsZero() || ts.Entries != 0 {
 			t.Fatalf("after the wipe: %+v", ts)
@@ -416,8 +419,8 @@ func TestImportRefusesBadBundles(t *testing.T) {
 			if !errors.Is(err, tc.want) && !(name == "flipped bit" && errors.Is(err, offline.ErrBadSignature)) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
-			st, _ := s.Status(ctx)
-			if len(st.Tokens) != 0 {
+			st, err := s.Status(ctx)
+			if err != nil || len(st.Tokens) != 0 {
 				t.Fatalf("a refused bundle left state: %+v", st.Tokens)
 			}
 		})
@@ -473,10 +476,15 @@ func TestCorruptStore(t *testing.T) {
 		if _, err := s.Import(ctx, issue(t, hotpReq(0, 5))); err != nil {
 			t.Fatal(err)
 		}
-		s.DB().Exec(`PRAGMA wal_checkpoint(TRUNCATE)`)
+		if _, err := s.DB().Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+			t.Fatal(err)
+		}
 		s.Close()
 		path := filepath.Join(dir, offline.DatabaseFile)
-		st, _ := os.Stat(path)
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := os.Truncate(path, st.Size()/2); err != nil {
 			t.Fatal(err)
 		}
@@ -594,13 +602,19 @@ func TestReopenKeepsState(t *testing.T) {
 		t.Fatalf("status %+v", ts)
 	}
 	// The log never holds a code.
-	es, _ := devicelog.Since(ctx, s2.DB(), 0, 0)
+	es, err := devicelog.Since(ctx, s2.DB(), 0, 0)
+	if err != nil || len(es) == 0 {
+		t.Fatalf("device log: %d entries, %v", len(es), err)
+	}
 	for _, e := range es {
 		if strings.Contains(string(e.Data), code) {
 			t.Fatalf("log entry %d holds the code: %s", e.Seq, e.Data)
 		}
 	}
-	st, _ := s2.Status(ctx)
+	st, err := s2.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := json.Marshal(st); err != nil {
 		t.Fatal(err)
 	}

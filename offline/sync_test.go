@@ -124,7 +124,9 @@ func TestApplyResponse(t *testing.T) {
 	}
 
 	// A revocation deletes bundles issued before the answer, not one imported since.
-	_, info, _ = s.PrepareUpload(ctx, offline.UploadOptions{})
+	if _, info, err = s.PrepareUpload(ctx, offline.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	revoked := syncproto.Response{Device: "dev-1", UploadSerial: info.Serial, Acked: head.Seq, AckedHash: head.Hash,
 		Tokens: []syncproto.ServerToken{{TokenKey: key, Status: syncproto.StatusDisabled, LastUsed: 4}}}
 	old := answer(t, testSigner(t), info.Serial, t0.Add(-time.Hour), now, revoked)
@@ -132,7 +134,9 @@ func TestApplyResponse(t *testing.T) {
 	if err != nil || len(rep.Revoked) != 0 {
 		t.Fatalf("an answer older than the bundle revoked it: %+v %v", rep, err)
 	}
-	_, info, _ = s.PrepareUpload(ctx, offline.UploadOptions{})
+	if _, info, err = s.PrepareUpload(ctx, offline.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	revoked.UploadSerial = info.Serial
 	rep, err = s.ApplyResponse(ctx, answer(t, testSigner(t), info.Serial, t0.Add(time.Minute), now, revoked))
 	if err != nil || len(rep.Revoked) != 1 {

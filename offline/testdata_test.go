@@ -97,18 +97,29 @@ func goodBody(t *testing.T, good []byte) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := json.Marshal(b.Body)
-	var m map[string]any
-	json.Unmarshal(raw, &m)
-	return m
+	return jsonCopy(t, b.Body)
 }
 
-func edit(m map[string]any, f func(map[string]any)) map[string]any {
-	raw, _ := json.Marshal(m)
-	var c map[string]any
-	json.Unmarshal(raw, &c)
+// edit returns a copy of m changed by f.
+func edit(t *testing.T, m map[string]any, f func(map[string]any)) map[string]any {
+	t.Helper()
+	c := jsonCopy(t, m)
 	f(c)
 	return c
+}
+
+// jsonCopy returns v as a generic JSON object.
+func jsonCopy(t *testing.T, v any) map[string]any {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // TestGenerateTestdata writes every file of offline/testdata but one:
@@ -151,36 +162,36 @@ func TestGenerateTestdata(t *testing.T) {
 	body := goodBody(t, good)
 	files["fail_wrong_type.bundle"] = signBody(t, artifact.Header{Type: "site-package"}, body)
 	files["fail_version_3.bundle"] = signBody(t, artifact.Header{Version: 3}, body)
-	files["fail_v1_with_used.bundle"] = signBody(t, artifact.Header{Version: 1}, edit(body, func(m map[string]any) { m["used"] = 5 }))
-	files["fail_used_below_none.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["used"] = -2 }))
-	files["fail_acked_short_hash.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_v1_with_used.bundle"] = signBody(t, artifact.Header{Version: 1}, edit(t, body, func(m map[string]any) { m["used"] = 5 }))
+	files["fail_used_below_none.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["used"] = -2 }))
+	files["fail_acked_short_hash.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["acked"], m["acked_hash"] = 3, "AAAA"
 	}))
-	files["fail_acked_without_hash.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["acked"] = 3 }))
-	files["fail_entries_length.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_acked_without_hash.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["acked"] = 3 }))
+	files["fail_entries_length.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		e := m["entries"].(string)
 		m["entries"] = e[:len(e)-4] // 3 bytes short
 	}))
-	files["fail_no_entries.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["entries"] = "" }))
-	files["fail_weak_kdf.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_no_entries.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["entries"] = "" }))
+	files["fail_weak_kdf.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["kdf"] = map[string]any{"time": 1, "memory_kib": 4, "threads": 1}
 	}))
-	files["fail_huge_kdf.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_huge_kdf.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["kdf"] = map[string]any{"time": 3, "memory_kib": 4 << 20, "threads": 1}
 	}))
-	files["fail_five_digits.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_five_digits.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["otp"].(map[string]any)["digits"] = 5
 	}))
-	files["fail_short_salt.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["salt"] = "AAAA" }))
-	files["fail_unknown_field.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["whitelist"] = true }))
-	files["fail_counter_overflow.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_short_salt.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["salt"] = "AAAA" }))
+	files["fail_unknown_field.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["whitelist"] = true }))
+	files["fail_counter_overflow.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["first"] = uint64(offline.MaxCounter) - 3
 	}))
-	files["fail_secrets_unsorted.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_secrets_unsorted.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		s := m["secrets"].([]any)[0]
 		m["secrets"] = []any{s, s}
 	}))
-	files["fail_control_char_user.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["user"] = "ali\x1bce" }))
+	files["fail_control_char_user.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["user"] = "ali\x1bce" }))
 
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join("testdata", name), data, 0o644); err != nil {
