@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -91,7 +90,7 @@ func TestFieldSyncCommands(t *testing.T) {
 	expectCode(t, cli.ExitRefused, nil, "field", "apply-sync", "--data", fdir, answer) // already applied
 	adminCode(cli.ExitRefused, "verify", "--user", "alice", "--code", codes[5])
 	// A tampered file and a truncated one.
-	up, _ := os.ReadFile(file)
+	up := readFile(t, file)
 	writeFile(t, tmp, "cut.sync", string(up[:len(up)/2]))
 	adminCode(cli.ExitTampered, "import-sync", filepath.Join(tmp, "cut.sync"), "--out", filepath.Join(tmp, "cut.answer"))
 	writeFile(t, tmp, "garbage.answer", "{}")
