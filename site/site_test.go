@@ -99,6 +99,16 @@ func (w *world) code(c siteissue.Credential) string {
 	return s
 }
 
+// status is the site's status (t: the test or subtest asking).
+func (w *world) status(t *testing.T) site.Status {
+	t.Helper()
+	st, err := w.s.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func (w *world) verify(tech, code string) (site.Decision, error) {
 	return w.s.Verify(context.Background(), tech, code)
 }
@@ -239,7 +249,7 @@ func TestRevocationListUpdates(t *testing.T) {
 	if _, err := w.s.Update(ctx, r2.List, nil); !errors.Is(err, site.ErrNotNewer) || !strings.Contains(err.Error(), "older") {
 		t.Fatalf("older list: %v", err)
 	}
-	st, _ := w.s.Status(ctx)
+	st := w.status(t)
 	if st.RevocationSerial != 4 || st.Revoked != 1 {
 		t.Fatalf("status after refused older list: %+v", st)
 	}
@@ -260,11 +270,9 @@ func TestRevocationListUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A list of another scope is refused.
-	other, err := w.is.Provision(ctx, "south", "cab-99", pass, testKDF)
-	if err != nil {
+	if _, err := w.is.Provision(ctx, "south", "cab-99", pass, testKDF); err != nil {
 		t.Fatal(err)
 	}
-	_ = other
 	rs, err := w.is.Revoke(ctx, "south", []string{"alice"}, nil, "")
 	if err != nil {
 		t.Fatal(err)
@@ -409,7 +417,7 @@ func TestBadPackages(t *testing.T) {
 
 	// The same files offered as updates to an installed site change nothing.
 	w.init(good)
-	before, _ := w.s.Status(ctx)
+	before := w.status(t)
 	older := good
 	newer := w.provision("cab-17")
 	if _, err := w.s.Update(ctx, newer, func() ([]byte, error) { return pass, nil }); err != nil {
@@ -443,7 +451,7 @@ func TestBadPackages(t *testing.T) {
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
-			st, _ := w.s.Status(ctx)
+			st := w.status(t)
 			if st.PackageSerial == before.PackageSerial || st.LogEntries != before.LogEntries+1 {
 				t.Fatalf("a refused update changed the site: %+v", st)
 			}
@@ -550,7 +558,7 @@ func TestClockHighWaterMark(t *testing.T) {
 	if d.Failures != 0 || d.Reason != site.ReasonClockBack {
 		t.Fatalf("%+v", d)
 	}
-	st, _ := w.s.Status(context.Background())
+	st := w.status(t)
 	if !st.ClockHighWater.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("high water %v", st.ClockHighWater)
 	}
@@ -627,7 +635,9 @@ func TestLogRecordsEveryDecisionWithoutSecrets(t *testing.T) {
 		t.Fatalf("kinds %v, want %v", kinds, want)
 	}
 	var data map[string]any
-	json.Unmarshal(entries[2].Data, &data)
+	if err := json.Unmarshal(entries[2].Data, &data); err != nil {
+		t.Fatal(err)
+	}
 	if data["reason"] != site.ReasonReplayed {
 		t.Fatalf("replay entry %s", entries[2].Data)
 	}
