@@ -269,7 +269,10 @@ func TestWorkersAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p4, _ := newPlan(req)
+	p4, err := newPlan(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rel := make([]byte, 32)
 	if err := computeEntries(context.Background(), p1.b, seed, "", rel, 1, nil); err != nil {
 		t.Fatal(err)
