@@ -325,7 +325,9 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 					maxOnline[d.user] = max(maxOnline[d.user], int64(c))
 				} else {
 					// Behind what a device used: a failure; keep the user out of lockout.
-					srv.api("DELETE", "/v1/users/"+d.user+"/lockout", nil, nil)
+					if st := srv.api("DELETE", "/v1/users/"+d.user+"/lockout", nil, nil); st != 204 {
+						t.Fatalf("lockout reset: %d", st)
+					}
 				}
 			}
 		}

@@ -384,7 +384,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 func TestAPIClientsAndPaging(t *testing.T) {
 	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
 	for i := range 25 {
-		f.call(f.admin, "POST", "/v1/users", map[string]any{"id": fmt.Sprintf("u%02d", i)})
+		f.mustCall(201, f.admin, "POST", "/v1/users", map[string]any{"id": fmt.Sprintf("u%02d", i)})
 	}
 	var all []string
 	after := ""
@@ -437,7 +437,7 @@ func TestAuditTamperDetected(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "o.db")
 	f := newFixture(t, path)
 	for i := range 5 {
-		f.call(f.admin, "POST", "/v1/users", map[string]any{"id": fmt.Sprintf("t%d", i)})
+		f.mustCall(201, f.admin, "POST", "/v1/users", map[string]any{"id": fmt.Sprintf("t%d", i)})
 	}
 	if out, err := exec.Command("sqlite3", path, "UPDATE audit_log SET subject='mallory' WHERE seq=3").CombinedOutput(); err != nil {
 		t.Skipf("cannot edit the audit table directly (%v: %s)", err, out)
@@ -495,7 +495,7 @@ func TestReplayIsNoPINOracle(t *testing.T) {
 	verifier := f.client("verifier")
 	uri := f.enrol("liam", map[string]any{})
 	remember("604918273645")
-	f.call(f.admin, "PUT", "/v1/users/liam/pin", map[string]string{"pin": "604918273645"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/liam/pin", map[string]string{"pin": "604918273645"})
 	f.clock.Add(30 * time.Second)
 	code := f.codeAt(uri, 0)
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "liam", "code": code, "pin": "604918273645"}); r.status != 200 {

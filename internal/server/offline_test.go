@@ -39,7 +39,7 @@ func TestIssueHOTPBundleStartsAfterOnlineCounter(t *testing.T) {
 	issuer := f.client("issuer")
 	verifier := f.client("verifier")
 	uri := f.enrol("gina", map[string]any{"type": "hotp"}) // counter 0 consumed by confirm
-	f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "gina", "code": f.codeAt(uri, 3)})
+	f.mustCall(200, verifier, "POST", "/v1/verify", map[string]string{"user": "gina", "code": f.codeAt(uri, 3)})
 	r := f.call(issuer, "POST", "/v1/offline/bundles", map[string]any{"user": "gina", "device": "dev-7", "count": 5,
 		"secrets": map[string]string{"door": "4711"}})
 	if r.status != 200 {
@@ -100,7 +100,7 @@ func TestPINBundleAndOfflineLogin(t *testing.T) {
 	verifier := f.client("verifier")
 	uri := f.enrol("ivy", map[string]any{"type": "totp"})
 	remember("739104826153")
-	f.call(f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "739104826153"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "739104826153"})
 	now := f.clock.Now()
 	body := map[string]any{"user": "ivy", "device": "dev-2", "from": now, "until": now.Add(10 * time.Minute)}
 	if r := f.call(issuer, "POST", "/v1/offline/bundles", body); r.status != 400 || r.errCode() != "pin_required" {
@@ -220,7 +220,7 @@ func TestLoginBundleExcludesLoginCode(t *testing.T) {
 	verifier := f.client("verifier")
 	uri := f.enrol("pia", map[string]any{"type": "totp"})
 	remember("480213579")
-	f.call(f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": "480213579"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": "480213579"})
 	f.clock.Add(30 * time.Second)
 	s, code := f.key(uri).Step(f.clock.Now()), f.codeAt(uri, 0)
 	r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "pia", "code": code, "pin": "480213579", "device": "dev-4"})

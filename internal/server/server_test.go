@@ -178,6 +178,16 @@ func (f *fixture) call(token, method, path string, body any) resp {
 	return out
 }
 
+// mustCall is call for a request the test relies on: any answer but want fails the test.
+func (f *fixture) mustCall(want int, token, method, path string, body any) resp {
+	f.t.Helper()
+	r := f.call(token, method, path, body)
+	if r.status != want {
+		f.t.Fatalf("%s %s: %d %s, want %d", method, path, r.status, r.raw, want)
+	}
+	return r
+}
+
 func (f *fixture) client(scopes ...string) string {
 	f.t.Helper()
 	r := f.call(f.admin, "POST", "/v1/api-clients", map[string]any{"name": "c-" + strings.Join(scopes, "-"), "scopes": scopes})
