@@ -95,7 +95,7 @@ func TestCounterCatchesRestoredStore(t *testing.T) {
 			if s, err = offline.Open(ctx, dir, opts); err != nil {
 				t.Fatal(err)
 			}
-			code := hotpCodes(1)[0]
+			code := hotpCodes(t, 1)[0]
 			if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: code}); err != nil {
 				t.Fatal(err)
 			}

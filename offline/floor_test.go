@@ -102,7 +102,7 @@ func TestUsedFloorNeverLowers(t *testing.T) {
 	if ts := tokenStatus(t, s, "alice"); ts.LastUsed == nil || *ts.LastUsed != 6 || res.First != 0 {
 		t.Fatalf("last used %v, first %d: want 6 kept", ts.LastUsed, res.First)
 	}
-	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(7)[6]}); !errors.Is(err, offline.ErrRefused) {
+	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(t, 7)[6]}); !errors.Is(err, offline.ErrRefused) {
 		t.Fatalf("counter 6, below the floor: %v", err)
 	}
 }
@@ -122,7 +122,10 @@ func tamper(t *testing.T, data []byte, from, to string) []byte {
 		t.Fatalf("payload has no %s", from)
 	}
 	env["payload"] = base64.StdEncoding.EncodeToString(bytes.Replace(p, []byte(from), []byte(to), 1))
-	out, _ := json.Marshal(env)
+	out, err := json.Marshal(env)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return out
 }
 

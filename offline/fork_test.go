@@ -20,7 +20,7 @@ func TestImportRefusesForkedLog(t *testing.T) {
 	if _, err := s.Import(ctx, issue(t, r)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(1)[0]}); err != nil {
+	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(t, 1)[0]}); err != nil {
 		t.Fatal(err)
 	}
 	log, err := devicelog.Since(ctx, s.DB(), 0, 0)

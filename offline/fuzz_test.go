@@ -156,7 +156,10 @@ func FuzzApplyResponse(f *testing.F) {
 	if err != nil || len(es) != 1 {
 		f.Fatalf("log entry 2: %v", err)
 	}
-	hash2, _ := json.Marshal(es[0].Hash)
+	hash2, err := json.Marshal(es[0].Hash)
+	if err != nil {
+		f.Fatal(err)
+	}
 	server := testSigner(f)
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if !json.Valid(body) {

@@ -3,11 +3,8 @@ package offline_test
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base32"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,35 +99,30 @@ func issue(t testing.TB, req bundle.Request) []byte {
 
 func trusted(t testing.TB) []ed25519.PublicKey { return []ed25519.PublicKey{testSigner(t).Public} }
 
-// pyotpCodes asks the real pyotp for the codes at counters (HOTP) or Unix times (TOTP).
-func pyotpCodes(t testing.TB, p otp.Params, secret []byte, at ...int64) []string {
+// codesAt returns p's codes for secret at counters (HOTP) or Unix times
+// (TOTP), made by the otp package: these are tests of the store, not of
+// the codes (otp/interop_test.go checks those against pyotp and oathtool).
+func codesAt(t testing.TB, p otp.Params, secret []byte, at ...int64) []string {
 	t.Helper()
-	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import pyotp").Run(); err != nil {
-		if os.Getenv("OUTPOST_REQUIRE_INTEROP") == "1" {
-			t.Fatalf("pyotp is required (OUTPOST_REQUIRE_INTEROP=1): %v", err)
+	codes := make([]string, len(at))
+	for i, a := range at {
+		c, err := p.Generate(secret, uint64(a), time.Unix(a, 0))
+		if err != nil {
+			t.Fatalf("code at %d: %v", a, err)
 		}
-		t.Skip("pyotp not importable by /usr/bin/python3: apt-get install python3-pyotp")
-	}
-	b32 := base32.StdEncoding.EncodeToString(secret)
-	var nums []string
-	for _, a := range at {
-		nums = append(nums, fmt.Sprint(a))
-	}
-	expr := fmt.Sprintf("pyotp.HOTP(%q, digits=%d, digest=hashlib.%s)", b32, p.Digits, strings.ToLower(p.Algorithm.String()))
-	if p.Type == otp.TypeTOTP {
-		expr = fmt.Sprintf("pyotp.TOTP(%q, digits=%d, digest=hashlib.%s, interval=%d)", b32, p.Digits, strings.ToLower(p.Algorithm.String()), p.Period)
-	}
-	script := fmt.Sprintf("import pyotp, hashlib\nt = %s\nfor a in [%s]:\n    print(t.at(a))\n", expr, strings.Join(nums, ","))
-	out, err := exec.Command(py, "-c", script).Output()
-	if err != nil {
-		t.Fatalf("pyotp: %v", err)
-	}
-	codes := strings.Fields(string(out))
-	if len(codes) != len(at) {
-		t.Fatalf("pyotp printed %d codes, want %d", len(codes), len(at))
+		codes[i] = c
 	}
 	return codes
+}
+
+// hotpCodes returns the test seed's HOTP codes of counters 0..n-1.
+func hotpCodes(t testing.TB, n int) []string {
+	t.Helper()
+	at := make([]int64, n)
+	for i := range at {
+		at[i] = int64(i)
+	}
+	return codesAt(t, otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}, seed, at...)
 }
 
 // wrongCode returns a well-formed code different from every code in codes.

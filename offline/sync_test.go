@@ -124,7 +124,9 @@ func TestApplyResponse(t *testing.T) {
 	}
 
 	// A revocation deletes bundles issued before the answer, not one imported since.
-	_, info, _ = s.PrepareUpload(ctx, offline.UploadOptions{})
+	if _, info, err = s.PrepareUpload(ctx, offline.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	revoked := syncproto.Response{Device: "dev-1", UploadSerial: info.Serial, Acked: head.Seq, AckedHash: head.Hash,
 		Tokens: []syncproto.ServerToken{{TokenKey: key, Status: syncproto.StatusDisabled, LastUsed: 4}}}
 	old := answer(t, testSigner(t), info.Serial, t0.Add(-time.Hour), now, revoked)
@@ -132,13 +134,15 @@ func TestApplyResponse(t *testing.T) {
 	if err != nil || len(rep.Revoked) != 0 {
 		t.Fatalf("an answer older than the bundle revoked it: %+v %v", rep, err)
 	}
-	_, info, _ = s.PrepareUpload(ctx, offline.UploadOptions{})
+	if _, info, err = s.PrepareUpload(ctx, offline.UploadOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	revoked.UploadSerial = info.Serial
 	rep, err = s.ApplyResponse(ctx, answer(t, testSigner(t), info.Serial, t0.Add(time.Minute), now, revoked))
 	if err != nil || len(rep.Revoked) != 1 {
 		t.Fatalf("revocation: %+v %v", rep, err)
 	}
-	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(6)[5]}); !errors.Is(err, offline.ErrWiped) {
+	if _, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(t, 6)[5]}); !errors.Is(err, offline.ErrWiped) {
 		t.Fatalf("verify after revocation: %v", err)
 	}
 	if k := kinds(t, s); k[len(k)-1] != "revoke" && k[len(k)-2] != "revoke" {

@@ -97,18 +97,29 @@ func goodBody(t *testing.T, good []byte) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := json.Marshal(b.Body)
-	var m map[string]any
-	json.Unmarshal(raw, &m)
-	return m
+	return jsonCopy(t, b.Body)
 }
 
-func edit(m map[string]any, f func(map[string]any)) map[string]any {
-	raw, _ := json.Marshal(m)
-	var c map[string]any
-	json.Unmarshal(raw, &c)
+// edit returns a copy of m changed by f.
+func edit(t *testing.T, m map[string]any, f func(map[string]any)) map[string]any {
+	t.Helper()
+	c := jsonCopy(t, m)
 	f(c)
 	return c
+}
+
+// jsonCopy returns v as a generic JSON object.
+func jsonCopy(t *testing.T, v any) map[string]any {
+	t.Helper()
+	raw, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 // TestGenerateTestdata writes every file of offline/testdata but one:
@@ -151,36 +162,36 @@ func TestGenerateTestdata(t *testing.T) {
 	body := goodBody(t, good)
 	files["fail_wrong_type.bundle"] = signBody(t, artifact.Header{Type: "site-package"}, body)
 	files["fail_version_3.bundle"] = signBody(t, artifact.Header{Version: 3}, body)
-	files["fail_v1_with_used.bundle"] = signBody(t, artifact.Header{Version: 1}, edit(body, func(m map[string]any) { m["used"] = 5 }))
-	files["fail_used_below_none.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["used"] = -2 }))
-	files["fail_acked_short_hash.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_v1_with_used.bundle"] = signBody(t, artifact.Header{Version: 1}, edit(t, body, func(m map[string]any) { m["used"] = 5 }))
+	files["fail_used_below_none.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["used"] = -2 }))
+	files["fail_acked_short_hash.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["acked"], m["acked_hash"] = 3, "AAAA"
 	}))
-	files["fail_acked_without_hash.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["acked"] = 3 }))
-	files["fail_entries_length.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_acked_without_hash.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["acked"] = 3 }))
+	files["fail_entries_length.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		e := m["entries"].(string)
 		m["entries"] = e[:len(e)-4] // 3 bytes short
 	}))
-	files["fail_no_entries.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["entries"] = "" }))
-	files["fail_weak_kdf.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_no_entries.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["entries"] = "" }))
+	files["fail_weak_kdf.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["kdf"] = map[string]any{"time": 1, "memory_kib": 4, "threads": 1}
 	}))
-	files["fail_huge_kdf.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_huge_kdf.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["kdf"] = map[string]any{"time": 3, "memory_kib": 4 << 20, "threads": 1}
 	}))
-	files["fail_five_digits.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_five_digits.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["otp"].(map[string]any)["digits"] = 5
 	}))
-	files["fail_short_salt.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["salt"] = "AAAA" }))
-	files["fail_unknown_field.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["whitelist"] = true }))
-	files["fail_counter_overflow.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_short_salt.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["salt"] = "AAAA" }))
+	files["fail_unknown_field.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["whitelist"] = true }))
+	files["fail_counter_overflow.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		m["first"] = uint64(offline.MaxCounter) - 3
 	}))
-	files["fail_secrets_unsorted.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) {
+	files["fail_secrets_unsorted.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		s := m["secrets"].([]any)[0]
 		m["secrets"] = []any{s, s}
 	}))
-	files["fail_control_char_user.bundle"] = signBody(t, artifact.Header{}, edit(body, func(m map[string]any) { m["user"] = "ali\x1bce" }))
+	files["fail_control_char_user.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["user"] = "ali\x1bce" }))
 
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join("testdata", name), data, 0o644); err != nil {
@@ -268,7 +279,7 @@ func TestTestdataFiles(t *testing.T) {
 }
 
 // TestTestdataVerify runs the checked-in good bundles through a store with
-// codes from pyotp.
+// their codes.
 func TestTestdataVerify(t *testing.T) {
 	s, c, _ := newStore(t, quickPolicy)
 	for _, name := range []string{"good_hotp.bundle", "good_totp_pin.bundle"} {
@@ -276,7 +287,7 @@ func TestTestdataVerify(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	hotp := pyotpCodes(t, otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}, seed, 0, 1)
+	hotp := codesAt(t, otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}, seed, 0, 1)
 	for i, code := range hotp {
 		r, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: code})
 		if err != nil || r.Counter != uint64(i) {
@@ -288,7 +299,7 @@ func TestTestdataVerify(t *testing.T) {
 	}
 	at := time.Date(2030, 1, 1, 0, 30, 0, 0, time.UTC)
 	c.Set(at)
-	code := pyotpCodes(t, otp.DefaultTOTP, seed, at.Unix())[0]
+	code := codesAt(t, otp.DefaultTOTP, seed, at.Unix())[0]
 	if _, err := s.Verify(ctx, offline.Attempt{User: "bob", Code: code, PIN: "2468"}); err != nil {
 		t.Fatalf("TOTP+PIN: %v", err)
 	}
@@ -320,7 +331,7 @@ func TestVersion1BundleStillWorks(t *testing.T) {
 	if _, err := s.Import(ctx, data); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(1)[0]}); err != nil || r.Counter != 0 {
+	if r, err := s.Verify(ctx, offline.Attempt{User: "alice", Code: hotpCodes(t, 1)[0]}); err != nil || r.Counter != 0 {
 		t.Fatalf("verify: %v", err)
 	}
 }

@@ -124,7 +124,10 @@ func TestVerifyPeriodAndT0(t *testing.T) {
 func TestVerifyRejectsOtherParams(t *testing.T) {
 	now := time.Unix(1700000000, 0)
 	base := otp.Params{Type: otp.TypeTOTP, Algorithm: otp.SHA1, Digits: 6, Period: 30}
-	code, _ := base.Generate(seed20, 0, now)
+	code, err := base.Generate(seed20, 0, now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	others := []otp.Params{
 		{Type: otp.TypeTOTP, Algorithm: otp.SHA1, Digits: 6, Period: 60},
 		{Type: otp.TypeTOTP, Algorithm: otp.SHA1, Digits: 6, Period: 30, T0: 3600},

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -102,6 +101,16 @@ func (w *world) code(c siteissue.Credential) string {
 	return s
 }
 
+// status is the site's status (t: the test or subtest asking).
+func (w *world) status(t *testing.T) site.Status {
+	t.Helper()
+	st, err := w.s.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 func (w *world) verify(tech, code string) (site.Decision, error) {
 	return w.s.Verify(context.Background(), tech, code)
 }
@@ -129,39 +138,25 @@ func (w *world) mustRefuse(tech, code string, want ...error) site.Decision {
 	return d
 }
 
-func requireInterop(t *testing.T, what string, ok bool) bool {
-	if ok {
-		return true
-	}
-	if os.Getenv("OUTPOST_REQUIRE_INTEROP") == "1" {
-		t.Fatalf("%s is not available and OUTPOST_REQUIRE_INTEROP=1", what)
-	}
-	t.Skipf("%s is not available; install python3-pyotp (Debian) to run this test", what)
-	return false
-}
-
-// pyotpCodes asks the real pyotp (Debian's, run by /usr/bin/python3) for
-// the code of each otpauth URI at time at, parsing the URI itself.
-func pyotpCodes(t *testing.T, at time.Time, uris ...string) []string {
+// uriCodes is what an authenticator app that read each otpauth URI shows
+// at time at: the URI parsed and the code made by the otp package
+// (otp/interop_test.go checks both against pyotp and oathtool).
+func uriCodes(t *testing.T, at time.Time, uris ...string) []string {
 	t.Helper()
-	ok := exec.Command("/usr/bin/python3", "-c", "import pyotp").Run() == nil
-	requireInterop(t, "/usr/bin/python3 with pyotp", ok)
-	script := `import sys, pyotp
-at = int(sys.argv[1])
-for u in sys.argv[2:]:
-    print(pyotp.parse_uri(u).at(at))`
-	out, err := exec.Command("/usr/bin/python3", append([]string{"-c", script, fmt.Sprint(at.Unix())}, uris...)...).Output()
-	if err != nil {
-		t.Fatalf("pyotp: %v", err)
-	}
-	codes := strings.Fields(string(out))
-	if len(codes) != len(uris) {
-		t.Fatalf("pyotp printed %q", out)
+	codes := make([]string, len(uris))
+	for i, u := range uris {
+		k, err := otp.ParseURI(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if codes[i], err = k.Generate(k.Secret, 0, at); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return codes
 }
 
-func TestTechniciansCreatedAfterProvisioningWithPyotp(t *testing.T) {
+func TestTechniciansCreatedAfterProvisioning(t *testing.T) {
 	w := newWorld(t)
 	w.init(w.provision("cab-17"))
 
@@ -174,7 +169,7 @@ func TestTechniciansCreatedAfterProvisioningWithPyotp(t *testing.T) {
 		c := w.cred(tech, siteissue.Current)
 		uris = append(uris, c.Key.URI())
 	}
-	codes := pyotpCodes(t, w.now, uris...)
+	codes := uriCodes(t, w.now, uris...)
 	for i, tech := range techs {
 		d := w.mustAccept(tech, codes[i])
 		if d.Epoch != 2 || d.Step != uint64(w.now.Unix()/30) {
@@ -185,18 +180,18 @@ func TestTechniciansCreatedAfterProvisioningWithPyotp(t *testing.T) {
 	}
 	// The next step's code is accepted; an earlier one is not.
 	w.now = w.now.Add(30 * time.Second)
-	next := pyotpCodes(t, w.now, uris[0])[0]
-	prev := pyotpCodes(t, w.now.Add(-60*time.Second), uris[0])[0]
+	next := uriCodes(t, w.now, uris[0])[0]
+	prev := uriCodes(t, w.now.Add(-60*time.Second), uris[0])[0]
 	w.mustRefuse(techs[0], prev, site.ErrRefused)
 	w.now = w.now.Add(3 * time.Second) // past the 2 s delay a failure imposes
 	w.mustAccept(techs[0], next)
 
 	// A code from the window's edges (one step back and forward) is accepted.
 	w.now = w.now.Add(2 * time.Minute)
-	edge := pyotpCodes(t, w.now.Add(-30*time.Second), uris[1])[0]
+	edge := uriCodes(t, w.now.Add(-30*time.Second), uris[1])[0]
 	w.mustAccept(techs[1], edge)
 	w.now = w.now.Add(2 * time.Minute)
-	w.mustRefuse(techs[2], pyotpCodes(t, w.now.Add(-90*time.Second), uris[2])[0], site.ErrWrongCode)
+	w.mustRefuse(techs[2], uriCodes(t, w.now.Add(-90*time.Second), uris[2])[0], site.ErrWrongCode)
 
 	if bad, err := w.s.VerifyLog(context.Background()); err != nil {
 		t.Fatalf("log: bad entry %d: %v", bad, err)
@@ -256,7 +251,7 @@ func TestRevocationListUpdates(t *testing.T) {
 	if _, err := w.s.Update(ctx, r2.List, nil); !errors.Is(err, site.ErrNotNewer) || !strings.Contains(err.Error(), "older") {
 		t.Fatalf("older list: %v", err)
 	}
-	st, _ := w.s.Status(ctx)
+	st := w.status(t)
 	if st.RevocationSerial != 4 || st.Revoked != 1 {
 		t.Fatalf("status after refused older list: %+v", st)
 	}
@@ -277,11 +272,9 @@ func TestRevocationListUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A list of another scope is refused.
-	other, err := w.is.Provision(ctx, by, "south", "cab-99", pass)
-	if err != nil {
+	if _, err := w.is.Provision(ctx, by, "south", "cab-99", pass); err != nil {
 		t.Fatal(err)
 	}
-	_ = other
 	rs, err := w.is.Revoke(ctx, by, "south", []string{"alice"}, nil, "")
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +419,7 @@ func TestBadPackages(t *testing.T) {
 
 	// The same files offered as updates to an installed site change nothing.
 	w.init(good)
-	before, _ := w.s.Status(ctx)
+	before := w.status(t)
 	older := good
 	newer := w.provision("cab-17")
 	if _, err := w.s.Update(ctx, newer, func() ([]byte, error) { return pass, nil }); err != nil {
@@ -460,7 +453,7 @@ func TestBadPackages(t *testing.T) {
 			if err == nil || (tc.want != nil && !errors.Is(err, tc.want)) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
 			}
-			st, _ := w.s.Status(ctx)
+			st := w.status(t)
 			if st.PackageSerial == before.PackageSerial || st.LogEntries != before.LogEntries+1 {
 				t.Fatalf("a refused update changed the site: %+v", st)
 			}
@@ -567,7 +560,7 @@ func TestClockHighWaterMark(t *testing.T) {
 	if d.Failures != 0 || d.Reason != site.ReasonClockBack {
 		t.Fatalf("%+v", d)
 	}
-	st, _ := w.s.Status(context.Background())
+	st := w.status(t)
 	if !st.ClockHighWater.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("high water %v", st.ClockHighWater)
 	}
@@ -644,7 +637,9 @@ func TestLogRecordsEveryDecisionWithoutSecrets(t *testing.T) {
 		t.Fatalf("kinds %v, want %v", kinds, want)
 	}
 	var data map[string]any
-	json.Unmarshal(entries[2].Data, &data)
+	if err := json.Unmarshal(entries[2].Data, &data); err != nil {
+		t.Fatal(err)
+	}
 	if data["reason"] != site.ReasonReplayed {
 		t.Fatalf("replay entry %s", entries[2].Data)
 	}

@@ -45,11 +45,32 @@ func epochsFrom(n uint32) []Epoch {
 	}
 }
 
+// unmarshal decodes JSON the generator made, failing the test on error.
+func unmarshal(t *testing.T, data []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// signedBody is the body of a signed artifact's payload, unverified.
+func signedBody[B any](t *testing.T, signed []byte) B {
+	t.Helper()
+	var env struct{ Payload []byte }
+	unmarshal(t, signed, &env)
+	var p struct{ Body B }
+	unmarshal(t, env.Payload, &p)
+	return p.Body
+}
+
 // generateTestdata writes every good_* and fail_* file. Run it with
 // go test ./site -run TestTestdata -update
 func generateTestdata(t *testing.T) {
 	s := tdSigner(t)
-	other, _ := keys.MasterFromBytes(bytes.Repeat([]byte{9}, 32))
+	other, err := keys.MasterFromBytes(bytes.Repeat([]byte{9}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
 	must := func(b []byte, err error) []byte {
 		t.Helper()
 		if err != nil {
@@ -75,16 +96,10 @@ func generateTestdata(t *testing.T) {
 			NotBefore: tdNow.Add(-24 * time.Hour), NotAfter: tdNow.Add(60 * 24 * time.Hour)}
 		return must(artifact.Sign(s, h, body))
 	}
-	goodBody := func() map[string]any {
-		var env struct{ Payload []byte }
-		json.Unmarshal(good, &env)
-		var p struct{ Body map[string]any }
-		json.Unmarshal(env.Payload, &p)
-		return p.Body
-	}
+	goodBody := func() map[string]any { return signedBody[map[string]any](t, good) }
 	flip := func(a []byte) []byte {
 		var env map[string]any
-		json.Unmarshal(a, &env)
+		unmarshal(t, a, &env)
 		p := []byte(env["payload"].(string))
 		p[len(p)/2] ^= 0x04 // a base64 letter changes case: one payload bit differs
 		env["payload"] = string(p)
@@ -127,11 +142,7 @@ func generateTestdata(t *testing.T) {
 			sp := spec
 			sp.Site = "cab-18"
 			b := goodBody()
-			var env struct{ Payload []byte }
-			json.Unmarshal(pkg(sp, s), &env)
-			var p struct{ Body map[string]any }
-			json.Unmarshal(env.Payload, &p)
-			b["keys"] = p.Body["keys"]
+			b["keys"] = signedBody[map[string]any](t, pkg(sp, s))["keys"]
 			return rawSigned(TypePackage, 1, "cab-17", 4, b)
 		}(),
 		"fail_package_unknown_field.json": func() []byte {
@@ -196,11 +207,7 @@ func generateTestdata(t *testing.T) {
 	for name, body := range fuzzPackageBodies() {
 		writeCorpus(t, "FuzzPackageBody", name, []byte(body))
 	}
-	var env struct{ Payload []byte }
-	var p struct{ Body json.RawMessage }
-	json.Unmarshal(goodList, &env)
-	json.Unmarshal(env.Payload, &p)
-	writeCorpus(t, "FuzzRevocationBody", "good", p.Body)
+	writeCorpus(t, "FuzzRevocationBody", "good", signedBody[json.RawMessage](t, goodList))
 	writeCorpus(t, "FuzzRevocationBody", "unsorted", []byte(`{"scope":"north","revoked":[{"tech":"b","through_epoch":1,"at":"2026-01-01T00:00:00Z"},{"tech":"a","through_epoch":1,"at":"2026-01-01T00:00:00Z"}]}`))
 }
 
@@ -299,7 +306,10 @@ func TestTestdata(t *testing.T) {
 		t.Fatalf("%d fail_ files, %d expectations", seen, len(wantFail))
 	}
 	// The good package's keys, policy, epochs and list decode as built.
-	data, _ := os.ReadFile("testdata/good_package.json")
+	data, err := os.ReadFile("testdata/good_package.json")
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := ReadPackage(data, ring, "cab-17", tdNow)
 	if err != nil {
 		t.Fatal(err)

@@ -138,10 +138,40 @@ func TestSignRejects(t *testing.T) {
 }
 
 // rawEnvelope signs an arbitrary payload, for shapes Sign refuses to make.
-func rawEnvelope(s *keys.Signer, envKID string, p []byte) []byte {
+func rawEnvelope(t testing.TB, s *keys.Signer, envKID string, p []byte) []byte {
+	t.Helper()
 	env := envelope{Version: 1, KeyID: envKID, Payload: p, Sig: s.Sign(signedMessage(envKID, p))}
-	b, _ := json.Marshal(env)
-	return append(b, '\n')
+	return append(mustMarshal(t, env), '\n')
+}
+
+// mustMarshal is json.Marshal for the test's own values.
+func mustMarshal(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// readVector reads a file of testdata.
+func readVector(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// vectorFiles lists testdata/*.json; there must be some.
+func vectorFiles(t testing.TB) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata/*.json (go test ./internal/artifact -run TestArtifactVectors -update): %v", err)
+	}
+	return files
 }
 
 func payloadJSON(t testing.TB, h Header, body string) []byte {
@@ -162,8 +192,7 @@ func editEnvelope(t testing.TB, data []byte, edit func(map[string]any)) []byte {
 		t.Fatal(err)
 	}
 	edit(m)
-	b, _ := json.Marshal(m)
-	return b
+	return mustMarshal(t, m)
 }
 
 type badKeyring struct{}
@@ -191,7 +220,7 @@ func TestVerifyFailures(t *testing.T) {
 		{name: "unknown key", data: good, ring: Keys{other.Public}, want: expect(), err: ErrUnknownKey, msg: "outpost keys export-public"},
 		{name: "empty keyring", data: good, ring: Keys{}, want: expect(), err: ErrUnknownKey},
 		{name: "malformed keyring key", data: good, ring: badKeyring{}, want: expect(), err: ErrUnknownKey},
-		{name: "signed by another key under our kid", data: rawEnvelope(other, s.KeyID, payloadJSON(t, hdr, "{}")), ring: ring, want: expect(), err: ErrBadSig},
+		{name: "signed by another key under our kid", data: rawEnvelope(t, other, s.KeyID, payloadJSON(t, hdr, "{}")), ring: ring, want: expect(), err: ErrBadSig},
 		{name: "bad signature", data: editEnvelope(t, good, func(m map[string]any) {
 			sig := []byte(m["sig"].(string))
 			sig[3] ^= 1
@@ -200,7 +229,7 @@ func TestVerifyFailures(t *testing.T) {
 		{name: "short signature", data: editEnvelope(t, good, func(m map[string]any) { m["sig"] = "AAAA" }), ring: ring, want: expect(), err: ErrBadSig},
 		{name: "no signature", data: editEnvelope(t, good, func(m map[string]any) { delete(m, "sig") }), ring: ring, want: expect(), err: ErrBadSig},
 		{name: "kid changed in envelope", data: editEnvelope(t, good, func(m map[string]any) { m["kid"] = other.KeyID }), ring: Keys{s.Public, other.Public}, want: expect(), err: ErrBadSig},
-		{name: "kid mismatch envelope vs header", data: rawEnvelope(s, s.KeyID, payloadJSON(t, Header{Type: "bundle", Version: 1, KeyID: other.KeyID, Subject: "dev-7", NotBefore: nbf, NotAfter: exp}, "{}")), ring: ring, want: expect(), err: ErrBadSig, msg: "differs from envelope"},
+		{name: "kid mismatch envelope vs header", data: rawEnvelope(t, s, s.KeyID, payloadJSON(t, Header{Type: "bundle", Version: 1, KeyID: other.KeyID, Subject: "dev-7", NotBefore: nbf, NotAfter: exp}, "{}")), ring: ring, want: expect(), err: ErrBadSig, msg: "differs from envelope"},
 		{name: "wrong type", data: good, ring: ring, want: Expect{Type: "revocation-list", Now: t0}, err: ErrWrongType, msg: `"bundle"`},
 		{name: "wrong subject", data: good, ring: ring, want: Expect{Type: "bundle", Subject: "dev-1", Now: t0}, err: ErrWrongBound, msg: "dev-7"},
 		{name: "not yet valid", data: good, ring: ring, want: Expect{Now: nbf.Add(-time.Second)}, err: ErrNotYetValid},
@@ -216,9 +245,9 @@ func TestVerifyFailures(t *testing.T) {
 		{name: "not json", data: []byte("\x89PNG"), ring: ring, want: expect()},
 		{name: "envelope version 2", data: editEnvelope(t, good, func(m map[string]any) { m["outpost_artifact"] = 2 }), ring: ring, want: expect(), msg: "version 2"},
 		{name: "envelope unknown field", data: editEnvelope(t, good, func(m map[string]any) { m["extra"] = 1 }), ring: ring, want: expect()},
-		{name: "payload unknown field (signed)", data: rawEnvelope(s, s.KeyID, []byte(`{"hdr":{"type":"bundle","version":1,"kid":"`+s.KeyID+`"},"body":{},"x":1}`)), ring: ring, want: Expect{}},
-		{name: "payload trailing data (signed)", data: rawEnvelope(s, s.KeyID, append(payloadJSON(t, hdr, "{}"), " {}"...)), ring: ring, want: Expect{}},
-		{name: "payload not an object (signed)", data: rawEnvelope(s, s.KeyID, []byte(`"hello"`)), ring: ring, want: Expect{}},
+		{name: "payload unknown field (signed)", data: rawEnvelope(t, s, s.KeyID, []byte(`{"hdr":{"type":"bundle","version":1,"kid":"`+s.KeyID+`"},"body":{},"x":1}`)), ring: ring, want: Expect{}},
+		{name: "payload trailing data (signed)", data: rawEnvelope(t, s, s.KeyID, append(payloadJSON(t, hdr, "{}"), " {}"...)), ring: ring, want: Expect{}},
+		{name: "payload not an object (signed)", data: rawEnvelope(t, s, s.KeyID, []byte(`"hello"`)), ring: ring, want: Expect{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, body, err := Verify(tc.data, tc.ring, tc.want)
@@ -353,11 +382,15 @@ func generateArtifactVectors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	os.MkdirAll("testdata", 0o755)
+	if err := os.MkdirAll("testdata", 0o755); err != nil {
+		t.Fatal(err)
+	}
 	good := mustSign(t, s, testHeader(), testBodyValue())
 	write("good_bundle.json", good)
 	var ind bytes.Buffer
-	json.Indent(&ind, good, "", "  ")
+	if err := json.Indent(&ind, good, "", "  "); err != nil {
+		t.Fatal(err)
+	}
 	write("good_bundle_indented.json", ind.Bytes())
 	write("good_bundle_crlf.json", bytes.ReplaceAll(ind.Bytes(), []byte("\n"), []byte("\r\n")))
 	write("good_bundle_empty_body.json", mustSign(t, s, testHeader(), struct{}{}))
@@ -366,11 +399,11 @@ func generateArtifactVectors(t *testing.T) {
 		sig[0] ^= 1
 		m["sig"] = string(sig)
 	}))
-	write("fail_payload_bit_flip.json", rawEnvelopeWithSig(good, func(p []byte) { p[10] ^= 1 }))
-	write("fail_other_signer.json", rawEnvelope(other, s.KeyID, payloadJSON(t, hdr, `{}`)))
+	write("fail_payload_bit_flip.json", rawEnvelopeWithSig(t, good, func(p []byte) { p[10] ^= 1 }))
+	write("fail_other_signer.json", rawEnvelope(t, other, s.KeyID, payloadJSON(t, hdr, `{}`)))
 	h2 := hdr
 	h2.KeyID = other.KeyID
-	write("fail_kid_mismatch.json", rawEnvelope(s, s.KeyID, payloadJSON(t, h2, `{}`)))
+	write("fail_kid_mismatch.json", rawEnvelope(t, s, s.KeyID, payloadJSON(t, h2, `{}`)))
 	write("fail_unknown_key.json", mustSign(t, other, testHeader(), testBodyValue()))
 	h3 := testHeader()
 	h3.Type = "revocation-list"
@@ -391,20 +424,22 @@ func generateArtifactVectors(t *testing.T) {
 	write("fail_truncated.json", good[:len(good)-10])
 	write("fail_unknown_field.json", editEnvelope(t, good, func(m map[string]any) { m["alg"] = "none" }))
 	write("fail_version_2.json", editEnvelope(t, good, func(m map[string]any) { m["outpost_artifact"] = 2 }))
-	write("fail_payload_unknown_field.json", rawEnvelope(s, s.KeyID, []byte(strings.TrimSuffix(string(payloadJSON(t, hdr, `{}`)), "}")+`,"extra":1}`)))
-	write("fail_payload_trailing_data.json", rawEnvelope(s, s.KeyID, append(payloadJSON(t, hdr, `{}`), "\n{}"...)))
+	write("fail_payload_unknown_field.json", rawEnvelope(t, s, s.KeyID, []byte(strings.TrimSuffix(string(payloadJSON(t, hdr, `{}`)), "}")+`,"extra":1}`)))
+	write("fail_payload_trailing_data.json", rawEnvelope(t, s, s.KeyID, append(payloadJSON(t, hdr, `{}`), "\n{}"...)))
 	write("fail_sig_truncated.json", editEnvelope(t, good, func(m map[string]any) { m["sig"] = m["sig"].(string)[:40] }))
 	write("fail_empty.json", nil)
-	write("fail_payload_header_missing.json", rawEnvelope(s, s.KeyID, []byte(`{"body":{}}`)))
+	write("fail_payload_header_missing.json", rawEnvelope(t, s, s.KeyID, []byte(`{"body":{}}`)))
 }
 
 // rawEnvelopeWithSig changes the payload of a signed artifact but keeps its signature.
-func rawEnvelopeWithSig(data []byte, edit func([]byte)) []byte {
+func rawEnvelopeWithSig(t testing.TB, data []byte, edit func([]byte)) []byte {
+	t.Helper()
 	var env envelope
-	json.Unmarshal(data, &env)
+	if err := json.Unmarshal(data, &env); err != nil {
+		t.Fatal(err)
+	}
 	edit(env.Payload)
-	b, _ := json.Marshal(env)
-	return b
+	return mustMarshal(t, env)
 }
 
 func TestArtifactVectors(t *testing.T) {
@@ -414,7 +449,7 @@ func TestArtifactVectors(t *testing.T) {
 	}
 	s := testSigner(t, 0)
 	table := artifactVectors()
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
+	files := vectorFiles(t)
 	seen := map[string]bool{}
 	for _, f := range files {
 		name := filepath.Base(f)
@@ -424,7 +459,7 @@ func TestArtifactVectors(t *testing.T) {
 			if !ok {
 				t.Fatalf("testdata/%s has no entry in artifactVectors", name)
 			}
-			data, _ := os.ReadFile(f)
+			data := readVector(t, f)
 			h, body, err := Verify(data, Keys{s.Public}, vectorExpect())
 			if want == nil {
 				if err != nil {
@@ -449,14 +484,17 @@ func TestArtifactVectors(t *testing.T) {
 
 func writeFuzzSeeds(t *testing.T) {
 	dir := filepath.Join("testdata", "fuzz", "FuzzVerify")
-	os.MkdirAll(dir, 0o755)
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
-	for _, f := range files {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range vectorFiles(t) {
 		if strings.HasSuffix(f, "fail_oversize.json") {
 			continue
 		}
-		b, _ := os.ReadFile(f)
-		os.WriteFile(filepath.Join(dir, filepath.Base(f)), fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", b), 0o644)
+		seed := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", readVector(t, f))
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), seed, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -473,10 +511,8 @@ func FuzzVerify(f *testing.F) {
 		b json.RawMessage
 	}
 	var originals []content
-	files, _ := filepath.Glob(filepath.Join("testdata", "*.json"))
-	for _, name := range files {
-		b, _ := os.ReadFile(name)
-		if h, body, err := Verify(b, ring, Expect{}); err == nil {
+	for _, name := range vectorFiles(f) {
+		if h, body, err := Verify(readVector(f, name), ring, Expect{}); err == nil {
 			originals = append(originals, content{h, body})
 		}
 	}

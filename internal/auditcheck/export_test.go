@@ -63,8 +63,8 @@ func TestExporterFiles(t *testing.T) {
 				if err != nil || !s.Header.IssuedAt.Equal(now) || filepath.Base(path) != FileName(s.Seq) {
 					t.Fatalf("%s: seq %d signed at %s (want %s): %v", path, s.Seq, s.Header.IssuedAt, now, err)
 				}
-				if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-					t.Fatalf("%s has mode %o", path, fi.Mode().Perm())
+				if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+					t.Fatalf("%s: %v, %v", path, fi, err)
 				}
 			}
 			if got, want := dirNames(t, dir), []string{FileName(5), FileName(9)}; !slices.Equal(got, want) {

@@ -3,11 +3,7 @@ package bundle
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base32"
 	"errors"
-	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -33,37 +29,15 @@ func testSigner(t testing.TB) *keys.Signer {
 	return m.Signer(0)
 }
 
-// pyotpCodes asks the real pyotp for the codes at counters (HOTP) or Unix times (TOTP).
-func pyotpCodes(t testing.TB, p otp.Params, secret []byte, at []int64) []string {
+// codeAt is p's code for the test seed at counter or TOTP step c, made by
+// the otp package (otp/interop_test.go checks it against pyotp and oathtool).
+func codeAt(t testing.TB, p otp.Params, c uint64) string {
 	t.Helper()
-	py := "/usr/bin/python3"
-	if err := exec.Command(py, "-c", "import pyotp").Run(); err != nil {
-		if os.Getenv("OUTPOST_REQUIRE_INTEROP") == "1" {
-			t.Fatalf("pyotp is required (OUTPOST_REQUIRE_INTEROP=1): %v", err)
-		}
-		t.Skip("pyotp not importable by /usr/bin/python3: apt-get install python3-pyotp")
-	}
-	b32 := base32.StdEncoding.EncodeToString(secret)
-	var nums []string
-	for _, a := range at {
-		nums = append(nums, fmt.Sprint(a))
-	}
-	var expr string
-	if p.Type == otp.TypeHOTP {
-		expr = fmt.Sprintf("pyotp.HOTP(%q, digits=%d, digest=hashlib.%s)", b32, p.Digits, strings.ToLower(p.Algorithm.String()))
-	} else {
-		expr = fmt.Sprintf("pyotp.TOTP(%q, digits=%d, digest=hashlib.%s, interval=%d)", b32, p.Digits, strings.ToLower(p.Algorithm.String()), p.Period)
-	}
-	script := fmt.Sprintf("import pyotp, hashlib\nt = %s\nfor a in [%s]:\n    print(t.at(a))\n", expr, strings.Join(nums, ","))
-	out, err := exec.Command(py, "-c", script).Output()
+	code, err := p.CodeAt(seed, c)
 	if err != nil {
-		t.Fatalf("pyotp: %v", err)
+		t.Fatalf("code at %d: %v", c, err)
 	}
-	codes := strings.Fields(string(out))
-	if len(codes) != len(at) {
-		t.Fatalf("pyotp printed %d codes, want %d", len(codes), len(at))
-	}
-	return codes
+	return code
 }
 
 func hotpRequest() Request {
@@ -85,7 +59,7 @@ func decode(t *testing.T, data []byte, s *keys.Signer) *offline.Bundle {
 	return b
 }
 
-func TestIssueHOTPOpensWithPyotpCodes(t *testing.T) {
+func TestIssueHOTPOpensWithItsCodes(t *testing.T) {
 	s := testSigner(t)
 	req := hotpRequest()
 	var calls, last atomic.Int64
@@ -115,7 +89,10 @@ func TestIssueHOTPOpensWithPyotpCodes(t *testing.T) {
 	if got := b.SecretNames(); len(got) != 2 || got[0] != "admin-password" || got[1] != "door" {
 		t.Fatalf("secret names %v", got)
 	}
-	codes := pyotpCodes(t, req.Params, seed, []int64{9, 10, 13, 17, 18})
+	var codes []string
+	for _, c := range []uint64{9, 10, 13, 17, 18} {
+		codes = append(codes, codeAt(t, req.Params, c))
+	}
 	// Counter 9 and 18 are outside the window: no entry to open.
 	if _, ok := b.OpenEntry(9, codes[0], ""); ok {
 		t.Fatal("counter 9 opened an entry")
@@ -124,7 +101,7 @@ func TestIssueHOTPOpensWithPyotpCodes(t *testing.T) {
 	for i, c := range []uint64{10, 13, 17} {
 		key, ok := b.OpenEntry(c, codes[i+1], "")
 		if !ok {
-			t.Fatalf("pyotp code for counter %d does not open its entry", c)
+			t.Fatalf("the code of counter %d does not open its entry", c)
 		}
 		if rel != nil && string(rel) != string(key) {
 			t.Fatal("entries release different keys")
@@ -182,8 +159,8 @@ func TestIssueTOTPWithPIN(t *testing.T) {
 		t.Fatalf("PIN %v first %d count %d", b.PIN, b.First, b.Count())
 	}
 	at := from.Add(2 * time.Minute).Unix()
-	code := pyotpCodes(t, p, seed, []int64{at})[0]
 	step := p.Step(time.Unix(at, 0))
+	code := codeAt(t, p, step)
 	if _, ok := b.OpenEntry(step, code, "2468"); !ok {
 		t.Fatal("code + PIN does not open its entry")
 	}
@@ -292,7 +269,10 @@ func TestWorkersAgree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p4, _ := newPlan(req)
+	p4, err := newPlan(req)
+	if err != nil {
+		t.Fatal(err)
+	}
 	rel := make([]byte, 32)
 	if err := computeEntries(context.Background(), p1.b, seed, "", rel, 1, nil); err != nil {
 		t.Fatal(err)

@@ -84,13 +84,22 @@ func TestAuditVerifyCheckpoint(t *testing.T) {
 		{"rewritten", func(t *testing.T, l anchoredLog) { storetest.RewriteAudit(t, l.dsn, l.st, 5, `{"forged":true}`) }, cli.ExitTampered, "differs from the checkpoint"},
 		{"cut short", func(t *testing.T, l anchoredLog) { storetest.TruncateAudit(t, l.dsn, 7) }, cli.ExitTampered, "cut from its end"},
 		{"signed by another key", func(t *testing.T, l anchoredLog) {
-			other, _ := keys.GenerateMaster()
-			data, _ := auditcheck.Sign(other.Signer(0), auditcheck.Checkpoint{Seq: 10, Hash: make([]byte, 32), Count: 10}, checkpointTime)
-			os.WriteFile(l.checkpoint, data, 0o600)
+			other, err := keys.GenerateMaster()
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := auditcheck.Sign(other.Signer(0), auditcheck.Checkpoint{Seq: 10, Hash: make([]byte, 32), Count: 10}, checkpointTime)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Dir(l.checkpoint), filepath.Base(l.checkpoint), string(data))
 		}, cli.ExitTampered, "does not trust"},
 		{"checkpoint altered", func(t *testing.T, l anchoredLog) {
-			data, _ := os.ReadFile(l.checkpoint)
-			os.WriteFile(l.checkpoint, []byte(strings.Replace(string(data), `"payload":"ey`, `"payload":"fy`, 1)), 0o600)
+			data := string(readFile(t, l.checkpoint))
+			if !strings.Contains(data, `"payload":"ey`) {
+				t.Fatalf("checkpoint %s: no payload to alter", data)
+			}
+			writeFile(t, filepath.Dir(l.checkpoint), filepath.Base(l.checkpoint), strings.Replace(data, `"payload":"ey`, `"payload":"fy`, 1))
 		}, cli.ExitTampered, "signature does not verify"},
 	}
 	for engine, dsn := range engines {

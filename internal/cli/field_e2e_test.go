@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func pyotpAt(t *testing.T, uri string, counters ...uint64) []string {
 	t.Helper()
 	args := []string{"-c", "import sys, pyotp\nt = pyotp.parse_uri(sys.argv[1])\nfor c in sys.argv[2:]:\n    print(t.at(int(c)))", uri}
 	for _, c := range counters {
-		args = append(args, itoa(int(c)))
+		args = append(args, strconv.FormatUint(c, 10))
 	}
 	out, err := exec.Command("/usr/bin/python3", args...).Output()
 	if err != nil {
@@ -27,11 +28,18 @@ func pyotpAt(t *testing.T, uri string, counters ...uint64) []string {
 		}
 		t.Skipf("pyotp not available: %v", err)
 	}
-	return strings.Fields(string(out))
+	codes := strings.Fields(string(out))
+	if len(codes) != len(counters) {
+		t.Fatalf("pyotp printed %q for %d counters", out, len(counters))
+	}
+	return codes
 }
 
 // TestFieldEndToEndWithServer: a real server issues a bundle through its API
 // and CLI, a field store imports it, and pyotp's codes verify offline once.
+// It is the interop test of the offline path, so it keeps pyotp as the
+// authenticator that reads the server's otpauth URI; TestFieldSyncCommands
+// drives the same commands with codes from the otp package.
 func TestFieldEndToEndWithServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")

@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -50,7 +49,7 @@ func TestFieldSyncCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(admin("token", "add", "--user", "alice", "--type", "hotp", "--json").stdout), &tok); err != nil {
 		t.Fatal(err)
 	}
-	codes := pyotpAt(t, tok.URI, 0, 1, 2, 3, 4, 5, 6, 7)
+	codes := uriCodes(t, tok.URI, 0, 1, 2, 3, 4, 5, 6, 7)
 	admin("token", "confirm", "--user", "alice", "--token", tok.ID, "--code", codes[0])
 	mustRun(t, nil, "keys", "export-public", "--data", data, "--out", filepath.Join(tmp, "server.pub"))
 
@@ -91,7 +90,7 @@ func TestFieldSyncCommands(t *testing.T) {
 	expectCode(t, cli.ExitRefused, nil, "field", "apply-sync", "--data", fdir, answer) // already applied
 	adminCode(cli.ExitRefused, "verify", "--user", "alice", "--code", codes[5])
 	// A tampered file and a truncated one.
-	up, _ := os.ReadFile(file)
+	up := readFile(t, file)
 	writeFile(t, tmp, "cut.sync", string(up[:len(up)/2]))
 	adminCode(cli.ExitTampered, "import-sync", filepath.Join(tmp, "cut.sync"), "--out", filepath.Join(tmp, "cut.answer"))
 	writeFile(t, tmp, "garbage.answer", "{}")
@@ -130,7 +129,7 @@ func TestFieldSyncCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(admin("token", "add", "--user", "bob", "--type", "hotp", "--json").stdout), &btok); err != nil {
 		t.Fatal(err)
 	}
-	bcodes := pyotpAt(t, btok.URI, 0, 1, 2, 3, 4)
+	bcodes := uriCodes(t, btok.URI, 0, 1, 2, 3, 4)
 	admin("token", "confirm", "--user", "bob", "--token", btok.ID, "--code", bcodes[0])
 	pin := writeFile(t, tmp, "pin", "2468")
 	admin("user", "pin", "bob", "--pin-file", pin)

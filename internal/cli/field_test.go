@@ -65,8 +65,8 @@ func TestFieldCommands(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(fdir, "device.pub")); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := os.Stat(fdir); st.Mode().Perm() != 0o700 {
-		t.Fatalf("field dir mode %o", st.Mode().Perm())
+	if st, err := os.Stat(fdir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("field dir: %v, %v", st, err)
 	}
 	expectCode(t, cli.ExitError, nil, "field", "init", "--data", fdir, "--server-key", pub, "--device-id", "dev-7")
 	expectCode(t, cli.ExitUsage, nil, "field", "init", "--data", filepath.Join(tmp, "f2"), "--server-key", writeFile(t, tmp, "junk.pub", "junk"), "--device-id", "x")
@@ -77,7 +77,7 @@ func TestFieldCommands(t *testing.T) {
 		r.NotBefore, r.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
 	})
 	good := fieldBundle(t, s, tmp, "alice.bundle", nil)
-	data, _ := os.ReadFile(good)
+	data := readFile(t, good)
 	flipped := []byte(string(data))
 	flipped[len(flipped)/2] ^= 1
 	truncated := writeFile(t, tmp, "trunc.bundle", string(data[:len(data)/2]))
@@ -182,7 +182,10 @@ func TestFieldTOTPWithPINFile(t *testing.T) {
 		r.Secrets = nil
 	})
 	mustRun(t, nil, "field", "import", "--data", fdir, b)
-	code, _ := otp.DefaultTOTP.Generate(fieldSeed, 0, time.Now())
+	code, err := otp.DefaultTOTP.Generate(fieldSeed, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	expectCode(t, cli.ExitUsage, nil, "field", "verify", "--data", fdir, "--user", "bob", "--code", code)
 	pin := writeFile(t, tmp, "pin", "2468\n")
 	r := mustRun(t, nil, "field", "verify", "--data", fdir, "--user", "bob", "--code", code, "--pin-file", pin, "--json")

@@ -130,6 +130,16 @@ func writeFile(t testing.TB, dir, name, content string) string {
 	return p
 }
 
+// readFile returns the content of path, failing the test when it cannot be read.
+func readFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 var kidRE = regexp.MustCompile(`ed25519:[0-9a-f]{16}`)
 
 func TestInitWithPassphraseFile(t *testing.T) {
@@ -150,7 +160,7 @@ func TestInitWithPassphraseFile(t *testing.T) {
 			t.Errorf("%s has mode %o, want %o", path, st.Mode().Perm(), want)
 		}
 	}
-	key, _ := os.ReadFile(filepath.Join(data, "master.key"))
+	key := readFile(t, filepath.Join(data, "master.key"))
 	if bytes.Contains(key, []byte(masterPass)) || !bytes.Contains(key, []byte(`"argon2id"`)) {
 		t.Fatalf("master.key is not sealed with argon2id:\n%s", key)
 	}
@@ -194,7 +204,7 @@ func TestInitRefusesToOverwrite(t *testing.T) {
 	data := filepath.Join(tmp, "data")
 	pf := writeFile(t, tmp, "pass", masterPass)
 	mustRun(t, nil, "init", "--data", data, "--passphrase-file", pf)
-	before, _ := os.ReadFile(filepath.Join(data, "master.key"))
+	before := readFile(t, filepath.Join(data, "master.key"))
 	for _, args := range [][]string{
 		{"init", "--data", data, "--passphrase-file", pf},
 		{"init", "--data", data, "--dev-insecure-unsealed"},
@@ -206,7 +216,7 @@ func TestInitRefusesToOverwrite(t *testing.T) {
 			t.Errorf("%v: message does not say why:\n%s", args, r)
 		}
 	}
-	after, _ := os.ReadFile(filepath.Join(data, "master.key"))
+	after := readFile(t, filepath.Join(data, "master.key"))
 	if !bytes.Equal(before, after) {
 		t.Fatal("master.key changed")
 	}
@@ -250,7 +260,7 @@ func TestInitDevInsecureUnsealed(t *testing.T) {
 	if strings.Contains(r.stdout, "WARNING") {
 		t.Error("the warning went to stdout, where scripts read data")
 	}
-	key, _ := os.ReadFile(filepath.Join(data, "master.key"))
+	key := readFile(t, filepath.Join(data, "master.key"))
 	if !bytes.Contains(key, []byte(`"kdf": "none"`)) {
 		t.Fatalf("master.key does not say it is unsealed:\n%s", key)
 	}

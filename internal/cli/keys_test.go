@@ -50,8 +50,7 @@ func getFixture(t *testing.T, insecure bool) keysFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &keysFixture{dir: dir, data: filepath.Join(dir, "data"), passFile: filepath.Join(dir, "master.pass")}
-	os.WriteFile(f.passFile, []byte(masterPass+"\n"), 0o600)
+	f := &keysFixture{dir: dir, data: filepath.Join(dir, "data"), passFile: writeFile(t, dir, "master.pass", masterPass+"\n")}
 	args := []string{"init", "--data", f.data, "--json"}
 	if insecure {
 		args = append(args, "--dev-insecure-unsealed")
@@ -156,7 +155,7 @@ func TestKeysExportInspect(t *testing.T) {
 	if err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("key file mode: %v %v", st, err)
 	}
-	raw, _ := os.ReadFile(keyFile)
+	raw := readFile(t, keyFile)
 	if bytes.Contains(raw, []byte(b32)) || bytes.Contains(raw, secret) {
 		t.Fatal("the key file holds the secret in the clear")
 	}
@@ -191,7 +190,9 @@ func TestKeysExportInspect(t *testing.T) {
 	var withSecret struct {
 		URI string `json:"otpauth_uri"`
 	}
-	json.Unmarshal([]byte(r.stdout), &withSecret)
+	if err := json.Unmarshal([]byte(r.stdout), &withSecret); err != nil {
+		t.Fatalf("inspect --show-secret --json: %v\n%s", err, r)
+	}
 	k, err := otp.ParseURI(withSecret.URI)
 	if err != nil {
 		t.Fatalf("inspect --show-secret gave %q: %v", withSecret.URI, err)
@@ -203,8 +204,8 @@ func TestKeysExportInspect(t *testing.T) {
 	r = mustRun(t, nil, "otp", "code", withSecret.URI)
 	after := time.Now()
 	code := strings.TrimSpace(r.stdout)
-	c1, _ := k.Generate(secret, 0, before)
-	c2, _ := k.Generate(secret, 0, after)
+	cs := uriCodes(t, withSecret.URI, k.Step(before), k.Step(after))
+	c1, c2 := cs[0], cs[1]
 	if code != c1 && code != c2 {
 		t.Fatalf("otp code printed %q, the derived key gives %q/%q", code, c1, c2)
 	}
@@ -235,7 +236,7 @@ func TestKeysExportRefusals(t *testing.T) {
 	if !strings.Contains(r.stderr, "never overwritten") {
 		t.Errorf("message:\n%s", r)
 	}
-	if b, _ := os.ReadFile(existing); string(b) != "precious" {
+	if b := readFile(t, existing); string(b) != "precious" {
 		t.Fatal("existing file was overwritten")
 	}
 	// The key file's passphrase must not be the master passphrase.
@@ -272,7 +273,7 @@ func TestKeysInspectBadFiles(t *testing.T) {
 	ep := writeFile(t, tmp, "export.pass", filePass)
 	keyFile := filepath.Join(tmp, "t.key")
 	mustRun(t, nil, "keys", "export", "--data", f.data, "--subject", "tech-7", "--out", keyFile, "--export-passphrase-file", ep)
-	good, _ := os.ReadFile(keyFile)
+	good := readFile(t, keyFile)
 	b32 := otp.EncodeSecret(subjectSecret(t, f, "tech-7", 0))
 
 	// Wrong passphrase: exit 3, no content.
@@ -307,8 +308,7 @@ func TestKeysInspectBadFiles(t *testing.T) {
 		{"oversize", append(bytes.Repeat([]byte(" "), keys.MaxSealedFileSize), good...), cli.ExitTampered, "larger than"}, // bounds check: integrity exit, as for every input file
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := filepath.Join(t.TempDir(), "k")
-			os.WriteFile(p, tc.data, 0o600)
+			p := writeFile(t, t.TempDir(), "k", string(tc.data))
 			r := expectCode(t, tc.code, nil, "keys", "inspect", p, "--passphrase-file", ep, "--show-secret")
 			if !strings.Contains(r.stderr, tc.says) {
 				t.Errorf("message does not say %q:\n%s", tc.says, r)
@@ -350,8 +350,10 @@ func TestMasterKeyProblems(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")
-			os.MkdirAll(data, 0o700)
-			os.WriteFile(filepath.Join(data, "master.key"), tc.data, 0o600)
+			if err := os.Mkdir(data, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, data, "master.key", string(tc.data))
 			r := expectCode(t, tc.code, nil, "keys", "export-public", "--data", data, "--passphrase-file", f.passFile)
 			if !strings.Contains(r.stderr, tc.says) {
 				t.Errorf("message does not say %q:\n%s", tc.says, r)

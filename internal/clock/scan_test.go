@@ -103,7 +103,11 @@ func wallClockCalls(t *testing.T, path string) []wallClockSite {
 	}
 	timeName := ""
 	for _, imp := range f.Imports {
-		if p, _ := strconv.Unquote(imp.Path.Value); p == "time" {
+		p, err := strconv.Unquote(imp.Path.Value)
+		if err != nil {
+			t.Fatalf("%s: import %s: %v", path, imp.Path.Value, err)
+		}
+		if p == "time" {
 			timeName = "time"
 			if imp.Name != nil {
 				timeName = imp.Name.Name

@@ -40,6 +40,24 @@ func mode(t *testing.T, path string) fs.FileMode {
 	return st.Mode().Perm()
 }
 
+// read returns path's content, failing the test when it cannot be read.
+func read(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// mustWrite writes a test's file.
+func mustWrite(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestInitAndLoad(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "data")
 	var m *keys.Master
@@ -58,7 +76,7 @@ func TestInitAndLoad(t *testing.T) {
 	if !Initialised(dir) {
 		t.Fatal("Initialised = false after Init")
 	}
-	data, _ := os.ReadFile(filepath.Join(dir, MasterKeyFile))
+	data := read(t, filepath.Join(dir, MasterKeyFile))
 	if bytes.Contains(data, m.Bytes()) || bytes.Contains(data, pass) {
 		t.Fatal("master key or passphrase in the clear in master.key")
 	}
@@ -80,7 +98,7 @@ func TestInitAndLoad(t *testing.T) {
 			t.Errorf("error does not say what to do: %v", err)
 		}
 	}
-	after, _ := os.ReadFile(filepath.Join(dir, MasterKeyFile))
+	after := read(t, filepath.Join(dir, MasterKeyFile))
 	if !bytes.Equal(after, data) {
 		t.Fatal("a refused Init changed master.key")
 	}
@@ -118,7 +136,7 @@ func TestInitExistingDir(t *testing.T) {
 	}
 	// A path that is a file is not.
 	file := filepath.Join(t.TempDir(), "f")
-	os.WriteFile(file, nil, 0o600)
+	mustWrite(t, file, nil)
 	if _, err := Init(file, nil, true, testNow); err == nil {
 		t.Fatal("Init succeeded on a regular file")
 	}
@@ -130,7 +148,7 @@ func TestLoadMasterErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyFile := filepath.Join(dir, MasterKeyFile)
-	good, _ := os.ReadFile(keyFile)
+	good := read(t, keyFile)
 	replace := func(t *testing.T, d string, data []byte) {
 		t.Helper()
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -140,8 +158,14 @@ func TestLoadMasterErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	subjectFile, _ := keys.Seal(pass, keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1}, keys.Sealed{Purpose: "subject-key"}, make([]byte, 20))
-	wrongLen, _ := keys.SealInsecure(keys.Sealed{Purpose: "master-key"}, make([]byte, 16))
+	subjectFile, err := keys.Seal(pass, keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1}, keys.Sealed{Purpose: "subject-key"}, make([]byte, 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongLen, err := keys.SealInsecure(keys.Sealed{Purpose: "master-key"}, make([]byte, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		name  string
@@ -181,7 +205,9 @@ func TestLoadMasterErrors(t *testing.T) {
 		}, pass, nil, []string{"larger than"}},
 		{"directory in its place", func(t *testing.T) string {
 			d := filepath.Join(t.TempDir(), "d")
-			os.MkdirAll(filepath.Join(d, MasterKeyFile), 0o700)
+			if err := os.MkdirAll(filepath.Join(d, MasterKeyFile), 0o700); err != nil {
+				t.Fatal(err)
+			}
 			return d
 		}, pass, nil, []string{MasterKeyFile}},
 	} {
@@ -209,7 +235,7 @@ func TestLoadMasterErrors(t *testing.T) {
 func TestReadFileLimit(t *testing.T) {
 	dir := t.TempDir()
 	f := filepath.Join(dir, "f")
-	os.WriteFile(f, []byte("0123456789"), 0o600)
+	mustWrite(t, f, []byte("0123456789"))
 	if b, err := ReadFileLimit(f, 10); err != nil || string(b) != "0123456789" {
 		t.Fatalf("at the limit: %q %v", b, err)
 	}
@@ -220,7 +246,7 @@ func TestReadFileLimit(t *testing.T) {
 		t.Fatalf("under the limit: %v", err)
 	}
 	empty := filepath.Join(dir, "empty")
-	os.WriteFile(empty, nil, 0o600)
+	mustWrite(t, empty, nil)
 	if b, err := ReadFileLimit(empty, 0); err != nil || len(b) != 0 {
 		t.Fatalf("empty file, limit 0: %v", err)
 	}
@@ -252,7 +278,7 @@ func TestWriteFileExclusive(t *testing.T) {
 	if err := WriteFileExclusive(p, []byte("two"), 0o600); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("second write: %v", err)
 	}
-	if b, _ := os.ReadFile(p); string(b) != "one" {
+	if b := read(t, p); string(b) != "one" {
 		t.Fatalf("existing file changed to %q", b)
 	}
 	if err := WriteFileExclusive(filepath.Join(dir, "no", "such", "dir"), nil, 0o600); err == nil {
@@ -271,7 +297,7 @@ func TestWriteFileAtomic(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if b, _ := os.ReadFile(p); string(b) != "new" {
+	if b := read(t, p); string(b) != "new" {
 		t.Fatalf("content %q", b)
 	}
 	if mode(t, p) != 0o640 {
@@ -303,7 +329,7 @@ func TestWriteFileAtomicNew(t *testing.T) {
 	if err := WriteFileAtomicNew(p, []byte("second"), 0o600); !errors.Is(err, fs.ErrExist) {
 		t.Fatalf("second write: %v, want fs.ErrExist", err)
 	}
-	if b, _ := os.ReadFile(p); string(b) != "first" || mode(t, p) != 0o600 {
+	if b := read(t, p); string(b) != "first" || mode(t, p) != 0o600 {
 		t.Fatalf("content %q mode %o", b, mode(t, p))
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 {

@@ -84,9 +84,9 @@ func TestAppendSinceLastVerify(t *testing.T) {
 		t.Fatalf("Since returned %d entries", len(got))
 	}
 	for i := range got {
-		a, _ := json.Marshal(got[i])
-		b, _ := json.Marshal(written[i])
-		if string(a) != string(b) {
+		a, errA := json.Marshal(got[i])
+		b, errB := json.Marshal(written[i])
+		if errA != nil || errB != nil || string(a) != string(b) {
 			t.Fatalf("entry %d round trip:\n got %s\nwant %s", i, a, b)
 		}
 	}
@@ -114,12 +114,17 @@ func TestAppendRollsBackWithTheTransaction(t *testing.T) {
 	db := openDB(t, filepath.Join(t.TempDir(), "d.db"))
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	appendN(t, db, priv, 2)
-	tx, _ := db.BeginTx(ctx, nil)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Append(ctx, tx, priv, eventlog.Entry{Kind: "verify.fail", Time: testTime}); err != nil {
 		t.Fatal(err)
 	}
-	tx.Rollback()
-	if l, _ := Last(ctx, db); l.Seq != 2 {
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := Last(ctx, db); err != nil || l.Seq != 2 {
 		t.Fatalf("rolled-back append is visible: last seq %d", l.Seq)
 	}
 	appendN(t, db, priv, 1)
@@ -142,7 +147,10 @@ func TestAppendRejectsBadEntries(t *testing.T) {
 		"long subject": {priv, eventlog.Entry{Kind: "x", Subject: strings.Repeat("s", eventlog.MaxSubjectLen+1)}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			tx, _ := db.BeginTx(ctx, nil)
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer tx.Rollback()
 			if _, err := Append(ctx, tx, tc.key, tc.e); err == nil {
 				t.Fatal("Append accepted it")
@@ -252,7 +260,7 @@ func TestConcurrentAppendersKeepOneChain(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if l, _ := Last(ctx, db); l.Seq != 40 {
+	if l, err := Last(ctx, db); err != nil || l.Seq != 40 {
 		t.Fatalf("last seq %d, want 40", l.Seq)
 	}
 	if bad, err := Verify(ctx, db, pub); err != nil {
@@ -291,7 +299,9 @@ func TestIdentity(t *testing.T) {
 		t.Fatal("openssl is not installed (OUTPOST_REQUIRE_INTEROP=1)")
 	}
 
-	os.Chmod(filepath.Join(dir, IdentityFile), 0o644)
+	if err := os.Chmod(filepath.Join(dir, IdentityFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := LoadOrCreateIdentity(dir); !errors.Is(err, ErrBadIdentity) || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("world-readable key: err = %v", err)
 	}
@@ -307,7 +317,9 @@ func TestIdentityBadFiles(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			os.WriteFile(filepath.Join(dir, IdentityFile), []byte(content), 0o600)
+			if err := os.WriteFile(filepath.Join(dir, IdentityFile), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			if _, err := LoadOrCreateIdentity(dir); !errors.Is(err, ErrBadIdentity) {
 				t.Fatalf("err = %v, want ErrBadIdentity", err)
 			}

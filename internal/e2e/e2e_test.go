@@ -8,8 +8,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -93,7 +94,11 @@ func startServer(t *testing.T, dir string, extra ...string) *server {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	tok, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
+	// A replica sharing another's database writes no token file of its own.
+	tok, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
 	ca := ""
 	if strings.HasPrefix(s.url, "https://") {
 		ca = filepath.Join(dir, "tls", "ca.pem")
@@ -202,7 +207,10 @@ func TestServeFreshDataDir(t *testing.T) {
 		t.Fatalf("replay: exit %d %s", c, e)
 	}
 	// Restart on the same directory: state persists, the token file is kept.
-	before, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
+	before, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.stop(); err != nil {
 		t.Fatalf("SIGTERM: %v\n%s", err, s.logs.String())
 	}
@@ -210,8 +218,8 @@ func TestServeFreshDataDir(t *testing.T) {
 		t.Errorf("no graceful stop in the logs:\n%s", s.logs.String())
 	}
 	s2 := startServer(t, dir)
-	after, _ := os.ReadFile(filepath.Join(dir, "admin.token"))
-	if !bytes.Equal(before, after) {
+	after, err := os.ReadFile(filepath.Join(dir, "admin.token"))
+	if err != nil || !bytes.Equal(before, after) {
 		t.Fatal("restart rewrote admin.token")
 	}
 	env2 := []string{"OUTPOST_SERVER=" + s2.url}
@@ -222,7 +230,10 @@ func TestServeFreshDataDir(t *testing.T) {
 		t.Fatalf("audit verify: %d %s %s", c, out, e)
 	}
 	// No secret in the logs: the admin token, the seed.
-	k, _ := otp.ParseURI(tok.URI)
+	k, err := otp.ParseURI(tok.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
 	logs := s.logs.String() + s2.logs.String()
 	for _, secret := range []string{strings.TrimSpace(string(before)), otp.EncodeSecret(k.Secret), passphrase} {
 		if strings.Contains(logs, secret) {
@@ -258,7 +269,10 @@ func TestReplicasNeverAcceptOneCodeTwice(t *testing.T) {
 	if err := os.MkdirAll(dirB, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	mk, _ := os.ReadFile(filepath.Join(dirA, "master.key"))
+	mk, err := os.ReadFile(filepath.Join(dirA, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(dirB, "master.key"), mk, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -275,14 +289,23 @@ func TestReplicasNeverAcceptOneCodeTwice(t *testing.T) {
 	if err := a.client.Do(ctx, "POST", "/v1/users/racer/tokens", map[string]any{"type": "hotp"}, &tok); err != nil {
 		t.Fatal(err)
 	}
-	k, _ := otp.ParseURI(tok.URI)
-	c0, _ := k.CodeAt(k.Secret, 0)
+	k, err := otp.ParseURI(tok.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c0, err := k.CodeAt(k.Secret, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := b.client.Do(ctx, "POST", "/v1/users/racer/tokens/"+tok.ID+"/confirm", map[string]string{"code": c0}, nil); err != nil {
 		t.Fatal(err)
 	}
 	const rounds, perRound = 30, 16
 	for ctr := uint64(1); ctr <= rounds; ctr++ {
-		code, _ := k.CodeAt(k.Secret, ctr)
+		code, err := k.CodeAt(k.Secret, ctr)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		ok, statuses := 0, map[int]int{}
@@ -318,5 +341,4 @@ func TestReplicasNeverAcceptOneCodeTwice(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_ = io.Discard
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -153,8 +155,14 @@ func (s *killServer) api(method, path string, body, out any) int {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest(method, s.url+path, bytes.NewReader(b))
+	b, err := json.Marshal(body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	req, err := http.NewRequest(method, s.url+path, bytes.NewReader(b))
+	if err != nil {
+		s.t.Fatal(err)
+	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
@@ -163,7 +171,9 @@ func (s *killServer) api(method, path string, body, out any) int {
 	}
 	defer res.Body.Close()
 	if out != nil {
-		_ = json.NewDecoder(res.Body).Decode(out)
+		if err := json.NewDecoder(res.Body).Decode(out); err != nil && !errors.Is(err, io.EOF) {
+			s.t.Fatalf("%s %s: answer %d is not JSON: %v", method, path, res.StatusCode, err)
+		}
 	}
 	return res.StatusCode
 }
@@ -178,8 +188,12 @@ type killDevice struct {
 	maxOffline int64
 }
 
-func (d *killDevice) code(c uint64) string {
-	code, _ := d.p.CodeAt(d.seed, c)
+func (d *killDevice) code(t *testing.T, c uint64) string {
+	t.Helper()
+	code, err := d.p.CodeAt(d.seed, c)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return code
 }
 
@@ -223,7 +237,9 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 	maxOnline := map[string]int64{}
 	for i := range 2 {
 		d := &killDevice{id: fmt.Sprint("van-", i), user: fmt.Sprint("tech-", i), dir: filepath.Join(tmp, fmt.Sprint("field-", i))}
-		srv.api("POST", "/v1/users", map[string]string{"id": d.user}, nil)
+		if st := srv.api("POST", "/v1/users", map[string]string{"id": d.user}, nil); st != 201 {
+			t.Fatalf("user: %d", st)
+		}
 		var tok struct {
 			ID  string `json:"id"`
 			URI string `json:"otpauth_uri"`
@@ -236,7 +252,7 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 			t.Fatal(err)
 		}
 		d.p, d.seed = k.Params, k.Secret
-		if st := srv.api("POST", "/v1/users/"+d.user+"/tokens/"+tok.ID+"/confirm", map[string]string{"code": d.code(0)}, nil); st != 200 {
+		if st := srv.api("POST", "/v1/users/"+d.user+"/tokens/"+tok.ID+"/confirm", map[string]string{"code": d.code(t, 0)}, nil); st != 200 {
 			t.Fatalf("confirm: %d", st)
 		}
 		d.s, err = offline.Init(ctx, d.dir, offline.Config{DeviceID: d.id, ServerKey: signer.Public,
@@ -293,7 +309,7 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 			}
 			for range rng.IntN(4) {
 				c := uint64(last + 1 + rng.Int64N(3))
-				if _, err := d.s.Verify(ctx, offline.Attempt{User: d.user, Code: d.code(c)}); err == nil {
+				if _, err := d.s.Verify(ctx, offline.Attempt{User: d.user, Code: d.code(t, c)}); err == nil {
 					d.maxOffline = max(d.maxOffline, int64(c))
 					last = int64(c)
 				} else if !strings.Contains(err.Error(), "refused") {
@@ -305,11 +321,13 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 				var out struct {
 					OK bool `json:"ok"`
 				}
-				if st := srv.api("POST", "/v1/verify", map[string]string{"user": d.user, "code": d.code(c)}, &out); st == 200 {
+				if st := srv.api("POST", "/v1/verify", map[string]string{"user": d.user, "code": d.code(t, c)}, &out); st == 200 {
 					maxOnline[d.user] = max(maxOnline[d.user], int64(c))
 				} else {
 					// Behind what a device used: a failure; keep the user out of lockout.
-					srv.api("DELETE", "/v1/users/"+d.user+"/lockout", nil, nil)
+					if st := srv.api("DELETE", "/v1/users/"+d.user+"/lockout", nil, nil); st != 204 {
+						t.Fatalf("lockout reset: %d", st)
+					}
 				}
 			}
 		}

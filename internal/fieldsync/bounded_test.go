@@ -42,7 +42,8 @@ func (h *harness) fillAudit(dev, user, token string, n int) {
 	for done := 0; done < n; {
 		batch := make([]eventlog.Entry, min(1000, n-done))
 		for i := range batch {
-			raw, _ := json.Marshal(map[string]any{"token": token, "matched": done + i})
+			raw, err := json.Marshal(map[string]any{"token": token, "matched": done + i})
+			must(h.t, err)
 			batch[i] = eventlog.Entry{Time: h.clock.Now(), Kind: "verify.ok", Actor: "api:test", Subject: user, Data: raw}
 		}
 		must(h.t, h.ss.SyncDevice(ctx, realm, dev, h.clock.Now(), func(tx store.SyncTx) error {

@@ -38,6 +38,16 @@ func testSecret() []byte {
 	return b
 }
 
+// testMaster is the master key of testSecret.
+func testMaster(t testing.TB) *Master {
+	t.Helper()
+	m, err := MasterFromBytes(testSecret())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
 type deriveVector struct {
 	Secret  string   `json:"secret"`
 	N       int      `json:"n"`
@@ -129,7 +139,10 @@ func TestDeriveVectors(t *testing.T) {
 	if *update {
 		cases := deriveCases()
 		for i, c := range cases {
-			secret, _ := hex.DecodeString(c.Secret)
+			secret, err := hex.DecodeString(c.Secret)
+			if err != nil {
+				t.Fatal(err)
+			}
 			cases[i].OKM = hex.EncodeToString(Derive(secret, c.N, c.Purpose, c.Epoch, c.Context...))
 		}
 		writeJSON(t, path, cases)
@@ -295,7 +308,10 @@ func TestMasterFromBytes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g2, _ := GenerateMaster()
+	g2, err := GenerateMaster()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if bytes.Equal(g1.Bytes(), g2.Bytes()) || bytes.Equal(g1.Bytes(), make([]byte, Size)) {
 		t.Fatal("GenerateMaster is not random")
 	}
@@ -312,7 +328,7 @@ type signerVector struct {
 var keyIDFormat = regexp.MustCompile(`^ed25519:[0-9a-f]{16}$`)
 
 func TestSignerVectors(t *testing.T) {
-	m, _ := MasterFromBytes(testSecret())
+	m := testMaster(t)
 	path := filepath.Join("testdata", "signer_vectors.json")
 	if *update {
 		var vs []signerVector
@@ -364,7 +380,7 @@ func TestSignerVectors(t *testing.T) {
 }
 
 func TestPublicPEMRoundTrip(t *testing.T) {
-	m, _ := MasterFromBytes(testSecret())
+	m := testMaster(t)
 	pub := m.Signer(0).Public
 	p := MarshalPublicPEM(pub)
 	if !bytes.Contains(p, []byte(KeyID(pub))) {
@@ -403,7 +419,7 @@ func requireTool(t *testing.T, name string) string {
 func TestPublicPEMOpenSSL(t *testing.T) {
 	openssl := requireTool(t, "openssl")
 	dir := t.TempDir()
-	m, _ := MasterFromBytes(testSecret())
+	m := testMaster(t)
 	pub := m.Signer(0).Public
 	file := filepath.Join(dir, "server.pub")
 	if err := os.WriteFile(file, MarshalPublicPEM(pub), 0o644); err != nil {
@@ -437,20 +453,32 @@ func TestPublicPEMOpenSSL(t *testing.T) {
 }
 
 func TestParsePublicPEMRejects(t *testing.T) {
-	m, _ := MasterFromBytes(testSecret())
+	m := testMaster(t)
 	good := MarshalPublicPEM(m.Signer(0).Public)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	pemOf := func(typ string, der []byte, hdr map[string]string) []byte {
 		return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der, Headers: hdr})
 	}
-	rsaDER, _ := x509.MarshalPKIXPublicKey(&rsaKey.PublicKey)
-	ecDER, _ := x509.MarshalPKIXPublicKey(&ecKey.PublicKey)
-	edDER, _ := x509.MarshalPKIXPublicKey(m.Signer(0).Public)
-	privDER, _ := x509.MarshalPKCS8PrivateKey(m.Signer(0).Private)
+	// A DER that failed to marshal would be rejected for being empty,
+	// not for what its case names.
+	der := func(b []byte, err error) []byte {
+		t.Helper()
+		if err != nil || len(b) == 0 {
+			t.Fatalf("marshalling a test key: %v", err)
+		}
+		return b
+	}
+	rsaDER := der(x509.MarshalPKIXPublicKey(&rsaKey.PublicKey))
+	ecDER := der(x509.MarshalPKIXPublicKey(&ecKey.PublicKey))
+	edDER := der(x509.MarshalPKIXPublicKey(m.Signer(0).Public))
+	privDER := der(x509.MarshalPKCS8PrivateKey(m.Signer(0).Private))
 	for _, tc := range []struct {
 		name string
 		in   []byte

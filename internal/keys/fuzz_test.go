@@ -31,16 +31,22 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	if !*update {
 		t.Skip("only with -update")
 	}
-	files, _ := filepath.Glob(filepath.Join("testdata", "*_*.json"))
+	files, err := filepath.Glob(filepath.Join("testdata", "*_*.json"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata to seed FuzzOpen with: %v", err)
+	}
 	for _, f := range files {
 		name := filepath.Base(f)
 		if name == "derive_vectors.json" || name == "signer_vectors.json" || name == "fail_oversize.json" {
 			continue
 		}
-		b, _ := os.ReadFile(f)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
 		writeCorpus(t, "FuzzOpen", name, b)
 	}
-	m, _ := MasterFromBytes(testSecret())
+	m := testMaster(t)
 	writeCorpus(t, "FuzzParsePublicPEM", "outpost", MarshalPublicPEM(m.Signer(0).Public))
 	writeCorpus(t, "FuzzParsePublicPEM", "openssl_ed25519", []byte("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAiWoPqZRnSpWbsv3BLP2M75Ztym/08+ccowU/OjMUAGc=\n-----END PUBLIC KEY-----\n"))
 	writeCorpus(t, "FuzzParsePublicPEM", "openssl_p256", []byte("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEI5WlrYjaIGkYX4AIjwG8JWAWsSzr\nkEke11KsHoNaQWy2s2633a5rw6RB/PBm7spIPbFYg1Jz+gMWoQXBLh5lsA==\n-----END PUBLIC KEY-----\n"))

@@ -82,7 +82,9 @@ func TestSealIsRandomized(t *testing.T) {
 	if err := json.Unmarshal(a, &fa); err != nil {
 		t.Fatal(err)
 	}
-	json.Unmarshal(b, &fb)
+	if err := json.Unmarshal(b, &fb); err != nil {
+		t.Fatal(err)
+	}
 	if bytes.Equal(fa.Salt, fb.Salt) || bytes.Equal(fa.Nonce, fb.Nonce) || bytes.Equal(fa.Ciphertext, fb.Ciphertext) {
 		t.Fatal("two seals of the same payload share salt, nonce or ciphertext")
 	}
@@ -356,10 +358,18 @@ func generateVectors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	old, _ := filepath.Glob(filepath.Join("testdata", "good_*.json"))
-	fails, _ := filepath.Glob(filepath.Join("testdata", "fail_*.json"))
+	old, err := filepath.Glob(filepath.Join("testdata", "good_*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fails, err := filepath.Glob(filepath.Join("testdata", "fail_*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, f := range append(old, fails...) {
-		os.Remove(f)
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
 	}
 	master := mustSeal(t, vectorPass, testKDF, Sealed{Purpose: "master-key", Created: vectorCreated}, testSecret())
 	subject := mustSeal(t, vectorPass, testKDF, vectorSubject(), subjectPayload())

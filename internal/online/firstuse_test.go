@@ -32,14 +32,23 @@ func (f *fakeUseLog) FindAudit(kind, subject string, before uint64, limit int) (
 	return out, nil
 }
 
+// okEntry is a verify.ok entry of user u accepting matched for token.
+func okEntry(t *testing.T, seq uint64, at time.Time, token string, matched int) eventlog.Entry {
+	t.Helper()
+	data, err := json.Marshal(map[string]any{"token": token, "matched": matched})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eventlog.Entry{Seq: seq, Time: at, Kind: audit.VerifyOK, Subject: "u", Data: data}
+}
+
 // TestFindFirstUseBounded (item 7): the lookup of a replay's first use
 // reads at most maxScan verify.ok entries, however long the user's history.
 func TestFindFirstUseBounded(t *testing.T) {
 	log := &fakeUseLog{}
 	at := time.Date(2031, 3, 4, 5, 0, 0, 0, time.UTC)
 	for i := range 5000 {
-		data, _ := json.Marshal(map[string]any{"token": "tok_other", "matched": i})
-		log.entries = append(log.entries, eventlog.Entry{Seq: uint64(i + 1), Time: at, Kind: audit.VerifyOK, Subject: "u", Data: data})
+		log.entries = append(log.entries, okEntry(t, uint64(i+1), at, "tok_other", i))
 	}
 	tok := store.Token{Realm: "r", UserID: "u", ID: "tok_mine", Type: "hotp", Algorithm: "SHA1", Digits: 6}
 	if _, found, err := FindFirstUse(log, tok, 7, nil, MaxOnlineScan); err != nil || found {
@@ -49,8 +58,7 @@ func TestFindFirstUseBounded(t *testing.T) {
 		t.Fatalf("read %d verify.ok entries, at most %d allowed", log.read, MaxOnlineScan)
 	}
 	// Its own use, recent, is found.
-	data, _ := json.Marshal(map[string]any{"token": "tok_mine", "matched": 7})
-	log.entries = append(log.entries, eventlog.Entry{Seq: 5001, Time: at, Kind: audit.VerifyOK, Subject: "u", Data: data})
+	log.entries = append(log.entries, okEntry(t, 5001, at, "tok_mine", 7))
 	fu, found, err := FindFirstUse(log, tok, 7, nil, MaxOnlineScan)
 	if err != nil || !found || fu.Where != "online" || fu.AuditSeq != 5001 {
 		t.Fatalf("own use: %+v %v %v", fu, found, err)

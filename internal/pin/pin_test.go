@@ -19,7 +19,10 @@ func TestHashAndCheck(t *testing.T) {
 	if !Check(h, "4711") || Check(h, "4712") || Check(h, "") {
 		t.Fatal("Check disagrees with Hash")
 	}
-	h2, _ := Hash("4711")
+	h2, err := Hash("4711")
+	if err != nil {
+		t.Fatal(err) // a nil second hash would differ from the first and prove nothing
+	}
 	if string(h) == string(h2) {
 		t.Fatal("two hashes of one PIN are equal: the salt is not random")
 	}

@@ -9,7 +9,10 @@ import (
 )
 
 func TestSealOpenBinding(t *testing.T) {
-	m, _ := keys.GenerateMaster()
+	m, err := keys.GenerateMaster()
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := New(m, 0, "token-seed")
 	ct, err := b.Seal([]byte("seed"), []byte("realm/alice/tok_1"))
 	if err != nil {
@@ -22,7 +25,10 @@ func TestSealOpenBinding(t *testing.T) {
 	if err != nil || string(pt) != "seed" {
 		t.Fatalf("open: %q %v", pt, err)
 	}
-	other, _ := keys.GenerateMaster()
+	other, err := keys.GenerateMaster()
+	if err != nil {
+		t.Fatal(err)
+	}
 	flipped := append([]byte(nil), ct...)
 	flipped[len(flipped)-1] ^= 1
 	for name, try := range map[string]func() ([]byte, error){

@@ -27,7 +27,7 @@ func TestAuditCheckpointAPI(t *testing.T) {
 			}
 			issuer := f.client("issuer")
 			for i := range 4 {
-				f.call(f.admin, "POST", "/v1/users", map[string]any{"id": fmt.Sprintf("u%d", i)})
+				f.mustCall(201, f.admin, "POST", "/v1/users", map[string]any{"id": fmt.Sprintf("u%d", i)})
 			}
 			for _, c := range []struct{ method, path string }{{"POST", "/v1/audit/checkpoints"}, {"GET", "/v1/audit/checkpoint"}} {
 				if r := f.call(issuer, c.method, c.path, nil); r.status != 403 {

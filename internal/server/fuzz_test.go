@@ -73,7 +73,9 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	fs := &fuzzServer{srv: s, h: s.Handler(), st: st, admin: admin}
 	remember(admin)
 	var client struct{ Token string }
-	json.Unmarshal(fs.must(f, "POST", "/v1/api-clients", admin, `{"name":"fuzz","scopes":["issuer","verifier"]}`), &client)
+	if err := json.Unmarshal(fs.must(f, "POST", "/v1/api-clients", admin, `{"name":"fuzz","scopes":["issuer","verifier"]}`), &client); err != nil {
+		f.Fatal(err)
+	}
 	fs.client = client.Token
 	remember(fs.client)
 	// alice has a confirmed HOTP token, bob a TOTP token and a PIN.
@@ -82,7 +84,9 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 		URI string `json:"otpauth_uri"`
 	}
 	fs.must(f, "POST", "/v1/users", fs.client, `{"id":"alice"}`)
-	json.Unmarshal(fs.must(f, "POST", "/v1/users/alice/tokens", fs.client, `{"type":"hotp"}`), &tok)
+	if err := json.Unmarshal(fs.must(f, "POST", "/v1/users/alice/tokens", fs.client, `{"type":"hotp"}`), &tok); err != nil {
+		f.Fatal(err)
+	}
 	k, err := otp.ParseURI(tok.URI)
 	if err != nil {
 		f.Fatal(err)
@@ -95,7 +99,9 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	fs.must(f, "POST", "/v1/users/alice/tokens/"+tok.ID+"/confirm", fs.client, `{"code":"`+code+`"}`)
 	fs.tokens = map[string]string{"alice": tok.ID}
 	fs.must(f, "POST", "/v1/users", fs.client, `{"id":"bob"}`)
-	json.Unmarshal(fs.must(f, "POST", "/v1/users/bob/tokens", fs.client, `{}`), &tok)
+	if err := json.Unmarshal(fs.must(f, "POST", "/v1/users/bob/tokens", fs.client, `{}`), &tok); err != nil {
+		f.Fatal(err)
+	}
 	if k, err = otp.ParseURI(tok.URI); err != nil {
 		f.Fatal(err)
 	}
@@ -107,7 +113,10 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	fs.must(f, "PUT", "/v1/users/bob/pin", fs.client, `{"pin":"2468"}`)
 	// A device to revoke; dev-new gets enrolment codes.
 	pub := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, 32)).Public().(ed25519.PublicKey)
-	body, _ := json.Marshal(map[string]string{"id": "dev-gone", "public_key": string(keys.MarshalPublicPEM(pub))})
+	body, err := json.Marshal(map[string]string{"id": "dev-gone", "public_key": string(keys.MarshalPublicPEM(pub))})
+	if err != nil {
+		f.Fatal(err)
+	}
 	fs.must(f, "POST", "/v1/devices", admin, string(body))
 	// No bundle reaches the KDF.
 	if status, body := fs.do("POST", "/v1/offline/bundles", fs.client, `{"user":"alice","device":"dev-gone","count":1}`); status != http.StatusUnprocessableEntity {
@@ -329,7 +338,10 @@ func FuzzEnrol(f *testing.F) {
 		pub := slot.key.Public().(ed25519.PublicKey)
 		sig := ed25519.Sign(slot.key, syncproto.EnrolMessage(slot.device, pub, slot.code))
 		for k, v := range map[string]any{`"@device"`: slot.device, `"@code"`: slot.code, `"@pub"`: []byte(pub), `"@sig"`: sig} {
-			j, _ := json.Marshal(v)
+			j, err := json.Marshal(v)
+			if err != nil {
+				t.Fatal(err)
+			}
 			body = bytes.ReplaceAll(body, []byte(k), j)
 		}
 		status, answer := fs.do("POST", "/v1/devices/enrol", "", string(body))

@@ -11,7 +11,6 @@ import (
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/offline"
-	"github.com/outpost-auth/outpost/otp"
 )
 
 // cheapKDF keeps tests fast; the floor is lowered to match, so the floor
@@ -40,7 +39,7 @@ func TestIssueHOTPBundleStartsAfterOnlineCounter(t *testing.T) {
 	issuer := f.client("issuer")
 	verifier := f.client("verifier")
 	uri := f.enrol("gina", map[string]any{"type": "hotp"}) // counter 0 consumed by confirm
-	f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "gina", "code": f.codeAt(uri, 3)})
+	f.mustCall(200, verifier, "POST", "/v1/verify", map[string]string{"user": "gina", "code": f.codeAt(uri, 3)})
 	r := f.call(issuer, "POST", "/v1/offline/bundles", map[string]any{"user": "gina", "device": "dev-7", "count": 5,
 		"secrets": map[string]string{"door": "4711"}})
 	if r.status != 200 {
@@ -90,12 +89,7 @@ func TestBundleFloorAndOverride(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("admin override: %d %s", r.status, r.raw)
 	}
-	es, _ := f.st.ListAudit(context.Background(), 0, 1000)
-	found := false
-	for _, e := range es {
-		found = found || e.Kind == audit.FloorOverride
-	}
-	if !found {
+	if len(f.auditOf(audit.FloorOverride)) == 0 {
 		t.Fatal("the floor override is not in the audit log")
 	}
 }
@@ -106,7 +100,7 @@ func TestPINBundleAndOfflineLogin(t *testing.T) {
 	verifier := f.client("verifier")
 	uri := f.enrol("ivy", map[string]any{"type": "totp"})
 	remember("739104826153")
-	f.call(f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "739104826153"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "739104826153"})
 	now := f.clock.Now()
 	body := map[string]any{"user": "ivy", "device": "dev-2", "from": now, "until": now.Add(10 * time.Minute)}
 	if r := f.call(issuer, "POST", "/v1/offline/bundles", body); r.status != 400 || r.errCode() != "pin_required" {
@@ -124,9 +118,8 @@ func TestPINBundleAndOfflineLogin(t *testing.T) {
 		t.Fatalf("login: %d %s", r.status, r.raw)
 	}
 	b := decodeBundle(t, f, r.raw, "dev-2")
-	k, _ := otp.ParseURI(uri)
-	step := k.Step(f.clock.Now()) + 10
-	c, _ := k.CodeAt(k.Secret, step)
+	step := f.key(uri).Step(f.clock.Now()) + 10
+	c := f.codeAt(uri, 10)
 	if _, ok := b.OpenEntry(step, c, "739104826153"); !ok {
 		t.Fatal("code + PIN did not open the login bundle")
 	}
@@ -191,9 +184,8 @@ func TestTOTPBundleStartsAfterOnlineStep(t *testing.T) {
 	f := bundleFixture(t)
 	issuer, verifier := f.client("issuer"), f.client("verifier")
 	uri := f.enrol("olga", map[string]any{"type": "totp"})
-	k, _ := otp.ParseURI(uri)
 	f.clock.Add(30 * time.Second)
-	s := k.Step(f.clock.Now())
+	s := f.key(uri).Step(f.clock.Now())
 	code := f.codeAt(uri, 0)
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "olga", "code": code}); r.status != 200 {
 		t.Fatalf("online: %d %s", r.status, r.raw)
@@ -228,10 +220,9 @@ func TestLoginBundleExcludesLoginCode(t *testing.T) {
 	verifier := f.client("verifier")
 	uri := f.enrol("pia", map[string]any{"type": "totp"})
 	remember("480213579")
-	f.call(f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": "480213579"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": "480213579"})
 	f.clock.Add(30 * time.Second)
-	k, _ := otp.ParseURI(uri)
-	s, code := k.Step(f.clock.Now()), f.codeAt(uri, 0)
+	s, code := f.key(uri).Step(f.clock.Now()), f.codeAt(uri, 0)
 	r := f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": "pia", "code": code, "pin": "480213579", "device": "dev-4"})
 	if r.status != 200 {
 		t.Fatalf("login: %d %s", r.status, r.raw)

@@ -167,10 +167,10 @@ func TestOfflineLoginAnswersAlike(t *testing.T) {
 	const p = "582039174628"
 	remember(p)
 	uri := f.enrol("pia", map[string]any{"type": "totp"})
-	f.call(f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": p})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": p})
 	noPIN := f.enrol("nopin", map[string]any{"type": "totp"})
-	f.call(f.admin, "POST", "/v1/users", map[string]any{"id": "notoken"})
-	f.call(f.admin, "PUT", "/v1/users/notoken/pin", map[string]string{"pin": p})
+	f.mustCall(201, f.admin, "POST", "/v1/users", map[string]any{"id": "notoken"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/notoken/pin", map[string]string{"pin": p})
 	f.clock.Add(30 * time.Second)
 	login := func(user, code, pin string) resp {
 		return f.call(verifier, "POST", "/v1/offline/login", map[string]any{"user": user, "code": code, "pin": pin, "device": "dev-4"})
@@ -226,7 +226,7 @@ func TestBundlePINCheckedLast(t *testing.T) {
 	const p = "738201945612"
 	remember(p)
 	f.enrol("pia", map[string]any{"type": "totp"})
-	f.call(f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": p})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/pia/pin", map[string]string{"pin": p})
 	now := f.clock.Now()
 	good := func() map[string]any {
 		return map[string]any{"user": "pia", "device": "dev-2", "from": now, "until": now.Add(10 * time.Minute)}
@@ -396,7 +396,7 @@ func TestPINCheckBusy(t *testing.T) {
 func TestConfirmAndResyncAreAttempts(t *testing.T) {
 	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
 	issuer := f.client("issuer")
-	f.call(f.admin, "POST", "/v1/users", map[string]any{"id": "cal"})
+	f.mustCall(201, f.admin, "POST", "/v1/users", map[string]any{"id": "cal"})
 	r := f.call(f.admin, "POST", "/v1/users/cal/tokens", map[string]any{"type": "hotp"})
 	uri, tid := r.body["otpauth_uri"].(string), r.body["id"].(string)
 	confirm := func(code string) resp {
@@ -426,7 +426,7 @@ func TestConfirmAndResyncAreAttempts(t *testing.T) {
 			t.Fatalf("failure entry %s does not say it was a confirmation", e.Data)
 		}
 	}
-	f.call(f.admin, "DELETE", "/v1/users/cal/lockout", nil)
+	f.mustCall(204, f.admin, "DELETE", "/v1/users/cal/lockout", nil)
 	if r := confirm(hotpCode(t, uri, 0)); r.status != 200 {
 		t.Fatalf("confirm after reset: %d %s", r.status, r.raw)
 	}
@@ -455,7 +455,7 @@ func TestVerifyTimingAlike(t *testing.T) {
 	f := newFixture(t, filepath.Join(t.TempDir(), "o.db"))
 	verifier := f.client("verifier")
 	uri := f.enrol("tpin", map[string]any{"type": "totp"})
-	f.call(f.admin, "PUT", "/v1/users/tpin/pin", map[string]string{"pin": "48151623"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/tpin/pin", map[string]string{"pin": "48151623"})
 	f.enrol("tnopin", map[string]any{"type": "totp"})
 	wrong := f.wrongCode(uri)
 	kinds := []struct{ name, user string }{{"unknown", "tghost"}, {"no PIN", "tnopin"}, {"PIN", "tpin"}}

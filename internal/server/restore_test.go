@@ -119,14 +119,7 @@ func TestRestoredFieldStoreIsCaught(t *testing.T) {
 					t.Errorf("metrics lack the %s incident", kind)
 				}
 			}
-			es, _ := f.st.ListAudit(ctx, 0, 1000)
-			incidents := 0
-			for _, e := range es {
-				if e.Kind == "sync.incident" {
-					incidents++
-				}
-			}
-			if incidents != 3 {
+			if incidents := len(f.auditOf("sync.incident")); incidents != 3 {
 				t.Errorf("%d incidents in the audit log, want 3", incidents)
 			}
 		})

@@ -141,10 +141,16 @@ func (f *fixture) call(token, method, path string, body any) resp {
 	case []byte:
 		rd = bytes.NewReader(b)
 	default:
-		j, _ := json.Marshal(b)
+		j, err := json.Marshal(b)
+		if err != nil {
+			f.t.Fatal(err)
+		}
 		rd = bytes.NewReader(j)
 	}
-	req, _ := http.NewRequest(method, f.hs.URL+path, rd)
+	req, err := http.NewRequest(method, f.hs.URL+path, rd)
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -156,7 +162,10 @@ func (f *fixture) call(token, method, path string, body any) resp {
 		f.t.Fatal(err)
 	}
 	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
+	raw, err := io.ReadAll(res.Body)
+	if err != nil {
+		f.t.Fatalf("%s %s: reading the answer: %v", method, path, err)
+	}
 	out := resp{status: res.StatusCode, raw: raw, header: res.Header}
 	if len(raw) > 0 && strings.HasPrefix(res.Header.Get("Content-Type"), "application/json") {
 		if err := json.Unmarshal(raw, &out.body); err != nil {
@@ -167,6 +176,16 @@ func (f *fixture) call(token, method, path string, body any) resp {
 		f.t.Fatalf("%s %s: error %d without {\"error\":{\"code\"}} body: %s", method, path, out.status, raw)
 	}
 	return out
+}
+
+// mustCall is call for a request the test relies on: any answer but want fails the test.
+func (f *fixture) mustCall(want int, token, method, path string, body any) resp {
+	f.t.Helper()
+	r := f.call(token, method, path, body)
+	if r.status != want {
+		f.t.Fatalf("%s %s: %d %s, want %d", method, path, r.status, r.raw, want)
+	}
+	return r
 }
 
 func (f *fixture) client(scopes ...string) string {
@@ -191,10 +210,7 @@ func (f *fixture) enrol(user string, params map[string]any) string {
 		f.t.Fatalf("create token: %d %s", r.status, r.raw)
 	}
 	uri := r.body["otpauth_uri"].(string)
-	k, err := otp.ParseURI(uri)
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	k := f.key(uri)
 	remember(otp.EncodeSecret(k.Secret), fmt.Sprintf("%x", k.Secret))
 	code := f.codeAt(uri, 0)
 	tid := r.body["id"].(string)
@@ -204,13 +220,20 @@ func (f *fixture) enrol(user string, params map[string]any) string {
 	return uri
 }
 
-// codeAt returns the code for uri at the fixture's clock plus offset steps (TOTP) or at counter offset (HOTP).
-func (f *fixture) codeAt(uri string, offset int) string {
+// key parses an otpauth URI the server gave.
+func (f *fixture) key(uri string) *otp.Key {
 	f.t.Helper()
 	k, err := otp.ParseURI(uri)
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	return k
+}
+
+// codeAt returns the code for uri at the fixture's clock plus offset steps (TOTP) or at counter offset (HOTP).
+func (f *fixture) codeAt(uri string, offset int) string {
+	f.t.Helper()
+	k := f.key(uri)
 	var c uint64
 	if k.Type == otp.TypeTOTP {
 		c = uint64(int64(k.Step(f.clock.Now())) + int64(offset))

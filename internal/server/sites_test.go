@@ -73,7 +73,8 @@ func TestSiteAPI(t *testing.T) {
 				t.Fatalf("credential: %v %s", err, r.raw)
 			}
 			remember(otp.EncodeSecret(k.Secret), hex.EncodeToString(k.Secret))
-			code, _ := k.Generate(k.Secret, 0, f.clock.Now())
+			code, err := k.Generate(k.Secret, 0, f.clock.Now())
+			must(t, err)
 			if _, err := s.Verify(ctx, "tech-042", code); err != nil {
 				t.Fatalf("the site refuses a credential from the API: %v", err)
 			}
@@ -103,7 +104,8 @@ func TestSiteAPI(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.clock.Add(time.Minute)
-			code, _ = k.Generate(k.Secret, 0, f.clock.Now())
+			code, err = k.Generate(k.Secret, 0, f.clock.Now())
+			must(t, err)
 			if _, err := s.Verify(ctx, "tech-042", code); !errors.Is(err, site.ErrRevoked) {
 				t.Fatalf("revoked technician at the site: %v", err)
 			}

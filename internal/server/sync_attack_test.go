@@ -41,7 +41,7 @@ func TestEveryIssuedBundleIsRecorded(t *testing.T) {
 	f.enrol("pat", map[string]any{"type": "hotp"})
 	uri := f.enrol("ivy", map[string]any{"type": "totp"})
 	remember("739104826153")
-	f.call(f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "739104826153"})
+	f.mustCall(204, f.admin, "PUT", "/v1/users/ivy/pin", map[string]string{"pin": "739104826153"})
 	for _, id := range []string{"van-1", "van-2", "van-3"} {
 		f.fieldDevice(id)
 	}

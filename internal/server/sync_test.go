@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/offline"
@@ -260,9 +261,8 @@ func TestRefillOverHTTP(t *testing.T) {
 		t.Fatalf("refilled entry: %v", err)
 	}
 	found := false
-	es, _ := f.st.ListAudit(ctx, 0, 1000)
-	for _, e := range es {
-		found = found || (e.Kind == "offline.bundle_issue" && e.Actor == "device:kiosk-1")
+	for _, e := range f.auditOf(audit.BundleIssue) {
+		found = found || e.Actor == "device:kiosk-1"
 	}
 	if !found {
 		t.Error("the refill is not in the audit log as issued to the device")
@@ -365,15 +365,20 @@ func TestSyncGapAfterServerRestore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("sync after the restore: %v", err)
 	}
-	d, _ := ss.GetDevice(ctx, "van-9")
-	st, _ := dev.SyncState(ctx)
+	d, err := ss.GetDevice(ctx, "van-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := dev.SyncState(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if d.AckedSeq != st.LogHead || rep.Acked != st.LogHead {
 		t.Fatalf("server acked %d, device head %d, report %+v", d.AckedSeq, st.LogHead, rep)
 	}
 	gap := false
-	es, _ := f.st.ListAudit(ctx, 0, 1000)
-	for _, e := range es {
-		gap = gap || (e.Kind == "sync.incident" && strings.Contains(string(e.Data), `"incident":"gap"`))
+	for _, e := range f.auditOf("sync.incident") {
+		gap = gap || strings.Contains(string(e.Data), `"incident":"gap"`)
 	}
 	if !gap {
 		t.Error("the gap is not recorded as an incident")

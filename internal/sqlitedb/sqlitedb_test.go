@@ -20,7 +20,9 @@ func TestFilesArePrivate(t *testing.T) {
 				if err := os.WriteFile(path, nil, tc.pre); err != nil {
 					t.Fatal(err)
 				}
-				os.Chmod(path, tc.pre) // past the umask
+				if err := os.Chmod(path, tc.pre); err != nil { // past the umask
+					t.Fatal(err)
+				}
 			}
 			db, err := Open(path)
 			if err != nil {

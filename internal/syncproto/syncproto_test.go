@@ -159,12 +159,17 @@ var files = []testFile{
 	{name: "fail_missing_entry.sync", chain: true, data: uploadWith(func(u *syncproto.Upload) { u.Entries = slices.Delete(u.Entries, 2, 3) })},
 	{name: "fail_reordered_entries.sync", chain: true, data: uploadWith(func(u *syncproto.Upload) { u.Entries[1], u.Entries[2] = u.Entries[2], u.Entries[1] })},
 	{name: "fail_altered_entry.sync", chain: true, data: uploadWith(func(u *syncproto.Upload) { u.Entries[4].Subject = "mallory" })},
-	{name: "fail_resigned_entry.sync", chain: true, data: uploadWith(func(u *syncproto.Upload) {
+	{name: "fail_resigned_entry.sync", chain: true, data: func(t testing.TB) []byte {
 		// Rewritten and re-hashed by someone without the device key.
+		u := goodUpload(t)
 		e := u.Entries[3]
-		n, _ := eventlog.Next(&u.Entries[2], eventlog.Entry{Time: e.Time, Kind: e.Kind, Actor: e.Actor, Subject: e.Subject, Data: json.RawMessage(`{"counter":9}`)}, signer("thief").Private)
+		n, err := eventlog.Next(&u.Entries[2], eventlog.Entry{Time: e.Time, Kind: e.Kind, Actor: e.Actor, Subject: e.Subject, Data: json.RawMessage(`{"counter":9}`)}, signer("thief").Private)
+		if err != nil {
+			t.Fatal(err)
+		}
 		u.Entries[3] = n
-	})},
+		return sign(t, device, syncproto.UploadType, u)
+	}},
 	{name: "fail_response_bad_status.answer", want: syncproto.ErrMalformed, data: func(t testing.TB) []byte {
 		r := goodResponse(t)
 		r.Tokens[0].Status = "burned"
@@ -215,8 +220,11 @@ func TestTestdata(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		os.WriteFile(filepath.Join("testdata", "device.pub"), keys.MarshalPublicPEM(device.Public), 0o644)
-		os.WriteFile(filepath.Join("testdata", "server.pub"), keys.MarshalPublicPEM(server.Public), 0o644)
+		for name, pub := range map[string][]byte{"device.pub": keys.MarshalPublicPEM(device.Public), "server.pub": keys.MarshalPublicPEM(server.Public)} {
+			if err := os.WriteFile(filepath.Join("testdata", name), pub, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	names, _ := filepath.Glob(filepath.Join("testdata", "*.sync"))
 	answers, _ := filepath.Glob(filepath.Join("testdata", "*.answer"))

@@ -1,6 +1,7 @@
 package tlsboot
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"os"
 	"os/exec"
@@ -13,15 +14,28 @@ import (
 
 func TestLoadCreatesReusesAndRenews(t *testing.T) {
 	dir := t.TempDir()
-	m, _ := keys.GenerateMaster()
-	now := time.Now()
-	c1, err := Load(dir, m, []string{"localhost", "127.0.0.1"}, now)
+	m, err := keys.GenerateMaster()
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, _ := os.ReadFile(filepath.Join(dir, CAFile))
+	now := time.Now()
+	load := func(names []string, at time.Time) tls.Certificate {
+		t.Helper()
+		c, err := Load(dir, m, names, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c1 := load([]string{"localhost", "127.0.0.1"}, now)
+	caPEM, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		t.Fatal(err)
+	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("%s holds no certificate", CAFile)
+	}
 	if _, err := c1.Leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: "localhost"}); err != nil {
 		t.Fatalf("server certificate does not chain to the CA: %v", err)
 	}
@@ -29,9 +43,9 @@ func TestLoadCreatesReusesAndRenews(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{CAKeyFile, CertKeyFile} {
-		st, _ := os.Stat(filepath.Join(dir, f))
-		if st.Mode().Perm() != 0o600 {
-			t.Errorf("%s mode %v", f, st.Mode().Perm())
+		st, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, %v", f, st, err)
 		}
 	}
 	if openssl, err := exec.LookPath("openssl"); err == nil {
@@ -40,19 +54,22 @@ func TestLoadCreatesReusesAndRenews(t *testing.T) {
 			t.Fatalf("openssl verify: %v %s", err, out)
 		}
 	}
-	c2, _ := Load(dir, m, []string{"localhost", "127.0.0.1"}, now)
+	c2 := load([]string{"localhost", "127.0.0.1"}, now)
 	if c2.Leaf.SerialNumber.Cmp(c1.Leaf.SerialNumber) != 0 {
 		t.Fatal("a valid certificate was replaced")
 	}
-	c3, _ := Load(dir, m, []string{"localhost", "outpost.example"}, now)
+	c3 := load([]string{"localhost", "outpost.example"}, now)
 	if c3.Leaf.VerifyHostname("outpost.example") != nil {
 		t.Fatal("a new name did not renew the certificate")
 	}
-	c4, _ := Load(dir, m, []string{"localhost", "outpost.example"}, now.AddDate(0, 11, 10))
+	c4 := load([]string{"localhost", "outpost.example"}, now.AddDate(0, 11, 10))
 	if c4.Leaf.SerialNumber.Cmp(c3.Leaf.SerialNumber) == 0 {
 		t.Fatal("a certificate with under 30 days left was not renewed")
 	}
-	other, _ := keys.GenerateMaster()
+	other, err := keys.GenerateMaster()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := Load(dir, other, []string{"localhost"}, now); err == nil {
 		t.Fatal("another master key opened the TLS keys")
 	}
