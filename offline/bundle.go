@@ -12,11 +12,11 @@ import (
 	"math"
 	"sort"
 	"time"
-	"unicode/utf8"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/otp"
 	"golang.org/x/crypto/argon2"
@@ -49,8 +49,6 @@ const (
 	MaxEntries = 1 << 17
 	// MaxBundleSize bounds a bundle file (MaxEntries entries take ~11 MiB).
 	MaxBundleSize = 16 << 20
-	// MaxIDLen bounds realm, user, token and device ids, in bytes.
-	MaxIDLen = 256
 	// MaxSecrets, MaxSecretNameLen and MaxSecretLen bound the static secrets.
 	MaxSecrets       = 16
 	MaxSecretNameLen = 64
@@ -297,17 +295,7 @@ func (b *Bundle) Validate() error {
 	return nil
 }
 
-func checkID(name, v string) error {
-	if v == "" || len(v) > MaxIDLen || !utf8.ValidString(v) {
-		return fmt.Errorf("%s id must be 1 to %d bytes of UTF-8", name, MaxIDLen)
-	}
-	for _, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%s id contains a control character", name)
-		}
-	}
-	return nil
-}
+func checkID(name, v string) error { return ident.Check(name+" id", v) }
 
 func checkSecretName(n string) error {
 	if n == "" || len(n) > MaxSecretNameLen {

@@ -20,6 +20,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 	"github.com/outpost-auth/outpost/otp"
@@ -714,7 +715,7 @@ func (s *Store) resolve(ctx context.Context, a Attempt) (TokenKey, error) {
 	}
 	switch len(found) {
 	case 0:
-		return TokenKey{}, fmt.Errorf("%w: %q: import one with 'outpost field import'", ErrUnknownUser, truncate(a.User))
+		return TokenKey{}, fmt.Errorf("%w: %q: import one with 'outpost field import'", ErrUnknownUser, ident.Clip(a.User))
 	case 1:
 		return found[0], nil
 	}
@@ -722,14 +723,7 @@ func (s *Store) resolve(ctx context.Context, a Attempt) (TokenKey, error) {
 	for i, k := range found {
 		names[i] = k.Realm + "/" + k.Token
 	}
-	return TokenKey{}, fmt.Errorf("%w: user %q has %s here: name one with --realm and --token", ErrAmbiguous, truncate(a.User), strings.Join(names, ", "))
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
+	return TokenKey{}, fmt.Errorf("%w: user %q has %s here: name one with --realm and --token", ErrAmbiguous, ident.Clip(a.User), strings.Join(names, ", "))
 }
 
 // tokenState is one row of field_tokens.
@@ -747,7 +741,7 @@ func (s *Store) readState(ctx context.Context, q devicelog.Queryer, k TokenKey) 
 		WHERE realm = ? AND usr = ? AND token = ?`, k.Realm, k.User, k.Token).
 		Scan(&st.lastUsed, &st.failures, &st.lockedUntil, &st.wiped, &st.maxSerial)
 	if errors.Is(err, sql.ErrNoRows) {
-		return st, fmt.Errorf("%w: %q", ErrUnknownUser, truncate(k.User))
+		return st, fmt.Errorf("%w: %q", ErrUnknownUser, ident.Clip(k.User))
 	}
 	if err != nil {
 		return st, fmt.Errorf("%w: reading token state: %v", ErrCorrupt, err)
@@ -873,7 +867,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 		}
 		if st.wiped != 0 {
 			return refuse(fmt.Errorf("%w: %s's entries on this device were wiped at %s: the user must authenticate online, and the device needs a new bundle",
-				ErrWiped, truncate(k.User), time.UnixMicro(st.wiped).UTC().Format(time.RFC3339)))
+				ErrWiped, ident.Clip(k.User), time.UnixMicro(st.wiped).UTC().Format(time.RFC3339)))
 		}
 		if b == nil {
 			return fmt.Errorf("%w: token state of %s has no bundle and is not wiped", ErrCorrupt, k)
@@ -956,7 +950,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 				return err
 			}
 			outcome = fmt.Errorf("%w: that was failure %d of %d, so %d bundle(s) of %s on this device were deleted: the user must authenticate online",
-				ErrWiped, st.failures, s.policy.MaxFailures, n, truncate(k.User))
+				ErrWiped, st.failures, s.policy.MaxFailures, n, ident.Clip(k.User))
 			return nil
 		}
 		delay := s.policy.Delay(st.failures)

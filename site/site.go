@@ -47,6 +47,8 @@ package site
 import (
 	"errors"
 	"fmt"
+
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // Errors callers branch on. Every refusal of Verify wraps ErrRefused and,
@@ -81,47 +83,25 @@ var (
 	ErrCorrupt = errors.New("site: database is corrupt or was altered")
 )
 
-// Limits of ids.
+// Limits of ids (internal/ident's).
 const (
-	MaxTechIDLen = 128
-	MaxNameLen   = 64
+	MaxTechIDLen = ident.MaxTechLen
+	MaxNameLen   = ident.MaxNameLen
 )
 
 // CheckTechID reports whether id is a valid technician id: 1 to 128
 // printable ASCII characters, no spaces. The id is used byte for byte in
 // the derivation, so "Tech-1" and "tech-1" are different technicians; a
 // restricted alphabet leaves no room for look-alike Unicode forms.
-func CheckTechID(id string) error {
-	if len(id) == 0 || len(id) > MaxTechIDLen {
-		return fmt.Errorf("%w: technician id must have 1 to %d characters", ErrBadID, MaxTechIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return fmt.Errorf("%w: technician id may use printable ASCII only (no spaces)", ErrBadID)
-		}
-	}
-	return nil
-}
+func CheckTechID(id string) error { return badID(ident.CheckTech(id)) }
 
 // CheckName reports whether name is a valid site or scope id: 1 to 64
 // characters from A-Z a-z 0-9 . _ -, starting with a letter or digit.
-func CheckName(kind, name string) error {
-	if len(name) == 0 || len(name) > MaxNameLen {
-		return fmt.Errorf("%w: %s id must have 1 to %d characters", ErrBadID, kind, MaxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return fmt.Errorf("%w: %s id %q may use letters, digits, '.', '_' and '-', and must start with a letter or digit", ErrBadID, kind, clip(name))
-		}
+func CheckName(kind, name string) error { return badID(ident.CheckName(kind, name)) }
+
+func badID(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadID, err)
 	}
 	return nil
-}
-
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

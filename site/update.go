@@ -10,6 +10,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 )
 
@@ -132,7 +133,7 @@ func (s *Site) Update(ctx context.Context, data []byte, passphrase PassphraseFun
 		})
 		return res, err
 	default:
-		return UpdateResult{}, fmt.Errorf("%w: this is a %q; 'outpost site update' takes a site package or a revocation list", ErrBadPackage, clip(h.Type))
+		return UpdateResult{}, fmt.Errorf("%w: this is a %q; 'outpost site update' takes a site package or a revocation list", ErrBadPackage, ident.Clip(h.Type))
 	}
 }
 

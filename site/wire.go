@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 )
 
@@ -108,7 +109,7 @@ func checkRevoked(rs []Revoked) error {
 			return err
 		}
 		if i > 0 && rs[i-1].Tech >= r.Tech {
-			return fmt.Errorf("site: revocation list entries are not sorted or repeat %q", clip(r.Tech))
+			return fmt.Errorf("site: revocation list entries are not sorted or repeat %q", ident.Clip(r.Tech))
 		}
 	}
 	return nil
@@ -330,7 +331,7 @@ func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Tim
 		return fail(err, "provisioning package")
 	}
 	if b.Site != h.Subject {
-		return fail(artifact.ErrWrongBound, "body names site %q, header %q", clip(b.Site), clip(h.Subject))
+		return fail(artifact.ErrWrongBound, "body names site %q, header %q", ident.Clip(b.Site), ident.Clip(h.Subject))
 	}
 	if err := CheckName("scope", b.Scope); err != nil {
 		return fail(err, "provisioning package")

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -17,23 +17,15 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 }
 
-// checkID checks an identifier: 1..MaxIDLen bytes of UTF-8 without control
-// characters.
-func checkID(what, id string) error {
-	if id == "" || len(id) > MaxIDLen {
-		return invalid("%s must be 1 to %d bytes long", what, MaxIDLen)
-	}
-	return checkText(what, id)
-}
+// checkID checks an identifier with the one rule for ids (ident.Check).
+func checkID(what, id string) error { return wrapInvalid(ident.Check(what, id)) }
 
-// checkText checks free text (names): at most MaxIDLen bytes of UTF-8
-// without control characters.
-func checkText(what, s string) error {
-	if len(s) > MaxIDLen {
-		return invalid("%s is longer than %d bytes", what, MaxIDLen)
-	}
-	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return invalid("%s must be UTF-8 without control characters", what)
+// checkText checks free text (names) with ident.CheckText.
+func checkText(what, s string) error { return wrapInvalid(ident.CheckText(what, s)) }
+
+func wrapInvalid(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }

@@ -47,9 +47,9 @@ import (
 	"io"
 	"math"
 	"time"
-	"unicode/utf8"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // Artifact types and body versions.
@@ -76,8 +76,6 @@ const (
 	MaxTokens = 4096
 	// MaxRefills bounds the bundles one response carries.
 	MaxRefills = 16
-	// MaxIDLen bounds realm, user, token and device ids, in bytes.
-	MaxIDLen = 256
 	// MaxCounter bounds counters and steps (a signed 64-bit column).
 	MaxCounter = math.MaxInt64
 	// MaxBundleSize bounds one refill bundle (offline.MaxBundleSize).
@@ -304,15 +302,10 @@ func bad(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, a...))
 }
 
-// CheckID checks an id: 1 to MaxIDLen bytes of UTF-8 without control characters.
-func CheckID(what, v string) error {
-	if v == "" || len(v) > MaxIDLen || !utf8.ValidString(v) {
-		return bad("%s must be 1 to %d bytes of UTF-8", what, MaxIDLen)
-	}
-	for _, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return bad("%s contains a control character", what)
-		}
+// checkID checks an id with the one rule for ids (ident.Check).
+func checkID(what, v string) error {
+	if err := ident.Check(what, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return nil
 }
@@ -322,7 +315,7 @@ func CheckID(what, v string) error {
 // a signed upload whose entries are missing or reordered is an incident,
 // not a mere format error.
 func (u *Upload) Validate() error {
-	if err := CheckID("device", u.Device); err != nil {
+	if err := checkID("device", u.Device); err != nil {
 		return err
 	}
 	if u.After > MaxCounter || u.Head > MaxCounter {
@@ -369,18 +362,18 @@ func (u *Upload) Validate() error {
 }
 
 func checkKey(k TokenKey) error {
-	if err := CheckID("realm", k.Realm); err != nil {
+	if err := checkID("realm", k.Realm); err != nil {
 		return err
 	}
-	if err := CheckID("user", k.User); err != nil {
+	if err := checkID("user", k.User); err != nil {
 		return err
 	}
-	return CheckID("token", k.Token)
+	return checkID("token", k.Token)
 }
 
 // Validate checks every field of r.
 func (r *Response) Validate() error {
-	if err := CheckID("device", r.Device); err != nil {
+	if err := checkID("device", r.Device); err != nil {
 		return err
 	}
 	if r.Acked > MaxCounter || r.UploadSerial > MaxCounter {
@@ -439,7 +432,7 @@ func (r *Response) Validate() error {
 		if err := checkKey(p.TokenKey); err != nil {
 			return err
 		}
-		if err := CheckID("pending refill id", p.ID); err != nil {
+		if err := checkID("pending refill id", p.ID); err != nil {
 			return err
 		}
 		if p.RetryAfter < 0 || p.RetryAfter > MaxRetryAfter {
@@ -450,7 +443,7 @@ func (r *Response) Validate() error {
 		if err := checkKey(c.TokenKey); err != nil {
 			return err
 		}
-		if err := CheckID("incident", c.Incident); err != nil {
+		if err := checkID("incident", c.Incident); err != nil {
 			return err
 		}
 		if c.Claims < 0 || c.Claims > MaxEntries+MaxTokens || len(c.Reason) > MaxReason {
@@ -462,7 +455,7 @@ func (r *Response) Validate() error {
 
 // Validate checks an enrolment request's fields (not its code or signature).
 func (e *Enrol) Validate() error {
-	if err := CheckID("device", e.Device); err != nil {
+	if err := checkID("device", e.Device); err != nil {
 		return err
 	}
 	if len(e.PublicKey) != ed25519.PublicKeySize {
