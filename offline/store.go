@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/backoff"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/devicelog"
@@ -92,17 +93,9 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-// Delay is the wait imposed after the n-th consecutive failure.
-func (p Policy) Delay(n int) time.Duration {
-	if n < 1 || p.DelayBase <= 0 {
-		return 0
-	}
-	d := p.DelayBase
-	for i := 1; i < n && d < p.DelayMax; i++ {
-		d *= 2
-	}
-	return min(d, p.DelayMax)
-}
+// Delay is the wait imposed after the n-th consecutive failure (the
+// growing delay of internal/backoff).
+func (p Policy) Delay(n int) time.Duration { return backoff.Delay(p.DelayBase, p.DelayMax, n) }
 
 // Errors of the store. Refusals of a verification wrap ErrRefused; the CLI
 // maps ErrRefused to exit 3, ErrLocked and ErrWiped to 4, ErrCorrupt and the

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/backoff"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -96,8 +97,9 @@ func (p Policy) OTP() otp.Params {
 // RetryAt is the lockout rule, in one place: after failures consecutive
 // failed codes, the last at last, a technician may try again at the returned
 // time (the zero time when failures is 0). Below LockoutFailures the wait is
-// Delay doubled per further failure; from LockoutFailures on it is Lockout,
-// and each further failure starts a new Lockout.
+// Delay doubled per further failure, at most Lockout (internal/backoff);
+// from LockoutFailures on it is Lockout, and each further failure starts a
+// new Lockout.
 func (p Policy) RetryAt(failures int, last time.Time) time.Time {
 	if failures <= 0 {
 		return time.Time{}
@@ -105,11 +107,7 @@ func (p Policy) RetryAt(failures int, last time.Time) time.Time {
 	if failures >= p.LockoutFailures {
 		return last.Add(p.Lockout)
 	}
-	d := p.Delay
-	for i := 1; i < failures && d < p.Lockout; i++ {
-		d *= 2
-	}
-	return last.Add(min(d, p.Lockout))
+	return last.Add(backoff.Delay(p.Delay, p.Lockout, failures))
 }
 
 // siteBudget is the site-wide failure budget as a GCRA (generic cell rate
