@@ -18,6 +18,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/backoff"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
@@ -445,8 +446,9 @@ func (s *Store) log(ctx context.Context, tx *sql.Tx, now time.Time, kind, subjec
 	return err
 }
 
-// clock applies the high-water-mark rule inside tx: it refuses a clock more
-// than the tolerance behind the latest time seen, and raises the mark.
+// clock applies the high-water-mark rule (internal/clockguard) inside tx:
+// it refuses a clock more than the tolerance behind the latest time seen,
+// and raises the mark.
 func (s *Store) clock(ctx context.Context, tx *sql.Tx, now time.Time) error {
 	var v []byte
 	if err := tx.QueryRowContext(ctx, `SELECT v FROM field_meta WHERE k = 'clock_hwm_us'`).Scan(&v); err != nil {
@@ -457,12 +459,13 @@ func (s *Store) clock(ctx context.Context, tx *sql.Tx, now time.Time) error {
 		return fmt.Errorf("%w: clock high-water mark unreadable", ErrCorrupt)
 	}
 	seen := time.UnixMicro(hwm)
-	if now.Before(seen.Add(-s.policy.ClockTolerance)) {
+	next, ok := clockguard.Check(now, seen, s.policy.ClockTolerance)
+	if !ok {
 		return fmt.Errorf("%w: it reads %s but this store has seen %s (tolerance %v): set the clock right",
 			ErrClockBack, now.UTC().Format(time.RFC3339), seen.UTC().Format(time.RFC3339), s.policy.ClockTolerance)
 	}
-	if now.UnixMicro() > hwm {
-		_, err = tx.ExecContext(ctx, `UPDATE field_meta SET v = ? WHERE k = 'clock_hwm_us'`, []byte(strconv.FormatInt(now.UnixMicro(), 10)))
+	if next.UnixMicro() > hwm {
+		_, err = tx.ExecContext(ctx, `UPDATE field_meta SET v = ? WHERE k = 'clock_hwm_us'`, []byte(strconv.FormatInt(next.UnixMicro(), 10)))
 	}
 	return err
 }
@@ -871,11 +874,10 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 			}
 			return err
 		}
-		tol := s.policy.ClockTolerance
-		if now.Add(tol).Before(b.NotBefore) {
+		switch clockguard.Window(now, b.NotBefore, b.NotAfter, s.policy.ClockTolerance) {
+		case clockguard.Before:
 			return refuse(fmt.Errorf("%w: the bundle is valid from %s", ErrOutOfValidity, b.NotBefore.UTC().Format(time.RFC3339)))
-		}
-		if now.Add(-tol).After(b.NotAfter) {
+		case clockguard.After:
 			return refuse(fmt.Errorf("%w: the bundle expired at %s: sync or import a new one", ErrOutOfValidity, b.NotAfter.UTC().Format(time.RFC3339)))
 		}
 		if until := time.UnixMicro(st.lockedUntil); now.Before(until) {

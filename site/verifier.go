@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -448,13 +449,14 @@ func (s *Site) decide(ctx context.Context, tx *sql.Tx, d *Decision, code string,
 	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 	// 1. The clock: never go back past the high-water mark (beyond the tolerance).
-	if now.Before(c.clockHWM.Add(-p.ClockTolerance)) {
+	mark, ok := clockguard.Check(now, c.clockHWM, p.ClockTolerance)
+	if !ok {
 		logData["high_water"] = c.clockHWM
 		return refuse(ReasonClockBack, ErrClockBack, "the site's time %s is more than %v behind %s, a time it has already seen; set the clock right",
 			stamp(now), p.ClockTolerance, stamp(c.clockHWM))
 	}
-	if now.After(c.clockHWM) {
-		if _, err := tx.ExecContext(ctx, `UPDATE site_config SET clock_hwm_us = ? WHERE id = 1`, now.UnixMicro()); err != nil {
+	if mark.After(c.clockHWM) {
+		if _, err := tx.ExecContext(ctx, `UPDATE site_config SET clock_hwm_us = ? WHERE id = 1`, mark.UnixMicro()); err != nil {
 			return nil, err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 )
@@ -355,12 +356,13 @@ func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Tim
 		return nil, err
 	}
 	if !now.IsZero() {
-		tol := pol.ClockTolerance
-		if now.Add(tol).Before(h.NotBefore) {
+		// A package's window, like an epoch's (Epoch.Open), excludes its
+		// end: it is over at NotAfter itself.
+		switch clockguard.Window(now, h.NotBefore, h.NotAfter.Add(-time.Nanosecond), pol.ClockTolerance) {
+		case clockguard.Before:
 			return fail(artifact.ErrNotYetValid, "valid from %s, the site's time is %s (check the site clock)",
 				h.NotBefore.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-		}
-		if !now.Add(-tol).Before(h.NotAfter) {
+		case clockguard.After:
 			return fail(artifact.ErrExpired, "its epochs ended at %s, the site's time is %s: provision the site again",
 				h.NotAfter.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 		}

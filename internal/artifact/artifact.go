@@ -28,6 +28,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/keys"
 )
 
@@ -194,10 +195,10 @@ func Verify(data []byte, ring Keyring, want Expect) (Header, json.RawMessage, er
 		return fail(ErrWrongBound, "it was issued for %q, this is %q: use it there", truncate(h.Subject), truncate(want.Subject))
 	}
 	if !want.Now.IsZero() {
-		if want.Now.Add(want.Skew).Before(h.NotBefore) {
+		switch clockguard.Window(want.Now, h.NotBefore, h.NotAfter, want.Skew) {
+		case clockguard.Before:
 			return fail(ErrNotYetValid, "valid from %s, now is %s", h.NotBefore.Format(time.RFC3339), want.Now.UTC().Format(time.RFC3339))
-		}
-		if want.Now.Add(-want.Skew).After(h.NotAfter) {
+		case clockguard.After:
 			return fail(ErrExpired, "valid until %s, now is %s: ask for a new one", h.NotAfter.Format(time.RFC3339), want.Now.UTC().Format(time.RFC3339))
 		}
 	}

@@ -64,6 +64,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -246,12 +247,13 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 	}
 	hash := syncproto.PayloadHash(data)
 	replay := h.Serial < dev.UploadSerial || (h.Serial == dev.UploadSerial && !bytes.Equal(hash, dev.UploadHash))
+	window := clockguard.Window(now, h.NotBefore, h.NotAfter, syncproto.Skew)
 	switch {
-	case now.Add(syncproto.Skew).Before(h.NotBefore):
+	case window == clockguard.Before:
 		return nil, fmt.Errorf("%w: valid from %s, the server's clock reads %s", ErrNotYetValid, h.NotBefore.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	case replay:
 		return nil, s.incident(ctx, dev, IncidentReplay, h.Serial, fmt.Errorf("%w: serial %d, the server applied serial %d already", ErrReplay, h.Serial, dev.UploadSerial), nil)
-	case now.Add(-syncproto.Skew).After(h.NotAfter):
+	case window == clockguard.After:
 		return nil, fmt.Errorf("%w: it was valid until %s", ErrExpired, h.NotAfter.Format(time.RFC3339))
 	}
 	u, err := syncproto.DecodeUpload(body)
