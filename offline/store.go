@@ -769,24 +769,20 @@ func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey)
 }
 
 // window returns the counters an attempt at now may try, or an error saying
-// why there is none. It is the one place the window rule is written: TOTP
-// tries the steps within the policy's window around the device clock, HOTP the
-// look-ahead after the last used counter; both only above the last used one
-// and within the bundle.
+// why there is none: TOTP the steps within the policy's window around the
+// device clock, HOTP the look-ahead after the last used counter (otp's
+// Window.Range and NextCounter); both only above the last used one and
+// within the bundle.
 func (s *Store) window(b *Bundle, st tokenState, now time.Time) (lo, hi uint64, err error) {
-	next := b.First
-	if st.lastUsed >= 0 && uint64(st.lastUsed)+1 > next {
-		next = uint64(st.lastUsed) + 1
-	}
+	next := max(b.First, otp.NextCounter(st.lastUsed >= 0, uint64(st.lastUsed)))
 	if b.Params.Type == otp.TypeHOTP {
 		if next > b.Last() {
 			return 0, 0, fmt.Errorf("%w: all %d entries of this bundle are used: sync or import a new bundle", ErrNoEntries, b.Count())
 		}
-		return next, min(next+uint64(s.policy.HOTPLookahead), b.Last()), nil
+		lo, hi = otp.Window{Forward: s.policy.HOTPLookahead}.Range(next)
+		return lo, min(hi, b.Last()), nil
 	}
-	step := b.Params.Step(now)
-	lo = step - min(step, uint64(s.policy.TOTPBack))
-	hi = step + uint64(s.policy.TOTPForward)
+	lo, hi = otp.Window{Back: s.policy.TOTPBack, Forward: s.policy.TOTPForward}.Range(b.Params.Step(now))
 	switch {
 	case lo > b.Last():
 		return 0, 0, fmt.Errorf("%w: the bundle's period ended at %s: sync or import a new bundle", ErrNoEntries,

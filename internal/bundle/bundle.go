@@ -212,10 +212,7 @@ func entryRange(req Request) (first uint64, count int, err error) {
 	if req.Used && req.LastUsed > offline.MaxCounter {
 		return bad("last used counter %d out of range", req.LastUsed)
 	}
-	next := uint64(0) // the first counter or step not used online
-	if req.Used {
-		next = req.LastUsed + 1
-	}
+	next := otp.NextCounter(req.Used, req.LastUsed) // the first counter or step not used online
 	switch req.Params.Type {
 	case otp.TypeHOTP:
 		if !req.From.IsZero() || !req.Until.IsZero() {
