@@ -16,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/backoff"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/datadir"
@@ -27,6 +29,9 @@ import (
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 	"github.com/outpost-auth/outpost/otp"
 )
+
+// MaxBundleSize bounds a bundle file (read no more than this for Import).
+const MaxBundleSize = bundlefmt.MaxBundleSize
 
 // Files in a field data directory.
 const (
@@ -102,6 +107,24 @@ func (p Policy) Delay(n int) time.Duration { return backoff.Delay(p.DelayBase, p
 // maps ErrRefused to exit 3, ErrLocked and ErrWiped to 4, ErrCorrupt and the
 // bundle integrity errors to 5.
 var (
+	// Errors of a bundle file, which Import checks before storing anything:
+	// ErrMalformed (not a bundle, truncated, trailing data, a field out of
+	// range), and those of its signed envelope.
+	ErrMalformed = bundlefmt.ErrMalformed
+	// ErrUnknownKey: signed by a key this device does not trust.
+	ErrUnknownKey = artifact.ErrUnknownKey
+	// ErrBadSignature: the signature does not verify (altered, or not from this server).
+	ErrBadSignature = artifact.ErrBadSig
+	// ErrWrongDevice: issued for another device.
+	ErrWrongDevice = artifact.ErrWrongBound
+	// ErrExpired and ErrNotYetValid: outside the bundle's validity window.
+	ErrExpired     = artifact.ErrExpired
+	ErrNotYetValid = artifact.ErrNotYetValid
+	// ErrTooLarge: larger than MaxBundleSize.
+	ErrTooLarge = artifact.ErrTooLarge
+	// ErrNoSecret: Result.Secret was asked for a name the bundle does not carry.
+	ErrNoSecret = bundlefmt.ErrNoSecret
+
 	ErrNotInitialised     = errors.New("offline: no field store in this directory")
 	ErrAlreadyInitialised = errors.New("offline: a field store already exists in this directory")
 	// ErrCorrupt: the database, a stored bundle or the device key is damaged or was altered.
@@ -218,7 +241,7 @@ CREATE TABLE IF NOT EXISTS field_tokens (
 // server key and the policy, and the first entry of the device log. It
 // refuses a directory that already holds a store.
 func Init(ctx context.Context, dir string, cfg Config, opts Options) (*Store, error) {
-	if err := checkID("device", cfg.DeviceID); err != nil {
+	if err := ident.Check("device id", cfg.DeviceID); err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
 	}
 	if len(cfg.ServerKey) != ed25519.PublicKeySize {
@@ -369,7 +392,7 @@ func (s *Store) load(ctx context.Context) error {
 		return corrupt("schema version %q, this Outpost reads %q and %q", meta["schema"], schemaNoMarker, schemaVersion)
 	}
 	s.device = string(meta["device_id"])
-	if checkID("device", s.device) != nil {
+	if ident.Check("device id", s.device) != nil {
 		return corrupt("device id missing")
 	}
 	if string(meta["device_public_key"]) != string(s.id.Public) {
@@ -406,10 +429,6 @@ func (s *Store) DevicePublicKey() ed25519.PublicKey { return s.id.Public }
 
 // Policy returns the store's policy.
 func (s *Store) Policy() Policy { return s.policy }
-
-// DB returns the underlying database, for the sync client that ships the
-// device log (devicelog.Since) and applies server state in the same file.
-func (s *Store) DB() *sql.DB { return s.db }
 
 func (s *Store) devicePublicPEM() []byte {
 	p := keys.MarshalPublicPEM(s.id.Public)
@@ -502,12 +521,12 @@ type ImportResult struct {
 // lifts the wipe. The decision is logged; a refused bundle changes no state.
 func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 	now := s.now()
-	b, err := Decode(data, s.servers, Expect{Device: s.device, Now: now, Skew: s.policy.ClockTolerance})
+	b, err := bundlefmt.Decode(data, s.servers, bundlefmt.Expect{Device: s.device, Now: now, Skew: s.policy.ClockTolerance})
 	if err != nil {
 		s.logRefusal(ctx, now, "import.refused", "", map[string]any{"reason": reason(err)})
 		return ImportResult{}, err
 	}
-	if b.Serial > MaxCounter {
+	if b.Serial > bundlefmt.MaxCounter {
 		return ImportResult{}, fmt.Errorf("%w: serial %d out of range", ErrMalformed, b.Serial)
 	}
 	key := TokenKey{b.Realm, b.User, b.Token}
@@ -597,7 +616,7 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 // the log's head. The server only acknowledges entries this device sent, so
 // a log that ends before that entry, or has another one there, is an older
 // copy of the store, or a fork of it: ErrForkedLog.
-func checkAcked(ctx context.Context, tx *sql.Tx, b *Bundle) (uint64, error) {
+func checkAcked(ctx context.Context, tx *sql.Tx, b *bundlefmt.Bundle) (uint64, error) {
 	last, err := devicelog.Last(ctx, tx)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -675,7 +694,7 @@ type Result struct {
 	// Counter is the HOTP counter or TOTP step that matched; it is now used.
 	Counter uint64
 	Serial  uint64
-	bundle  *Bundle
+	bundle  *bundlefmt.Bundle
 	release []byte
 }
 
@@ -749,7 +768,7 @@ func (s *Store) readState(ctx context.Context, q devicelog.Queryer, k TokenKey) 
 }
 
 // loadBundle reads and re-verifies the stored bundle of k (nil when there is none).
-func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey) (*Bundle, error) {
+func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey) (*bundlefmt.Bundle, error) {
 	var data []byte
 	err := q.QueryRowContext(ctx, `SELECT data FROM field_bundles WHERE realm = ? AND usr = ? AND token = ?`, k.Realm, k.User, k.Token).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -758,7 +777,7 @@ func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading the bundle: %v", ErrCorrupt, err)
 	}
-	b, err := Decode(data, s.servers, Expect{Device: s.device})
+	b, err := bundlefmt.Decode(data, s.servers, bundlefmt.Expect{Device: s.device})
 	if err != nil {
 		return nil, fmt.Errorf("%w: the stored bundle of %s no longer verifies (%w): re-import it from the server", ErrCorrupt, k, err)
 	}
@@ -773,7 +792,7 @@ func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey)
 // device clock, HOTP the look-ahead after the last used counter (otp's
 // Window.Range and NextCounter); both only above the last used one and
 // within the bundle.
-func (s *Store) window(b *Bundle, st tokenState, now time.Time) (lo, hi uint64, err error) {
+func (s *Store) window(b *bundlefmt.Bundle, st tokenState, now time.Time) (lo, hi uint64, err error) {
 	next := max(b.First, otp.NextCounter(st.lastUsed >= 0, uint64(st.lastUsed)))
 	if b.Params.Type == otp.TypeHOTP {
 		if next > b.Last() {
@@ -898,7 +917,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 
 	// The KDF work: at most hi-lo+1 evaluations.
 	counter, release, tryErr := b.Try(ctx, lo, hi, a.Code, a.PIN, s.workers)
-	if tryErr != nil && !errors.Is(tryErr, ErrNoMatch) && ctx.Err() == nil {
+	if tryErr != nil && !errors.Is(tryErr, bundlefmt.ErrNoMatch) && ctx.Err() == nil {
 		return nil, tryErr
 	}
 
@@ -992,7 +1011,7 @@ func (s *Store) wipe(ctx context.Context, tx *sql.Tx, k TokenKey, now time.Time)
 // counter (max semantics: it never goes back), logging the change: the call
 // the sync client makes for codes used online. It reports whether anything changed.
 func (s *Store) AdvanceUsed(ctx context.Context, k TokenKey, counter uint64, source string) (bool, error) {
-	if counter > MaxCounter {
+	if counter > bundlefmt.MaxCounter {
 		return false, fmt.Errorf("offline: counter %d out of range", counter)
 	}
 	now := s.now()

@@ -45,9 +45,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/ident"
 )
@@ -76,10 +76,16 @@ const (
 	MaxTokens = 4096
 	// MaxRefills bounds the bundles one response carries.
 	MaxRefills = 16
-	// MaxCounter bounds counters and steps (a signed 64-bit column).
-	MaxCounter = math.MaxInt64
-	// MaxBundleSize bounds one refill bundle (offline.MaxBundleSize).
-	MaxBundleSize = 16 << 20
+	// MaxCounter bounds counters, steps and sequence numbers (a signed
+	// 64-bit column), as in a bundle.
+	MaxCounter = bundlefmt.MaxCounter
+	// MaxBundleSize bounds one refill bundle.
+	MaxBundleSize = bundlefmt.MaxBundleSize
+	// MaxFailures bounds a token's failure count in an upload (a device's
+	// policy wipes long before).
+	MaxFailures = 1 << 20
+	// MaxEnrolCodeLen bounds an enrolment code, in bytes.
+	MaxEnrolCodeLen = 128
 	// MaxReason bounds free-text reasons in a response.
 	MaxReason = 512
 )
@@ -346,7 +352,7 @@ func (u *Upload) Validate() error {
 		switch {
 		case t.LastUsed < -1:
 			return bad("token %s: last used %d", t.Key(), t.LastUsed)
-		case t.Failures < 0 || t.Failures > 1<<20:
+		case t.Failures < 0 || t.Failures > MaxFailures:
 			return bad("token %s: %d failures", t.Key(), t.Failures)
 		case t.Type != "" && t.Type != "hotp" && t.Type != "totp":
 			return bad("token %s: type %q", t.Key(), t.Type)
@@ -354,7 +360,7 @@ func (u *Upload) Validate() error {
 			return bad("token %s: bundle fields without a bundle type", t.Key())
 		case t.Serial > MaxCounter || t.First > MaxCounter || t.Last > MaxCounter || t.Last < t.First:
 			return bad("token %s: bundle range %d..%d serial %d", t.Key(), t.First, t.Last, t.Serial)
-		case t.Remaining < 0 || t.Remaining > 1<<17 || t.Secrets < 0 || t.Secrets > 16:
+		case t.Remaining < 0 || t.Remaining > bundlefmt.MaxEntries || t.Secrets < 0 || t.Secrets > bundlefmt.MaxSecrets:
 			return bad("token %s: %d remaining entries, %d secrets", t.Key(), t.Remaining, t.Secrets)
 		}
 	}
@@ -464,8 +470,8 @@ func (e *Enrol) Validate() error {
 	if len(e.Sig) != ed25519.SignatureSize {
 		return bad("signature has %d bytes, want %d", len(e.Sig), ed25519.SignatureSize)
 	}
-	if e.Code == "" || len(e.Code) > 128 {
-		return bad("enrolment code must be 1 to 128 characters")
+	if e.Code == "" || len(e.Code) > MaxEnrolCodeLen {
+		return bad("enrolment code must be 1 to %d characters", MaxEnrolCodeLen)
 	}
 	return nil
 }
