@@ -7,6 +7,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/backoff"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -135,32 +136,18 @@ func (p Policy) siteAfterFailure(tat, now time.Time) time.Time {
 	return tat.Add(iv)
 }
 
-// policyWire is a Policy's signed JSON form: durations in whole seconds.
-type policyWire struct {
-	Digits              int   `json:"digits"`
-	PeriodS             int64 `json:"period_s"`
-	Window              int   `json:"window"`
-	OverlapS            int64 `json:"overlap_s"`
-	ClockToleranceS     int64 `json:"clock_tolerance_s"`
-	LockoutFailures     int   `json:"lockout_failures"`
-	DelayS              int64 `json:"delay_s"`
-	LockoutS            int64 `json:"lockout_s"`
-	SiteFailuresPerHour int   `json:"site_failures_per_hour"`
-}
-
-const maxWireSeconds = int64(MaxLockout / time.Second * 4)
-
-func (p Policy) wire() policyWire {
+// wire returns p's signed form (internal/sitewire: durations in seconds).
+func (p Policy) wire() sitewire.Policy {
 	s := func(d time.Duration) int64 { return int64(d / time.Second) }
-	return policyWire{p.Digits, s(p.Period), p.Window, s(p.Overlap), s(p.ClockTolerance),
-		p.LockoutFailures, s(p.Delay), s(p.Lockout), p.SiteFailuresPerHour}
+	return sitewire.Policy{Digits: p.Digits, PeriodS: s(p.Period), Window: p.Window, OverlapS: s(p.Overlap),
+		ClockToleranceS: s(p.ClockTolerance), LockoutFailures: p.LockoutFailures, DelayS: s(p.Delay), LockoutS: s(p.Lockout),
+		SiteFailuresPerHour: p.SiteFailuresPerHour}
 }
 
-func (w policyWire) policy() (Policy, error) {
-	for _, v := range []int64{w.PeriodS, w.OverlapS, w.ClockToleranceS, w.DelayS, w.LockoutS} {
-		if v < 0 || v > maxWireSeconds {
-			return Policy{}, fmt.Errorf("site: policy: a duration of %d s is out of range", v)
-		}
+// policyFrom converts and validates a policy's signed form.
+func policyFrom(w sitewire.Policy) (Policy, error) {
+	if err := w.CheckDurations(); err != nil {
+		return Policy{}, err
 	}
 	d := func(s int64) time.Duration { return time.Duration(s) * time.Second }
 	p := Policy{w.Digits, d(w.PeriodS), w.Window, d(w.OverlapS), d(w.ClockToleranceS),
@@ -179,9 +166,9 @@ func MarshalPolicy(p Policy) ([]byte, error) {
 
 // UnmarshalPolicy decodes and validates what MarshalPolicy wrote.
 func UnmarshalPolicy(b []byte) (Policy, error) {
-	var w policyWire
+	var w sitewire.Policy
 	if err := artifact.DecodeBody(b, &w); err != nil {
 		return Policy{}, fmt.Errorf("site: policy: %w", err)
 	}
-	return w.policy()
+	return policyFrom(w)
 }

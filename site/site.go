@@ -39,16 +39,16 @@
 // (internal/devicelog) in the same transaction. [CheckCode] is the pure part
 // (derive, then TOTP) for callers that hold their own state.
 //
-// Packages and revocation lists are signed artifacts (internal/artifact)
-// decoded by [ReadPackage] and [ReadRevocationList]; the server side that
-// makes them is internal/siteissue. docs/sites.md is the user's guide.
+// Packages and revocation lists are signed artifacts whose format is
+// internal/sitewire's, read by [Init] and [Site.Update]; the server side
+// that makes them is internal/siteissue. docs/sites.md is the user's guide.
 package site
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/outpost-auth/outpost/internal/ident"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
 // Errors callers branch on. Every refusal of Verify wraps ErrRefused and,
@@ -69,14 +69,15 @@ var (
 
 	// ErrBadID: a technician, site or scope id is empty, too long or has
 	// characters outside the allowed set. Nothing is recorded.
-	ErrBadID = errors.New("site: invalid id")
+	ErrBadID = sitewire.ErrBadID
 
 	ErrNotInitialised     = errors.New("site: data directory is not initialised")
 	ErrAlreadyInitialised = errors.New("site: data directory is already initialised")
 	// ErrBadPackage: a package or revocation list is malformed, for another
 	// site or scope, expired, or cannot be decrypted. It wraps the
-	// artifact error where there is one (artifact.ErrBadSig, ...).
-	ErrBadPackage = errors.New("site: package or revocation list refused")
+	// envelope's error where there is one (a bad signature, an unknown key,
+	// expiry).
+	ErrBadPackage = sitewire.ErrBadPackage
 	// ErrNotNewer: the file is older than (or the same as) what is installed.
 	ErrNotNewer = errors.New("site: not newer than what is installed")
 	// ErrCorrupt: the site database fails a consistency check.
@@ -93,15 +94,8 @@ const (
 // printable ASCII characters, no spaces. The id is used byte for byte in
 // the derivation, so "Tech-1" and "tech-1" are different technicians; a
 // restricted alphabet leaves no room for look-alike Unicode forms.
-func CheckTechID(id string) error { return badID(ident.CheckTech(id)) }
+func CheckTechID(id string) error { return sitewire.CheckTechID(id) }
 
 // CheckName reports whether name is a valid site or scope id: 1 to 64
 // characters from A-Z a-z 0-9 . _ -, starting with a letter or digit.
-func CheckName(kind, name string) error { return badID(ident.CheckName(kind, name)) }
-
-func badID(err error) error {
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadID, err)
-	}
-	return nil
-}
+func CheckName(kind, name string) error { return sitewire.CheckName(kind, name) }

@@ -18,6 +18,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -163,7 +164,7 @@ func loadEpochs(ctx context.Context, q devicelog.Queryer) ([]epochKey, error) {
 		if err := rows.Scan(&n, &s, &e, &k); err != nil {
 			return nil, fmt.Errorf("site: reading epochs: %w", err)
 		}
-		if len(k) != ScopeKeySize || n < 0 || n > 1<<32-1 || len(out) >= MaxEpochs {
+		if len(k) != ScopeKeySize || n < 0 || n > 1<<32-1 || len(out) >= sitewire.MaxEpochs {
 			return nil, fmt.Errorf("%w: a stored epoch key is malformed", ErrCorrupt)
 		}
 		out = append(out, epochKey{Epoch{uint32(n), time.UnixMicro(s).UTC(), time.UnixMicro(e).UTC()}, k})
@@ -196,7 +197,7 @@ func Init(ctx context.Context, dir string, cfg InitConfig) (*Site, error) {
 			return nil, fmt.Errorf("%w: %s holds a site; install newer files with 'outpost site update'", ErrAlreadyInitialised, dir)
 		}
 	}
-	pkg, err := ReadPackage(cfg.Package, artifact.Keys{cfg.ServerKey}, cfg.SiteID, now)
+	pkg, err := readPackage(cfg.Package, artifact.Keys{cfg.ServerKey}, cfg.SiteID, now)
 	if err != nil {
 		return nil, err
 	}
@@ -279,9 +280,9 @@ func Open(ctx context.Context, dir string) (*Site, error) {
 // Close closes the database.
 func (s *Site) Close() error { return s.db.Close() }
 
-// Identity returns the site's log key (its public half is what the server
-// checks the site's log against).
-func (s *Site) Identity() *devicelog.Identity { return s.id }
+// DevicePublicKey returns the public half of the site's log key: what the
+// server checks the site's log against.
+func (s *Site) DevicePublicKey() ed25519.PublicKey { return s.id.Public }
 
 // utcNow reads now, or clock.System when now is nil, in UTC.
 func utcNow(now func() time.Time) time.Time { return clock.Or(now)().UTC() }
@@ -325,7 +326,7 @@ func installEpochs(ctx context.Context, tx *sql.Tx, es []Epoch, scopeKeys [][]by
 	return nil
 }
 
-func installRevocation(ctx context.Context, tx *sql.Tx, l *RevocationList) error {
+func installRevocation(ctx context.Context, tx *sql.Tx, l *sitewire.RevocationList) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM site_revoked`); err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keyexport"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/otp"
 	"github.com/outpost-auth/outpost/site"
@@ -204,15 +205,15 @@ type Scope struct {
 	Created time.Time   `json:"created"`
 	Policy  site.Policy `json:"-"`
 	// PolicyJSON is Policy in its wire form (site.MarshalPolicy).
-	PolicyJSON       json.RawMessage `json:"policy"`
-	Current          site.Epoch      `json:"current_epoch"`
-	Next             site.Epoch      `json:"next_epoch"`
-	MaxIssued        uint32          `json:"max_issued_epoch"`
-	Rolls            []time.Time     `json:"emergency_rolls,omitempty"`
-	PackageSerial    uint64          `json:"package_serial"`
-	RevocationSerial uint64          `json:"revocation_serial"`
-	Revoked          []site.Revoked  `json:"revoked"`
-	Sites            []string        `json:"sites"`
+	PolicyJSON       json.RawMessage    `json:"policy"`
+	Current          site.Epoch         `json:"current_epoch"`
+	Next             site.Epoch         `json:"next_epoch"`
+	MaxIssued        uint32             `json:"max_issued_epoch"`
+	Rolls            []time.Time        `json:"emergency_rolls,omitempty"`
+	PackageSerial    uint64             `json:"package_serial"`
+	RevocationSerial uint64             `json:"revocation_serial"`
+	Revoked          []sitewire.Revoked `json:"revoked"`
+	Sites            []string           `json:"sites"`
 }
 
 // UnmarshalJSON reads what json.Marshal of a Scope wrote, Policy included.
@@ -241,9 +242,9 @@ func describe(st *scopeState, revs []store.SiteRevocation, sites []string, now t
 	}
 	sc := Scope{ID: st.sc.ID, Created: st.sc.CreatedAt, Policy: st.policy, PolicyJSON: pol, Current: cur, Next: next, MaxIssued: st.sc.MaxIssued,
 		Rolls: st.sched.Rolls(), PackageSerial: st.sc.PackageSerial, RevocationSerial: st.sc.RevocationSerial,
-		Revoked: []site.Revoked{}, Sites: append([]string{}, sites...)}
+		Revoked: []sitewire.Revoked{}, Sites: append([]string{}, sites...)}
 	for _, r := range revs {
-		sc.Revoked = append(sc.Revoked, site.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
+		sc.Revoked = append(sc.Revoked, sitewire.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
 	}
 	return sc, nil
 }
@@ -423,11 +424,11 @@ func (is *Issuer) Provision(ctx context.Context, by Actor, scope, siteID string,
 		if err != nil {
 			return Provisioned{}, err
 		}
-		spec := site.PackageSpec{Site: siteID, Scope: scope, Epochs: epochs, IssuedAt: is.now()}
+		spec := sitewire.PackageSpec{Site: siteID, Scope: scope, Epochs: sitewire.WireEpochs(epochs), IssuedAt: is.now()}
 		for _, e := range epochs {
 			spec.ScopeKeys = append(spec.ScopeKeys, ScopeKey(is.master, scope, e.N))
 		}
-		sealed, err := site.SealScopeKeys(spec, passphrase, is.kdf())
+		sealed, err := sitewire.SealScopeKeys(spec, passphrase, is.kdf())
 		for _, k := range spec.ScopeKeys {
 			clear(k)
 		}
@@ -472,7 +473,7 @@ func packageEpochs(sched Schedule, now time.Time) ([]site.Epoch, error) {
 	return []site.Epoch{cur, next}, nil
 }
 
-func (is *Issuer) provision(ctx context.Context, by Actor, scope, siteID string, planned []site.Epoch, sealed *site.SealedKeys) (Provisioned, error) {
+func (is *Issuer) provision(ctx context.Context, by Actor, scope, siteID string, planned []site.Epoch, sealed *sitewire.SealedKeys) (Provisioned, error) {
 	var out Provisioned
 	err := is.inScope(ctx, by, scope, true, func(tx store.SiteTx, st *scopeState, now time.Time) error {
 		epochs, err := packageEpochs(st.sched, now)
@@ -489,8 +490,8 @@ func (is *Issuer) provision(ctx context.Context, by Actor, scope, siteID string,
 			return err
 		}
 		serial := st.sc.PackageSerial + 1
-		pkg, err := site.BuildSealedPackage(is.signer, site.PackageSpec{Site: siteID, Scope: scope, Policy: st.policy, Epochs: epochs,
-			Revocation: list, Serial: serial, IssuedAt: now}, sealed)
+		pkg, err := sitewire.BuildSealedPackage(is.signer, sitewire.PackageSpec{Site: siteID, Scope: scope, Policy: st.sc.Policy,
+			Epochs: sitewire.WireEpochs(epochs), Revocation: list, Serial: serial, IssuedAt: now}, sealed)
 		if err != nil {
 			return err
 		}
@@ -526,13 +527,13 @@ func (is *Issuer) signList(tx store.SiteTx, st *scopeState, now time.Time, seria
 	if err != nil {
 		return nil, err
 	}
-	var entries []site.Revoked
+	var entries []sitewire.Revoked
 	for _, r := range revs {
 		if stillOpen(st.sched, r.Through, now) {
-			entries = append(entries, site.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
+			entries = append(entries, sitewire.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
 		}
 	}
-	list, err := site.BuildRevocationList(is.signer, st.sc.ID, serial, now, entries)
+	list, err := sitewire.BuildRevocationList(is.signer, st.sc.ID, serial, now, entries)
 	if err != nil {
 		return nil, err
 	}
@@ -788,7 +789,7 @@ func (is *Issuer) Revoke(ctx context.Context, by Actor, scope string, add, undo 
 			return err
 		}
 		out.Serial = st.sc.RevocationSerial
-		l, err := site.ReadRevocationList(out.List, is.ring(), scope)
+		l, err := sitewire.ReadRevocationList(out.List, is.ring(), scope)
 		if err != nil {
 			return err
 		}
