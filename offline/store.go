@@ -831,41 +831,62 @@ func (s *Store) window(b *bundlefmt.Bundle, st tokenState, now time.Time) (lo, h
 // else stays a failure, sets the next delay, and at Policy.MaxFailures wipes
 // every bundle of the user on this device.
 func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
+	k, b, err := s.attemptFor(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi, err := s.admit(ctx, k, b, s.now())
+	if err != nil {
+		return nil, err
+	}
+	// The KDF work: at most hi-lo+1 evaluations.
+	counter, release, tryErr := b.Try(ctx, lo, hi, a.Code, a.PIN, s.workers)
+	if tryErr != nil && !errors.Is(tryErr, bundlefmt.ErrNoMatch) && ctx.Err() == nil {
+		return nil, tryErr
+	}
+	return s.settle(ctx, k, b, counter, release, tryErr)
+}
+
+// attemptFor resolves the token an attempt names and re-verifies its stored
+// bundle (nil when the token was wiped), then checks the attempt's usage —
+// the code's format, the PIN's presence — which changes no state.
+func (s *Store) attemptFor(ctx context.Context, a Attempt) (TokenKey, *bundlefmt.Bundle, error) {
 	k, err := s.resolve(ctx, a)
 	if err != nil {
-		return nil, err
+		return k, nil, err
 	}
 	b, err := s.loadBundle(ctx, s.db, k)
-	if err != nil {
-		return nil, err
+	if err != nil || b == nil {
+		return k, nil, err
 	}
-	if b != nil {
-		if err := otp.CheckCode(a.Code, b.Params.Digits); err != nil {
-			return nil, fmt.Errorf("%w (this token's codes have %d digits)", err, b.Params.Digits)
-		}
-		if b.PIN && a.PIN == "" {
-			return nil, ErrPINRequired
-		}
-		if !b.PIN && a.PIN != "" {
-			return nil, ErrPINNotUsed
-		}
+	if err := otp.CheckCode(a.Code, b.Params.Digits); err != nil {
+		return k, nil, fmt.Errorf("%w (this token's codes have %d digits)", err, b.Params.Digits)
 	}
-	now := s.now()
-	subject := k.User
-	base := map[string]any{"realm": k.Realm, "token": k.Token}
-	with := func(kv ...any) map[string]any {
-		m := map[string]any{}
-		for key, v := range base {
-			m[key] = v
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i].(string)] = kv[i+1]
-		}
-		return m
+	if b.PIN && a.PIN == "" {
+		return k, nil, ErrPINRequired
 	}
+	if !b.PIN && a.PIN != "" {
+		return k, nil, ErrPINNotUsed
+	}
+	return k, b, nil
+}
 
-	// Transaction 1: checks, refusals, and the failure counted in advance.
-	var lo, hi uint64
+// attemptData is the data of an attempt's log entries: the token, then
+// the key-value pairs kv.
+func attemptData(k TokenKey, kv ...any) map[string]any {
+	m := map[string]any{"realm": k.Realm, "token": k.Token}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1]
+	}
+	return m
+}
+
+// admit is an attempt's first transaction: the wipe, the clock high-water
+// mark, the bundle's validity, the delay after failures and the window are
+// checked — each refusal logged and returned — and the attempt is counted
+// as a failure before any KDF work, so that neither parallel attempts nor a
+// killed process get a free guess. It returns the counters to try.
+func (s *Store) admit(ctx context.Context, k TokenKey, b *bundlefmt.Bundle, now time.Time) (lo, hi uint64, err error) {
 	var refused error
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		st, err := s.readState(ctx, tx, k)
@@ -874,7 +895,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 		}
 		refuse := func(e error) error {
 			refused = e
-			return s.log(ctx, tx, now, "verify.refused", subject, with("reason", reason(e)))
+			return s.log(ctx, tx, now, "verify.refused", k.User, attemptData(k, "reason", reason(e)))
 		}
 		if st.wiped != 0 {
 			return refuse(fmt.Errorf("%w: %s's entries on this device were wiped at %s: the user must authenticate online, and the device needs a new bundle",
@@ -906,28 +927,26 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 			fails, now.Add(s.policy.Delay(fails)).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
 			return err
 		}
-		return s.log(ctx, tx, now, "verify.attempt", subject, with("serial", b.Serial, "from", lo, "to", hi))
+		return s.log(ctx, tx, now, "verify.attempt", k.User, attemptData(k, "serial", b.Serial, "from", lo, "to", hi))
 	})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = refused
 	}
-	if refused != nil {
-		return nil, refused
-	}
+	return lo, hi, err
+}
 
-	// The KDF work: at most hi-lo+1 evaluations.
-	counter, release, tryErr := b.Try(ctx, lo, hi, a.Code, a.PIN, s.workers)
-	if tryErr != nil && !errors.Is(tryErr, bundlefmt.ErrNoMatch) && ctx.Err() == nil {
-		return nil, tryErr
-	}
-
-	// Transaction 2: the outcome. It runs even if ctx was cancelled, so that
-	// the counted attempt is closed in the log.
+// settle is an attempt's second transaction, the outcome of the KDF work
+// (tryErr nil: counter matched and released release). It runs even if ctx
+// was cancelled, so that the counted attempt is closed in the log. A match
+// above the last used counter becomes the last used one and clears the
+// failures; anything else stays a failure, sets the next delay, and at
+// Policy.MaxFailures wipes every bundle of the user on this device.
+func (s *Store) settle(ctx context.Context, k TokenKey, b *bundlefmt.Bundle, counter uint64, release []byte, tryErr error) (*Result, error) {
 	done := s.now()
 	octx := context.WithoutCancel(ctx)
 	var res *Result
 	var outcome error
-	err = s.tx(octx, func(tx *sql.Tx) error {
+	err := s.tx(octx, func(tx *sql.Tx) error {
 		st, err := s.readState(octx, tx, k)
 		if err != nil {
 			return err
@@ -942,7 +961,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 				return err
 			}
 			res = &Result{TokenKey: k, Type: b.OTP.Type, Counter: counter, Serial: b.Serial, bundle: b, release: release}
-			return s.log(octx, tx, done, "verify.ok", subject, with("serial", b.Serial, "counter", counter))
+			return s.log(octx, tx, done, "verify.ok", k.User, attemptData(k, "serial", b.Serial, "counter", counter))
 		}
 		why := "wrong_code"
 		switch {
@@ -951,33 +970,8 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 		case ctx.Err() != nil:
 			why = "interrupted"
 		}
-		if st.failures >= s.policy.MaxFailures {
-			if err := s.log(octx, tx, done, "verify.fail", subject, with("reason", why, "failures", st.failures)); err != nil {
-				return err
-			}
-			n, err := s.wipe(octx, tx, k, done)
-			if err != nil {
-				return err
-			}
-			outcome = fmt.Errorf("%w: that was failure %d of %d, so %d bundle(s) of %s on this device were deleted: the user must authenticate online",
-				ErrWiped, st.failures, s.policy.MaxFailures, n, ident.Clip(k.User))
-			return nil
-		}
-		delay := s.policy.Delay(st.failures)
-		if _, err := tx.ExecContext(octx, `UPDATE field_tokens SET locked_until_us = ? WHERE realm = ? AND usr = ? AND token = ?`,
-			done.Add(delay).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
-			return err
-		}
-		outcome = fmt.Errorf("%w (failure %d of %d before this user's entries are wiped", ErrWrongCode, st.failures, s.policy.MaxFailures)
-		if delay > 0 {
-			outcome = fmt.Errorf("%w; wait %s before the next attempt)", outcome, delay)
-		} else {
-			outcome = fmt.Errorf("%w)", outcome)
-		}
-		if why == "replayed" {
-			outcome = fmt.Errorf("%w: the code was already used", ErrWrongCode)
-		}
-		return s.log(octx, tx, done, "verify.fail", subject, with("reason", why, "failures", st.failures, "retry_after", delay.Seconds()))
+		outcome, err = s.fail(octx, tx, k, st, done, why)
+		return err
 	})
 	if err != nil {
 		clear(release)
@@ -991,6 +985,39 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 		return nil, outcome
 	}
 	return res, nil
+}
+
+// fail records, inside tx, an attempt that stays a failure (why: wrong_code,
+// replayed or interrupted; st.failures already counts it): at
+// Policy.MaxFailures it wipes the user's bundles, else it sets the next
+// delay. It returns the error the attempt answers.
+func (s *Store) fail(ctx context.Context, tx *sql.Tx, k TokenKey, st tokenState, done time.Time, why string) (error, error) {
+	if st.failures >= s.policy.MaxFailures {
+		if err := s.log(ctx, tx, done, "verify.fail", k.User, attemptData(k, "reason", why, "failures", st.failures)); err != nil {
+			return nil, err
+		}
+		n, err := s.wipe(ctx, tx, k, done)
+		if err != nil {
+			return nil, err
+		}
+		return fmt.Errorf("%w: that was failure %d of %d, so %d bundle(s) of %s on this device were deleted: the user must authenticate online",
+			ErrWiped, st.failures, s.policy.MaxFailures, n, ident.Clip(k.User)), nil
+	}
+	delay := s.policy.Delay(st.failures)
+	if _, err := tx.ExecContext(ctx, `UPDATE field_tokens SET locked_until_us = ? WHERE realm = ? AND usr = ? AND token = ?`,
+		done.Add(delay).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
+		return nil, err
+	}
+	outcome := fmt.Errorf("%w (failure %d of %d before this user's entries are wiped", ErrWrongCode, st.failures, s.policy.MaxFailures)
+	if delay > 0 {
+		outcome = fmt.Errorf("%w; wait %s before the next attempt)", outcome, delay)
+	} else {
+		outcome = fmt.Errorf("%w)", outcome)
+	}
+	if why == "replayed" {
+		outcome = fmt.Errorf("%w: the code was already used", ErrWrongCode)
+	}
+	return outcome, s.log(ctx, tx, done, "verify.fail", k.User, attemptData(k, "reason", why, "failures", st.failures, "retry_after", delay.Seconds()))
 }
 
 // wipe deletes every bundle of k's user (in k's realm) and marks their token
