@@ -79,9 +79,7 @@ func DecodeSecret(s string) ([]byte, error) {
 // and the account may contain one only when there is an issuer.
 // Errors wrap [ErrInvalidURI].
 func (k *Key) Validate() error {
-	fail := func(format string, a ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidURI}, a...)...)
-	}
+	fail := invalidURI
 	if err := k.Params.Validate(); err != nil {
 		return fail("%v", err)
 	}
@@ -182,9 +180,7 @@ func escapeName(s string) string {
 // what to fix and never contains the secret. A key ParseURI returns passes
 // [Key.Validate], and its [Key.URI] parses back to an equal key.
 func ParseURI(s string) (*Key, error) {
-	fail := func(format string, a ...any) (*Key, error) {
-		return nil, fmt.Errorf("%w: "+format, append([]any{ErrInvalidURI}, a...)...)
-	}
+	fail := func(format string, a ...any) (*Key, error) { return nil, invalidURI(format, a...) }
 	if len(s) > MaxURILen {
 		return fail("%d bytes is longer than %d", len(s), MaxURILen)
 	}
@@ -232,61 +228,75 @@ func ParseURI(s string) (*Key, error) {
 	if err != nil {
 		return fail("the parameters after '?' are malformed (a bad %%-escape or a ';')")
 	}
-	for name, vals := range q {
-		if len(vals) > 1 {
-			return fail("parameter %q is given %d times; give it once", truncate(name), len(vals))
-		}
-	}
-	sec, ok := q["secret"]
-	if !ok || sec[0] == "" {
-		return fail("the secret parameter is missing; add secret=BASE32SECRET")
-	}
-	if k.Secret, err = DecodeSecret(sec[0]); err != nil {
-		return fail("%v", err)
-	}
-	if iss, ok := q["issuer"]; ok && iss[0] != "" {
-		iss := strings.TrimSpace(iss[0])
-		if k.Issuer != "" && k.Issuer != iss {
-			return fail("issuer parameter %q disagrees with the label's issuer %q; make them equal", truncate(iss), truncate(k.Issuer))
-		}
-		k.Issuer = iss
-	}
-	if a, ok := q["algorithm"]; ok {
-		if k.Algorithm, err = ParseAlgorithm(a[0]); err != nil {
-			return fail("algorithm %q is not SHA1, SHA256 or SHA512", truncate(a[0]))
-		}
-	}
-	if d, ok := q["digits"]; ok {
-		n, err := strconv.ParseUint(d[0], 10, 8)
-		if err != nil || n < MinDigits || n > MaxDigits {
-			return fail("digits %q is not a number from %d to %d", truncate(d[0]), MinDigits, MaxDigits)
-		}
-		k.Digits = int(n)
-	}
-	if p, ok := q["period"]; ok {
-		if typ != TypeTOTP {
-			return fail("period is only for totp URIs; remove it or use otpauth://totp/")
-		}
-		n, err := strconv.ParseUint(p[0], 10, 64)
-		if err != nil || n == 0 || n > MaxPeriod {
-			return fail("period %q is not a number of seconds from 1 to %d (apps expect 30)", truncate(p[0]), MaxPeriod)
-		}
-		k.Period = n
-	}
-	if c, ok := q["counter"]; ok {
-		if typ != TypeHOTP {
-			return fail("counter is only for hotp URIs; remove it or use otpauth://hotp/")
-		}
-		n, err := strconv.ParseUint(c[0], 10, 64)
-		if err != nil {
-			return fail("counter %q is not a number from 0 to 18446744073709551615", truncate(c[0]))
-		}
-		k.Counter = n
-	} else if typ == TypeHOTP {
-		return fail("hotp URIs need a counter parameter; add counter=0 for a new token")
+	if err := k.readParams(q); err != nil {
+		return nil, err
 	}
 	if err := k.Validate(); err != nil {
 		return nil, err
 	}
 	return k, nil
+}
+
+func invalidURI(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidURI}, a...)...)
+}
+
+// readParams sets k's secret, issuer, algorithm, digits, period and counter
+// from a URI's parameters (k.Type and the label's issuer already set).
+func (k *Key) readParams(q url.Values) error {
+	for name, vals := range q {
+		if len(vals) > 1 {
+			return invalidURI("parameter %q is given %d times; give it once", truncate(name), len(vals))
+		}
+	}
+	sec, ok := q["secret"]
+	if !ok || sec[0] == "" {
+		return invalidURI("the secret parameter is missing; add secret=BASE32SECRET")
+	}
+	var err error
+	if k.Secret, err = DecodeSecret(sec[0]); err != nil {
+		return invalidURI("%v", err)
+	}
+	if iss, ok := q["issuer"]; ok && iss[0] != "" {
+		iss := strings.TrimSpace(iss[0])
+		if k.Issuer != "" && k.Issuer != iss {
+			return invalidURI("issuer parameter %q disagrees with the label's issuer %q; make them equal", truncate(iss), truncate(k.Issuer))
+		}
+		k.Issuer = iss
+	}
+	if a, ok := q["algorithm"]; ok {
+		if k.Algorithm, err = ParseAlgorithm(a[0]); err != nil {
+			return invalidURI("algorithm %q is not SHA1, SHA256 or SHA512", truncate(a[0]))
+		}
+	}
+	if d, ok := q["digits"]; ok {
+		n, err := strconv.ParseUint(d[0], 10, 8)
+		if err != nil || n < MinDigits || n > MaxDigits {
+			return invalidURI("digits %q is not a number from %d to %d", truncate(d[0]), MinDigits, MaxDigits)
+		}
+		k.Digits = int(n)
+	}
+	if p, ok := q["period"]; ok {
+		if k.Type != TypeTOTP {
+			return invalidURI("period is only for totp URIs; remove it or use otpauth://totp/")
+		}
+		n, err := strconv.ParseUint(p[0], 10, 64)
+		if err != nil || n == 0 || n > MaxPeriod {
+			return invalidURI("period %q is not a number of seconds from 1 to %d (apps expect 30)", truncate(p[0]), MaxPeriod)
+		}
+		k.Period = n
+	}
+	if c, ok := q["counter"]; ok {
+		if k.Type != TypeHOTP {
+			return invalidURI("counter is only for hotp URIs; remove it or use otpauth://hotp/")
+		}
+		n, err := strconv.ParseUint(c[0], 10, 64)
+		if err != nil {
+			return invalidURI("counter %q is not a number from 0 to 18446744073709551615", truncate(c[0]))
+		}
+		k.Counter = n
+	} else if k.Type == TypeHOTP {
+		return invalidURI("hotp URIs need a counter parameter; add counter=0 for a new token")
+	}
+	return nil
 }
