@@ -1,6 +1,35 @@
 // Package site is Outpost's site verifier: it checks the TOTP codes of any
 // number of technicians at a site with no network, from one scope key per
-// epoch and no per-technician data (seed 000, "diversified keys").
+// epoch and no per-technician data (seed 000, "diversified keys"). Other Go
+// programs embed it; `outpost site …` is a thin shell around it.
+//
+// # The common case
+//
+// A site is a data directory (site.db, an embedded SQLite database, and
+// device.key, the site's own Ed25519 key that signs its log). Install the
+// provisioning package the server made for this site once, then verify:
+//
+//	s, err := site.Init(ctx, dir, site.InitConfig{SiteID: "cab-17", ServerKey: pub, Package: pkg, Passphrase: pass})
+//	s, err := site.Open(ctx, dir)              // later runs
+//	d, err := s.Verify(ctx, "tech-042", "123456")
+//	switch {
+//	case err == nil:                           // accepted: d.Epoch, d.Step
+//	case errors.Is(err, site.ErrLocked):       // locked out, retry after d.RetryAt
+//	case errors.Is(err, site.ErrRefused):      // wrong, replayed, revoked, expired...
+//	}
+//
+// [Site.Update] installs a newer revocation list or package (the file says
+// which), [Site.Status] shows what is installed, and [Site.Log] returns the
+// log of decisions to ship to the server, signed with [Site.DevicePublicKey]'s
+// key. docs/sites.md is the user's guide.
+//
+// [Site.Verify] checks, in one SQLite transaction: the site clock against
+// its high-water mark; the site-wide and the technician's failure budgets;
+// which epochs are open; the revocation list; the code within the policy's
+// window for every open epoch; one use per step per technician; and it
+// appends the decision to the signed, hash-chained log in the same
+// transaction. [CheckCode] is the pure part (derive, then TOTP) for callers
+// that hold their own state.
 //
 // # Keys
 //
@@ -10,38 +39,15 @@
 //	tech seed  = HKDF-SHA256(scope key, purpose "technician-seed", epoch 0, context tech)  20 bytes
 //
 // with internal/keys.Derive, whose info string length-prefixes the purpose,
-// the epoch and every context element (see [TechnicianSeed]). A site holds
-// the scope keys of the current and next epoch only: a stolen site exposes
-// its own scope for those two epochs, never the master key or another scope.
-// The technician's seed is an ordinary TOTP secret (SHA1, 20 bytes) that any
+// the epoch and every context element ([TechnicianSeed], the one
+// implementation, for the issuer and the site). A site holds the scope keys
+// of the current and next epoch only: a stolen site exposes its own scope
+// for those two epochs, never the master key or another scope. The
+// technician's seed is an ordinary TOTP secret (SHA1, 20 bytes) that any
 // authenticator app reads from an otpauth URI.
 //
-// # Using it
-//
-// A site is a data directory (site.db, an embedded SQLite database, and
-// device.key, the site's own Ed25519 key that signs its event log):
-//
-//	s, err := site.Init(ctx, dir, site.InitConfig{SiteID: "cab-17", ServerKey: pub, Package: pkg, Passphrase: pass})
-//	s, err := site.Open(ctx, dir)              // later
-//	d, err := s.Verify(ctx, "tech-042", "123456")
-//	switch {
-//	case err == nil:                           // accepted: d.Epoch, d.Step
-//	case errors.Is(err, site.ErrLocked):       // locked out, retry after d.RetryAt
-//	case errors.Is(err, site.ErrRefused):      // wrong, replayed, revoked, expired...
-//	}
-//	u, err := s.Update(ctx, file, askPassphrase) // a revocation list or a newer package
-//
-// [Site.Verify] checks, in one SQLite transaction: the site clock against
-// its high-water mark; the site-wide and the technician's failure budgets;
-// which epochs are open; the revocation list; the code within the policy's
-// window for every open epoch; one use per step per technician; and it
-// appends the decision to the signed, hash-chained event log
-// (internal/devicelog) in the same transaction. [CheckCode] is the pure part
-// (derive, then TOTP) for callers that hold their own state.
-//
 // Packages and revocation lists are signed artifacts whose format is
-// internal/sitewire's, read by [Init] and [Site.Update]; the server side
-// that makes them is internal/siteissue. docs/sites.md is the user's guide.
+// internal/sitewire's; the server side that makes them is internal/siteissue.
 package site
 
 import (
