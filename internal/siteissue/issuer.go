@@ -32,13 +32,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keyexport"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/sitewire"
@@ -68,8 +68,9 @@ var (
 
 // Limits.
 const (
-	// MaxReasonLen bounds a revocation's reason, in bytes.
-	MaxReasonLen = 256
+	// MaxReasonLen bounds a revocation's reason, in bytes (free text:
+	// ident.CheckText).
+	MaxReasonLen = ident.MaxLen
 	// auditTechs is how many technicians one site.revoke entry names; a
 	// larger revocation is recorded in several entries.
 	auditTechs = 64
@@ -744,7 +745,7 @@ func (is *Issuer) Revoke(ctx context.Context, by Actor, scope string, add, undo 
 			return RevocationResult{}, err
 		}
 	}
-	if len(reason) > MaxReasonLen || strings.ContainsFunc(reason, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if ident.CheckText("the reason", reason) != nil {
 		return RevocationResult{}, fmt.Errorf("%w: the reason must be one line of at most %d characters", ErrInvalid, MaxReasonLen)
 	}
 	var out RevocationResult

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
 // The issuing side of site verifiers (docs/sites.md). Like SyncStore, it is
@@ -81,8 +82,8 @@ type SiteScopeRecord struct {
 const (
 	// MaxSitePolicyLen bounds a stored policy, in bytes.
 	MaxSitePolicyLen = 4096
-	// MaxSiteListLen bounds a stored revocation list (site.MaxRevocationListSize).
-	MaxSiteListLen = 16 << 20
+	// MaxSiteListLen bounds a stored revocation list: the format's own bound.
+	MaxSiteListLen = sitewire.MaxRevocationListSize
 	// MaxSitePackageEpochs bounds the epochs recorded for one package.
 	MaxSitePackageEpochs = 16
 )
