@@ -85,19 +85,29 @@ var DefaultPolicy = Policy{MaxFailures: 10, DelayBase: time.Second, DelayMax: 5 
 // Validate checks p's ranges.
 func (p Policy) Validate() error {
 	switch {
-	case p.MaxFailures < 1 || p.MaxFailures > 1000:
-		return fmt.Errorf("offline: max failures %d (use 1 to 1000)", p.MaxFailures)
-	case p.DelayBase < 0 || p.DelayMax < p.DelayBase || p.DelayMax > 24*time.Hour:
-		return fmt.Errorf("offline: delays %v..%v (use 0 <= base <= max <= 24h)", p.DelayBase, p.DelayMax)
-	case p.ClockTolerance < 0 || p.ClockTolerance > 24*time.Hour:
-		return fmt.Errorf("offline: clock tolerance %v (use 0 to 24h)", p.ClockTolerance)
-	case p.TOTPBack < 0 || p.TOTPBack > 10 || p.TOTPForward < 0 || p.TOTPForward > 10:
-		return fmt.Errorf("offline: TOTP window -%d..+%d (use 0 to 10 each way)", p.TOTPBack, p.TOTPForward)
-	case p.HOTPLookahead < 0 || p.HOTPLookahead > 20:
-		return fmt.Errorf("offline: HOTP look-ahead %d (use 0 to 20)", p.HOTPLookahead)
+	case p.MaxFailures < 1 || p.MaxFailures > maxFailures:
+		return fmt.Errorf("offline: max failures %d (use 1 to %d)", p.MaxFailures, maxFailures)
+	case p.DelayBase < 0 || p.DelayMax < p.DelayBase || p.DelayMax > maxDelay:
+		return fmt.Errorf("offline: delays %v..%v (use 0 <= base <= max <= %v)", p.DelayBase, p.DelayMax, maxDelay)
+	case p.ClockTolerance < 0 || p.ClockTolerance > clockguard.MaxTolerance:
+		return fmt.Errorf("offline: clock tolerance %v (use 0 to %v)", p.ClockTolerance, clockguard.MaxTolerance)
+	case p.TOTPBack < 0 || p.TOTPBack > maxTOTPSteps || p.TOTPForward < 0 || p.TOTPForward > maxTOTPSteps:
+		return fmt.Errorf("offline: TOTP window -%d..+%d (use 0 to %d each way)", p.TOTPBack, p.TOTPForward, maxTOTPSteps)
+	case p.HOTPLookahead < 0 || p.HOTPLookahead > maxHOTPLookahead:
+		return fmt.Errorf("offline: HOTP look-ahead %d (use 0 to %d)", p.HOTPLookahead, maxHOTPLookahead)
 	}
 	return nil
 }
+
+// Limits of a Policy (the clock tolerance's is clockguard.MaxTolerance).
+// Each attempt runs the KDF once per step or counter of its window, so the
+// window limits bound an attempt's cost.
+const (
+	maxFailures      = 1000
+	maxDelay         = 24 * time.Hour
+	maxTOTPSteps     = 10 // each way
+	maxHOTPLookahead = 20
+)
 
 // Delay is the wait imposed after the n-th consecutive failure (the
 // growing delay of internal/backoff).

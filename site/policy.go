@@ -7,6 +7,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/backoff"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -56,7 +57,7 @@ func DefaultPolicy() Policy {
 const (
 	MaxWindow              = 10
 	MaxOverlap             = 90 * 24 * time.Hour
-	MaxClockTolerance      = 24 * time.Hour
+	MaxClockTolerance      = clockguard.MaxTolerance
 	MaxLockoutFailures     = 100
 	MaxLockout             = 30 * 24 * time.Hour
 	MaxSiteFailuresPerHour = 3600

@@ -43,6 +43,10 @@ func Window(now, notBefore, notAfter time.Time, skew time.Duration) Position {
 	return Within
 }
 
+// MaxTolerance bounds the tolerance an offline verifier's policy may set:
+// a clock set back further than a day is refused whatever the policy.
+const MaxTolerance = 24 * time.Hour
+
 // Check applies the high-water-mark rule to now, given mark, the latest time
 // seen. It returns ok == false when now is more than tolerance behind mark
 // (refuse, and keep the mark); otherwise the mark to keep, the later of mark
