@@ -777,6 +777,12 @@ func (s *Store) readState(ctx context.Context, q devicelog.Queryer, k TokenKey) 
 	return st, nil
 }
 
+// next is the first counter or step of b a code may still be accepted
+// for: above the last used one (otp.NextCounter) and within the bundle.
+func (st tokenState) next(b *bundlefmt.Bundle) uint64 {
+	return max(b.First, otp.NextCounter(st.lastUsed >= 0, uint64(st.lastUsed)))
+}
+
 // loadBundle reads and re-verifies the stored bundle of k (nil when there is none).
 func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey) (*bundlefmt.Bundle, error) {
 	var data []byte
@@ -803,7 +809,7 @@ func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey)
 // Window.Range and NextCounter); both only above the last used one and
 // within the bundle.
 func (s *Store) window(b *bundlefmt.Bundle, st tokenState, now time.Time) (lo, hi uint64, err error) {
-	next := max(b.First, otp.NextCounter(st.lastUsed >= 0, uint64(st.lastUsed)))
+	next := st.next(b)
 	if b.Params.Type == otp.TypeHOTP {
 		if next > b.Last() {
 			return 0, 0, fmt.Errorf("%w: all %d entries of this bundle are used: sync or import a new bundle", ErrNoEntries, b.Count())
