@@ -37,6 +37,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // Algorithm is the HMAC hash of a token.
@@ -72,7 +74,7 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 	case equalFold(s, "SHA512"):
 		return SHA512, nil
 	}
-	return 0, fmt.Errorf("%w: %q (use SHA1, SHA256 or SHA512)", ErrUnknownAlgorithm, truncate(s))
+	return 0, fmt.Errorf("%w: %q (use SHA1, SHA256 or SHA512)", ErrUnknownAlgorithm, ident.Clip(s))
 }
 
 // check reports whether a is an algorithm this package (and this process) can use.
@@ -118,7 +120,7 @@ func ParseType(s string) (Type, error) {
 	case equalFold(s, "totp"):
 		return TypeTOTP, nil
 	}
-	return 0, fmt.Errorf("%w: %q (use totp or hotp)", ErrUnknownType, truncate(s))
+	return 0, fmt.Errorf("%w: %q (use totp or hotp)", ErrUnknownType, ident.Clip(s))
 }
 
 // Limits of the parameters this package accepts.
@@ -488,12 +490,4 @@ func equalFold(a, b string) bool {
 		}
 	}
 	return true
-}
-
-// truncate keeps user-supplied text in error messages short.
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "…"
-	}
-	return s
 }

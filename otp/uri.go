@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // MaxURILen bounds an otpauth URI; real ones are under 300 bytes.
@@ -102,7 +104,7 @@ func (k *Key) Validate() error {
 		return fail("%v", err)
 	}
 	if strings.Contains(k.Issuer, ":") {
-		return fail("issuer %q contains a colon, which the label uses as its separator; remove it", truncate(k.Issuer))
+		return fail("issuer %q contains a colon, which the label uses as its separator; remove it", ident.Clip(k.Issuer))
 	}
 	if k.Account == "" {
 		return fail("the account name is missing; the label should be issuer:account")
@@ -111,7 +113,7 @@ func (k *Key) Validate() error {
 		return fail("%v", err)
 	}
 	if k.Issuer == "" && strings.Contains(k.Account, ":") {
-		return fail("account name %q contains a colon but there is no issuer: it would be read as issuer:account; set an issuer", truncate(k.Account))
+		return fail("account name %q contains a colon but there is no issuer: it would be read as issuer:account; set an issuer", ident.Clip(k.Account))
 	}
 	if n := len(k.URI()); n > MaxURILen {
 		return fail("the URI would be %d bytes, more than %d; shorten the names", n, MaxURILen)
@@ -126,11 +128,11 @@ func checkName(what, s string) error {
 		return fmt.Errorf("%s is not valid UTF-8", what)
 	}
 	if strings.TrimSpace(s) != s {
-		return fmt.Errorf("%s %q has spaces around it", what, truncate(s))
+		return fmt.Errorf("%s %q has spaces around it", what, ident.Clip(s))
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("%s %q contains a control character (%U)", what, truncate(s), r)
+			return fmt.Errorf("%s %q contains a control character (%U)", what, ident.Clip(s), r)
 		}
 	}
 	return nil
@@ -190,7 +192,7 @@ func ParseURI(s string) (*Key, error) {
 		return fail("not a valid URI (check for spaces, control characters or a bad %%-escape)")
 	}
 	if u.Scheme != "otpauth" {
-		return fail("scheme is %q, want otpauth://totp/... or otpauth://hotp/...", truncate(u.Scheme))
+		return fail("scheme is %q, want otpauth://totp/... or otpauth://hotp/...", ident.Clip(u.Scheme))
 	}
 	if u.Opaque != "" {
 		return fail("want otpauth://totp/... or otpauth://hotp/... (two slashes after otpauth:)")
@@ -200,7 +202,7 @@ func ParseURI(s string) (*Key, error) {
 	}
 	typ, err := ParseType(u.Host)
 	if err != nil {
-		return fail("type %q is not totp or hotp", truncate(u.Host))
+		return fail("type %q is not totp or hotp", ident.Clip(u.Host))
 	}
 	if u.Fragment != "" || strings.HasSuffix(s, "#") {
 		return fail("unexpected #fragment after the parameters")
@@ -246,7 +248,7 @@ func invalidURI(format string, a ...any) error {
 func (k *Key) readParams(q url.Values) error {
 	for name, vals := range q {
 		if len(vals) > 1 {
-			return invalidURI("parameter %q is given %d times; give it once", truncate(name), len(vals))
+			return invalidURI("parameter %q is given %d times; give it once", ident.Clip(name), len(vals))
 		}
 	}
 	sec, ok := q["secret"]
@@ -260,19 +262,19 @@ func (k *Key) readParams(q url.Values) error {
 	if iss, ok := q["issuer"]; ok && iss[0] != "" {
 		iss := strings.TrimSpace(iss[0])
 		if k.Issuer != "" && k.Issuer != iss {
-			return invalidURI("issuer parameter %q disagrees with the label's issuer %q; make them equal", truncate(iss), truncate(k.Issuer))
+			return invalidURI("issuer parameter %q disagrees with the label's issuer %q; make them equal", ident.Clip(iss), ident.Clip(k.Issuer))
 		}
 		k.Issuer = iss
 	}
 	if a, ok := q["algorithm"]; ok {
 		if k.Algorithm, err = ParseAlgorithm(a[0]); err != nil {
-			return invalidURI("algorithm %q is not SHA1, SHA256 or SHA512", truncate(a[0]))
+			return invalidURI("algorithm %q is not SHA1, SHA256 or SHA512", ident.Clip(a[0]))
 		}
 	}
 	if d, ok := q["digits"]; ok {
 		n, err := strconv.ParseUint(d[0], 10, 8)
 		if err != nil || n < MinDigits || n > MaxDigits {
-			return invalidURI("digits %q is not a number from %d to %d", truncate(d[0]), MinDigits, MaxDigits)
+			return invalidURI("digits %q is not a number from %d to %d", ident.Clip(d[0]), MinDigits, MaxDigits)
 		}
 		k.Digits = int(n)
 	}
@@ -282,7 +284,7 @@ func (k *Key) readParams(q url.Values) error {
 		}
 		n, err := strconv.ParseUint(p[0], 10, 64)
 		if err != nil || n == 0 || n > MaxPeriod {
-			return invalidURI("period %q is not a number of seconds from 1 to %d (apps expect 30)", truncate(p[0]), MaxPeriod)
+			return invalidURI("period %q is not a number of seconds from 1 to %d (apps expect 30)", ident.Clip(p[0]), MaxPeriod)
 		}
 		k.Period = n
 	}
@@ -292,7 +294,7 @@ func (k *Key) readParams(q url.Values) error {
 		}
 		n, err := strconv.ParseUint(c[0], 10, 64)
 		if err != nil {
-			return invalidURI("counter %q is not a number from 0 to 18446744073709551615", truncate(c[0]))
+			return invalidURI("counter %q is not a number from 0 to 18446744073709551615", ident.Clip(c[0]))
 		}
 		k.Counter = n
 	} else if k.Type == TypeHOTP {

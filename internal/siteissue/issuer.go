@@ -573,16 +573,9 @@ func ParseEpochSel(s string) (EpochSel, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("%w: epoch %q is not current, next or a number", ErrInvalid, clip(s))
+		return 0, fmt.Errorf("%w: epoch %q is not current, next or a number", ErrInvalid, ident.Clip(s))
 	}
 	return EpochSel(n), nil
-}
-
-func clip(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "…"
-	}
-	return s
 }
 
 // CredentialRequest asks for a technician's credential.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
@@ -157,7 +158,7 @@ func checkSiteScope(sc *SiteScope) error {
 		return invalid("a scope's policy must be 1 to %d bytes", MaxSitePolicyLen)
 	}
 	if len(sc.RevocationList) > MaxSiteListLen || sc.PackageSerial > 1<<63-1 || sc.RevocationSerial > 1<<63-1 {
-		return invalid("scope %q: revocation list of %d bytes or serials out of range", truncate(sc.ID), len(sc.RevocationList))
+		return invalid("scope %q: revocation list of %d bytes or serials out of range", ident.Clip(sc.ID), len(sc.RevocationList))
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ var tokenStatuses = []string{TokenPending, TokenActive, TokenDisabled}
 
 func checkStatus(s string) error {
 	if !slices.Contains(tokenStatuses, s) {
-		return invalid("token status %q (use %s)", truncate(s), strings.Join(tokenStatuses, ", "))
+		return invalid("token status %q (use %s)", ident.Clip(s), strings.Join(tokenStatuses, ", "))
 	}
 	return nil
 }
@@ -88,11 +88,11 @@ func checkToken(t *Token) error {
 	}
 	typ, err := otp.ParseType(t.Type)
 	if err != nil || typ.String() != t.Type {
-		return invalid("token type %q (use totp or hotp)", truncate(t.Type))
+		return invalid("token type %q (use totp or hotp)", ident.Clip(t.Type))
 	}
 	alg, err := otp.ParseAlgorithm(t.Algorithm)
 	if err != nil || alg.String() != t.Algorithm {
-		return invalid("token algorithm %q (use SHA1, SHA256 or SHA512)", truncate(t.Algorithm))
+		return invalid("token algorithm %q (use SHA1, SHA256 or SHA512)", ident.Clip(t.Algorithm))
 	}
 	if t.Period < 0 || (typ == otp.TypeHOTP && t.Period != 0) {
 		return invalid("token period %d (HOTP tokens have period 0)", t.Period)
@@ -107,7 +107,7 @@ func checkToken(t *Token) error {
 	case t.SeedMode == SeedRandom && len(t.SeedCiphertext) == 0:
 		return invalid("a random-seed token needs its seed ciphertext")
 	case t.SeedMode != SeedDerived && t.SeedMode != SeedRandom:
-		return invalid("seed mode %q (use %s or %s)", truncate(t.SeedMode), SeedDerived, SeedRandom)
+		return invalid("seed mode %q (use %s or %s)", ident.Clip(t.SeedMode), SeedDerived, SeedRandom)
 	}
 	return first(checkNonNegative("last used step or counter", t.LastUsed), checkStatus(t.Status), checkBlob("seed ciphertext", t.SeedCiphertext))
 }
@@ -129,19 +129,11 @@ func checkAPIClient(c *APIClient) error {
 	}
 	for i, s := range c.Scopes {
 		if !slices.Contains(apiScopes, s) || slices.Contains(c.Scopes[:i], s) {
-			return invalid("API scope %q unknown or repeated (use %s)", truncate(s), strings.Join(apiScopes, ", "))
+			return invalid("API scope %q unknown or repeated (use %s)", ident.Clip(s), strings.Join(apiScopes, ", "))
 		}
 	}
 	if len(c.TokenHash) == 0 {
 		return invalid("an API client needs its token hash")
 	}
 	return checkBlob("token hash", c.TokenHash)
-}
-
-// truncate shortens a bad value quoted in an error message.
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "..."
-	}
-	return s
 }
