@@ -7,6 +7,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/offline"
@@ -25,9 +26,9 @@ func totpCode(t *testing.T, step uint64) string {
 
 // resign decodes a bundle, lets mod change it, and signs it again with the
 // server's key: how a test makes a bundle the issuer would not make.
-func resign(t *testing.T, data []byte, mod func(*offline.Bundle)) []byte {
+func resign(t *testing.T, data []byte, mod func(*bundlefmt.Bundle)) []byte {
 	t.Helper()
-	b, err := offline.Decode(data, trusted(t), offline.Expect{Device: "dev-1"})
+	b, err := bundlefmt.Decode(data, trusted(t), bundlefmt.Expect{Device: "dev-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func TestImportAppliesServerUsedStep(t *testing.T) {
 	}{
 		{"as issued: entries start after S", func(t *testing.T) []byte { return issue(t, used) }},
 		{"a bundle holding S with S used", func(t *testing.T) []byte {
-			return resign(t, issue(t, totpReq("")), func(b *offline.Bundle) { b.Used = int64(step) })
+			return resign(t, issue(t, totpReq("")), func(b *bundlefmt.Bundle) { b.Used = int64(step) })
 		}},
 	}
 	for _, tc := range tests {

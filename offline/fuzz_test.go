@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/bundle"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/syncproto"
 	"github.com/outpost-auth/outpost/offline"
@@ -31,20 +32,20 @@ func FuzzDecodeBundle(f *testing.F) {
 	}
 	s := testSigner(f)
 	keys := trusted(f)
-	want := offline.Expect{Device: "dev-1", Now: t0}
+	want := bundlefmt.Expect{Device: "dev-1", Now: t0}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if b, err := offline.Decode(data, keys, want); err == nil {
+		if b, err := bundlefmt.Decode(data, keys, want); err == nil {
 			check(t, b)
 		}
 		if !json.Valid(data) {
 			return
 		}
-		art, err := artifact.Sign(s, artifact.Header{Type: offline.BundleType, Version: offline.BundleVersion, Subject: "dev-1",
+		art, err := artifact.Sign(s, artifact.Header{Type: bundlefmt.BundleType, Version: bundlefmt.BundleVersion, Subject: "dev-1",
 			NotBefore: tdFrom, NotAfter: tdUntil}, json.RawMessage(data))
 		if err != nil {
 			return
 		}
-		if b, err := offline.Decode(art, keys, want); err == nil {
+		if b, err := bundlefmt.Decode(art, keys, want); err == nil {
 			check(t, b)
 		}
 	})
@@ -61,7 +62,7 @@ func fuzzBundleBodies(t testing.TB) map[string][]byte {
 	out := map[string][]byte{"empty_object": []byte("{}"), "not_json": []byte("this is not a bundle\n")}
 	for name, req := range map[string]bundle.Request{"hotp_body": hotp, "totp_pin_body": totp} {
 		req.NotBefore, req.NotAfter = tdFrom, tdUntil
-		b, err := offline.Decode(issue(t, req), trusted(t), offline.Expect{Device: "dev-1", Now: t0})
+		b, err := bundlefmt.Decode(issue(t, req), trusted(t), bundlefmt.Expect{Device: "dev-1", Now: t0})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -74,9 +75,9 @@ func fuzzBundleBodies(t testing.TB) map[string][]byte {
 	return out
 }
 
-func check(t *testing.T, b *offline.Bundle) {
+func check(t *testing.T, b *bundlefmt.Bundle) {
 	t.Helper()
-	if b.Count() < 1 || b.Count() > offline.MaxEntries || b.Last() < b.First || b.Last() > offline.MaxCounter {
+	if b.Count() < 1 || b.Count() > bundlefmt.MaxEntries || b.Last() < b.First || b.Last() > bundlefmt.MaxCounter {
 		t.Fatalf("accepted a bundle with %d entries from %d", b.Count(), b.First)
 	}
 	if err := b.Params.Validate(); err != nil {

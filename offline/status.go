@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/otp"
@@ -143,16 +144,11 @@ func (s *Store) tokenStatus(ctx context.Context, k TokenKey, now time.Time) Toke
 
 // remaining counts the entries still usable at now: above the last used
 // counter and, for TOTP, not in the past beyond the window.
-func (s *Store) remaining(b *Bundle, st tokenState, now time.Time) int {
-	from := b.First
-	if st.lastUsed >= 0 && uint64(st.lastUsed)+1 > from {
-		from = uint64(st.lastUsed) + 1
-	}
+func (s *Store) remaining(b *bundlefmt.Bundle, st tokenState, now time.Time) int {
+	from := st.next(b)
 	if b.Params.Type == otp.TypeTOTP {
-		step := b.Params.Step(now)
-		if lo := step - min(step, uint64(s.policy.TOTPBack)); lo > from {
-			from = lo
-		}
+		lo, _ := otp.Window{Back: s.policy.TOTPBack}.Range(b.Params.Step(now))
+		from = max(from, lo)
 	}
 	if from > b.Last() {
 		return 0

@@ -16,14 +16,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/backoff"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 	"github.com/outpost-auth/outpost/otp"
 )
+
+// MaxBundleSize bounds a bundle file (read no more than this for Import).
+const MaxBundleSize = bundlefmt.MaxBundleSize
 
 // Files in a field data directory.
 const (
@@ -77,36 +85,56 @@ var DefaultPolicy = Policy{MaxFailures: 10, DelayBase: time.Second, DelayMax: 5 
 // Validate checks p's ranges.
 func (p Policy) Validate() error {
 	switch {
-	case p.MaxFailures < 1 || p.MaxFailures > 1000:
-		return fmt.Errorf("offline: max failures %d (use 1 to 1000)", p.MaxFailures)
-	case p.DelayBase < 0 || p.DelayMax < p.DelayBase || p.DelayMax > 24*time.Hour:
-		return fmt.Errorf("offline: delays %v..%v (use 0 <= base <= max <= 24h)", p.DelayBase, p.DelayMax)
-	case p.ClockTolerance < 0 || p.ClockTolerance > 24*time.Hour:
-		return fmt.Errorf("offline: clock tolerance %v (use 0 to 24h)", p.ClockTolerance)
-	case p.TOTPBack < 0 || p.TOTPBack > 10 || p.TOTPForward < 0 || p.TOTPForward > 10:
-		return fmt.Errorf("offline: TOTP window -%d..+%d (use 0 to 10 each way)", p.TOTPBack, p.TOTPForward)
-	case p.HOTPLookahead < 0 || p.HOTPLookahead > 20:
-		return fmt.Errorf("offline: HOTP look-ahead %d (use 0 to 20)", p.HOTPLookahead)
+	case p.MaxFailures < 1 || p.MaxFailures > maxFailures:
+		return fmt.Errorf("offline: max failures %d (use 1 to %d)", p.MaxFailures, maxFailures)
+	case p.DelayBase < 0 || p.DelayMax < p.DelayBase || p.DelayMax > maxDelay:
+		return fmt.Errorf("offline: delays %v..%v (use 0 <= base <= max <= %v)", p.DelayBase, p.DelayMax, maxDelay)
+	case p.ClockTolerance < 0 || p.ClockTolerance > clockguard.MaxTolerance:
+		return fmt.Errorf("offline: clock tolerance %v (use 0 to %v)", p.ClockTolerance, clockguard.MaxTolerance)
+	case p.TOTPBack < 0 || p.TOTPBack > maxTOTPSteps || p.TOTPForward < 0 || p.TOTPForward > maxTOTPSteps:
+		return fmt.Errorf("offline: TOTP window -%d..+%d (use 0 to %d each way)", p.TOTPBack, p.TOTPForward, maxTOTPSteps)
+	case p.HOTPLookahead < 0 || p.HOTPLookahead > maxHOTPLookahead:
+		return fmt.Errorf("offline: HOTP look-ahead %d (use 0 to %d)", p.HOTPLookahead, maxHOTPLookahead)
 	}
 	return nil
 }
 
-// Delay is the wait imposed after the n-th consecutive failure.
-func (p Policy) Delay(n int) time.Duration {
-	if n < 1 || p.DelayBase <= 0 {
-		return 0
-	}
-	d := p.DelayBase
-	for i := 1; i < n && d < p.DelayMax; i++ {
-		d *= 2
-	}
-	return min(d, p.DelayMax)
-}
+// Limits of a Policy (the clock tolerance's is clockguard.MaxTolerance).
+// Each attempt runs the KDF once per step or counter of its window, so the
+// window limits bound an attempt's cost.
+const (
+	maxFailures      = 1000
+	maxDelay         = 24 * time.Hour
+	maxTOTPSteps     = 10 // each way
+	maxHOTPLookahead = 20
+)
+
+// Delay is the wait imposed after the n-th consecutive failure (the
+// growing delay of internal/backoff).
+func (p Policy) Delay(n int) time.Duration { return backoff.Delay(p.DelayBase, p.DelayMax, n) }
 
 // Errors of the store. Refusals of a verification wrap ErrRefused; the CLI
 // maps ErrRefused to exit 3, ErrLocked and ErrWiped to 4, ErrCorrupt and the
 // bundle integrity errors to 5.
 var (
+	// Errors of a bundle file, which Import checks before storing anything:
+	// ErrMalformed (not a bundle, truncated, trailing data, a field out of
+	// range), and those of its signed envelope.
+	ErrMalformed = bundlefmt.ErrMalformed
+	// ErrUnknownKey: signed by a key this device does not trust.
+	ErrUnknownKey = artifact.ErrUnknownKey
+	// ErrBadSignature: the signature does not verify (altered, or not from this server).
+	ErrBadSignature = artifact.ErrBadSig
+	// ErrWrongDevice: issued for another device.
+	ErrWrongDevice = artifact.ErrWrongBound
+	// ErrExpired and ErrNotYetValid: outside the bundle's validity window.
+	ErrExpired     = artifact.ErrExpired
+	ErrNotYetValid = artifact.ErrNotYetValid
+	// ErrTooLarge: larger than MaxBundleSize.
+	ErrTooLarge = artifact.ErrTooLarge
+	// ErrNoSecret: Result.Secret was asked for a name the bundle does not carry.
+	ErrNoSecret = bundlefmt.ErrNoSecret
+
 	ErrNotInitialised     = errors.New("offline: no field store in this directory")
 	ErrAlreadyInitialised = errors.New("offline: a field store already exists in this directory")
 	// ErrCorrupt: the database, a stored bundle or the device key is damaged or was altered.
@@ -223,7 +251,7 @@ CREATE TABLE IF NOT EXISTS field_tokens (
 // server key and the policy, and the first entry of the device log. It
 // refuses a directory that already holds a store.
 func Init(ctx context.Context, dir string, cfg Config, opts Options) (*Store, error) {
-	if err := checkID("device", cfg.DeviceID); err != nil {
+	if err := ident.Check("device id", cfg.DeviceID); err != nil {
 		return nil, fmt.Errorf("offline: %w", err)
 	}
 	if len(cfg.ServerKey) != ed25519.PublicKeySize {
@@ -374,7 +402,7 @@ func (s *Store) load(ctx context.Context) error {
 		return corrupt("schema version %q, this Outpost reads %q and %q", meta["schema"], schemaNoMarker, schemaVersion)
 	}
 	s.device = string(meta["device_id"])
-	if checkID("device", s.device) != nil {
+	if ident.Check("device id", s.device) != nil {
 		return corrupt("device id missing")
 	}
 	if string(meta["device_public_key"]) != string(s.id.Public) {
@@ -412,10 +440,6 @@ func (s *Store) DevicePublicKey() ed25519.PublicKey { return s.id.Public }
 // Policy returns the store's policy.
 func (s *Store) Policy() Policy { return s.policy }
 
-// DB returns the underlying database, for the sync client that ships the
-// device log (devicelog.Since) and applies server state in the same file.
-func (s *Store) DB() *sql.DB { return s.db }
-
 func (s *Store) devicePublicPEM() []byte {
 	p := keys.MarshalPublicPEM(s.id.Public)
 	// MarshalPublicPEM's first line names an artifact signing key; say what this one is.
@@ -451,8 +475,9 @@ func (s *Store) log(ctx context.Context, tx *sql.Tx, now time.Time, kind, subjec
 	return err
 }
 
-// clock applies the high-water-mark rule inside tx: it refuses a clock more
-// than the tolerance behind the latest time seen, and raises the mark.
+// clock applies the high-water-mark rule (internal/clockguard) inside tx:
+// it refuses a clock more than the tolerance behind the latest time seen,
+// and raises the mark.
 func (s *Store) clock(ctx context.Context, tx *sql.Tx, now time.Time) error {
 	var v []byte
 	if err := tx.QueryRowContext(ctx, `SELECT v FROM field_meta WHERE k = 'clock_hwm_us'`).Scan(&v); err != nil {
@@ -463,12 +488,13 @@ func (s *Store) clock(ctx context.Context, tx *sql.Tx, now time.Time) error {
 		return fmt.Errorf("%w: clock high-water mark unreadable", ErrCorrupt)
 	}
 	seen := time.UnixMicro(hwm)
-	if now.Before(seen.Add(-s.policy.ClockTolerance)) {
+	next, ok := clockguard.Check(now, seen, s.policy.ClockTolerance)
+	if !ok {
 		return fmt.Errorf("%w: it reads %s but this store has seen %s (tolerance %v): set the clock right",
 			ErrClockBack, now.UTC().Format(time.RFC3339), seen.UTC().Format(time.RFC3339), s.policy.ClockTolerance)
 	}
-	if now.UnixMicro() > hwm {
-		_, err = tx.ExecContext(ctx, `UPDATE field_meta SET v = ? WHERE k = 'clock_hwm_us'`, []byte(strconv.FormatInt(now.UnixMicro(), 10)))
+	if next.UnixMicro() > hwm {
+		_, err = tx.ExecContext(ctx, `UPDATE field_meta SET v = ? WHERE k = 'clock_hwm_us'`, []byte(strconv.FormatInt(next.UnixMicro(), 10)))
 	}
 	return err
 }
@@ -505,12 +531,12 @@ type ImportResult struct {
 // lifts the wipe. The decision is logged; a refused bundle changes no state.
 func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 	now := s.now()
-	b, err := Decode(data, s.servers, Expect{Device: s.device, Now: now, Skew: s.policy.ClockTolerance})
+	b, err := bundlefmt.Decode(data, s.servers, bundlefmt.Expect{Device: s.device, Now: now, Skew: s.policy.ClockTolerance})
 	if err != nil {
 		s.logRefusal(ctx, now, "import.refused", "", map[string]any{"reason": reason(err)})
 		return ImportResult{}, err
 	}
-	if b.Serial > MaxCounter {
+	if b.Serial > bundlefmt.MaxCounter {
 		return ImportResult{}, fmt.Errorf("%w: serial %d out of range", ErrMalformed, b.Serial)
 	}
 	key := TokenKey{b.Realm, b.User, b.Token}
@@ -600,7 +626,7 @@ func (s *Store) Import(ctx context.Context, data []byte) (ImportResult, error) {
 // the log's head. The server only acknowledges entries this device sent, so
 // a log that ends before that entry, or has another one there, is an older
 // copy of the store, or a fork of it: ErrForkedLog.
-func checkAcked(ctx context.Context, tx *sql.Tx, b *Bundle) (uint64, error) {
+func checkAcked(ctx context.Context, tx *sql.Tx, b *bundlefmt.Bundle) (uint64, error) {
 	last, err := devicelog.Last(ctx, tx)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrCorrupt, err)
@@ -678,7 +704,7 @@ type Result struct {
 	// Counter is the HOTP counter or TOTP step that matched; it is now used.
 	Counter uint64
 	Serial  uint64
-	bundle  *Bundle
+	bundle  *bundlefmt.Bundle
 	release []byte
 }
 
@@ -714,7 +740,7 @@ func (s *Store) resolve(ctx context.Context, a Attempt) (TokenKey, error) {
 	}
 	switch len(found) {
 	case 0:
-		return TokenKey{}, fmt.Errorf("%w: %q: import one with 'outpost field import'", ErrUnknownUser, truncate(a.User))
+		return TokenKey{}, fmt.Errorf("%w: %q: import one with 'outpost field import'", ErrUnknownUser, ident.Clip(a.User))
 	case 1:
 		return found[0], nil
 	}
@@ -722,14 +748,7 @@ func (s *Store) resolve(ctx context.Context, a Attempt) (TokenKey, error) {
 	for i, k := range found {
 		names[i] = k.Realm + "/" + k.Token
 	}
-	return TokenKey{}, fmt.Errorf("%w: user %q has %s here: name one with --realm and --token", ErrAmbiguous, truncate(a.User), strings.Join(names, ", "))
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
+	return TokenKey{}, fmt.Errorf("%w: user %q has %s here: name one with --realm and --token", ErrAmbiguous, ident.Clip(a.User), strings.Join(names, ", "))
 }
 
 // tokenState is one row of field_tokens.
@@ -747,7 +766,7 @@ func (s *Store) readState(ctx context.Context, q devicelog.Queryer, k TokenKey) 
 		WHERE realm = ? AND usr = ? AND token = ?`, k.Realm, k.User, k.Token).
 		Scan(&st.lastUsed, &st.failures, &st.lockedUntil, &st.wiped, &st.maxSerial)
 	if errors.Is(err, sql.ErrNoRows) {
-		return st, fmt.Errorf("%w: %q", ErrUnknownUser, truncate(k.User))
+		return st, fmt.Errorf("%w: %q", ErrUnknownUser, ident.Clip(k.User))
 	}
 	if err != nil {
 		return st, fmt.Errorf("%w: reading token state: %v", ErrCorrupt, err)
@@ -758,8 +777,14 @@ func (s *Store) readState(ctx context.Context, q devicelog.Queryer, k TokenKey) 
 	return st, nil
 }
 
+// next is the first counter or step of b a code may still be accepted
+// for: above the last used one (otp.NextCounter) and within the bundle.
+func (st tokenState) next(b *bundlefmt.Bundle) uint64 {
+	return max(b.First, otp.NextCounter(st.lastUsed >= 0, uint64(st.lastUsed)))
+}
+
 // loadBundle reads and re-verifies the stored bundle of k (nil when there is none).
-func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey) (*Bundle, error) {
+func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey) (*bundlefmt.Bundle, error) {
 	var data []byte
 	err := q.QueryRowContext(ctx, `SELECT data FROM field_bundles WHERE realm = ? AND usr = ? AND token = ?`, k.Realm, k.User, k.Token).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -768,7 +793,7 @@ func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading the bundle: %v", ErrCorrupt, err)
 	}
-	b, err := Decode(data, s.servers, Expect{Device: s.device})
+	b, err := bundlefmt.Decode(data, s.servers, bundlefmt.Expect{Device: s.device})
 	if err != nil {
 		return nil, fmt.Errorf("%w: the stored bundle of %s no longer verifies (%w): re-import it from the server", ErrCorrupt, k, err)
 	}
@@ -779,24 +804,20 @@ func (s *Store) loadBundle(ctx context.Context, q devicelog.Queryer, k TokenKey)
 }
 
 // window returns the counters an attempt at now may try, or an error saying
-// why there is none. It is the one place the window rule is written: TOTP
-// tries the steps within the policy's window around the device clock, HOTP the
-// look-ahead after the last used counter; both only above the last used one
-// and within the bundle.
-func (s *Store) window(b *Bundle, st tokenState, now time.Time) (lo, hi uint64, err error) {
-	next := b.First
-	if st.lastUsed >= 0 && uint64(st.lastUsed)+1 > next {
-		next = uint64(st.lastUsed) + 1
-	}
+// why there is none: TOTP the steps within the policy's window around the
+// device clock, HOTP the look-ahead after the last used counter (otp's
+// Window.Range and NextCounter); both only above the last used one and
+// within the bundle.
+func (s *Store) window(b *bundlefmt.Bundle, st tokenState, now time.Time) (lo, hi uint64, err error) {
+	next := st.next(b)
 	if b.Params.Type == otp.TypeHOTP {
 		if next > b.Last() {
 			return 0, 0, fmt.Errorf("%w: all %d entries of this bundle are used: sync or import a new bundle", ErrNoEntries, b.Count())
 		}
-		return next, min(next+uint64(s.policy.HOTPLookahead), b.Last()), nil
+		lo, hi = otp.Window{Forward: s.policy.HOTPLookahead}.Range(next)
+		return lo, min(hi, b.Last()), nil
 	}
-	step := b.Params.Step(now)
-	lo = step - min(step, uint64(s.policy.TOTPBack))
-	hi = step + uint64(s.policy.TOTPForward)
+	lo, hi = otp.Window{Back: s.policy.TOTPBack, Forward: s.policy.TOTPForward}.Range(b.Params.Step(now))
 	switch {
 	case lo > b.Last():
 		return 0, 0, fmt.Errorf("%w: the bundle's period ended at %s: sync or import a new bundle", ErrNoEntries,
@@ -826,41 +847,62 @@ func (s *Store) window(b *Bundle, st tokenState, now time.Time) (lo, hi uint64, 
 // else stays a failure, sets the next delay, and at Policy.MaxFailures wipes
 // every bundle of the user on this device.
 func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
+	k, b, err := s.attemptFor(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	lo, hi, err := s.admit(ctx, k, b, s.now())
+	if err != nil {
+		return nil, err
+	}
+	// The KDF work: at most hi-lo+1 evaluations.
+	counter, release, tryErr := b.Try(ctx, lo, hi, a.Code, a.PIN, s.workers)
+	if tryErr != nil && !errors.Is(tryErr, bundlefmt.ErrNoMatch) && ctx.Err() == nil {
+		return nil, tryErr
+	}
+	return s.settle(ctx, k, b, counter, release, tryErr)
+}
+
+// attemptFor resolves the token an attempt names and re-verifies its stored
+// bundle (nil when the token was wiped), then checks the attempt's usage —
+// the code's format, the PIN's presence — which changes no state.
+func (s *Store) attemptFor(ctx context.Context, a Attempt) (TokenKey, *bundlefmt.Bundle, error) {
 	k, err := s.resolve(ctx, a)
 	if err != nil {
-		return nil, err
+		return k, nil, err
 	}
 	b, err := s.loadBundle(ctx, s.db, k)
-	if err != nil {
-		return nil, err
+	if err != nil || b == nil {
+		return k, nil, err
 	}
-	if b != nil {
-		if err := otp.CheckCode(a.Code, b.Params.Digits); err != nil {
-			return nil, fmt.Errorf("%w (this token's codes have %d digits)", err, b.Params.Digits)
-		}
-		if b.PIN && a.PIN == "" {
-			return nil, ErrPINRequired
-		}
-		if !b.PIN && a.PIN != "" {
-			return nil, ErrPINNotUsed
-		}
+	if err := otp.CheckCode(a.Code, b.Params.Digits); err != nil {
+		return k, nil, fmt.Errorf("%w (this token's codes have %d digits)", err, b.Params.Digits)
 	}
-	now := s.now()
-	subject := k.User
-	base := map[string]any{"realm": k.Realm, "token": k.Token}
-	with := func(kv ...any) map[string]any {
-		m := map[string]any{}
-		for key, v := range base {
-			m[key] = v
-		}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i].(string)] = kv[i+1]
-		}
-		return m
+	if b.PIN && a.PIN == "" {
+		return k, nil, ErrPINRequired
 	}
+	if !b.PIN && a.PIN != "" {
+		return k, nil, ErrPINNotUsed
+	}
+	return k, b, nil
+}
 
-	// Transaction 1: checks, refusals, and the failure counted in advance.
-	var lo, hi uint64
+// attemptData is the data of an attempt's log entries: the token, then
+// the key-value pairs kv.
+func attemptData(k TokenKey, kv ...any) map[string]any {
+	m := map[string]any{"realm": k.Realm, "token": k.Token}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1]
+	}
+	return m
+}
+
+// admit is an attempt's first transaction: the wipe, the clock high-water
+// mark, the bundle's validity, the delay after failures and the window are
+// checked — each refusal logged and returned — and the attempt is counted
+// as a failure before any KDF work, so that neither parallel attempts nor a
+// killed process get a free guess. It returns the counters to try.
+func (s *Store) admit(ctx context.Context, k TokenKey, b *bundlefmt.Bundle, now time.Time) (lo, hi uint64, err error) {
 	var refused error
 	err = s.tx(ctx, func(tx *sql.Tx) error {
 		st, err := s.readState(ctx, tx, k)
@@ -869,11 +911,11 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 		}
 		refuse := func(e error) error {
 			refused = e
-			return s.log(ctx, tx, now, "verify.refused", subject, with("reason", reason(e)))
+			return s.log(ctx, tx, now, "verify.refused", k.User, attemptData(k, "reason", reason(e)))
 		}
 		if st.wiped != 0 {
 			return refuse(fmt.Errorf("%w: %s's entries on this device were wiped at %s: the user must authenticate online, and the device needs a new bundle",
-				ErrWiped, truncate(k.User), time.UnixMicro(st.wiped).UTC().Format(time.RFC3339)))
+				ErrWiped, ident.Clip(k.User), time.UnixMicro(st.wiped).UTC().Format(time.RFC3339)))
 		}
 		if b == nil {
 			return fmt.Errorf("%w: token state of %s has no bundle and is not wiped", ErrCorrupt, k)
@@ -884,11 +926,10 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 			}
 			return err
 		}
-		tol := s.policy.ClockTolerance
-		if now.Add(tol).Before(b.NotBefore) {
+		switch clockguard.Window(now, b.NotBefore, b.NotAfter, s.policy.ClockTolerance) {
+		case clockguard.Before:
 			return refuse(fmt.Errorf("%w: the bundle is valid from %s", ErrOutOfValidity, b.NotBefore.UTC().Format(time.RFC3339)))
-		}
-		if now.Add(-tol).After(b.NotAfter) {
+		case clockguard.After:
 			return refuse(fmt.Errorf("%w: the bundle expired at %s: sync or import a new one", ErrOutOfValidity, b.NotAfter.UTC().Format(time.RFC3339)))
 		}
 		if until := time.UnixMicro(st.lockedUntil); now.Before(until) {
@@ -902,28 +943,26 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 			fails, now.Add(s.policy.Delay(fails)).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
 			return err
 		}
-		return s.log(ctx, tx, now, "verify.attempt", subject, with("serial", b.Serial, "from", lo, "to", hi))
+		return s.log(ctx, tx, now, "verify.attempt", k.User, attemptData(k, "serial", b.Serial, "from", lo, "to", hi))
 	})
-	if err != nil {
-		return nil, err
+	if err == nil {
+		err = refused
 	}
-	if refused != nil {
-		return nil, refused
-	}
+	return lo, hi, err
+}
 
-	// The KDF work: at most hi-lo+1 evaluations.
-	counter, release, tryErr := b.Try(ctx, lo, hi, a.Code, a.PIN, s.workers)
-	if tryErr != nil && !errors.Is(tryErr, ErrNoMatch) && ctx.Err() == nil {
-		return nil, tryErr
-	}
-
-	// Transaction 2: the outcome. It runs even if ctx was cancelled, so that
-	// the counted attempt is closed in the log.
+// settle is an attempt's second transaction, the outcome of the KDF work
+// (tryErr nil: counter matched and released release). It runs even if ctx
+// was cancelled, so that the counted attempt is closed in the log. A match
+// above the last used counter becomes the last used one and clears the
+// failures; anything else stays a failure, sets the next delay, and at
+// Policy.MaxFailures wipes every bundle of the user on this device.
+func (s *Store) settle(ctx context.Context, k TokenKey, b *bundlefmt.Bundle, counter uint64, release []byte, tryErr error) (*Result, error) {
 	done := s.now()
 	octx := context.WithoutCancel(ctx)
 	var res *Result
 	var outcome error
-	err = s.tx(octx, func(tx *sql.Tx) error {
+	err := s.tx(octx, func(tx *sql.Tx) error {
 		st, err := s.readState(octx, tx, k)
 		if err != nil {
 			return err
@@ -938,7 +977,7 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 				return err
 			}
 			res = &Result{TokenKey: k, Type: b.OTP.Type, Counter: counter, Serial: b.Serial, bundle: b, release: release}
-			return s.log(octx, tx, done, "verify.ok", subject, with("serial", b.Serial, "counter", counter))
+			return s.log(octx, tx, done, "verify.ok", k.User, attemptData(k, "serial", b.Serial, "counter", counter))
 		}
 		why := "wrong_code"
 		switch {
@@ -947,33 +986,8 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 		case ctx.Err() != nil:
 			why = "interrupted"
 		}
-		if st.failures >= s.policy.MaxFailures {
-			if err := s.log(octx, tx, done, "verify.fail", subject, with("reason", why, "failures", st.failures)); err != nil {
-				return err
-			}
-			n, err := s.wipe(octx, tx, k, done)
-			if err != nil {
-				return err
-			}
-			outcome = fmt.Errorf("%w: that was failure %d of %d, so %d bundle(s) of %s on this device were deleted: the user must authenticate online",
-				ErrWiped, st.failures, s.policy.MaxFailures, n, truncate(k.User))
-			return nil
-		}
-		delay := s.policy.Delay(st.failures)
-		if _, err := tx.ExecContext(octx, `UPDATE field_tokens SET locked_until_us = ? WHERE realm = ? AND usr = ? AND token = ?`,
-			done.Add(delay).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
-			return err
-		}
-		outcome = fmt.Errorf("%w (failure %d of %d before this user's entries are wiped", ErrWrongCode, st.failures, s.policy.MaxFailures)
-		if delay > 0 {
-			outcome = fmt.Errorf("%w; wait %s before the next attempt)", outcome, delay)
-		} else {
-			outcome = fmt.Errorf("%w)", outcome)
-		}
-		if why == "replayed" {
-			outcome = fmt.Errorf("%w: the code was already used", ErrWrongCode)
-		}
-		return s.log(octx, tx, done, "verify.fail", subject, with("reason", why, "failures", st.failures, "retry_after", delay.Seconds()))
+		outcome, err = s.fail(octx, tx, k, st, done, why)
+		return err
 	})
 	if err != nil {
 		clear(release)
@@ -987,6 +1001,39 @@ func (s *Store) Verify(ctx context.Context, a Attempt) (*Result, error) {
 		return nil, outcome
 	}
 	return res, nil
+}
+
+// fail records, inside tx, an attempt that stays a failure (why: wrong_code,
+// replayed or interrupted; st.failures already counts it): at
+// Policy.MaxFailures it wipes the user's bundles, else it sets the next
+// delay. It returns the error the attempt answers.
+func (s *Store) fail(ctx context.Context, tx *sql.Tx, k TokenKey, st tokenState, done time.Time, why string) (error, error) {
+	if st.failures >= s.policy.MaxFailures {
+		if err := s.log(ctx, tx, done, "verify.fail", k.User, attemptData(k, "reason", why, "failures", st.failures)); err != nil {
+			return nil, err
+		}
+		n, err := s.wipe(ctx, tx, k, done)
+		if err != nil {
+			return nil, err
+		}
+		return fmt.Errorf("%w: that was failure %d of %d, so %d bundle(s) of %s on this device were deleted: the user must authenticate online",
+			ErrWiped, st.failures, s.policy.MaxFailures, n, ident.Clip(k.User)), nil
+	}
+	delay := s.policy.Delay(st.failures)
+	if _, err := tx.ExecContext(ctx, `UPDATE field_tokens SET locked_until_us = ? WHERE realm = ? AND usr = ? AND token = ?`,
+		done.Add(delay).UnixMicro(), k.Realm, k.User, k.Token); err != nil {
+		return nil, err
+	}
+	outcome := fmt.Errorf("%w (failure %d of %d before this user's entries are wiped", ErrWrongCode, st.failures, s.policy.MaxFailures)
+	if delay > 0 {
+		outcome = fmt.Errorf("%w; wait %s before the next attempt)", outcome, delay)
+	} else {
+		outcome = fmt.Errorf("%w)", outcome)
+	}
+	if why == "replayed" {
+		outcome = fmt.Errorf("%w: the code was already used", ErrWrongCode)
+	}
+	return outcome, s.log(ctx, tx, done, "verify.fail", k.User, attemptData(k, "reason", why, "failures", st.failures, "retry_after", delay.Seconds()))
 }
 
 // wipe deletes every bundle of k's user (in k's realm) and marks their token
@@ -1007,7 +1054,7 @@ func (s *Store) wipe(ctx context.Context, tx *sql.Tx, k TokenKey, now time.Time)
 // counter (max semantics: it never goes back), logging the change: the call
 // the sync client makes for codes used online. It reports whether anything changed.
 func (s *Store) AdvanceUsed(ctx context.Context, k TokenKey, counter uint64, source string) (bool, error) {
-	if counter > MaxCounter {
+	if counter > bundlefmt.MaxCounter {
 		return false, fmt.Errorf("offline: counter %d out of range", counter)
 	}
 	now := s.now()

@@ -154,12 +154,12 @@ func (s *Store) RememberServer(ctx context.Context, url, cacert string) error {
 
 // UploadOptions tune PrepareUpload.
 type UploadOptions struct {
-	// Validity is how long the server accepts the upload: default
-	// syncproto.OnlineValidity (15 minutes) for HTTP; use
-	// syncproto.FileValidity (14 days) for a file carried by hand.
+	// Validity is how long the server accepts the upload: default 15
+	// minutes, for HTTP; a file carried by hand wants longer ('outpost
+	// field export-sync' uses 14 days; at most 90).
 	Validity time.Duration
 	// MaxEntries bounds the log entries of this upload (default and
-	// maximum syncproto.MaxEntries); the rest follow in later uploads.
+	// maximum 10,000); the rest follow in later uploads.
 	MaxEntries int
 }
 

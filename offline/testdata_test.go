@@ -15,6 +15,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/bundle"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
@@ -74,10 +75,10 @@ func goodTOTPReq() bundle.Request {
 func signBody(t *testing.T, h artifact.Header, body any) []byte {
 	t.Helper()
 	if h.Type == "" {
-		h.Type = offline.BundleType
+		h.Type = bundlefmt.BundleType
 	}
 	if h.Version == 0 {
-		h.Version = offline.BundleVersion
+		h.Version = bundlefmt.BundleVersion
 	}
 	if h.Subject == "" {
 		h.Subject = "dev-1"
@@ -93,7 +94,7 @@ func signBody(t *testing.T, h artifact.Header, body any) []byte {
 // goodBody decodes good_hotp.bundle's body as a generic map for editing.
 func goodBody(t *testing.T, good []byte) map[string]any {
 	t.Helper()
-	b, err := offline.Decode(good, trusted(t), offline.Expect{Device: "dev-1"})
+	b, err := bundlefmt.Decode(good, trusted(t), bundlefmt.Expect{Device: "dev-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestGenerateTestdata(t *testing.T) {
 	files["fail_short_salt.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["salt"] = "AAAA" }))
 	files["fail_unknown_field.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) { m["whitelist"] = true }))
 	files["fail_counter_overflow.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
-		m["first"] = uint64(offline.MaxCounter) - 3
+		m["first"] = uint64(bundlefmt.MaxCounter) - 3
 	}))
 	files["fail_secrets_unsorted.bundle"] = signBody(t, artifact.Header{}, edit(t, body, func(m map[string]any) {
 		s := m["secrets"].([]any)[0]
@@ -246,7 +247,7 @@ func TestTestdataFiles(t *testing.T) {
 		name := filepath.Base(path)
 		t.Run(name, func(t *testing.T) {
 			data := readTestdata(t, name)
-			b, err := offline.Decode(data, trusted(t), offline.Expect{Device: "dev-1", Now: t0})
+			b, err := bundlefmt.Decode(data, trusted(t), bundlefmt.Expect{Device: "dev-1", Now: t0})
 			switch {
 			case strings.HasPrefix(name, "good_"):
 				if err != nil {
@@ -317,14 +318,14 @@ func TestTestdataVerify(t *testing.T) {
 // and verify until they expire: neither the floor nor the fork check applies.
 func TestVersion1BundleStillWorks(t *testing.T) {
 	data := readTestdata(t, "good_hotp_v1.bundle")
-	b, err := offline.Decode(data, trusted(t), offline.Expect{Device: "dev-1", Now: t0})
+	b, err := bundlefmt.Decode(data, trusted(t), bundlefmt.Expect{Device: "dev-1", Now: t0})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b.Version != 1 || b.Used != -1 || b.Acked != 0 {
 		t.Fatalf("version %d, used %d, acked %d", b.Version, b.Used, b.Acked)
 	}
-	if b2, err := offline.Decode(readTestdata(t, "good_hotp.bundle"), trusted(t), offline.Expect{Device: "dev-1", Now: t0}); err != nil || b2.Version != offline.BundleVersion {
+	if b2, err := bundlefmt.Decode(readTestdata(t, "good_hotp.bundle"), trusted(t), bundlefmt.Expect{Device: "dev-1", Now: t0}); err != nil || b2.Version != bundlefmt.BundleVersion {
 		t.Fatalf("good_hotp.bundle is not the current version: %v", err)
 	}
 	s, _, _ := newStore(t, quickPolicy)

@@ -8,11 +8,12 @@
 //	step, err := p.Verify(secret, code, time.Now(), otp.Window{Back: 1, Forward: 1})
 //	if err == nil && step > lastUsedStep { /* accept, then record step */ }
 //
-// For HOTP, use [Params.VerifyCounter] with the next expected counter and a
-// look-ahead. Both return which step or counter matched. They do not know
-// which codes were used before: callers enforce one-time use by accepting a
-// match only when it is greater than the last one they recorded, and
-// recording it atomically (see the store and offline packages). An error
+// For HOTP, use [Params.VerifyCounter] with the next expected counter
+// ([NextCounter]) and a look-ahead. Both return which step or counter
+// matched. They do not know which codes were used before: callers enforce
+// one-time use by accepting a match only at or after [NextCounter] (above
+// the last one they recorded), and recording it atomically (see the store
+// and offline packages). An error
 // wrapping [ErrMalformedCode] or [ErrNoMatch] is a failed attempt and should
 // count towards the caller's lockout.
 //
@@ -36,6 +37,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // Algorithm is the HMAC hash of a token.
@@ -71,7 +74,7 @@ func ParseAlgorithm(s string) (Algorithm, error) {
 	case equalFold(s, "SHA512"):
 		return SHA512, nil
 	}
-	return 0, fmt.Errorf("%w: %q (use SHA1, SHA256 or SHA512)", ErrUnknownAlgorithm, truncate(s))
+	return 0, fmt.Errorf("%w: %q (use SHA1, SHA256 or SHA512)", ErrUnknownAlgorithm, ident.Clip(s))
 }
 
 // check reports whether a is an algorithm this package (and this process) can use.
@@ -117,7 +120,7 @@ func ParseType(s string) (Type, error) {
 	case equalFold(s, "totp"):
 		return TypeTOTP, nil
 	}
-	return 0, fmt.Errorf("%w: %q (use totp or hotp)", ErrUnknownType, truncate(s))
+	return 0, fmt.Errorf("%w: %q (use totp or hotp)", ErrUnknownType, ident.Clip(s))
 }
 
 // Limits of the parameters this package accepts.
@@ -191,6 +194,25 @@ func (p Params) Validate() error {
 // and at most [MaxWindow] codes are tried in all.
 type Window struct {
 	Back, Forward int
+}
+
+// Range returns the steps [step-Back, step+Forward] the window spans around
+// step, clamped at 0 and at the largest step. With Back 0 and Forward set to
+// a look-ahead, it is an HOTP window after the next expected counter.
+func (w Window) Range(step uint64) (lo, hi uint64) {
+	back, fwd := uint64(max(w.Back, 0)), uint64(max(w.Forward, 0))
+	return step - min(back, step), step + min(fwd, math.MaxUint64-step)
+}
+
+// NextCounter returns the first counter or step a code may still be accepted
+// for: 0 for a token never used, else lastUsed+1. It is the one-time-use
+// rule every verifier applies (online, on a field device, and when a
+// bundle's entries are chosen): a match below it is a replay.
+func NextCounter(used bool, lastUsed uint64) uint64 {
+	if !used {
+		return 0
+	}
+	return lastUsed + 1
 }
 
 // HOTP returns the RFC 4226 code for counter, with digits digits (6 to 10).
@@ -276,9 +298,7 @@ func (p Params) Verify(secret []byte, code string, now time.Time, w Window) (uin
 	if back >= MaxWindow || fwd >= MaxWindow || back+fwd >= MaxWindow {
 		return 0, fmt.Errorf("%w: window of %d back and %d forward is more than %d codes", ErrInvalidParams, back, fwd, MaxWindow)
 	}
-	step := p.Step(now)
-	lo := step - min(back, step)
-	hi := step + min(fwd, math.MaxUint64-step)
+	lo, hi := w.Range(p.Step(now))
 	return p.verifyRange(secret, code, lo, hi)
 }
 
@@ -470,12 +490,4 @@ func equalFold(a, b string) bool {
 		}
 	}
 	return true
-}
-
-// truncate keeps user-supplied text in error messages short.
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "…"
-	}
-	return s
 }

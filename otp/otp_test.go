@@ -418,3 +418,41 @@ func TestNamesRoundTrip(t *testing.T) {
 		t.Errorf("unknown type prints as %q", s)
 	}
 }
+
+func TestWindowRange(t *testing.T) {
+	tests := []struct {
+		w        otp.Window
+		step     uint64
+		lo, hi   uint64
+		describe string
+	}{
+		{otp.Window{Back: 1, Forward: 1}, 100, 99, 101, "either side"},
+		{otp.Window{Back: 2, Forward: 0}, 1, 0, 1, "clamped at step 0"},
+		{otp.Window{Back: -3, Forward: -1}, 7, 7, 7, "negative counts as 0"},
+		{otp.Window{Forward: 4}, 10, 10, 14, "an HOTP look-ahead after the next counter"},
+		{otp.Window{Back: 1, Forward: 5}, math.MaxUint64 - 2, math.MaxUint64 - 3, math.MaxUint64, "clamped at the top"},
+	}
+	for _, tc := range tests {
+		if lo, hi := tc.w.Range(tc.step); lo != tc.lo || hi != tc.hi {
+			t.Errorf("%s: Range(%d) = %d..%d, want %d..%d", tc.describe, tc.step, lo, hi, tc.lo, tc.hi)
+		}
+	}
+}
+
+func TestNextCounter(t *testing.T) {
+	tests := []struct {
+		used bool
+		last uint64
+		want uint64
+	}{
+		{false, 0, 0},
+		{false, 41, 0}, // an unused token's stored value means nothing
+		{true, 0, 1},
+		{true, 41, 42},
+	}
+	for _, tc := range tests {
+		if got := otp.NextCounter(tc.used, tc.last); got != tc.want {
+			t.Errorf("otp.NextCounter(%v, %d) = %d, want %d", tc.used, tc.last, got, tc.want)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // MaxURILen bounds an otpauth URI; real ones are under 300 bytes.
@@ -79,9 +81,7 @@ func DecodeSecret(s string) ([]byte, error) {
 // and the account may contain one only when there is an issuer.
 // Errors wrap [ErrInvalidURI].
 func (k *Key) Validate() error {
-	fail := func(format string, a ...any) error {
-		return fmt.Errorf("%w: "+format, append([]any{ErrInvalidURI}, a...)...)
-	}
+	fail := invalidURI
 	if err := k.Params.Validate(); err != nil {
 		return fail("%v", err)
 	}
@@ -104,7 +104,7 @@ func (k *Key) Validate() error {
 		return fail("%v", err)
 	}
 	if strings.Contains(k.Issuer, ":") {
-		return fail("issuer %q contains a colon, which the label uses as its separator; remove it", truncate(k.Issuer))
+		return fail("issuer %q contains a colon, which the label uses as its separator; remove it", ident.Clip(k.Issuer))
 	}
 	if k.Account == "" {
 		return fail("the account name is missing; the label should be issuer:account")
@@ -113,7 +113,7 @@ func (k *Key) Validate() error {
 		return fail("%v", err)
 	}
 	if k.Issuer == "" && strings.Contains(k.Account, ":") {
-		return fail("account name %q contains a colon but there is no issuer: it would be read as issuer:account; set an issuer", truncate(k.Account))
+		return fail("account name %q contains a colon but there is no issuer: it would be read as issuer:account; set an issuer", ident.Clip(k.Account))
 	}
 	if n := len(k.URI()); n > MaxURILen {
 		return fail("the URI would be %d bytes, more than %d; shorten the names", n, MaxURILen)
@@ -128,11 +128,11 @@ func checkName(what, s string) error {
 		return fmt.Errorf("%s is not valid UTF-8", what)
 	}
 	if strings.TrimSpace(s) != s {
-		return fmt.Errorf("%s %q has spaces around it", what, truncate(s))
+		return fmt.Errorf("%s %q has spaces around it", what, ident.Clip(s))
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
-			return fmt.Errorf("%s %q contains a control character (%U)", what, truncate(s), r)
+			return fmt.Errorf("%s %q contains a control character (%U)", what, ident.Clip(s), r)
 		}
 	}
 	return nil
@@ -182,9 +182,7 @@ func escapeName(s string) string {
 // what to fix and never contains the secret. A key ParseURI returns passes
 // [Key.Validate], and its [Key.URI] parses back to an equal key.
 func ParseURI(s string) (*Key, error) {
-	fail := func(format string, a ...any) (*Key, error) {
-		return nil, fmt.Errorf("%w: "+format, append([]any{ErrInvalidURI}, a...)...)
-	}
+	fail := func(format string, a ...any) (*Key, error) { return nil, invalidURI(format, a...) }
 	if len(s) > MaxURILen {
 		return fail("%d bytes is longer than %d", len(s), MaxURILen)
 	}
@@ -194,7 +192,7 @@ func ParseURI(s string) (*Key, error) {
 		return fail("not a valid URI (check for spaces, control characters or a bad %%-escape)")
 	}
 	if u.Scheme != "otpauth" {
-		return fail("scheme is %q, want otpauth://totp/... or otpauth://hotp/...", truncate(u.Scheme))
+		return fail("scheme is %q, want otpauth://totp/... or otpauth://hotp/...", ident.Clip(u.Scheme))
 	}
 	if u.Opaque != "" {
 		return fail("want otpauth://totp/... or otpauth://hotp/... (two slashes after otpauth:)")
@@ -204,7 +202,7 @@ func ParseURI(s string) (*Key, error) {
 	}
 	typ, err := ParseType(u.Host)
 	if err != nil {
-		return fail("type %q is not totp or hotp", truncate(u.Host))
+		return fail("type %q is not totp or hotp", ident.Clip(u.Host))
 	}
 	if u.Fragment != "" || strings.HasSuffix(s, "#") {
 		return fail("unexpected #fragment after the parameters")
@@ -232,61 +230,75 @@ func ParseURI(s string) (*Key, error) {
 	if err != nil {
 		return fail("the parameters after '?' are malformed (a bad %%-escape or a ';')")
 	}
-	for name, vals := range q {
-		if len(vals) > 1 {
-			return fail("parameter %q is given %d times; give it once", truncate(name), len(vals))
-		}
-	}
-	sec, ok := q["secret"]
-	if !ok || sec[0] == "" {
-		return fail("the secret parameter is missing; add secret=BASE32SECRET")
-	}
-	if k.Secret, err = DecodeSecret(sec[0]); err != nil {
-		return fail("%v", err)
-	}
-	if iss, ok := q["issuer"]; ok && iss[0] != "" {
-		iss := strings.TrimSpace(iss[0])
-		if k.Issuer != "" && k.Issuer != iss {
-			return fail("issuer parameter %q disagrees with the label's issuer %q; make them equal", truncate(iss), truncate(k.Issuer))
-		}
-		k.Issuer = iss
-	}
-	if a, ok := q["algorithm"]; ok {
-		if k.Algorithm, err = ParseAlgorithm(a[0]); err != nil {
-			return fail("algorithm %q is not SHA1, SHA256 or SHA512", truncate(a[0]))
-		}
-	}
-	if d, ok := q["digits"]; ok {
-		n, err := strconv.ParseUint(d[0], 10, 8)
-		if err != nil || n < MinDigits || n > MaxDigits {
-			return fail("digits %q is not a number from %d to %d", truncate(d[0]), MinDigits, MaxDigits)
-		}
-		k.Digits = int(n)
-	}
-	if p, ok := q["period"]; ok {
-		if typ != TypeTOTP {
-			return fail("period is only for totp URIs; remove it or use otpauth://totp/")
-		}
-		n, err := strconv.ParseUint(p[0], 10, 64)
-		if err != nil || n == 0 || n > MaxPeriod {
-			return fail("period %q is not a number of seconds from 1 to %d (apps expect 30)", truncate(p[0]), MaxPeriod)
-		}
-		k.Period = n
-	}
-	if c, ok := q["counter"]; ok {
-		if typ != TypeHOTP {
-			return fail("counter is only for hotp URIs; remove it or use otpauth://hotp/")
-		}
-		n, err := strconv.ParseUint(c[0], 10, 64)
-		if err != nil {
-			return fail("counter %q is not a number from 0 to 18446744073709551615", truncate(c[0]))
-		}
-		k.Counter = n
-	} else if typ == TypeHOTP {
-		return fail("hotp URIs need a counter parameter; add counter=0 for a new token")
+	if err := k.readParams(q); err != nil {
+		return nil, err
 	}
 	if err := k.Validate(); err != nil {
 		return nil, err
 	}
 	return k, nil
+}
+
+func invalidURI(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidURI}, a...)...)
+}
+
+// readParams sets k's secret, issuer, algorithm, digits, period and counter
+// from a URI's parameters (k.Type and the label's issuer already set).
+func (k *Key) readParams(q url.Values) error {
+	for name, vals := range q {
+		if len(vals) > 1 {
+			return invalidURI("parameter %q is given %d times; give it once", ident.Clip(name), len(vals))
+		}
+	}
+	sec, ok := q["secret"]
+	if !ok || sec[0] == "" {
+		return invalidURI("the secret parameter is missing; add secret=BASE32SECRET")
+	}
+	var err error
+	if k.Secret, err = DecodeSecret(sec[0]); err != nil {
+		return invalidURI("%v", err)
+	}
+	if iss, ok := q["issuer"]; ok && iss[0] != "" {
+		iss := strings.TrimSpace(iss[0])
+		if k.Issuer != "" && k.Issuer != iss {
+			return invalidURI("issuer parameter %q disagrees with the label's issuer %q; make them equal", ident.Clip(iss), ident.Clip(k.Issuer))
+		}
+		k.Issuer = iss
+	}
+	if a, ok := q["algorithm"]; ok {
+		if k.Algorithm, err = ParseAlgorithm(a[0]); err != nil {
+			return invalidURI("algorithm %q is not SHA1, SHA256 or SHA512", ident.Clip(a[0]))
+		}
+	}
+	if d, ok := q["digits"]; ok {
+		n, err := strconv.ParseUint(d[0], 10, 8)
+		if err != nil || n < MinDigits || n > MaxDigits {
+			return invalidURI("digits %q is not a number from %d to %d", ident.Clip(d[0]), MinDigits, MaxDigits)
+		}
+		k.Digits = int(n)
+	}
+	if p, ok := q["period"]; ok {
+		if k.Type != TypeTOTP {
+			return invalidURI("period is only for totp URIs; remove it or use otpauth://totp/")
+		}
+		n, err := strconv.ParseUint(p[0], 10, 64)
+		if err != nil || n == 0 || n > MaxPeriod {
+			return invalidURI("period %q is not a number of seconds from 1 to %d (apps expect 30)", ident.Clip(p[0]), MaxPeriod)
+		}
+		k.Period = n
+	}
+	if c, ok := q["counter"]; ok {
+		if k.Type != TypeHOTP {
+			return invalidURI("counter is only for hotp URIs; remove it or use otpauth://hotp/")
+		}
+		n, err := strconv.ParseUint(c[0], 10, 64)
+		if err != nil {
+			return invalidURI("counter %q is not a number from 0 to 18446744073709551615", ident.Clip(c[0]))
+		}
+		k.Counter = n
+	} else if k.Type == TypeHOTP {
+		return invalidURI("hotp URIs need a counter parameter; add counter=0 for a new token")
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -137,6 +138,14 @@ func TestPolicyRulesAndWireForm(t *testing.T) {
 	} {
 		if _, err := UnmarshalPolicy([]byte(raw)); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+
+	// The signed form's duration bound (internal/sitewire) stays above
+	// every duration a valid policy may hold.
+	for _, d := range []time.Duration{10 * time.Minute, MaxOverlap, MaxClockTolerance, MaxLockout} {
+		if int64(d/time.Second) > sitewire.MaxSeconds {
+			t.Errorf("a valid policy may hold %v, beyond sitewire.MaxSeconds", d)
 		}
 	}
 

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/backoff"
+	"github.com/outpost-auth/outpost/internal/clockguard"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -54,7 +57,7 @@ func DefaultPolicy() Policy {
 const (
 	MaxWindow              = 10
 	MaxOverlap             = 90 * 24 * time.Hour
-	MaxClockTolerance      = 24 * time.Hour
+	MaxClockTolerance      = clockguard.MaxTolerance
 	MaxLockoutFailures     = 100
 	MaxLockout             = 30 * 24 * time.Hour
 	MaxSiteFailuresPerHour = 3600
@@ -96,8 +99,9 @@ func (p Policy) OTP() otp.Params {
 // RetryAt is the lockout rule, in one place: after failures consecutive
 // failed codes, the last at last, a technician may try again at the returned
 // time (the zero time when failures is 0). Below LockoutFailures the wait is
-// Delay doubled per further failure; from LockoutFailures on it is Lockout,
-// and each further failure starts a new Lockout.
+// Delay doubled per further failure, at most Lockout (internal/backoff);
+// from LockoutFailures on it is Lockout, and each further failure starts a
+// new Lockout.
 func (p Policy) RetryAt(failures int, last time.Time) time.Time {
 	if failures <= 0 {
 		return time.Time{}
@@ -105,11 +109,7 @@ func (p Policy) RetryAt(failures int, last time.Time) time.Time {
 	if failures >= p.LockoutFailures {
 		return last.Add(p.Lockout)
 	}
-	d := p.Delay
-	for i := 1; i < failures && d < p.Lockout; i++ {
-		d *= 2
-	}
-	return last.Add(min(d, p.Lockout))
+	return last.Add(backoff.Delay(p.Delay, p.Lockout, failures))
 }
 
 // siteBudget is the site-wide failure budget as a GCRA (generic cell rate
@@ -137,32 +137,18 @@ func (p Policy) siteAfterFailure(tat, now time.Time) time.Time {
 	return tat.Add(iv)
 }
 
-// policyWire is a Policy's signed JSON form: durations in whole seconds.
-type policyWire struct {
-	Digits              int   `json:"digits"`
-	PeriodS             int64 `json:"period_s"`
-	Window              int   `json:"window"`
-	OverlapS            int64 `json:"overlap_s"`
-	ClockToleranceS     int64 `json:"clock_tolerance_s"`
-	LockoutFailures     int   `json:"lockout_failures"`
-	DelayS              int64 `json:"delay_s"`
-	LockoutS            int64 `json:"lockout_s"`
-	SiteFailuresPerHour int   `json:"site_failures_per_hour"`
-}
-
-const maxWireSeconds = int64(MaxLockout / time.Second * 4)
-
-func (p Policy) wire() policyWire {
+// wire returns p's signed form (internal/sitewire: durations in seconds).
+func (p Policy) wire() sitewire.Policy {
 	s := func(d time.Duration) int64 { return int64(d / time.Second) }
-	return policyWire{p.Digits, s(p.Period), p.Window, s(p.Overlap), s(p.ClockTolerance),
-		p.LockoutFailures, s(p.Delay), s(p.Lockout), p.SiteFailuresPerHour}
+	return sitewire.Policy{Digits: p.Digits, PeriodS: s(p.Period), Window: p.Window, OverlapS: s(p.Overlap),
+		ClockToleranceS: s(p.ClockTolerance), LockoutFailures: p.LockoutFailures, DelayS: s(p.Delay), LockoutS: s(p.Lockout),
+		SiteFailuresPerHour: p.SiteFailuresPerHour}
 }
 
-func (w policyWire) policy() (Policy, error) {
-	for _, v := range []int64{w.PeriodS, w.OverlapS, w.ClockToleranceS, w.DelayS, w.LockoutS} {
-		if v < 0 || v > maxWireSeconds {
-			return Policy{}, fmt.Errorf("site: policy: a duration of %d s is out of range", v)
-		}
+// policyFrom converts and validates a policy's signed form.
+func policyFrom(w sitewire.Policy) (Policy, error) {
+	if err := w.CheckDurations(); err != nil {
+		return Policy{}, err
 	}
 	d := func(s int64) time.Duration { return time.Duration(s) * time.Second }
 	p := Policy{w.Digits, d(w.PeriodS), w.Window, d(w.OverlapS), d(w.ClockToleranceS),
@@ -181,9 +167,9 @@ func MarshalPolicy(p Policy) ([]byte, error) {
 
 // UnmarshalPolicy decodes and validates what MarshalPolicy wrote.
 func UnmarshalPolicy(b []byte) (Policy, error) {
-	var w policyWire
+	var w sitewire.Policy
 	if err := artifact.DecodeBody(b, &w); err != nil {
 		return Policy{}, fmt.Errorf("site: policy: %w", err)
 	}
-	return w.policy()
+	return policyFrom(w)
 }

@@ -3,6 +3,8 @@ package site
 import (
 	"bytes"
 	"testing"
+
+	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
 // TestSealedPackage: a package built in two steps (seal, then sign) opens
@@ -10,24 +12,24 @@ import (
 // site, scope and epoch numbers they were sealed for.
 func TestSealedPackage(t *testing.T) {
 	s := tdSigner(t)
-	list, err := BuildRevocationList(s, "north", 1, tdNow, nil)
+	list, err := sitewire.BuildRevocationList(s, "north", 1, tdNow, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	scopeKeys := [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}
-	spec := PackageSpec{Site: "cab-17", Scope: "north", Policy: DefaultPolicy(), Epochs: epochsFrom(2), ScopeKeys: scopeKeys,
+	spec := sitewire.PackageSpec{Site: "cab-17", Scope: "north", Policy: mustPolicy(t, DefaultPolicy()), Epochs: sitewire.WireEpochs(epochsFrom(2)), ScopeKeys: scopeKeys,
 		Revocation: list, Serial: 4, IssuedAt: tdNow}
-	sealed, err := SealScopeKeys(spec, tdPass, tdKDF)
+	sealed, err := sitewire.SealScopeKeys(spec, tdPass, tdKDF)
 	if err != nil {
 		t.Fatal(err)
 	}
 	signOnly := spec
 	signOnly.ScopeKeys = nil
-	data, err := BuildSealedPackage(s, signOnly, sealed)
+	data, err := sitewire.BuildSealedPackage(s, signOnly, sealed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ReadPackage(data, tdRing(t), "cab-17", tdNow)
+	p, err := readPackage(data, tdRing(t), "cab-17", tdNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,23 +39,32 @@ func TestSealedPackage(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		change func(sp *PackageSpec)
+		change func(sp *sitewire.PackageSpec)
 	}{
-		{"other site", func(sp *PackageSpec) { sp.Site = "cab-18" }},
-		{"other scope", func(sp *PackageSpec) { sp.Scope = "south" }},
-		{"other epochs", func(sp *PackageSpec) { sp.Epochs = epochsFrom(3) }},
-		{"no revocation list", func(sp *PackageSpec) { sp.Revocation = nil }},
+		{"other site", func(sp *sitewire.PackageSpec) { sp.Site = "cab-18" }},
+		{"other scope", func(sp *sitewire.PackageSpec) { sp.Scope = "south" }},
+		{"other epochs", func(sp *sitewire.PackageSpec) { sp.Epochs = sitewire.WireEpochs(epochsFrom(3)) }},
+		{"no revocation list", func(sp *sitewire.PackageSpec) { sp.Revocation = nil }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			sp := signOnly
 			tc.change(&sp)
-			if _, err := BuildSealedPackage(s, sp, sealed); err == nil {
+			if _, err := sitewire.BuildSealedPackage(s, sp, sealed); err == nil {
 				t.Fatal("accepted")
 			}
 		})
 	}
-	if _, err := BuildSealedPackage(s, signOnly, nil); err == nil {
+	if _, err := sitewire.BuildSealedPackage(s, signOnly, nil); err == nil {
 		t.Fatal("nil sealed keys accepted")
 	}
+}
+
+func mustPolicy(t *testing.T, p Policy) []byte {
+	t.Helper()
+	b, err := MarshalPolicy(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

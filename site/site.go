@@ -1,6 +1,35 @@
 // Package site is Outpost's site verifier: it checks the TOTP codes of any
 // number of technicians at a site with no network, from one scope key per
-// epoch and no per-technician data (seed 000, "diversified keys").
+// epoch and no per-technician data (seed 000, "diversified keys"). Other Go
+// programs embed it; `outpost site …` is a thin shell around it.
+//
+// # The common case
+//
+// A site is a data directory (site.db, an embedded SQLite database, and
+// device.key, the site's own Ed25519 key that signs its log). Install the
+// provisioning package the server made for this site once, then verify:
+//
+//	s, err := site.Init(ctx, dir, site.InitConfig{SiteID: "cab-17", ServerKey: pub, Package: pkg, Passphrase: pass})
+//	s, err := site.Open(ctx, dir)              // later runs
+//	d, err := s.Verify(ctx, "tech-042", "123456")
+//	switch {
+//	case err == nil:                           // accepted: d.Epoch, d.Step
+//	case errors.Is(err, site.ErrLocked):       // locked out, retry after d.RetryAt
+//	case errors.Is(err, site.ErrRefused):      // wrong, replayed, revoked, expired...
+//	}
+//
+// [Site.Update] installs a newer revocation list or package (the file says
+// which), [Site.Status] shows what is installed, and [Site.Log] returns the
+// log of decisions to ship to the server, signed with [Site.DevicePublicKey]'s
+// key. docs/sites.md is the user's guide.
+//
+// [Site.Verify] checks, in one SQLite transaction: the site clock against
+// its high-water mark; the site-wide and the technician's failure budgets;
+// which epochs are open; the revocation list; the code within the policy's
+// window for every open epoch; one use per step per technician; and it
+// appends the decision to the signed, hash-chained log in the same
+// transaction. [CheckCode] is the pure part (derive, then TOTP) for callers
+// that hold their own state.
 //
 // # Keys
 //
@@ -10,43 +39,22 @@
 //	tech seed  = HKDF-SHA256(scope key, purpose "technician-seed", epoch 0, context tech)  20 bytes
 //
 // with internal/keys.Derive, whose info string length-prefixes the purpose,
-// the epoch and every context element (see [TechnicianSeed]). A site holds
-// the scope keys of the current and next epoch only: a stolen site exposes
-// its own scope for those two epochs, never the master key or another scope.
-// The technician's seed is an ordinary TOTP secret (SHA1, 20 bytes) that any
+// the epoch and every context element ([TechnicianSeed], the one
+// implementation, for the issuer and the site). A site holds the scope keys
+// of the current and next epoch only: a stolen site exposes its own scope
+// for those two epochs, never the master key or another scope. The
+// technician's seed is an ordinary TOTP secret (SHA1, 20 bytes) that any
 // authenticator app reads from an otpauth URI.
 //
-// # Using it
-//
-// A site is a data directory (site.db, an embedded SQLite database, and
-// device.key, the site's own Ed25519 key that signs its event log):
-//
-//	s, err := site.Init(ctx, dir, site.InitConfig{SiteID: "cab-17", ServerKey: pub, Package: pkg, Passphrase: pass})
-//	s, err := site.Open(ctx, dir)              // later
-//	d, err := s.Verify(ctx, "tech-042", "123456")
-//	switch {
-//	case err == nil:                           // accepted: d.Epoch, d.Step
-//	case errors.Is(err, site.ErrLocked):       // locked out, retry after d.RetryAt
-//	case errors.Is(err, site.ErrRefused):      // wrong, replayed, revoked, expired...
-//	}
-//	u, err := s.Update(ctx, file, askPassphrase) // a revocation list or a newer package
-//
-// [Site.Verify] checks, in one SQLite transaction: the site clock against
-// its high-water mark; the site-wide and the technician's failure budgets;
-// which epochs are open; the revocation list; the code within the policy's
-// window for every open epoch; one use per step per technician; and it
-// appends the decision to the signed, hash-chained event log
-// (internal/devicelog) in the same transaction. [CheckCode] is the pure part
-// (derive, then TOTP) for callers that hold their own state.
-//
-// Packages and revocation lists are signed artifacts (internal/artifact)
-// decoded by [ReadPackage] and [ReadRevocationList]; the server side that
-// makes them is internal/siteissue. docs/sites.md is the user's guide.
+// Packages and revocation lists are signed artifacts whose format is
+// internal/sitewire's; the server side that makes them is internal/siteissue.
 package site
 
 import (
 	"errors"
-	"fmt"
+
+	"github.com/outpost-auth/outpost/internal/ident"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
 // Errors callers branch on. Every refusal of Verify wraps ErrRefused and,
@@ -67,61 +75,33 @@ var (
 
 	// ErrBadID: a technician, site or scope id is empty, too long or has
 	// characters outside the allowed set. Nothing is recorded.
-	ErrBadID = errors.New("site: invalid id")
+	ErrBadID = sitewire.ErrBadID
 
 	ErrNotInitialised     = errors.New("site: data directory is not initialised")
 	ErrAlreadyInitialised = errors.New("site: data directory is already initialised")
 	// ErrBadPackage: a package or revocation list is malformed, for another
 	// site or scope, expired, or cannot be decrypted. It wraps the
-	// artifact error where there is one (artifact.ErrBadSig, ...).
-	ErrBadPackage = errors.New("site: package or revocation list refused")
+	// envelope's error where there is one (a bad signature, an unknown key,
+	// expiry).
+	ErrBadPackage = sitewire.ErrBadPackage
 	// ErrNotNewer: the file is older than (or the same as) what is installed.
 	ErrNotNewer = errors.New("site: not newer than what is installed")
 	// ErrCorrupt: the site database fails a consistency check.
 	ErrCorrupt = errors.New("site: database is corrupt or was altered")
 )
 
-// Limits of ids.
+// Limits of ids (internal/ident's).
 const (
-	MaxTechIDLen = 128
-	MaxNameLen   = 64
+	MaxTechIDLen = ident.MaxTechLen
+	MaxNameLen   = ident.MaxNameLen
 )
 
 // CheckTechID reports whether id is a valid technician id: 1 to 128
 // printable ASCII characters, no spaces. The id is used byte for byte in
 // the derivation, so "Tech-1" and "tech-1" are different technicians; a
 // restricted alphabet leaves no room for look-alike Unicode forms.
-func CheckTechID(id string) error {
-	if len(id) == 0 || len(id) > MaxTechIDLen {
-		return fmt.Errorf("%w: technician id must have 1 to %d characters", ErrBadID, MaxTechIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return fmt.Errorf("%w: technician id may use printable ASCII only (no spaces)", ErrBadID)
-		}
-	}
-	return nil
-}
+func CheckTechID(id string) error { return sitewire.CheckTechID(id) }
 
 // CheckName reports whether name is a valid site or scope id: 1 to 64
 // characters from A-Z a-z 0-9 . _ -, starting with a letter or digit.
-func CheckName(kind, name string) error {
-	if len(name) == 0 || len(name) > MaxNameLen {
-		return fmt.Errorf("%w: %s id must have 1 to %d characters", ErrBadID, kind, MaxNameLen)
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
-			return fmt.Errorf("%w: %s id %q may use letters, digits, '.', '_' and '-', and must start with a letter or digit", ErrBadID, kind, clip(name))
-		}
-	}
-	return nil
-}
-
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
-}
+func CheckName(kind, name string) error { return sitewire.CheckName(kind, name) }

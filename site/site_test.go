@@ -643,7 +643,11 @@ func TestLogRecordsEveryDecisionWithoutSecrets(t *testing.T) {
 	if data["reason"] != site.ReasonReplayed {
 		t.Fatalf("replay entry %s", entries[2].Data)
 	}
-	if _, err := eventlog.VerifyChain(nil, entries, w.s.Identity().Public); err != nil {
+	chain := make([]eventlog.Entry, len(entries))
+	for i, e := range entries {
+		chain[i] = eventlog.Entry(e)
+	}
+	if _, err := eventlog.VerifyChain(nil, chain, w.s.DevicePublicKey()); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -3,14 +3,16 @@ package site
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/devicelog"
-	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
 // UpdateResult says what Update installed.
@@ -49,7 +51,7 @@ func (s *Site) Update(ctx context.Context, data []byte, passphrase PassphraseFun
 	now := s.now()
 	switch h.Type {
 	case TypeRevocationList:
-		l, err := ReadRevocationList(data, ring, c.scope)
+		l, err := sitewire.ReadRevocationList(data, ring, c.scope)
 		if err != nil {
 			return UpdateResult{}, err
 		}
@@ -72,7 +74,7 @@ func (s *Site) Update(ctx context.Context, data []byte, passphrase PassphraseFun
 		})
 		return res, err
 	case TypePackage:
-		p, err := ReadPackage(data, ring, c.siteID, now)
+		p, err := readPackage(data, ring, c.siteID, now)
 		if err != nil {
 			return UpdateResult{}, err
 		}
@@ -132,7 +134,7 @@ func (s *Site) Update(ctx context.Context, data []byte, passphrase PassphraseFun
 		})
 		return res, err
 	default:
-		return UpdateResult{}, fmt.Errorf("%w: this is a %q; 'outpost site update' takes a site package or a revocation list", ErrBadPackage, clip(h.Type))
+		return UpdateResult{}, fmt.Errorf("%w: this is a %q; 'outpost site update' takes a site package or a revocation list", ErrBadPackage, ident.Clip(h.Type))
 	}
 }
 
@@ -195,10 +197,32 @@ func (s *Site) Status(ctx context.Context) (Status, error) {
 	return st, nil
 }
 
+// LogEntry is one entry of the site's signed, hash-chained log: a
+// decision (Kind, one of the Kind constants; Subject, the technician) and
+// its details (Data, JSON, never a code or a key), chained to the entry
+// before it (Prev, Hash) and signed with the site's log key (Sig).
+type LogEntry struct {
+	Seq     uint64          `json:"seq"`
+	Time    time.Time       `json:"time"`
+	Kind    string          `json:"kind"`
+	Actor   string          `json:"actor,omitempty"`
+	Subject string          `json:"subject,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+	Prev    []byte          `json:"prev"`
+	Hash    []byte          `json:"hash"`
+	Sig     []byte          `json:"sig,omitempty"`
+}
+
 // Log returns up to limit log entries after sequence number after, for
-// reading or shipping to the server.
-func (s *Site) Log(ctx context.Context, after uint64, limit int) ([]eventlog.Entry, error) {
-	return devicelog.Since(ctx, s.db, after, limit)
+// reading or shipping to the server (limit <= 0: as many as one read
+// returns, 10,000).
+func (s *Site) Log(ctx context.Context, after uint64, limit int) ([]LogEntry, error) {
+	es, err := devicelog.Since(ctx, s.db, after, limit)
+	out := make([]LogEntry, len(es))
+	for i, e := range es {
+		out[i] = LogEntry(e)
+	}
+	return out, err
 }
 
 // VerifyLog re-checks the whole log against the site's key; see devicelog.Verify.

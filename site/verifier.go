@@ -14,9 +14,11 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -162,7 +164,7 @@ func loadEpochs(ctx context.Context, q devicelog.Queryer) ([]epochKey, error) {
 		if err := rows.Scan(&n, &s, &e, &k); err != nil {
 			return nil, fmt.Errorf("site: reading epochs: %w", err)
 		}
-		if len(k) != ScopeKeySize || n < 0 || n > 1<<32-1 || len(out) >= MaxEpochs {
+		if len(k) != ScopeKeySize || n < 0 || n > 1<<32-1 || len(out) >= sitewire.MaxEpochs {
 			return nil, fmt.Errorf("%w: a stored epoch key is malformed", ErrCorrupt)
 		}
 		out = append(out, epochKey{Epoch{uint32(n), time.UnixMicro(s).UTC(), time.UnixMicro(e).UTC()}, k})
@@ -195,7 +197,7 @@ func Init(ctx context.Context, dir string, cfg InitConfig) (*Site, error) {
 			return nil, fmt.Errorf("%w: %s holds a site; install newer files with 'outpost site update'", ErrAlreadyInitialised, dir)
 		}
 	}
-	pkg, err := ReadPackage(cfg.Package, artifact.Keys{cfg.ServerKey}, cfg.SiteID, now)
+	pkg, err := readPackage(cfg.Package, artifact.Keys{cfg.ServerKey}, cfg.SiteID, now)
 	if err != nil {
 		return nil, err
 	}
@@ -278,9 +280,9 @@ func Open(ctx context.Context, dir string) (*Site, error) {
 // Close closes the database.
 func (s *Site) Close() error { return s.db.Close() }
 
-// Identity returns the site's log key (its public half is what the server
-// checks the site's log against).
-func (s *Site) Identity() *devicelog.Identity { return s.id }
+// DevicePublicKey returns the public half of the site's log key: what the
+// server checks the site's log against.
+func (s *Site) DevicePublicKey() ed25519.PublicKey { return s.id.Public }
 
 // utcNow reads now, or clock.System when now is nil, in UTC.
 func utcNow(now func() time.Time) time.Time { return clock.Or(now)().UTC() }
@@ -324,7 +326,7 @@ func installEpochs(ctx context.Context, tx *sql.Tx, es []Epoch, scopeKeys [][]by
 	return nil
 }
 
-func installRevocation(ctx context.Context, tx *sql.Tx, l *RevocationList) error {
+func installRevocation(ctx context.Context, tx *sql.Tx, l *sitewire.RevocationList) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM site_revoked`); err != nil {
 		return err
 	}
@@ -409,78 +411,141 @@ func (s *Site) Verify(ctx context.Context, tech, code string) (Decision, error) 
 	return d, refusal
 }
 
+// decide takes the decision of one Verify inside tx, in the order of the
+// package comment: each step either refuses (recording the refusal) or
+// hands on to the next.
 func (s *Site) decide(ctx context.Context, tx *sql.Tx, d *Decision, code string, now time.Time) (refusal error, err error) {
-	c, err := loadConfig(ctx, tx)
-	if err != nil {
+	v := &deciding{s: s, ctx: ctx, tx: tx, d: d, now: now, kind: KindRefused, logData: map[string]any{}}
+	if v.c, err = loadConfig(ctx, tx); err != nil {
 		return nil, err
 	}
-	p := c.policy
-	var used, lastFail int64
 	err = tx.QueryRowContext(ctx, `SELECT used_until, failures, last_failure_us FROM site_techs WHERE tech = ?`, d.Tech).
-		Scan(&used, &d.Failures, &lastFail)
+		Scan(&v.used, &d.Failures, &v.lastFail)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("site: reading technician state: %w", err)
 	}
-	kind := KindRefused
-	logData := map[string]any{}
-	record := func() error {
-		logData["reason"] = d.Reason
-		if d.OK || d.Reason == ReasonReplayed {
-			logData["epoch"], logData["step"] = d.Epoch, d.Step
-		}
-		logData["failures"] = d.Failures
-		if !d.RetryAt.IsZero() {
-			logData["retry_at"] = d.RetryAt
-		}
-		e, err := s.log(ctx, tx, now, kind, c.siteID, d.Tech, logData)
-		d.LogSeq = e.Seq
-		return err
+	if refusal, err := v.checkClock(); refusal != nil || err != nil {
+		return refusal, err
 	}
-	refuse := func(reason string, sentinel error, format string, a ...any) (error, error) {
-		d.Reason = reason
-		top := ErrRefused
-		if sentinel == nil {
-			top, kind = ErrLocked, KindLocked
-			return fmt.Errorf("%w: "+format, append([]any{top}, a...)...), record()
-		}
-		return fmt.Errorf("%w: %w: "+format, append([]any{top, sentinel}, a...)...), record()
+	if refusal, err := v.checkBudgets(); refusal != nil || err != nil {
+		return refusal, err
 	}
-	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	usable, refusal, err := v.usableEpochs()
+	if refusal != nil || err != nil {
+		return refusal, err
+	}
+	// 4. The code, against every usable epoch (all are computed).
+	malformed := otp.CheckCode(code, v.c.policy.Digits) != nil
+	var matched *epochKey
+	var step uint64
+	if !malformed {
+		for i := range usable {
+			st, err := CheckCode(usable[i].key, v.c.policy, d.Tech, code, now)
+			if err == nil && matched == nil {
+				matched, step = &usable[i], st
+			}
+		}
+	}
+	if matched != nil {
+		return v.accept(matched, step)
+	}
+	return v.failure(malformed)
+}
 
-	// 1. The clock: never go back past the high-water mark (beyond the tolerance).
-	if now.Before(c.clockHWM.Add(-p.ClockTolerance)) {
-		logData["high_water"] = c.clockHWM
-		return refuse(ReasonClockBack, ErrClockBack, "the site's time %s is more than %v behind %s, a time it has already seen; set the clock right",
-			stamp(now), p.ClockTolerance, stamp(c.clockHWM))
+// deciding is one decision as it forms, inside its transaction: the site's
+// configuration, the technician's state, and the log entry it will write.
+type deciding struct {
+	s        *Site
+	ctx      context.Context
+	tx       *sql.Tx
+	c        config
+	d        *Decision
+	now      time.Time
+	used     int64 // the technician's used_until: (last accepted step + 1) × period, in seconds
+	lastFail int64 // Unix µs of the technician's latest failure
+	kind     string
+	logData  map[string]any
+}
+
+// record appends the decision to the site's log.
+func (v *deciding) record() error {
+	d := v.d
+	v.logData["reason"] = d.Reason
+	if d.OK || d.Reason == ReasonReplayed {
+		v.logData["epoch"], v.logData["step"] = d.Epoch, d.Step
 	}
-	if now.After(c.clockHWM) {
-		if _, err := tx.ExecContext(ctx, `UPDATE site_config SET clock_hwm_us = ? WHERE id = 1`, now.UnixMicro()); err != nil {
+	v.logData["failures"] = d.Failures
+	if !d.RetryAt.IsZero() {
+		v.logData["retry_at"] = d.RetryAt
+	}
+	e, err := v.s.log(v.ctx, v.tx, v.now, v.kind, v.c.siteID, d.Tech, v.logData)
+	d.LogSeq = e.Seq
+	return err
+}
+
+// refuse records a refusal for reason and returns it: wrapping ErrRefused
+// and sentinel, or ErrLocked when sentinel is nil.
+func (v *deciding) refuse(reason string, sentinel error, format string, a ...any) (error, error) {
+	v.d.Reason = reason
+	if sentinel == nil {
+		v.kind = KindLocked
+		return fmt.Errorf("%w: "+format, append([]any{ErrLocked}, a...)...), v.record()
+	}
+	return fmt.Errorf("%w: %w: "+format, append([]any{ErrRefused, sentinel}, a...)...), v.record()
+}
+
+func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// checkClock is step 1: never go back past the high-water mark (beyond the
+// tolerance, internal/clockguard); raise it.
+func (v *deciding) checkClock() (error, error) {
+	p := v.c.policy
+	mark, ok := clockguard.Check(v.now, v.c.clockHWM, p.ClockTolerance)
+	if !ok {
+		v.logData["high_water"] = v.c.clockHWM
+		return v.refuse(ReasonClockBack, ErrClockBack, "the site's time %s is more than %v behind %s, a time it has already seen; set the clock right",
+			stamp(v.now), p.ClockTolerance, stamp(v.c.clockHWM))
+	}
+	if mark.After(v.c.clockHWM) {
+		if _, err := v.tx.ExecContext(v.ctx, `UPDATE site_config SET clock_hwm_us = ? WHERE id = 1`, mark.UnixMicro()); err != nil {
 			return nil, err
 		}
 	}
-	// 2. The site-wide failure budget, then the technician's lockout.
-	if at := p.siteRetryAt(c.budgetTAT); at.After(now) {
+	return nil, nil
+}
+
+// checkBudgets is step 2: the site-wide failure budget, then the
+// technician's lockout.
+func (v *deciding) checkBudgets() (error, error) {
+	p, d := v.c.policy, v.d
+	if at := p.siteRetryAt(v.c.budgetTAT); at.After(v.now) {
 		d.RetryAt = at
-		return refuse(ReasonSiteLocked, nil, "this site has seen too many failed codes (%d per hour allowed, all technicians together); next attempt at %s",
+		return v.refuse(ReasonSiteLocked, nil, "this site has seen too many failed codes (%d per hour allowed, all technicians together); next attempt at %s",
 			p.SiteFailuresPerHour, stamp(at))
 	}
-	if at := p.RetryAt(d.Failures, time.UnixMicro(lastFail)); at.After(now) {
+	if at := p.RetryAt(d.Failures, time.UnixMicro(v.lastFail)); at.After(v.now) {
 		d.RetryAt = at
-		return refuse(ReasonLocked, nil, "%s has %d failed code(s) in a row; next attempt at %s", d.Tech, d.Failures, stamp(at))
+		return v.refuse(ReasonLocked, nil, "%s has %d failed code(s) in a row; next attempt at %s", d.Tech, d.Failures, stamp(at))
 	}
-	// 3. Open epochs, minus those revoked for this technician.
-	eks, err := loadEpochs(ctx, tx)
+	return nil, nil
+}
+
+// usableEpochs is step 3: the open epochs, minus those revoked for the
+// technician.
+func (v *deciding) usableEpochs() ([]epochKey, error, error) {
+	p, d := v.c.policy, v.d
+	eks, err := loadEpochs(v.ctx, v.tx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var through int64 = -1
-	err = tx.QueryRowContext(ctx, `SELECT through_epoch FROM site_revoked WHERE tech = ?`, d.Tech).Scan(&through)
+	err = v.tx.QueryRowContext(v.ctx, `SELECT through_epoch FROM site_revoked WHERE tech = ?`, d.Tech).Scan(&through)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return nil, fmt.Errorf("site: reading the revocation list: %w", err)
+		return nil, nil, fmt.Errorf("site: reading the revocation list: %w", err)
 	}
 	var open, usable []epochKey
 	for _, ek := range eks {
-		if ek.Open(now, p.Overlap) {
+		if ek.Open(v.now, p.Overlap) {
 			open = append(open, ek)
 			if int64(ek.N) > through {
 				usable = append(usable, ek)
@@ -492,57 +557,57 @@ func (s *Site) decide(ctx context.Context, tx *sql.Tx, d *Decision, code string,
 		if len(eks) > 0 {
 			last = stamp(eks[len(eks)-1].End.Add(p.Overlap))
 		}
-		return refuse(ReasonNoEpoch, ErrNoEpoch, "the installed package covers epochs up to %s and the site's time is %s; install a newer package with 'outpost site update'",
-			last, stamp(now))
+		refusal, err := v.refuse(ReasonNoEpoch, ErrNoEpoch, "the installed package covers epochs up to %s and the site's time is %s; install a newer package with 'outpost site update'",
+			last, stamp(v.now))
+		return nil, refusal, err
 	}
 	if len(usable) == 0 {
-		return refuse(ReasonRevoked, ErrRevoked, "%s is on the revocation list for epochs up to %d", d.Tech, through)
+		refusal, err := v.refuse(ReasonRevoked, ErrRevoked, "%s is on the revocation list for epochs up to %d", d.Tech, through)
+		return nil, refusal, err
 	}
-	// 4. The code, against every usable epoch (all are computed).
-	var matched *epochKey
-	var step uint64
-	malformed := otp.CheckCode(code, p.Digits) != nil
-	if !malformed {
-		for i := range usable {
-			st, err := CheckCode(usable[i].key, p, d.Tech, code, now)
-			if err == nil && matched == nil {
-				matched, step = &usable[i], st
-			}
-		}
+	return usable, nil, nil
+}
+
+// accept records a code that matched step in epoch m, unless the
+// technician already used that step or a later one here (a replay).
+func (v *deciding) accept(m *epochKey, step uint64) (error, error) {
+	d := v.d
+	d.Epoch, d.Step = m.N, step
+	period := int64(v.c.policy.Period / time.Second)
+	if int64(step)*period < v.used {
+		return v.refuse(ReasonReplayed, ErrReplayed, "%s already used a code of this time step or a later one here", d.Tech)
 	}
-	if matched != nil {
-		d.Epoch, d.Step = matched.N, step
-		period := int64(p.Period / time.Second)
-		if int64(step)*period < used {
-			return refuse(ReasonReplayed, ErrReplayed, "%s already used a code of this time step or a later one here", d.Tech)
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO site_techs (tech, used_until, failures, last_failure_us) VALUES (?, ?, 0, 0)
-			ON CONFLICT (tech) DO UPDATE SET used_until = excluded.used_until, failures = 0`, d.Tech, (int64(step)+1)*period); err != nil {
-			return nil, err
-		}
-		d.OK, d.Reason, d.Failures, kind = true, ReasonOK, 0, KindVerifyOK
-		return nil, record()
-	}
-	// 5. A failure: count it for the technician and the site.
-	d.Failures++
-	d.RetryAt = p.RetryAt(d.Failures, now)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO site_techs (tech, used_until, failures, last_failure_us) VALUES (?, 0, ?, ?)
-		ON CONFLICT (tech) DO UPDATE SET failures = excluded.failures, last_failure_us = excluded.last_failure_us`,
-		d.Tech, d.Failures, now.UnixMicro()); err != nil {
+	if _, err := v.tx.ExecContext(v.ctx, `INSERT INTO site_techs (tech, used_until, failures, last_failure_us) VALUES (?, ?, 0, 0)
+		ON CONFLICT (tech) DO UPDATE SET used_until = excluded.used_until, failures = 0`, d.Tech, (int64(step)+1)*period); err != nil {
 		return nil, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE site_config SET budget_tat_us = ? WHERE id = 1`, p.siteAfterFailure(c.budgetTAT, now).UnixMicro()); err != nil {
+	d.OK, d.Reason, d.Failures, v.kind = true, ReasonOK, 0, KindVerifyOK
+	return nil, v.record()
+}
+
+// failure is step 5: a wrong or malformed code counts for the technician
+// and for the site-wide budget.
+func (v *deciding) failure(malformed bool) (error, error) {
+	p, d := v.c.policy, v.d
+	d.Failures++
+	d.RetryAt = p.RetryAt(d.Failures, v.now)
+	if _, err := v.tx.ExecContext(v.ctx, `INSERT INTO site_techs (tech, used_until, failures, last_failure_us) VALUES (?, 0, ?, ?)
+		ON CONFLICT (tech) DO UPDATE SET failures = excluded.failures, last_failure_us = excluded.last_failure_us`,
+		d.Tech, d.Failures, v.now.UnixMicro()); err != nil {
+		return nil, err
+	}
+	if _, err := v.tx.ExecContext(v.ctx, `UPDATE site_config SET budget_tat_us = ? WHERE id = 1`, p.siteAfterFailure(v.c.budgetTAT, v.now).UnixMicro()); err != nil {
 		return nil, err
 	}
 	next := "try again"
 	if d.Failures >= p.LockoutFailures {
 		next = "locked until " + stamp(d.RetryAt)
-	} else if d.RetryAt.After(now) {
+	} else if d.RetryAt.After(v.now) {
 		next = "next attempt at " + stamp(d.RetryAt)
 	}
 	if malformed {
-		return refuse(ReasonMalformedCode, otp.ErrMalformedCode, "the code must be exactly %d digits; %s has %d failed code(s) in a row; %s",
+		return v.refuse(ReasonMalformedCode, otp.ErrMalformedCode, "the code must be exactly %d digits; %s has %d failed code(s) in a row; %s",
 			p.Digits, d.Tech, d.Failures, next)
 	}
-	return refuse(ReasonWrongCode, ErrWrongCode, "%s has %d failed code(s) in a row; %s", d.Tech, d.Failures, next)
+	return v.refuse(ReasonWrongCode, ErrWrongCode, "%s has %d failed code(s) in a row; %s", d.Tech, d.Failures, next)
 }

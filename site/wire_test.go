@@ -14,6 +14,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
 var update = flag.Bool("update", false, "rewrite the testdata files and fuzz seed corpora")
@@ -78,16 +79,18 @@ func generateTestdata(t *testing.T) {
 		}
 		return b
 	}
-	list := func(signer *keys.Signer, scope string, serial uint64, rs []Revoked) []byte {
-		return must(BuildRevocationList(signer, scope, serial, tdNow, rs))
+	list := func(signer *keys.Signer, scope string, serial uint64, rs []sitewire.Revoked) []byte {
+		return must(sitewire.BuildRevocationList(signer, scope, serial, tdNow, rs))
 	}
 	at := tdNow.Add(-time.Hour)
-	goodList := list(s, "north", 2, []Revoked{{"bob", 3, at}, {"alice", 3, at}})
+	goodList := list(s, "north", 2, []sitewire.Revoked{{Tech: "bob", Through: 3, At: at}, {Tech: "alice", Through: 3, At: at}})
 	emptyList := list(s, "north", 1, nil)
 	scopeKeys := [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}
-	spec := PackageSpec{Site: "cab-17", Scope: "north", Policy: DefaultPolicy(), Epochs: epochsFrom(2), ScopeKeys: scopeKeys,
-		Revocation: goodList, Serial: 4, IssuedAt: tdNow}
-	pkg := func(sp PackageSpec, signer *keys.Signer) []byte { return must(BuildPackage(signer, sp, tdPass, tdKDF)) }
+	spec := sitewire.PackageSpec{Site: "cab-17", Scope: "north", Policy: must(MarshalPolicy(DefaultPolicy())), Epochs: sitewire.WireEpochs(epochsFrom(2)),
+		ScopeKeys: scopeKeys, Revocation: goodList, Serial: 4, IssuedAt: tdNow}
+	pkg := func(sp sitewire.PackageSpec, signer *keys.Signer) []byte {
+		return must(sitewire.BuildPackage(signer, sp, tdPass, tdKDF))
+	}
 	good := pkg(spec, s)
 
 	// rawPackage signs a body the builder would refuse to make.
@@ -125,7 +128,7 @@ func generateTestdata(t *testing.T) {
 		}(),
 		"fail_package_expired.json": func() []byte {
 			sp := spec
-			sp.Epochs = epochsFrom(0)
+			sp.Epochs = sitewire.WireEpochs(epochsFrom(0))
 			return pkg(sp, s)
 		}(),
 		"fail_package_list_other_scope.json": func() []byte {
@@ -183,12 +186,12 @@ func generateTestdata(t *testing.T) {
 		"fail_revocation_other_scope.json":  list(s, "south", 2, nil),
 		"fail_revocation_is_package.json":   good,
 		"fail_revocation_truncated.json":    goodList[:len(goodList)-10],
-		"fail_revocation_unsorted.json":     rawSigned(TypeRevocationList, 1, "north", 3, revocationBody{"north", []Revoked{{"bob", 3, at}, {"alice", 3, at}}}),
-		"fail_revocation_duplicate.json":    rawSigned(TypeRevocationList, 1, "north", 3, revocationBody{"north", []Revoked{{"bob", 3, at}, {"bob", 4, at}}}),
-		"fail_revocation_bad_tech.json":     rawSigned(TypeRevocationList, 1, "north", 3, revocationBody{"north", []Revoked{{"a b", 3, at}}}),
-		"fail_revocation_serial_zero.json":  rawSigned(TypeRevocationList, 1, "north", 0, revocationBody{"north", []Revoked{}}),
+		"fail_revocation_unsorted.json":     rawSigned(TypeRevocationList, 1, "north", 3, sitewire.RevocationBody{Scope: "north", Revoked: []sitewire.Revoked{{Tech: "bob", Through: 3, At: at}, {Tech: "alice", Through: 3, At: at}}}),
+		"fail_revocation_duplicate.json":    rawSigned(TypeRevocationList, 1, "north", 3, sitewire.RevocationBody{Scope: "north", Revoked: []sitewire.Revoked{{Tech: "bob", Through: 3, At: at}, {Tech: "bob", Through: 4, At: at}}}),
+		"fail_revocation_bad_tech.json":     rawSigned(TypeRevocationList, 1, "north", 3, sitewire.RevocationBody{Scope: "north", Revoked: []sitewire.Revoked{{Tech: "a b", Through: 3, At: at}}}),
+		"fail_revocation_serial_zero.json":  rawSigned(TypeRevocationList, 1, "north", 0, sitewire.RevocationBody{Scope: "north", Revoked: []sitewire.Revoked{}}),
 		"fail_revocation_null_entries.json": rawSigned(TypeRevocationList, 1, "north", 3, map[string]any{"scope": "north", "revoked": nil}),
-		"fail_revocation_body_scope.json":   rawSigned(TypeRevocationList, 1, "north", 3, revocationBody{"south", []Revoked{}}),
+		"fail_revocation_body_scope.json":   rawSigned(TypeRevocationList, 1, "north", 3, sitewire.RevocationBody{Scope: "south", Revoked: []sitewire.Revoked{}}),
 		"fail_revocation_unknown_field.json": rawSigned(TypeRevocationList, 1, "north", 3,
 			map[string]any{"scope": "north", "revoked": []any{}, "extra": true}),
 	}
@@ -275,13 +278,13 @@ func TestTestdata(t *testing.T) {
 			var err error
 			kind := strings.TrimPrefix(strings.TrimPrefix(name, "good_"), "fail_")
 			if strings.HasPrefix(kind, "package") {
-				var p *Package
-				p, err = ReadPackage(data, ring, "cab-17", tdNow)
+				var p *provisioning
+				p, err = readPackage(data, ring, "cab-17", tdNow)
 				if err == nil {
 					_, err = p.OpenKeys(tdPass)
 				}
 			} else {
-				_, err = ReadRevocationList(data, ring, "north")
+				_, err = sitewire.ReadRevocationList(data, ring, "north")
 			}
 			switch {
 			case strings.HasPrefix(name, "good_"):
@@ -310,7 +313,7 @@ func TestTestdata(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := ReadPackage(data, ring, "cab-17", tdNow)
+	p, err := readPackage(data, ring, "cab-17", tdNow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +335,7 @@ func TestTestdata(t *testing.T) {
 	}
 	// An oversize file is refused before any parsing.
 	big := append(bytes.Repeat([]byte(" "), MaxPackageSize), data...)
-	if _, err := ReadPackage(big, ring, "cab-17", tdNow); !errors.Is(err, artifact.ErrTooLarge) {
+	if _, err := readPackage(big, ring, "cab-17", tdNow); !errors.Is(err, artifact.ErrTooLarge) {
 		t.Fatalf("oversize: %v", err)
 	}
 }
@@ -340,7 +343,7 @@ func TestTestdata(t *testing.T) {
 func FuzzReadPackage(f *testing.F) {
 	ring := tdRing(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := ReadPackage(data, ring, "cab-17", tdNow)
+		p, err := readPackage(data, ring, "cab-17", tdNow)
 		if err == nil && (p.Site != "cab-17" || len(p.Epochs) == 0 || p.Revocation == nil) {
 			t.Fatalf("accepted an inconsistent package: %+v", p)
 		}
@@ -353,7 +356,7 @@ func FuzzReadPackage(f *testing.F) {
 func FuzzReadRevocationList(f *testing.F) {
 	ring := tdRing(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		l, err := ReadRevocationList(data, ring, "north")
+		l, err := sitewire.ReadRevocationList(data, ring, "north")
 		if err == nil && (l.Scope != "north" || l.Serial == 0) {
 			t.Fatalf("accepted an inconsistent list: %+v", l)
 		}
@@ -386,7 +389,7 @@ func FuzzPackageBody(f *testing.F) {
 		f.Fatal(err)
 	}
 	list = bytes.TrimSpace(list)
-	read := func(body []byte) (*Package, error) {
+	read := func(body []byte) (*provisioning, error) {
 		body = bytes.ReplaceAll(body, []byte(fuzzList), list)
 		h := artifact.Header{Type: TypePackage, Version: 1, Subject: "cab-17", Serial: 1, IssuedAt: tdNow,
 			NotBefore: tdNow.Add(-time.Hour), NotAfter: tdNow.Add(time.Hour)}
@@ -394,7 +397,7 @@ func FuzzPackageBody(f *testing.F) {
 		if err != nil {
 			return nil, err
 		}
-		return ReadPackage(data, ring, "cab-17", tdNow)
+		return readPackage(data, ring, "cab-17", tdNow)
 	}
 	if _, err := read([]byte(fuzzPackageBodies()["good"])); err != nil {
 		f.Fatalf("the good seed is refused: %v", err)
@@ -407,7 +410,7 @@ func FuzzPackageBody(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if checkEpochs(p.Epochs) != nil || p.Policy.Validate() != nil || CheckName("scope", p.Scope) != nil {
+		if sitewire.CheckEpochs(p.Package.Epochs) != nil || p.Policy.Validate() != nil || CheckName("scope", p.Scope) != nil {
 			t.Fatalf("accepted an invalid body: %s", body)
 		}
 		// OpenKeys is not called: an argon2id run per input would starve the
@@ -450,11 +453,11 @@ func FuzzRevocationBody(f *testing.F) {
 		if err != nil {
 			return
 		}
-		l, err := ReadRevocationList(data, ring, "north")
+		l, err := sitewire.ReadRevocationList(data, ring, "north")
 		if err != nil {
 			return
 		}
-		if checkRevoked(l.Revoked) != nil {
+		if sitewire.CheckRevoked(l.Revoked) != nil {
 			t.Fatalf("accepted an invalid list: %s", body)
 		}
 		for _, r := range l.Revoked {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
@@ -39,10 +40,7 @@ func (c *Clients) Create(ctx context.Context, realm, name string, want []string,
 	}
 	for _, sc := range want {
 		if !slices.Contains(scopes, sc) {
-			if len(sc) > 64 {
-				sc = sc[:64] + "…"
-			}
-			return "", store.APIClient{}, fmt.Errorf("%w: unknown scope %q (use admin, issuer, verifier)", ErrInvalidScopes, sc)
+			return "", store.APIClient{}, fmt.Errorf("%w: unknown scope %q (use admin, issuer, verifier)", ErrInvalidScopes, ident.Clip(sc))
 		}
 	}
 	want = slices.Compact(slices.Sorted(slices.Values(want)))

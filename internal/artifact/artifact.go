@@ -28,6 +28,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/clockguard"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 )
 
@@ -169,11 +171,11 @@ func Verify(data []byte, ring Keyring, want Expect) (Header, json.RawMessage, er
 	}
 	pub, ok := ring.PublicKey(env.KeyID)
 	if !ok {
-		return fail(ErrUnknownKey, "key id %q; pin the server's key with 'outpost keys export-public'", truncate(env.KeyID))
+		return fail(ErrUnknownKey, "key id %q; pin the server's key with 'outpost keys export-public'", ident.Clip(env.KeyID))
 	}
 	if len(pub) != ed25519.PublicKeySize {
 		// ed25519.Verify panics on a malformed key; a keyring bug must not.
-		return fail(ErrUnknownKey, "the keyring's key for %q has %d bytes, not %d", truncate(env.KeyID), len(pub), ed25519.PublicKeySize)
+		return fail(ErrUnknownKey, "the keyring's key for %q has %d bytes, not %d", ident.Clip(env.KeyID), len(pub), ed25519.PublicKeySize)
 	}
 	if !ed25519.Verify(pub, signedMessage(env.KeyID, env.Payload), env.Sig) {
 		return fail(ErrBadSig, "key id %s", env.KeyID)
@@ -185,19 +187,19 @@ func Verify(data []byte, ring Keyring, want Expect) (Header, json.RawMessage, er
 	}
 	h := p.Header
 	if h.KeyID != env.KeyID {
-		return fail(ErrBadSig, "header key id %q differs from envelope key id", truncate(h.KeyID))
+		return fail(ErrBadSig, "header key id %q differs from envelope key id", ident.Clip(h.KeyID))
 	}
 	if want.Type != "" && h.Type != want.Type {
-		return fail(ErrWrongType, "this is a %q, expected a %q", truncate(h.Type), want.Type)
+		return fail(ErrWrongType, "this is a %q, expected a %q", ident.Clip(h.Type), want.Type)
 	}
 	if want.Subject != "" && h.Subject != want.Subject {
-		return fail(ErrWrongBound, "it was issued for %q, this is %q: use it there", truncate(h.Subject), truncate(want.Subject))
+		return fail(ErrWrongBound, "it was issued for %q, this is %q: use it there", ident.Clip(h.Subject), ident.Clip(want.Subject))
 	}
 	if !want.Now.IsZero() {
-		if want.Now.Add(want.Skew).Before(h.NotBefore) {
+		switch clockguard.Window(want.Now, h.NotBefore, h.NotAfter, want.Skew) {
+		case clockguard.Before:
 			return fail(ErrNotYetValid, "valid from %s, now is %s", h.NotBefore.Format(time.RFC3339), want.Now.UTC().Format(time.RFC3339))
-		}
-		if want.Now.Add(-want.Skew).After(h.NotAfter) {
+		case clockguard.After:
 			return fail(ErrExpired, "valid until %s, now is %s: ask for a new one", h.NotAfter.Format(time.RFC3339), want.Now.UTC().Format(time.RFC3339))
 		}
 	}
@@ -223,11 +225,4 @@ func DecodeBody(body json.RawMessage, v any) error {
 		return fmt.Errorf("%w: body: %v", ErrInvalid, err)
 	}
 	return nil
-}
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

@@ -14,10 +14,10 @@
 // Issue refuses a bundle below the attack-cost floor (req.Floor, default
 // cost.DefaultFloor) with an error wrapping cost.ErrBelowFloor, unless
 // req.Override is set: an explicit administrator decision that the caller
-// must authorise and audit. The format and the entry rule live in package
-// offline (Bundle, SealEntry); this package validates the request, computes
-// the codes and runs the KDF on all cores (req.Workers), with a progress
-// callback and cancellation.
+// must authorise and audit. The format and the entry rule live in
+// internal/bundlefmt (Bundle, SealEntry), shared with the verifier; this
+// package validates the request, computes the codes and runs the KDF on all
+// cores (req.Workers), with a progress callback and cancellation.
 //
 // It knows a token seed and its online state, never the user: the PIN's
 // stored hash, the lockout, who may override the floor and what was issued
@@ -38,9 +38,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/keys"
-	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -82,7 +82,7 @@ type Request struct {
 	// PIN, when set, is mixed into every entry (PIN + OTP).
 	PIN string
 	// Secrets are static secrets encrypted under the release key (names:
-	// letters, digits, '-', '_', '.'; at most offline.MaxSecrets).
+	// letters, digits, '-', '_', '.'; at most bundlefmt.MaxSecrets).
 	Secrets map[string][]byte
 	// KDF is the argon2id cost; the zero value means cost.Default.
 	KDF cost.KDF
@@ -112,7 +112,7 @@ var ErrInvalidRequest = errors.New("bundle: invalid request")
 
 // plan is a validated request.
 type plan struct {
-	b      *offline.Bundle
+	b      *bundlefmt.Bundle
 	report cost.Report
 }
 
@@ -151,8 +151,8 @@ func newPlan(req Request) (plan, error) {
 	if err != nil {
 		return plan{}, err
 	}
-	if count < 1 || count > offline.MaxEntries {
-		return bad("%d entries: want 1 to %d", count, offline.MaxEntries)
+	if count < 1 || count > bundlefmt.MaxEntries {
+		return bad("%d entries: want 1 to %d", count, bundlefmt.MaxEntries)
 	}
 	nb, na := req.NotBefore, req.NotAfter
 	if nb.IsZero() {
@@ -172,19 +172,19 @@ func newPlan(req Request) (plan, error) {
 	if serial == 0 {
 		serial = uint64(now.UnixMicro())
 	}
-	b := &offline.Bundle{
+	b := &bundlefmt.Bundle{
 		Device: req.Device, Serial: serial, IssuedAt: now, NotBefore: nb, NotAfter: na, Params: req.Params,
-		Body: offline.Body{
-			Realm: req.Realm, User: req.User, Token: req.TokenID, OTP: offline.WireParams(req.Params),
-			PIN: req.PIN != "", KDF: kdf, Salt: make([]byte, offline.SaltSize), First: first,
-			Entries: make([]byte, count*offline.EntrySize), Used: -1, Acked: req.Acked, AckedHash: req.AckedHash,
+		Body: bundlefmt.Body{
+			Realm: req.Realm, User: req.User, Token: req.TokenID, OTP: bundlefmt.WireParams(req.Params),
+			PIN: req.PIN != "", KDF: kdf, Salt: make([]byte, bundlefmt.SaltSize), First: first,
+			Entries: make([]byte, count*bundlefmt.EntrySize), Used: -1, Acked: req.Acked, AckedHash: req.AckedHash,
 		},
 	}
 	if req.Used {
 		b.Used = int64(req.LastUsed)
 	}
 	for name := range req.Secrets {
-		b.Secrets = append(b.Secrets, offline.Secret{Name: name, Box: make([]byte, 12+16+len(req.Secrets[name]))})
+		b.Secrets = append(b.Secrets, bundlefmt.Secret{Name: name, Box: make([]byte, bundlefmt.SecretOverhead+len(req.Secrets[name]))})
 	}
 	sortSecrets(b.Secrets)
 	if err := b.Validate(); err != nil {
@@ -209,13 +209,10 @@ func entryRange(req Request) (first uint64, count int, err error) {
 	bad := func(format string, a ...any) (uint64, int, error) {
 		return 0, 0, fmt.Errorf("%w: %s", ErrInvalidRequest, fmt.Sprintf(format, a...))
 	}
-	if req.Used && req.LastUsed > offline.MaxCounter {
+	if req.Used && req.LastUsed > bundlefmt.MaxCounter {
 		return bad("last used counter %d out of range", req.LastUsed)
 	}
-	next := uint64(0) // the first counter or step not used online
-	if req.Used {
-		next = req.LastUsed + 1
-	}
+	next := otp.NextCounter(req.Used, req.LastUsed) // the first counter or step not used online
 	switch req.Params.Type {
 	case otp.TypeHOTP:
 		if !req.From.IsZero() || !req.Until.IsZero() {
@@ -236,8 +233,8 @@ func entryRange(req Request) (first uint64, count int, err error) {
 				req.Until.UTC().Format(time.RFC3339))
 		}
 		first = max(first, next)
-		if last-first >= offline.MaxEntries {
-			return bad("the period covers more than %d steps of %d s", offline.MaxEntries, req.Params.Period)
+		if last-first >= bundlefmt.MaxEntries {
+			return bad("the period covers more than %d steps of %d s", bundlefmt.MaxEntries, req.Params.Period)
 		}
 		return first, int(last-first) + 1, nil
 	}
@@ -257,7 +254,7 @@ func Issue(ctx context.Context, req Request, signer *keys.Signer, progress func(
 		return nil, p.report, errors.New("bundle: a signing key is required")
 	}
 	b := p.b
-	release := make([]byte, offline.ReleaseKeySize)
+	release := make([]byte, bundlefmt.ReleaseKeySize)
 	defer clear(release)
 	if _, err := rand.Read(b.Salt); err != nil {
 		return nil, p.report, fmt.Errorf("bundle: %w", err)
@@ -279,7 +276,7 @@ func Issue(ctx context.Context, req Request, signer *keys.Signer, progress func(
 }
 
 // computeEntries fills every entry of b, on workers goroutines.
-func computeEntries(ctx context.Context, b *offline.Bundle, secret []byte, pin string, release []byte, workers int, progress func(done, total int)) error {
+func computeEntries(ctx context.Context, b *bundlefmt.Bundle, secret []byte, pin string, release []byte, workers int, progress func(done, total int)) error {
 	total := b.Count()
 	if workers <= 0 {
 		workers = runtime.NumCPU()
@@ -338,7 +335,7 @@ func computeEntries(ctx context.Context, b *offline.Bundle, secret []byte, pin s
 	return err
 }
 
-func sortSecrets(s []offline.Secret) {
+func sortSecrets(s []bundlefmt.Secret) {
 	for i := 1; i < len(s); i++ {
 		for j := i; j > 0 && s[j].Name < s[j-1].Name; j-- {
 			s[j], s[j-1] = s[j-1], s[j]

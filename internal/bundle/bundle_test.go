@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/offline"
@@ -50,9 +51,9 @@ func hotpRequest() Request {
 	}
 }
 
-func decode(t *testing.T, data []byte, s *keys.Signer) *offline.Bundle {
+func decode(t *testing.T, data []byte, s *keys.Signer) *bundlefmt.Bundle {
 	t.Helper()
-	b, err := offline.Decode(data, []ed25519.PublicKey{s.Public}, offline.Expect{Device: "dev-1", Now: testNow})
+	b, err := bundlefmt.Decode(data, []ed25519.PublicKey{s.Public}, bundlefmt.Expect{Device: "dev-1", Now: testNow})
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
@@ -128,7 +129,7 @@ func TestIssueHOTPOpensWithItsCodes(t *testing.T) {
 	if err != nil || c != 13 || string(key) != string(rel) {
 		t.Fatalf("Try = %d, %v; want 13", c, err)
 	}
-	if _, _, err := b.Try(context.Background(), 10, 12, codes[2], "", 2); !errors.Is(err, offline.ErrNoMatch) {
+	if _, _, err := b.Try(context.Background(), 10, 12, codes[2], "", 2); !errors.Is(err, bundlefmt.ErrNoMatch) {
 		t.Fatalf("Try outside the code's counter: %v", err)
 	}
 	if _, _, err := b.Try(context.Background(), 10, 12, "12345", "", 2); !errors.Is(err, otp.ErrMalformedCode) {
@@ -206,15 +207,15 @@ func TestInvalidRequests(t *testing.T) {
 		{"short secret", func(r *Request) { r.Secret = seed[:15] }},
 		{"bad digits", func(r *Request) { r.Params.Digits = 5 }},
 		{"no entries", func(r *Request) { r.Count = 0 }},
-		{"too many entries", func(r *Request) { r.Count = offline.MaxEntries + 1 }},
+		{"too many entries", func(r *Request) { r.Count = bundlefmt.MaxEntries + 1 }},
 		{"hotp with period", func(r *Request) { r.From, r.Until = testNow, testNow.Add(time.Hour) }},
-		{"counter overflow", func(r *Request) { r.First = offline.MaxCounter - 2 }},
+		{"counter overflow", func(r *Request) { r.First = bundlefmt.MaxCounter - 2 }},
 		{"no device", func(r *Request) { r.Device = "" }},
 		{"no user", func(r *Request) { r.User = "" }},
 		{"control char", func(r *Request) { r.User = "al\nice" }},
 		{"long id", func(r *Request) { r.TokenID = strings.Repeat("x", 257) }},
 		{"bad secret name", func(r *Request) { r.Secrets = map[string][]byte{"a b": nil} }},
-		{"big secret", func(r *Request) { r.Secrets = map[string][]byte{"a": make([]byte, offline.MaxSecretLen+1)} }},
+		{"big secret", func(r *Request) { r.Secrets = map[string][]byte{"a": make([]byte, bundlefmt.MaxSecretLen+1)} }},
 		{"bad kdf", func(r *Request) { r.KDF = cost.KDF{Time: 1, MemoryKiB: 4, Threads: 1} }},
 		{"long PIN", func(r *Request) { r.PIN = strings.Repeat("1", 65) }},
 		{"validity inverted", func(r *Request) { r.NotBefore, r.NotAfter = testNow, testNow.Add(-time.Hour) }},
@@ -333,7 +334,7 @@ func TestEntriesStartAfterOnlineUse(t *testing.T) {
 	if _, err := Plan(totp(true, s0+19)); !errors.Is(err, ErrInvalidRequest) {
 		t.Fatalf("a period used up online: %v", err)
 	}
-	if _, err := Plan(hotp(true, offline.MaxCounter+1)); !errors.Is(err, ErrInvalidRequest) {
+	if _, err := Plan(hotp(true, bundlefmt.MaxCounter+1)); !errors.Is(err, ErrInvalidRequest) {
 		t.Fatalf("a last used counter out of range: %v", err)
 	}
 }

@@ -275,7 +275,7 @@ printed up to it). The log never holds a code or a key.`,
 			}
 			if asJSON {
 				if err := e.printJSON(map[string]any{"site": st.Site, "scope": st.Scope, "device_key": st.DeviceKey,
-					"device_public_key": []byte(s.Identity().Public), "verified": verr == nil, "entries": entries}); err != nil {
+					"device_public_key": []byte(s.DevicePublicKey()), "verified": verr == nil, "entries": entries}); err != nil {
 					return err
 				}
 			} else {

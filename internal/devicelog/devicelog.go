@@ -14,7 +14,7 @@
 //	err = tx.Commit()                                     // decision, state and log entry commit together
 //
 // [Since] reads entries for shipping (sync, or a file), [Last] the newest one,
-// and [Verify] re-checks the whole stored chain against the device's public
+// [ReadFile] a whole log from a database file, and [Verify] re-checks the whole stored chain against the device's public
 // key: a row removed, reordered or altered in the SQLite file is reported
 // with its sequence number.
 //
@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/sqlitedb"
 )
 
 // Table is the name of the table Migrate creates.
@@ -169,6 +170,27 @@ func Since(ctx context.Context, q Queryer, afterSeq uint64, limit int) ([]eventl
 		return nil, fmt.Errorf("devicelog: reading entries: %w", err)
 	}
 	return out, nil
+}
+
+// ReadFile returns the whole log kept in the SQLite database at path (a
+// field device's field.db, a site's site.db), read beside whoever holds the
+// database open: an auditor's (or a test's) view, without the device's own
+// API. It does not verify the entries.
+func ReadFile(ctx context.Context, path string) ([]eventlog.Entry, error) {
+	db, err := sqlitedb.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	var all []eventlog.Entry
+	var after uint64
+	for {
+		page, err := Since(ctx, db, after, MaxPage)
+		if err != nil || len(page) == 0 {
+			return all, err
+		}
+		all, after = append(all, page...), page[len(page)-1].Seq
+	}
 }
 
 // Verify re-checks every stored entry: sequence without gaps from 1, each

@@ -398,7 +398,7 @@ func syncKill(t *testing.T, dsn string, rounds int) {
 		t.Fatalf("the audit chain is broken at %d: %v", i, err)
 	}
 	for _, d := range devices {
-		log, err := devicelog.Since(ctx, d.s.DB(), 0, 0)
+		log, err := devicelog.ReadFile(ctx, filepath.Join(d.dir, offline.DatabaseFile))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
+	"github.com/outpost-auth/outpost/otp"
 )
 
 // outcome is what the transaction decided.
@@ -346,7 +347,7 @@ func (a *applier) accepted(i int, k syncproto.TokenKey, dt *store.DeviceToken, s
 		return nil
 	}
 	seen[c] = i
-	if t, ok := a.out.tokens[k]; ok && t.Used && int64(c) <= t.LastUsed {
+	if t, ok := a.out.tokens[k]; ok && c < otp.NextCounter(t.Used, uint64(t.LastUsed)) {
 		a.cands[k] = append(a.cands[k], candidate{c: c, entry: i, seq: e.Seq})
 	}
 	return nil

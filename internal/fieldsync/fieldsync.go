@@ -64,7 +64,9 @@ import (
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/clockguard"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
@@ -233,7 +235,7 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 	dev := rg.dev
 	// Signed by the device's key: from here on, refusals are evidence.
 	if h.Subject != dev.ID {
-		return nil, s.incident(ctx, dev, IncidentSubject, h.Serial, fmt.Errorf("%w: signed by device %s's key but names device %q", ErrMalformed, dev.ID, trunc(h.Subject)), nil)
+		return nil, s.incident(ctx, dev, IncidentSubject, h.Serial, fmt.Errorf("%w: signed by device %s's key but names device %q", ErrMalformed, dev.ID, ident.Clip(h.Subject)), nil)
 	}
 	if dev.Status != store.DeviceActive {
 		return nil, s.incident(ctx, dev, IncidentRevoked, h.Serial, fmt.Errorf("%w: device %s was revoked at %s: it may not sync; initialise a new device",
@@ -246,12 +248,13 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 	}
 	hash := syncproto.PayloadHash(data)
 	replay := h.Serial < dev.UploadSerial || (h.Serial == dev.UploadSerial && !bytes.Equal(hash, dev.UploadHash))
+	window := clockguard.Window(now, h.NotBefore, h.NotAfter, syncproto.Skew)
 	switch {
-	case now.Add(syncproto.Skew).Before(h.NotBefore):
+	case window == clockguard.Before:
 		return nil, fmt.Errorf("%w: valid from %s, the server's clock reads %s", ErrNotYetValid, h.NotBefore.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	case replay:
 		return nil, s.incident(ctx, dev, IncidentReplay, h.Serial, fmt.Errorf("%w: serial %d, the server applied serial %d already", ErrReplay, h.Serial, dev.UploadSerial), nil)
-	case now.Add(-syncproto.Skew).After(h.NotAfter):
+	case window == clockguard.After:
 		return nil, fmt.Errorf("%w: it was valid until %s", ErrExpired, h.NotAfter.Format(time.RFC3339))
 	}
 	u, err := syncproto.DecodeUpload(body)
@@ -259,7 +262,7 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if u.Device != dev.ID {
-		return nil, s.incident(ctx, dev, IncidentSubject, h.Serial, fmt.Errorf("%w: the upload body names device %q", ErrMalformed, trunc(u.Device)), nil)
+		return nil, s.incident(ctx, dev, IncidentSubject, h.Serial, fmt.Errorf("%w: the upload body names device %q", ErrMalformed, ident.Clip(u.Device)), nil)
 	}
 	if i, err := verifyChain(u, dev.PublicKey, s.workers()); err != nil {
 		return nil, s.incident(ctx, dev, IncidentBrokenChain, h.Serial, fmt.Errorf("%w: %v", ErrBrokenChain, err),
@@ -428,13 +431,6 @@ func auditOf(dev store.Device, e *eventlog.Entry, now time.Time, ignored string)
 	}
 	raw, _ := json.Marshal(d)
 	return eventlog.Entry{Time: now, Kind: kind, Actor: "device:" + dev.ID, Subject: e.Subject, Data: raw}
-}
-
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 func keyOf(realm, user, token string) syncproto.TokenKey {

@@ -208,7 +208,7 @@ func (d *device) identity() *keys.Signer {
 // log returns the device's whole log.
 func (d *device) log() []eventlog.Entry {
 	d.h.t.Helper()
-	es, err := devicelog.Since(ctx, d.s.DB(), 0, 0)
+	es, err := devicelog.ReadFile(ctx, filepath.Join(d.dir, offline.DatabaseFile))
 	must(d.h.t, err)
 	return es
 }

@@ -8,11 +8,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
-	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -64,7 +64,7 @@ const (
 // issuer, calls it for every bundle (the offline bundles API and its jobs,
 // PIN bundles of an online login, refills).
 func (s *Service) RecordIssued(ctx context.Context, data []byte, device string) error {
-	b, err := offline.Decode(data, []ed25519.PublicKey{s.Signer.Public}, offline.Expect{Device: device})
+	b, err := bundlefmt.Decode(data, []ed25519.PublicKey{s.Signer.Public}, bundlefmt.Expect{Device: device})
 	if err != nil {
 		return fmt.Errorf("fieldsync: recording an issued bundle: %w", err)
 	}

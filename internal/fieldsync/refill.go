@@ -197,8 +197,8 @@ func (s *Service) due(t store.Token, b *store.IssuedBundle, now time.Time) bool 
 	from := b.First // first entry still usable
 	if p.Type == otp.TypeTOTP {
 		from = p.Step(now)
-	} else if t.Used && t.LastUsed >= 0 && uint64(t.LastUsed)+1 > from {
-		from = uint64(t.LastUsed) + 1
+	} else {
+		from = max(from, otp.NextCounter(t.Used && t.LastUsed >= 0, uint64(t.LastUsed)))
 	}
 	remaining := uint64(0)
 	if from <= b.Last {

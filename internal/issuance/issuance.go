@@ -66,13 +66,14 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/bundle"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/pin"
 	"github.com/outpost-auth/outpost/internal/store"
-	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -81,8 +82,8 @@ import (
 // [Service.Start]); a refill may not take longer either.
 const SyncLimit = 5 * time.Minute
 
-// MaxSecretBytes bounds one static secret.
-const MaxSecretBytes = 4096
+// MaxSecretBytes bounds one static secret: the bundle format's bound.
+const MaxSecretBytes = bundlefmt.MaxSecretLen
 
 // Refusals. Each error the service returns for a request it will not serve
 // wraps one of these.
@@ -192,7 +193,7 @@ type Request struct {
 	// PIN is required when the user has one, and checked against it.
 	PIN string
 	// Secrets are static secrets released by a right code (at most
-	// offline.MaxSecrets, each at most MaxSecretBytes).
+	// bundlefmt.MaxSecrets, each at most MaxSecretBytes).
 	Secrets map[string]string
 	// OverrideFloor issues below the attack-cost floor (admin only; audited).
 	OverrideFloor bool
@@ -351,25 +352,17 @@ func (s *Service) plan(ctx context.Context, c Caller, in Request, t store.Token)
 }
 
 func bundleSecrets(in map[string]string) (map[string][]byte, error) {
-	if len(in) > offline.MaxSecrets {
-		return nil, refuse(ErrInvalidSecrets, "at most %d static secrets", offline.MaxSecrets)
+	if len(in) > bundlefmt.MaxSecrets {
+		return nil, refuse(ErrInvalidSecrets, "at most %d static secrets", bundlefmt.MaxSecrets)
 	}
 	secrets := map[string][]byte{}
 	for k, v := range in {
 		if len(v) > MaxSecretBytes {
-			return nil, refuse(ErrInvalidSecrets, "secret %q is larger than %d bytes", trunc(k), MaxSecretBytes)
+			return nil, refuse(ErrInvalidSecrets, "secret %q is larger than %d bytes", ident.Clip(k), MaxSecretBytes)
 		}
 		secrets[k] = []byte(v)
 	}
 	return secrets, nil
-}
-
-// trunc shortens a name the caller gave for a message.
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // estimate is how long req takes to compute on this server, and its report.

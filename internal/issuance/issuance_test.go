@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
@@ -164,9 +165,9 @@ func (h *harness) audited(kind string) []eventlog.Entry {
 	return out
 }
 
-func (h *harness) decode(data []byte, device string) *offline.Bundle {
+func (h *harness) decode(data []byte, device string) *bundlefmt.Bundle {
 	h.t.Helper()
-	b, err := offline.Decode(data, []ed25519.PublicKey{h.svc.Signer.Public}, offline.Expect{Device: device, Now: h.clock.Now()})
+	b, err := bundlefmt.Decode(data, []ed25519.PublicKey{h.svc.Signer.Public}, bundlefmt.Expect{Device: device, Now: h.clock.Now()})
 	must(h.t, err)
 	return b
 }
@@ -214,7 +215,7 @@ func TestIssueRules(t *testing.T) {
 			prep: func(h *harness) { h.enrol("alice", hotp) }, want: issuance.ErrTokenRequired},
 		{name: "HOTP given a period", caller: issuerCaller, req: ten(issuance.Request{User: "alice", Device: "dev-1"}), want: issuance.ErrInvalidWindow},
 		{name: "TOTP given a count", caller: issuerCaller, req: issuance.Request{User: "bob", Device: "dev-1", Count: 5}, want: issuance.ErrInvalidWindow},
-		{name: "too many secrets", caller: issuerCaller, req: issuance.Request{User: "alice", Device: "dev-1", Count: 5, Secrets: manySecrets(offline.MaxSecrets + 1)},
+		{name: "too many secrets", caller: issuerCaller, req: issuance.Request{User: "alice", Device: "dev-1", Count: 5, Secrets: manySecrets(bundlefmt.MaxSecrets + 1)},
 			want: issuance.ErrInvalidSecrets},
 		{name: "secret too large", caller: issuerCaller, req: issuance.Request{User: "alice", Device: "dev-1", Count: 5,
 			Secrets: map[string]string{"door": strings.Repeat("x", issuance.MaxSecretBytes+1)}}, want: issuance.ErrInvalidSecrets},
@@ -232,7 +233,7 @@ func TestIssueRules(t *testing.T) {
 		{name: "PIN checked last: a bad window with a wrong PIN is not counted", caller: issuerCaller,
 			req: issuance.Request{User: "carol", Device: "dev-1", PIN: wrongPIN, Count: 5}, want: issuance.ErrInvalidWindow},
 		{name: "PIN checked last: bad secrets with a wrong PIN are not counted", caller: issuerCaller,
-			req: ten(issuance.Request{User: "carol", Device: "dev-1", PIN: wrongPIN, Secrets: manySecrets(offline.MaxSecrets + 1)}), want: issuance.ErrInvalidSecrets},
+			req: ten(issuance.Request{User: "carol", Device: "dev-1", PIN: wrongPIN, Secrets: manySecrets(bundlefmt.MaxSecrets + 1)}), want: issuance.ErrInvalidSecrets},
 		{name: "PIN checked last: an override without admin with a wrong PIN is not counted", caller: issuerCaller,
 			req: ten(issuance.Request{User: "carol", Device: "dev-1", PIN: wrongPIN, OverrideFloor: true}), want: issuance.ErrNotAllowed},
 		{name: "locked user", caller: issuerCaller, req: issuance.Request{User: "alice", Device: "dev-1", Count: 5},
@@ -351,7 +352,7 @@ func TestIssueTooSlowForSync(t *testing.T) {
 	h := newHarness(t)
 	h.svc.KDF = cost.Default
 	h.svc.Cores = 1
-	req := issuance.Request{User: "alice", Device: "dev-1", Count: offline.MaxEntries, OverrideFloor: true}
+	req := issuance.Request{User: "alice", Device: "dev-1", Count: bundlefmt.MaxEntries, OverrideFloor: true}
 	if _, err := h.svc.Issue(ctx, adminCaller, req, nil); !errors.Is(err, issuance.ErrTooSlow) {
 		t.Fatalf("a slow bundle, waited for: %v", err)
 	}
@@ -359,7 +360,7 @@ func TestIssueTooSlowForSync(t *testing.T) {
 	h.svc.Slots <- struct{}{} // never started: the test has no time for it
 	h.svc.JobTimeout = 10 * time.Millisecond
 	job, err := h.svc.Start(ctx, adminCaller, req)
-	if err != nil || job.Estimate <= issuance.SyncLimit || job.Entries != offline.MaxEntries {
+	if err != nil || job.Estimate <= issuance.SyncLimit || job.Entries != bundlefmt.MaxEntries {
 		t.Fatalf("as a job: %+v %v", job, err)
 	}
 	waitJob(t, h, adminCaller, job.ID, issuance.JobFailed)

@@ -3,9 +3,9 @@ package issuance
 import (
 	"context"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/online"
-	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -29,13 +29,10 @@ func (s *Service) Refill(ctx context.Context, need fieldsync.RefillNeed) ([]byte
 		if err != nil {
 			return nil, err
 		}
-		first := p.Step(s.now())
-		if need.Token.Used && need.Token.LastUsed >= 0 {
-			first = max(first, uint64(need.Token.LastUsed)+1)
-		}
+		first := max(p.Step(s.now()), otp.NextCounter(need.Token.Used && need.Token.LastUsed >= 0, uint64(need.Token.LastUsed)))
 		in.From, in.Until = otp.StepTime(first, p.Period, p.T0), otp.StepTime(first+entries, p.Period, p.T0)
 	} else {
-		in.Count = int(min(entries, offline.MaxEntries))
+		in.Count = int(min(entries, bundlefmt.MaxEntries))
 	}
 	a, err := s.admit(ctx, c, in, SyncLimit, "the refill would take about %s of KDF work, too long for a refill: ask the issuer for a new bundle")
 	if err != nil {

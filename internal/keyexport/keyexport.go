@@ -23,12 +23,11 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -44,8 +43,8 @@ var (
 
 // Limits.
 const (
-	// MaxSubjectLen bounds a subject id, in bytes.
-	MaxSubjectLen = 256
+	// MaxSubjectLen bounds a subject id, in bytes (an id: ident.MaxLen).
+	MaxSubjectLen = ident.MaxLen
 	// MaxPassphraseLen bounds a file passphrase, in bytes.
 	MaxPassphraseLen = 4096
 	// SubjectKeySize is the length of a subject key: a 160-bit TOTP seed.
@@ -111,12 +110,11 @@ func (x *Exporter) ExportSubject(ctx context.Context, actor, subject string, epo
 	return f, nil
 }
 
-// CheckSubject checks a subject id: 1 to MaxSubjectLen bytes of UTF-8
-// without control characters.
+// CheckSubject checks a subject id with the rule for ids (ident.Check):
+// 1 to MaxSubjectLen bytes of UTF-8 without control characters.
 func CheckSubject(subject string) error {
-	if subject == "" || len(subject) > MaxSubjectLen || !utf8.ValidString(subject) ||
-		strings.ContainsFunc(subject, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return fmt.Errorf("%w: the subject must be 1 to %d bytes of UTF-8 without control characters", ErrInvalid, MaxSubjectLen)
+	if err := ident.Check("the subject", subject); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/backoff"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -74,17 +75,11 @@ func (p Policy) Validate() error {
 	return nil
 }
 
-// Delay is how long a user must wait after their failures-th consecutive failure.
+// Delay is how long a user must wait after their failures-th consecutive
+// failure: nothing for the first FreeFailures, then the growing delay of
+// internal/backoff.
 func (p Policy) Delay(failures int) time.Duration {
-	n := failures - p.FreeFailures
-	if n <= 0 || p.BaseDelay == 0 {
-		return 0
-	}
-	d := p.BaseDelay
-	for i := 1; i < n && d < p.MaxDelay; i++ {
-		d *= 2
-	}
-	return min(d, p.MaxDelay)
+	return backoff.Delay(p.BaseDelay, p.MaxDelay, failures-p.FreeFailures)
 }
 
 // Lock describes whether a user may try now.

@@ -192,7 +192,7 @@ func (s *Service) candidates(ts []store.Token, code string, now time.Time) (fres
 		if err != nil {
 			return nil, nil, err
 		}
-		if t.Used && int64(m) <= t.LastUsed {
+		if m < otp.NextCounter(t.Used, uint64(t.LastUsed)) {
 			if replay == nil {
 				replay = &candidate{t, m}
 			}
@@ -266,16 +266,12 @@ func (s *Service) match(t store.Token, code string, now time.Time, look int, bac
 	if p.Type == otp.TypeTOTP {
 		return p.Verify(seed, code, now, s.Policy.TOTPWindow)
 	}
-	next := uint64(0)
-	if t.Used {
-		next = uint64(t.LastUsed) + 1
-	}
-	m, err := p.VerifyCounter(seed, code, next, look)
+	m, err := p.VerifyCounter(seed, code, otp.NextCounter(t.Used, uint64(t.LastUsed)), look)
 	if !errors.Is(err, otp.ErrNoMatch) || !back || !t.Used {
 		return m, err
 	}
-	last := uint64(t.LastUsed)
-	return p.VerifyRange(seed, code, last-min(last, uint64(s.Policy.HOTPLookahead)), last)
+	lo, last := otp.Window{Back: s.Policy.HOTPLookahead}.Range(uint64(t.LastUsed))
+	return p.VerifyRange(seed, code, lo, last)
 }
 
 // ResetLockout clears a user's failure counter (an admin action).

@@ -6,11 +6,13 @@ import (
 	"fmt"
 
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
-// MaxDisplayName bounds a user's display name, in bytes.
-const MaxDisplayName = 256
+// MaxDisplayName bounds a user's display name, in bytes: the store's bound
+// for any name (ident.MaxLen).
+const MaxDisplayName = ident.MaxLen
 
 // ErrDisplayName: the display name is longer than MaxDisplayName.
 var ErrDisplayName = errors.New("online: display name too long")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/apitoken"
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
@@ -247,7 +248,7 @@ func writeError(w http.ResponseWriter, e *apiError) {
 // MaxBody bytes, no unknown fields, no trailing data, correct types.
 func (r *request) decode(v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json, not %q", trunc(ct))
+		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json, not %q", ident.Clip(ct))
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(r.w, r.Body, MaxBody))
 	if err != nil {
@@ -282,13 +283,6 @@ func jsonError(err error) *apiError {
 		return errorf(http.StatusBadRequest, "unknown_field", "%s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	return errorf(http.StatusBadRequest, "invalid_json", "the body is not the expected JSON object")
-}
-
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 func isExists(err error) bool { return errors.Is(err, store.ErrExists) }

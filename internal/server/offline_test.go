@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/offline"
 )
@@ -25,9 +26,9 @@ func bundleFixture(t *testing.T) *fixture {
 	return f
 }
 
-func decodeBundle(t *testing.T, f *fixture, data []byte, device string) *offline.Bundle {
+func decodeBundle(t *testing.T, f *fixture, data []byte, device string) *bundlefmt.Bundle {
 	t.Helper()
-	b, err := offline.Decode(data, []ed25519.PublicKey{f.srv.signer.Public}, offline.Expect{Device: device, Now: f.clock.Now()})
+	b, err := bundlefmt.Decode(data, []ed25519.PublicKey{f.srv.signer.Public}, bundlefmt.Expect{Device: device, Now: f.clock.Now()})
 	if err != nil {
 		t.Fatalf("decode: %v", err)
 	}
@@ -66,7 +67,7 @@ func TestIssueHOTPBundleStartsAfterOnlineCounter(t *testing.T) {
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "gina", "code": f.codeAt(uri, 4)}); r.status != 200 {
 		t.Fatalf("online after issuing: %d %s", r.status, r.raw)
 	}
-	if _, err := offline.Decode(r.raw, []ed25519.PublicKey{f.srv.signer.Public}, offline.Expect{Device: "dev-8"}); err == nil {
+	if _, err := bundlefmt.Decode(r.raw, []ed25519.PublicKey{f.srv.signer.Public}, bundlefmt.Expect{Device: "dev-8"}); err == nil {
 		t.Fatal("a bundle for dev-7 decoded on dev-8")
 	}
 }

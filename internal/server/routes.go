@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/pin"
@@ -108,17 +109,11 @@ func (s *Server) routeTable() []route {
 	return rs
 }
 
-// Identifiers (user ids, api client names) are 1 to 128 printable ASCII
-// characters from a conservative set, so they are safe in URLs, logs and labels.
+// validID answers 400 invalid_<kind> for an id outside the HTTP API's rule
+// (ident.CheckAPI: URL-, log- and label-safe).
 func validID(kind, id string) error {
-	if len(id) == 0 || len(id) > 128 {
-		return errorf(http.StatusBadRequest, "invalid_"+kind, "%s must be 1 to 128 characters", kind)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-' || c == '@') {
-			return errorf(http.StatusBadRequest, "invalid_"+kind, "%s may hold only letters, digits and . _ - @", kind)
-		}
+	if err := ident.CheckAPI(kind, id); err != nil {
+		return errorf(http.StatusBadRequest, "invalid_"+kind, "%v", err)
 	}
 	return nil
 }
@@ -184,13 +179,13 @@ func (s *Server) listUsers(r *request) (int, any, error) {
 	limit := 100
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			return 0, nil, errorf(http.StatusBadRequest, "invalid_limit", "limit must be 1 to 1000")
+		if err != nil || n < 1 || n > store.MaxListLimit {
+			return 0, nil, errorf(http.StatusBadRequest, "invalid_limit", "limit must be 1 to %d", store.MaxListLimit)
 		}
 		limit = n
 	}
 	after := r.URL.Query().Get("after")
-	if len(after) > 128 {
+	if len(after) > ident.MaxAPILen {
 		return 0, nil, errorf(http.StatusBadRequest, "invalid_after", "after must be a user id")
 	}
 	us, err := s.cfg.Store.ListUsers(r.ctx, r.realm(), after, limit)

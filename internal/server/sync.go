@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/fieldsync"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
@@ -210,7 +211,7 @@ func (a *syncAPI) list(r *request) (int, any, error) {
 func (a *syncAPI) device(r *request, svc *fieldsync.Service) (store.Device, error) {
 	d, err := svc.Sync.GetDevice(r.ctx, r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) || (err == nil && d.Realm != r.realm()) {
-		return store.Device{}, errorf(http.StatusNotFound, "device_not_found", "no device %q", trunc(r.PathValue("id")))
+		return store.Device{}, errorf(http.StatusNotFound, "device_not_found", "no device %q", ident.Clip(r.PathValue("id")))
 	}
 	return d, err
 }

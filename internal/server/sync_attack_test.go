@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -15,7 +16,7 @@ import (
 )
 
 // issued reports whether the server recorded bundle b as issued to its device.
-func (f *fixture) issued(b *offline.Bundle) bool {
+func (f *fixture) issued(b *bundlefmt.Bundle) bool {
 	f.t.Helper()
 	found := false
 	ss := f.st.(store.SyncStore)

@@ -32,15 +32,16 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keyexport"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/otp"
 	"github.com/outpost-auth/outpost/site"
@@ -67,8 +68,9 @@ var (
 
 // Limits.
 const (
-	// MaxReasonLen bounds a revocation's reason, in bytes.
-	MaxReasonLen = 256
+	// MaxReasonLen bounds a revocation's reason, in bytes (free text:
+	// ident.CheckText).
+	MaxReasonLen = ident.MaxLen
 	// auditTechs is how many technicians one site.revoke entry names; a
 	// larger revocation is recorded in several entries.
 	auditTechs = 64
@@ -204,15 +206,15 @@ type Scope struct {
 	Created time.Time   `json:"created"`
 	Policy  site.Policy `json:"-"`
 	// PolicyJSON is Policy in its wire form (site.MarshalPolicy).
-	PolicyJSON       json.RawMessage `json:"policy"`
-	Current          site.Epoch      `json:"current_epoch"`
-	Next             site.Epoch      `json:"next_epoch"`
-	MaxIssued        uint32          `json:"max_issued_epoch"`
-	Rolls            []time.Time     `json:"emergency_rolls,omitempty"`
-	PackageSerial    uint64          `json:"package_serial"`
-	RevocationSerial uint64          `json:"revocation_serial"`
-	Revoked          []site.Revoked  `json:"revoked"`
-	Sites            []string        `json:"sites"`
+	PolicyJSON       json.RawMessage    `json:"policy"`
+	Current          site.Epoch         `json:"current_epoch"`
+	Next             site.Epoch         `json:"next_epoch"`
+	MaxIssued        uint32             `json:"max_issued_epoch"`
+	Rolls            []time.Time        `json:"emergency_rolls,omitempty"`
+	PackageSerial    uint64             `json:"package_serial"`
+	RevocationSerial uint64             `json:"revocation_serial"`
+	Revoked          []sitewire.Revoked `json:"revoked"`
+	Sites            []string           `json:"sites"`
 }
 
 // UnmarshalJSON reads what json.Marshal of a Scope wrote, Policy included.
@@ -241,9 +243,9 @@ func describe(st *scopeState, revs []store.SiteRevocation, sites []string, now t
 	}
 	sc := Scope{ID: st.sc.ID, Created: st.sc.CreatedAt, Policy: st.policy, PolicyJSON: pol, Current: cur, Next: next, MaxIssued: st.sc.MaxIssued,
 		Rolls: st.sched.Rolls(), PackageSerial: st.sc.PackageSerial, RevocationSerial: st.sc.RevocationSerial,
-		Revoked: []site.Revoked{}, Sites: append([]string{}, sites...)}
+		Revoked: []sitewire.Revoked{}, Sites: append([]string{}, sites...)}
 	for _, r := range revs {
-		sc.Revoked = append(sc.Revoked, site.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
+		sc.Revoked = append(sc.Revoked, sitewire.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
 	}
 	return sc, nil
 }
@@ -423,11 +425,11 @@ func (is *Issuer) Provision(ctx context.Context, by Actor, scope, siteID string,
 		if err != nil {
 			return Provisioned{}, err
 		}
-		spec := site.PackageSpec{Site: siteID, Scope: scope, Epochs: epochs, IssuedAt: is.now()}
+		spec := sitewire.PackageSpec{Site: siteID, Scope: scope, Epochs: sitewire.WireEpochs(epochs), IssuedAt: is.now()}
 		for _, e := range epochs {
 			spec.ScopeKeys = append(spec.ScopeKeys, ScopeKey(is.master, scope, e.N))
 		}
-		sealed, err := site.SealScopeKeys(spec, passphrase, is.kdf())
+		sealed, err := sitewire.SealScopeKeys(spec, passphrase, is.kdf())
 		for _, k := range spec.ScopeKeys {
 			clear(k)
 		}
@@ -472,7 +474,7 @@ func packageEpochs(sched Schedule, now time.Time) ([]site.Epoch, error) {
 	return []site.Epoch{cur, next}, nil
 }
 
-func (is *Issuer) provision(ctx context.Context, by Actor, scope, siteID string, planned []site.Epoch, sealed *site.SealedKeys) (Provisioned, error) {
+func (is *Issuer) provision(ctx context.Context, by Actor, scope, siteID string, planned []site.Epoch, sealed *sitewire.SealedKeys) (Provisioned, error) {
 	var out Provisioned
 	err := is.inScope(ctx, by, scope, true, func(tx store.SiteTx, st *scopeState, now time.Time) error {
 		epochs, err := packageEpochs(st.sched, now)
@@ -489,8 +491,8 @@ func (is *Issuer) provision(ctx context.Context, by Actor, scope, siteID string,
 			return err
 		}
 		serial := st.sc.PackageSerial + 1
-		pkg, err := site.BuildSealedPackage(is.signer, site.PackageSpec{Site: siteID, Scope: scope, Policy: st.policy, Epochs: epochs,
-			Revocation: list, Serial: serial, IssuedAt: now}, sealed)
+		pkg, err := sitewire.BuildSealedPackage(is.signer, sitewire.PackageSpec{Site: siteID, Scope: scope, Policy: st.sc.Policy,
+			Epochs: sitewire.WireEpochs(epochs), Revocation: list, Serial: serial, IssuedAt: now}, sealed)
 		if err != nil {
 			return err
 		}
@@ -526,13 +528,13 @@ func (is *Issuer) signList(tx store.SiteTx, st *scopeState, now time.Time, seria
 	if err != nil {
 		return nil, err
 	}
-	var entries []site.Revoked
+	var entries []sitewire.Revoked
 	for _, r := range revs {
 		if stillOpen(st.sched, r.Through, now) {
-			entries = append(entries, site.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
+			entries = append(entries, sitewire.Revoked{Tech: r.Tech, Through: r.Through, At: r.RevokedAt})
 		}
 	}
-	list, err := site.BuildRevocationList(is.signer, st.sc.ID, serial, now, entries)
+	list, err := sitewire.BuildRevocationList(is.signer, st.sc.ID, serial, now, entries)
 	if err != nil {
 		return nil, err
 	}
@@ -571,16 +573,9 @@ func ParseEpochSel(s string) (EpochSel, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		return 0, fmt.Errorf("%w: epoch %q is not current, next or a number", ErrInvalid, clip(s))
+		return 0, fmt.Errorf("%w: epoch %q is not current, next or a number", ErrInvalid, ident.Clip(s))
 	}
 	return EpochSel(n), nil
-}
-
-func clip(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "…"
-	}
-	return s
 }
 
 // CredentialRequest asks for a technician's credential.
@@ -743,7 +738,7 @@ func (is *Issuer) Revoke(ctx context.Context, by Actor, scope string, add, undo 
 			return RevocationResult{}, err
 		}
 	}
-	if len(reason) > MaxReasonLen || strings.ContainsFunc(reason, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+	if ident.CheckText("the reason", reason) != nil {
 		return RevocationResult{}, fmt.Errorf("%w: the reason must be one line of at most %d characters", ErrInvalid, MaxReasonLen)
 	}
 	var out RevocationResult
@@ -788,7 +783,7 @@ func (is *Issuer) Revoke(ctx context.Context, by Actor, scope string, add, undo 
 			return err
 		}
 		out.Serial = st.sc.RevocationSerial
-		l, err := site.ReadRevocationList(out.List, is.ring(), scope)
+		l, err := sitewire.ReadRevocationList(out.List, is.ring(), scope)
 		if err != nil {
 			return err
 		}

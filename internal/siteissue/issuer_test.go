@@ -14,6 +14,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/keyexport"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/store/storetest"
 	"github.com/outpost-auth/outpost/otp"
@@ -173,7 +174,7 @@ func TestRevokeListsAndPrunes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := site.ReadRevocationList(r2.List, artifact.Keys{is.signer.Public}, "north")
+	l, err := sitewire.ReadRevocationList(r2.List, artifact.Keys{is.signer.Public}, "north")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +367,13 @@ func TestProvisionAfterARollDuringSealing(t *testing.T) {
 	if p.Epochs[0].N != 4 || p.Epochs[1].N != 5 {
 		t.Fatalf("package epochs %v, want 4 and 5 (after the roll)", p.Epochs)
 	}
-	pkg, err := site.ReadPackage(p.Package, is.ring(), "cab-1", now)
+	pkg, err := sitewire.ReadPackage(p.Package, is.ring(), "cab-1", now, func(w sitewire.Policy) error {
+		raw, err := json.Marshal(w)
+		if err == nil {
+			_, err = site.UnmarshalPolicy(raw)
+		}
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/sqlitedb"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/site"
@@ -178,7 +179,7 @@ func readLegacy(ctx context.Context, path string) ([]store.SiteScopeRecord, erro
 	rec := func(scope string) (*store.SiteScopeRecord, error) {
 		i, ok := byID[scope]
 		if !ok {
-			return nil, fmt.Errorf("a row names scope %q, which the file does not hold", clip(scope))
+			return nil, fmt.Errorf("a row names scope %q, which the file does not hold", ident.Clip(scope))
 		}
 		return &recs[i], nil
 	}
@@ -190,7 +191,7 @@ func readLegacy(ctx context.Context, path string) ([]store.SiteScopeRecord, erro
 		}
 		sr, err := rec(scope)
 		if err != nil || start <= 0 || first < 0 || first > 1<<32-1 {
-			return errors.Join(err, fmt.Errorf("scope %s: emergency roll out of range", clip(scope)))
+			return errors.Join(err, fmt.Errorf("scope %s: emergency roll out of range", ident.Clip(scope)))
 		}
 		sr.Scope.Segments = append(sr.Scope.Segments, store.SiteSegment{Start: time.UnixMicro(start).UTC(), FirstEpoch: uint32(first)})
 		return nil
@@ -233,7 +234,7 @@ func readLegacy(ctx context.Context, path string) ([]store.SiteScopeRecord, erro
 		for _, f := range strings.Split(epochs, ",") {
 			n, err := strconv.ParseUint(f, 10, 32)
 			if err != nil {
-				return fmt.Errorf("scope %s, package %d: epochs %q: %w", scope, serial, clip(epochs), err)
+				return fmt.Errorf("scope %s, package %d: epochs %q: %w", scope, serial, ident.Clip(epochs), err)
 			}
 			p.Epochs = append(p.Epochs, uint32(n))
 		}

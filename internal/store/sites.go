@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
+	"github.com/outpost-auth/outpost/internal/sitewire"
 )
 
 // The issuing side of site verifiers (docs/sites.md). Like SyncStore, it is
@@ -81,8 +83,8 @@ type SiteScopeRecord struct {
 const (
 	// MaxSitePolicyLen bounds a stored policy, in bytes.
 	MaxSitePolicyLen = 4096
-	// MaxSiteListLen bounds a stored revocation list (site.MaxRevocationListSize).
-	MaxSiteListLen = 16 << 20
+	// MaxSiteListLen bounds a stored revocation list: the format's own bound.
+	MaxSiteListLen = sitewire.MaxRevocationListSize
 	// MaxSitePackageEpochs bounds the epochs recorded for one package.
 	MaxSitePackageEpochs = 16
 )
@@ -156,7 +158,7 @@ func checkSiteScope(sc *SiteScope) error {
 		return invalid("a scope's policy must be 1 to %d bytes", MaxSitePolicyLen)
 	}
 	if len(sc.RevocationList) > MaxSiteListLen || sc.PackageSerial > 1<<63-1 || sc.RevocationSerial > 1<<63-1 {
-		return invalid("scope %q: revocation list of %d bytes or serials out of range", truncate(sc.ID), len(sc.RevocationList))
+		return invalid("scope %q: revocation list of %d bytes or serials out of range", ident.Clip(sc.ID), len(sc.RevocationList))
 	}
 	return nil
 }

@@ -51,15 +51,15 @@ var (
 	// ErrConflict: a concurrent writer changed the row; the caller may retry.
 	ErrConflict = errors.New("store: concurrent update")
 	// ErrInvalid: a record or argument fails the store's own checks (an
-	// empty or oversized ID, an unknown status, type or scope, a page limit
-	// out of range). Servers map it to 400; it never reaches the database.
+	// ID outside internal/ident's rule, an unknown status, type or scope, a
+	// page limit out of range). Servers map it to 400; it never reaches the
+	// database.
 	ErrInvalid = errors.New("store: invalid record")
 )
 
-// Limits the store checks before touching the database.
+// Limits the store checks before touching the database. IDs and names
+// follow internal/ident (ident.Check, ident.MaxLen).
 const (
-	// MaxIDLen bounds every ID (realm, user, token, API client) and name, in bytes.
-	MaxIDLen = 256
 	// MaxListLimit is the largest page ListUsers and ListAudit return; a
 	// larger limit is ErrInvalid rather than silently cut short.
 	MaxListLimit = 1000

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // Field-device sync (docs/sync.md). Its storage is a separate interface so
@@ -217,7 +218,7 @@ func checkDevice(d *Device) error {
 	}
 	switch {
 	case !ok:
-		return invalid("device status %q (use %s)", truncate(d.Status), strings.Join(deviceStatuses, ", "))
+		return invalid("device status %q (use %s)", ident.Clip(d.Status), strings.Join(deviceStatuses, ", "))
 	case d.Status == DevicePending && (len(d.EnrolHash) != 32 || len(d.PublicKey) != 0):
 		return invalid("a pending device needs a 32-byte enrolment hash and no key")
 	case d.Status != DevicePending && (len(d.PublicKey) != ed25519.PublicKeySize || d.KeyID == ""):
@@ -385,7 +386,7 @@ func checkIssued(b *IssuedBundle) error {
 	big := uint64(1<<63 - 1)
 	switch {
 	case b.Type != "hotp" && b.Type != "totp":
-		return invalid("issued bundle type %q (use hotp or totp)", truncate(b.Type))
+		return invalid("issued bundle type %q (use hotp or totp)", ident.Clip(b.Type))
 	case b.Serial == 0 || b.Serial > big || b.Last > big || b.First > b.Last:
 		return invalid("issued bundle serial %d, range %d..%d", b.Serial, b.First, b.Last)
 	case b.Secrets < 0 || b.Secrets > 1<<10:

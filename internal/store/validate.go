@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -17,23 +17,15 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 }
 
-// checkID checks an identifier: 1..MaxIDLen bytes of UTF-8 without control
-// characters.
-func checkID(what, id string) error {
-	if id == "" || len(id) > MaxIDLen {
-		return invalid("%s must be 1 to %d bytes long", what, MaxIDLen)
-	}
-	return checkText(what, id)
-}
+// checkID checks an identifier with the one rule for ids (ident.Check).
+func checkID(what, id string) error { return wrapInvalid(ident.Check(what, id)) }
 
-// checkText checks free text (names): at most MaxIDLen bytes of UTF-8
-// without control characters.
-func checkText(what, s string) error {
-	if len(s) > MaxIDLen {
-		return invalid("%s is longer than %d bytes", what, MaxIDLen)
-	}
-	if !utf8.ValidString(s) || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return invalid("%s must be UTF-8 without control characters", what)
+// checkText checks free text (names) with ident.CheckText.
+func checkText(what, s string) error { return wrapInvalid(ident.CheckText(what, s)) }
+
+func wrapInvalid(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -82,7 +74,7 @@ var tokenStatuses = []string{TokenPending, TokenActive, TokenDisabled}
 
 func checkStatus(s string) error {
 	if !slices.Contains(tokenStatuses, s) {
-		return invalid("token status %q (use %s)", truncate(s), strings.Join(tokenStatuses, ", "))
+		return invalid("token status %q (use %s)", ident.Clip(s), strings.Join(tokenStatuses, ", "))
 	}
 	return nil
 }
@@ -96,11 +88,11 @@ func checkToken(t *Token) error {
 	}
 	typ, err := otp.ParseType(t.Type)
 	if err != nil || typ.String() != t.Type {
-		return invalid("token type %q (use totp or hotp)", truncate(t.Type))
+		return invalid("token type %q (use totp or hotp)", ident.Clip(t.Type))
 	}
 	alg, err := otp.ParseAlgorithm(t.Algorithm)
 	if err != nil || alg.String() != t.Algorithm {
-		return invalid("token algorithm %q (use SHA1, SHA256 or SHA512)", truncate(t.Algorithm))
+		return invalid("token algorithm %q (use SHA1, SHA256 or SHA512)", ident.Clip(t.Algorithm))
 	}
 	if t.Period < 0 || (typ == otp.TypeHOTP && t.Period != 0) {
 		return invalid("token period %d (HOTP tokens have period 0)", t.Period)
@@ -115,7 +107,7 @@ func checkToken(t *Token) error {
 	case t.SeedMode == SeedRandom && len(t.SeedCiphertext) == 0:
 		return invalid("a random-seed token needs its seed ciphertext")
 	case t.SeedMode != SeedDerived && t.SeedMode != SeedRandom:
-		return invalid("seed mode %q (use %s or %s)", truncate(t.SeedMode), SeedDerived, SeedRandom)
+		return invalid("seed mode %q (use %s or %s)", ident.Clip(t.SeedMode), SeedDerived, SeedRandom)
 	}
 	return first(checkNonNegative("last used step or counter", t.LastUsed), checkStatus(t.Status), checkBlob("seed ciphertext", t.SeedCiphertext))
 }
@@ -137,19 +129,11 @@ func checkAPIClient(c *APIClient) error {
 	}
 	for i, s := range c.Scopes {
 		if !slices.Contains(apiScopes, s) || slices.Contains(c.Scopes[:i], s) {
-			return invalid("API scope %q unknown or repeated (use %s)", truncate(s), strings.Join(apiScopes, ", "))
+			return invalid("API scope %q unknown or repeated (use %s)", ident.Clip(s), strings.Join(apiScopes, ", "))
 		}
 	}
 	if len(c.TokenHash) == 0 {
 		return invalid("an API client needs its token hash")
 	}
 	return checkBlob("token hash", c.TokenHash)
-}
-
-// truncate shortens a bad value quoted in an error message.
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "..."
-	}
-	return s
 }

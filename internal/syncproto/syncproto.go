@@ -45,11 +45,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"time"
-	"unicode/utf8"
 
+	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 )
 
 // Artifact types and body versions.
@@ -76,12 +76,16 @@ const (
 	MaxTokens = 4096
 	// MaxRefills bounds the bundles one response carries.
 	MaxRefills = 16
-	// MaxIDLen bounds realm, user, token and device ids, in bytes.
-	MaxIDLen = 256
-	// MaxCounter bounds counters and steps (a signed 64-bit column).
-	MaxCounter = math.MaxInt64
-	// MaxBundleSize bounds one refill bundle (offline.MaxBundleSize).
-	MaxBundleSize = 16 << 20
+	// MaxCounter bounds counters, steps and sequence numbers (a signed
+	// 64-bit column), as in a bundle.
+	MaxCounter = bundlefmt.MaxCounter
+	// MaxBundleSize bounds one refill bundle.
+	MaxBundleSize = bundlefmt.MaxBundleSize
+	// MaxFailures bounds a token's failure count in an upload (a device's
+	// policy wipes long before).
+	MaxFailures = 1 << 20
+	// MaxEnrolCodeLen bounds an enrolment code, in bytes.
+	MaxEnrolCodeLen = 128
 	// MaxReason bounds free-text reasons in a response.
 	MaxReason = 512
 )
@@ -304,15 +308,10 @@ func bad(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, a...))
 }
 
-// CheckID checks an id: 1 to MaxIDLen bytes of UTF-8 without control characters.
-func CheckID(what, v string) error {
-	if v == "" || len(v) > MaxIDLen || !utf8.ValidString(v) {
-		return bad("%s must be 1 to %d bytes of UTF-8", what, MaxIDLen)
-	}
-	for _, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return bad("%s contains a control character", what)
-		}
+// checkID checks an id with the one rule for ids (ident.Check).
+func checkID(what, v string) error {
+	if err := ident.Check(what, v); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	return nil
 }
@@ -322,7 +321,7 @@ func CheckID(what, v string) error {
 // a signed upload whose entries are missing or reordered is an incident,
 // not a mere format error.
 func (u *Upload) Validate() error {
-	if err := CheckID("device", u.Device); err != nil {
+	if err := checkID("device", u.Device); err != nil {
 		return err
 	}
 	if u.After > MaxCounter || u.Head > MaxCounter {
@@ -353,7 +352,7 @@ func (u *Upload) Validate() error {
 		switch {
 		case t.LastUsed < -1:
 			return bad("token %s: last used %d", t.Key(), t.LastUsed)
-		case t.Failures < 0 || t.Failures > 1<<20:
+		case t.Failures < 0 || t.Failures > MaxFailures:
 			return bad("token %s: %d failures", t.Key(), t.Failures)
 		case t.Type != "" && t.Type != "hotp" && t.Type != "totp":
 			return bad("token %s: type %q", t.Key(), t.Type)
@@ -361,7 +360,7 @@ func (u *Upload) Validate() error {
 			return bad("token %s: bundle fields without a bundle type", t.Key())
 		case t.Serial > MaxCounter || t.First > MaxCounter || t.Last > MaxCounter || t.Last < t.First:
 			return bad("token %s: bundle range %d..%d serial %d", t.Key(), t.First, t.Last, t.Serial)
-		case t.Remaining < 0 || t.Remaining > 1<<17 || t.Secrets < 0 || t.Secrets > 16:
+		case t.Remaining < 0 || t.Remaining > bundlefmt.MaxEntries || t.Secrets < 0 || t.Secrets > bundlefmt.MaxSecrets:
 			return bad("token %s: %d remaining entries, %d secrets", t.Key(), t.Remaining, t.Secrets)
 		}
 	}
@@ -369,18 +368,18 @@ func (u *Upload) Validate() error {
 }
 
 func checkKey(k TokenKey) error {
-	if err := CheckID("realm", k.Realm); err != nil {
+	if err := checkID("realm", k.Realm); err != nil {
 		return err
 	}
-	if err := CheckID("user", k.User); err != nil {
+	if err := checkID("user", k.User); err != nil {
 		return err
 	}
-	return CheckID("token", k.Token)
+	return checkID("token", k.Token)
 }
 
 // Validate checks every field of r.
 func (r *Response) Validate() error {
-	if err := CheckID("device", r.Device); err != nil {
+	if err := checkID("device", r.Device); err != nil {
 		return err
 	}
 	if r.Acked > MaxCounter || r.UploadSerial > MaxCounter {
@@ -439,7 +438,7 @@ func (r *Response) Validate() error {
 		if err := checkKey(p.TokenKey); err != nil {
 			return err
 		}
-		if err := CheckID("pending refill id", p.ID); err != nil {
+		if err := checkID("pending refill id", p.ID); err != nil {
 			return err
 		}
 		if p.RetryAfter < 0 || p.RetryAfter > MaxRetryAfter {
@@ -450,7 +449,7 @@ func (r *Response) Validate() error {
 		if err := checkKey(c.TokenKey); err != nil {
 			return err
 		}
-		if err := CheckID("incident", c.Incident); err != nil {
+		if err := checkID("incident", c.Incident); err != nil {
 			return err
 		}
 		if c.Claims < 0 || c.Claims > MaxEntries+MaxTokens || len(c.Reason) > MaxReason {
@@ -462,7 +461,7 @@ func (r *Response) Validate() error {
 
 // Validate checks an enrolment request's fields (not its code or signature).
 func (e *Enrol) Validate() error {
-	if err := CheckID("device", e.Device); err != nil {
+	if err := checkID("device", e.Device); err != nil {
 		return err
 	}
 	if len(e.PublicKey) != ed25519.PublicKeySize {
@@ -471,8 +470,8 @@ func (e *Enrol) Validate() error {
 	if len(e.Sig) != ed25519.SignatureSize {
 		return bad("signature has %d bytes, want %d", len(e.Sig), ed25519.SignatureSize)
 	}
-	if e.Code == "" || len(e.Code) > 128 {
-		return bad("enrolment code must be 1 to 128 characters")
+	if e.Code == "" || len(e.Code) > MaxEnrolCodeLen {
+		return bad("enrolment code must be 1 to %d characters", MaxEnrolCodeLen)
 	}
 	return nil
 }

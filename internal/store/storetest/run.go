@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
@@ -691,7 +692,7 @@ func testRealmIsolation(t *testing.T, st store.Store) {
 // testInvalid: every malformed record is ErrInvalid and changes nothing.
 func testInvalid(t *testing.T, st store.Store) {
 	seed(t, st, "r1", "alice")
-	long := strings.Repeat("x", store.MaxIDLen+1)
+	long := strings.Repeat("x", ident.MaxLen+1)
 	tok := func(f func(*store.Token)) store.Token {
 		tk := totp("r1", "alice", "bad")
 		f(&tk)

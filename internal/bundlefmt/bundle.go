@@ -1,4 +1,4 @@
-package offline
+package bundlefmt
 
 import (
 	"crypto/aes"
@@ -12,11 +12,11 @@ import (
 	"math"
 	"sort"
 	"time"
-	"unicode/utf8"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/otp"
 	"golang.org/x/crypto/argon2"
@@ -40,7 +40,7 @@ const (
 // Sizes and limits of the bundle format. Decode checks every one of them.
 const (
 	// EntrySize is one entry: the 32-byte release key sealed with AES-256-GCM (16-byte tag).
-	EntrySize = ReleaseKeySize + 16
+	EntrySize = ReleaseKeySize + tagSize
 	// ReleaseKeySize is the size of the key a correct code releases.
 	ReleaseKeySize = 32
 	// SaltSize is the size of the bundle's random salt.
@@ -49,15 +49,19 @@ const (
 	MaxEntries = 1 << 17
 	// MaxBundleSize bounds a bundle file (MaxEntries entries take ~11 MiB).
 	MaxBundleSize = 16 << 20
-	// MaxIDLen bounds realm, user, token and device ids, in bytes.
-	MaxIDLen = 256
 	// MaxSecrets, MaxSecretNameLen and MaxSecretLen bound the static secrets.
 	MaxSecrets       = 16
 	MaxSecretNameLen = 64
 	MaxSecretLen     = 4096
+	// SecretOverhead is what sealing adds to a static secret: its nonce
+	// and GCM tag (Secret.Box).
+	SecretOverhead = nonceSize + tagSize
 	// MaxCounter bounds counters and steps so that they fit a signed 64-bit
 	// database column.
 	MaxCounter = math.MaxInt64
+
+	nonceSize = 12
+	tagSize   = 16
 )
 
 // KDF is the argon2id cost of a bundle's entries (see internal/cost).
@@ -72,24 +76,11 @@ const (
 	purposeData = keys.Purpose("offline-static-secret")
 )
 
-// Errors of the bundle format. Signature and binding errors are those of the
-// signed-artifact envelope, re-exported here so callers outside this module
-// can branch on them.
-var (
-	// ErrMalformed: not a bundle, truncated, trailing data, a field out of range.
-	ErrMalformed = errors.New("offline: malformed bundle")
-	// ErrUnknownKey: signed by a key this device does not trust.
-	ErrUnknownKey = artifact.ErrUnknownKey
-	// ErrBadSignature: the signature does not verify (altered, or not from this server).
-	ErrBadSignature = artifact.ErrBadSig
-	// ErrWrongDevice: issued for another device.
-	ErrWrongDevice = artifact.ErrWrongBound
-	// ErrExpired and ErrNotYetValid: outside the bundle's validity window.
-	ErrExpired     = artifact.ErrExpired
-	ErrNotYetValid = artifact.ErrNotYetValid
-	// ErrTooLarge: larger than MaxBundleSize.
-	ErrTooLarge = artifact.ErrTooLarge
-)
+// ErrMalformed wraps every error of the bundle format: not a bundle,
+// truncated, trailing data, a field out of range. Decode's other errors are
+// those of the signed-artifact envelope (artifact.ErrBadSig, ErrUnknownKey,
+// ErrWrongBound, ErrExpired, ErrNotYetValid, ErrTooLarge), unwrapped.
+var ErrMalformed = errors.New("offline: malformed bundle")
 
 // OTPParams is the token description as it appears in a bundle.
 type OTPParams struct {
@@ -199,8 +190,8 @@ type Expect struct {
 // before any field is used: the size, the envelope, that the signing key is
 // one of trusted, the signature, the type and version, the device binding,
 // the validity window at want.Now; then every body field against the limits
-// of this package. Errors wrap [ErrMalformed] or one of the artifact errors
-// re-exported above.
+// of this package. Errors wrap [ErrMalformed] or are one of the artifact errors
+// named at ErrMalformed.
 func Decode(data []byte, trusted []ed25519.PublicKey, want Expect) (*Bundle, error) {
 	if want.Device == "" {
 		return nil, errors.New("offline: Decode needs this device's id")
@@ -212,8 +203,8 @@ func Decode(data []byte, trusted []ed25519.PublicKey, want Expect) (*Bundle, err
 		if errors.Is(err, artifact.ErrWrongType) {
 			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
-		if !errors.Is(err, ErrUnknownKey) && !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrWrongDevice) &&
-			!errors.Is(err, ErrExpired) && !errors.Is(err, ErrNotYetValid) && !errors.Is(err, ErrTooLarge) {
+		if !errors.Is(err, artifact.ErrUnknownKey) && !errors.Is(err, artifact.ErrBadSig) && !errors.Is(err, artifact.ErrWrongBound) &&
+			!errors.Is(err, artifact.ErrExpired) && !errors.Is(err, artifact.ErrNotYetValid) && !errors.Is(err, artifact.ErrTooLarge) {
 			err = fmt.Errorf("%w: %w", ErrMalformed, err)
 		}
 		return nil, err
@@ -290,24 +281,14 @@ func (b *Bundle) Validate() error {
 		if i > 0 && b.Secrets[i-1].Name >= s.Name {
 			return bad("static secrets are not sorted by unique name")
 		}
-		if len(s.Box) < 12+16 || len(s.Box) > 12+16+MaxSecretLen {
+		if len(s.Box) < SecretOverhead || len(s.Box) > SecretOverhead+MaxSecretLen {
 			return bad("static secret %q has a %d-byte box", s.Name, len(s.Box))
 		}
 	}
 	return nil
 }
 
-func checkID(name, v string) error {
-	if v == "" || len(v) > MaxIDLen || !utf8.ValidString(v) {
-		return fmt.Errorf("%s id must be 1 to %d bytes of UTF-8", name, MaxIDLen)
-	}
-	for _, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return fmt.Errorf("%s id contains a control character", name)
-		}
-	}
-	return nil
-}
+func checkID(name, v string) error { return ident.Check(name+" id", v) }
 
 func checkSecretName(n string) error {
 	if n == "" || len(n) > MaxSecretNameLen {
@@ -364,7 +345,7 @@ func (b *Bundle) entryAEAD(counter uint64, code, pin string) (cipher.AEAD, []byt
 	return aead, append([]byte(entryAD), salt...)
 }
 
-var zeroNonce = make([]byte, 12)
+var zeroNonce = make([]byte, nonceSize)
 
 // SealEntry computes entry i (for counter First+i) from the code and PIN and
 // writes it into b.Entries, which must already hold Count() entries. The
@@ -410,7 +391,7 @@ func (b *Bundle) SealSecrets(release []byte, secrets map[string][]byte) error {
 		if len(v) > MaxSecretLen {
 			return fmt.Errorf("offline: static secret %q is %d bytes, at most %d", name, len(v), MaxSecretLen)
 		}
-		nonce := make([]byte, 12, 12+len(v)+16)
+		nonce := make([]byte, nonceSize, SecretOverhead+len(v))
 		if _, err := rand.Read(nonce); err != nil {
 			return fmt.Errorf("offline: %w", err)
 		}
@@ -435,7 +416,7 @@ func (b *Bundle) OpenSecret(release []byte, name string) ([]byte, error) {
 			continue
 		}
 		aead := newGCM(keys.Derive(release, 32, purposeData, 0))
-		v, err := aead.Open(nil, s.Box[:12], s.Box[12:], b.secretAD(name))
+		v, err := aead.Open(nil, s.Box[:nonceSize], s.Box[nonceSize:], b.secretAD(name))
 		if err != nil {
 			return nil, fmt.Errorf("%w: static secret %q does not decrypt with the released key", ErrMalformed, name)
 		}

@@ -1,4 +1,24 @@
-package site
+// Package sitewire is the format of the two artifacts a site installs — a
+// provisioning package and a revocation list — written once for the server
+// that signs them (internal/siteissue: [BuildPackage],
+// [BuildRevocationList]) and the site that reads them (the public package
+// site: [ReadPackage], [ReadRevocationList]). Signing and verifying the
+// envelope is internal/artifact's job; the body types, their limits and
+// their checks are here.
+//
+// A package is bound to one site (the artifact subject) and carries the
+// scope's policy, one to [MaxEpochs] epochs, the scope keys of those epochs
+// sealed under a passphrase (internal/keys.Seal, purpose
+// [SealedKeysPurpose]; the sealed header names the site, scope and epoch
+// numbers, so the keys cannot be moved to another package), and the scope's
+// revocation list, embedded as JSON. It is valid from its first epoch's start
+// to its last epoch's end, each widened by the policy's overlap.
+//
+// The policy travels in its signed form ([Policy]: durations in whole
+// seconds). Its rules (site.Policy.Validate) are the site package's: the
+// issuer passes what site.MarshalPolicy wrote, and the reader hands the
+// decoded form to a check of the caller's before it uses anything else.
+package sitewire
 
 import (
 	"bytes"
@@ -11,6 +31,8 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/clockguard"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 )
 
@@ -30,12 +52,111 @@ const (
 	MaxRevoked            = 50000
 	MaxRevocationListSize = 16 << 20
 	MaxPackageSize        = 32 << 20
+	// MaxSeconds bounds every duration of a policy's signed form (four
+	// times the longest lockout a policy allows, site.MaxLockout).
+	MaxSeconds = int64(4 * 30 * 24 * time.Hour / time.Second)
 	// SealedKeysPurpose labels the sealed scope keys inside a package.
 	SealedKeysPurpose = "site-scope-keys"
 	// RevocationLifetime is a revocation list's not-after: lists do not
 	// really expire (a newer serial replaces them), but every artifact has one.
 	RevocationLifetime = 10 * 365 * 24 * time.Hour
 )
+
+// Errors. The public package site re-exports both.
+var (
+	// ErrBadPackage: a package or revocation list is malformed, for another
+	// site or scope, expired, or cannot be decrypted. It wraps the
+	// artifact error where there is one (artifact.ErrBadSig, ...).
+	ErrBadPackage = errors.New("site: package or revocation list refused")
+	// ErrBadID: a technician, site or scope id breaks its rule (internal/ident).
+	ErrBadID = errors.New("site: invalid id")
+)
+
+// CheckTechID checks a technician id (ident.CheckTech), wrapping ErrBadID.
+func CheckTechID(id string) error { return badID(ident.CheckTech(id)) }
+
+// CheckName checks a site or scope id (ident.CheckName), wrapping ErrBadID.
+func CheckName(kind, name string) error { return badID(ident.CheckName(kind, name)) }
+
+func badID(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadID, err)
+	}
+	return nil
+}
+
+// Epoch is an epoch as a package carries it. site.Epoch has the same
+// fields; [WireEpochs] and [EpochsAs] convert between the two.
+type Epoch epochFields
+
+type epochFields = struct {
+	N     uint32    `json:"n"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+}
+
+// WireEpochs converts epochs of a type with Epoch's fields (site.Epoch) to
+// Epoch.
+func WireEpochs[E ~epochFields](es []E) []Epoch {
+	out := make([]Epoch, len(es))
+	for i, e := range es {
+		out[i] = Epoch(e)
+	}
+	return out
+}
+
+// EpochsAs converts epochs to a type with Epoch's fields (site.Epoch).
+func EpochsAs[E ~epochFields](es []Epoch) []E {
+	out := make([]E, len(es))
+	for i, e := range es {
+		out[i] = E(e)
+	}
+	return out
+}
+
+// CheckEpochs checks a package's epochs: 1 to MaxEpochs, each at most
+// MaxEpochLength long, ascending and not overlapping.
+func CheckEpochs(es []Epoch) error {
+	if len(es) == 0 || len(es) > MaxEpochs {
+		return fmt.Errorf("site: a package covers 1 to %d epochs, not %d", MaxEpochs, len(es))
+	}
+	for i, e := range es {
+		if !e.Start.Before(e.End) || e.End.Sub(e.Start) > MaxEpochLength {
+			return fmt.Errorf("site: epoch %d must last between 0 and %v", e.N, MaxEpochLength)
+		}
+		if i > 0 && (es[i-1].N >= e.N || es[i-1].End.After(e.Start)) {
+			return errors.New("site: epochs must be in ascending order and must not overlap")
+		}
+	}
+	return nil
+}
+
+// Policy is a site policy's signed form: site.Policy with its durations in
+// whole seconds. site converts and validates it.
+type Policy struct {
+	Digits              int   `json:"digits"`
+	PeriodS             int64 `json:"period_s"`
+	Window              int   `json:"window"`
+	OverlapS            int64 `json:"overlap_s"`
+	ClockToleranceS     int64 `json:"clock_tolerance_s"`
+	LockoutFailures     int   `json:"lockout_failures"`
+	DelayS              int64 `json:"delay_s"`
+	LockoutS            int64 `json:"lockout_s"`
+	SiteFailuresPerHour int   `json:"site_failures_per_hour"`
+}
+
+// CheckDurations checks that every duration is within 0..MaxSeconds, so
+// that converting it to a time.Duration cannot overflow.
+func (w Policy) CheckDurations() error {
+	for _, v := range []int64{w.PeriodS, w.OverlapS, w.ClockToleranceS, w.DelayS, w.LockoutS} {
+		if v < 0 || v > MaxSeconds {
+			return fmt.Errorf("site: policy: a duration of %d s is out of range", v)
+		}
+	}
+	return nil
+}
+
+func seconds(s int64) time.Duration { return time.Duration(s) * time.Second }
 
 // Revoked is one entry of a revocation list: every credential of Tech for
 // an epoch up to and including Through is refused. (A credential for a later
@@ -56,7 +177,8 @@ type RevocationList struct {
 	Revoked []Revoked // sorted by Tech, no duplicates
 }
 
-type revocationBody struct {
+// RevocationBody is the signed body of a revocation list.
+type RevocationBody struct {
 	Scope   string    `json:"scope"`
 	Revoked []Revoked `json:"revoked"`
 }
@@ -84,7 +206,7 @@ func BuildRevocationList(s *keys.Signer, scope string, serial uint64, issued tim
 	for i := range rs {
 		rs[i].At = rs[i].At.UTC().Truncate(time.Second)
 	}
-	if err := checkRevoked(rs); err != nil {
+	if err := CheckRevoked(rs); err != nil {
 		return nil, err
 	}
 	if rs == nil {
@@ -92,14 +214,16 @@ func BuildRevocationList(s *keys.Signer, scope string, serial uint64, issued tim
 	}
 	h := artifact.Header{Type: TypeRevocationList, Version: RevocationVersion, Subject: scope, Serial: serial,
 		IssuedAt: issued, NotBefore: issued, NotAfter: issued.Add(RevocationLifetime)}
-	b, err := artifact.Sign(s, h, revocationBody{Scope: scope, Revoked: rs})
+	b, err := artifact.Sign(s, h, RevocationBody{Scope: scope, Revoked: rs})
 	if err == nil && len(b) > MaxRevocationListSize {
 		return nil, fmt.Errorf("site: revocation list is %d bytes, over the %d byte limit", len(b), MaxRevocationListSize)
 	}
 	return b, err
 }
 
-func checkRevoked(rs []Revoked) error {
+// CheckRevoked checks a list's entries: at most MaxRevoked, valid
+// technician ids, sorted without repeats.
+func CheckRevoked(rs []Revoked) error {
 	if len(rs) > MaxRevoked {
 		return fmt.Errorf("site: %d revoked technicians, the limit is %d", len(rs), MaxRevoked)
 	}
@@ -108,7 +232,7 @@ func checkRevoked(rs []Revoked) error {
 			return err
 		}
 		if i > 0 && rs[i-1].Tech >= r.Tech {
-			return fmt.Errorf("site: revocation list entries are not sorted or repeat %q", clip(r.Tech))
+			return fmt.Errorf("site: revocation list entries are not sorted or repeat %q", ident.Clip(r.Tech))
 		}
 	}
 	return nil
@@ -126,14 +250,14 @@ func ReadRevocationList(data []byte, ring artifact.Keyring, scope string) (*Revo
 	if h.Version != RevocationVersion {
 		return nil, fmt.Errorf("%w: revocation list version %d is not supported by this Outpost", ErrBadPackage, h.Version)
 	}
-	var b revocationBody
+	var b RevocationBody
 	if err := artifact.DecodeBody(body, &b); err != nil {
 		return nil, fmt.Errorf("%w: revocation list: %w", ErrBadPackage, err)
 	}
 	if b.Scope != h.Subject || h.Serial == 0 || b.Revoked == nil {
 		return nil, fmt.Errorf("%w: revocation list: scope, serial or entries missing or inconsistent", ErrBadPackage)
 	}
-	if err := checkRevoked(b.Revoked); err != nil {
+	if err := CheckRevoked(b.Revoked); err != nil {
 		return nil, fmt.Errorf("%w: revocation list: %w", ErrBadPackage, err)
 	}
 	return &RevocationList{Header: h, Scope: b.Scope, Serial: h.Serial, Revoked: b.Revoked}, nil
@@ -151,18 +275,12 @@ type Package struct {
 	sealed     []byte
 }
 
-type epochWire struct {
-	N     uint32    `json:"n"`
-	Start time.Time `json:"start"`
-	End   time.Time `json:"end"`
-}
-
 type packageBody struct {
-	Site   string      `json:"site"`
-	Scope  string      `json:"scope"`
-	Policy policyWire  `json:"policy"`
-	Epochs []epochWire `json:"epochs"`
-	Keys   []byte      `json:"keys"` // a keys.Seal file holding the scope keys, in epoch order
+	Site   string  `json:"site"`
+	Scope  string  `json:"scope"`
+	Policy Policy  `json:"policy"`
+	Epochs []Epoch `json:"epochs"`
+	Keys   []byte  `json:"keys"` // a keys.Seal file holding the scope keys, in epoch order
 	// Revocation is the scope's revocation list artifact, embedded as JSON
 	// (not base64) so that a long list is not inflated twice.
 	Revocation json.RawMessage `json:"revocation"`
@@ -171,8 +289,10 @@ type packageBody struct {
 // PackageSpec is what BuildPackage signs.
 type PackageSpec struct {
 	Site, Scope string
-	Policy      Policy
-	Epochs      []Epoch
+	// Policy is the scope's policy as site.MarshalPolicy wrote it (and
+	// validated it).
+	Policy []byte
+	Epochs []Epoch
 	// ScopeKeys are the keys of Epochs, in the same order. They are sealed
 	// under the passphrase; nothing else in the package is secret.
 	ScopeKeys  [][]byte
@@ -215,7 +335,7 @@ func SealScopeKeys(spec PackageSpec, passphrase []byte, kdf keys.KDFParams) (*Se
 	if err := CheckName("scope", spec.Scope); err != nil {
 		return nil, err
 	}
-	if err := checkEpochs(spec.Epochs); err != nil {
+	if err := CheckEpochs(spec.Epochs); err != nil {
 		return nil, err
 	}
 	if len(spec.ScopeKeys) != len(spec.Epochs) {
@@ -223,7 +343,7 @@ func SealScopeKeys(spec PackageSpec, passphrase []byte, kdf keys.KDFParams) (*Se
 	}
 	var payload []byte
 	for _, k := range spec.ScopeKeys {
-		if len(k) != ScopeKeySize {
+		if len(k) != keys.Size {
 			return nil, errors.New("site: scope keys must be 32 bytes")
 		}
 		payload = append(payload, k...)
@@ -241,41 +361,47 @@ func SealScopeKeys(spec PackageSpec, passphrase []byte, kdf keys.KDFParams) (*Se
 // BuildSealedPackage signs spec with scope keys sealed by SealScopeKeys for
 // the same site, scope and epoch numbers (spec.ScopeKeys is not used).
 func BuildSealedPackage(s *keys.Signer, spec PackageSpec, sealed *SealedKeys) ([]byte, error) {
-	if err := checkSpec(spec); err != nil {
+	pol, err := checkSpec(spec)
+	if err != nil {
 		return nil, err
 	}
 	if sealed == nil || sealed.site != spec.Site || sealed.scope != spec.Scope || sealed.epochs != sealedMeta(spec.Scope, spec.Epochs)["epochs"] {
 		return nil, errors.New("site: the sealed scope keys were made for another site, scope or epochs")
 	}
-	ew := make([]epochWire, len(spec.Epochs))
+	ew := make([]Epoch, len(spec.Epochs))
 	for i, e := range spec.Epochs {
-		ew[i] = epochWire{e.N, e.Start.UTC(), e.End.UTC()}
+		ew[i] = Epoch{e.N, e.Start.UTC(), e.End.UTC()}
 	}
-	body := packageBody{Site: spec.Site, Scope: spec.Scope, Policy: spec.Policy.wire(), Epochs: ew, Keys: sealed.data, Revocation: json.RawMessage(spec.Revocation)}
-	first, last := spec.Epochs[0], spec.Epochs[len(spec.Epochs)-1]
+	body := packageBody{Site: spec.Site, Scope: spec.Scope, Policy: pol, Epochs: ew, Keys: sealed.data, Revocation: json.RawMessage(spec.Revocation)}
+	first, last, overlap := spec.Epochs[0], spec.Epochs[len(spec.Epochs)-1], seconds(pol.OverlapS)
 	h := artifact.Header{Type: TypePackage, Version: PackageVersion, Subject: spec.Site, Serial: spec.Serial,
-		IssuedAt: spec.IssuedAt, NotBefore: first.Start.Add(-spec.Policy.Overlap), NotAfter: last.End.Add(spec.Policy.Overlap)}
+		IssuedAt: spec.IssuedAt, NotBefore: first.Start.Add(-overlap), NotAfter: last.End.Add(overlap)}
 	return artifact.Sign(s, h, body)
 }
 
-// checkSpec checks what both halves of BuildPackage rely on.
-func checkSpec(spec PackageSpec) error {
+// checkSpec checks what both halves of BuildPackage rely on, and decodes
+// the spec's policy.
+func checkSpec(spec PackageSpec) (Policy, error) {
+	var pol Policy
 	if err := CheckName("site", spec.Site); err != nil {
-		return err
+		return pol, err
 	}
 	if err := CheckName("scope", spec.Scope); err != nil {
-		return err
+		return pol, err
 	}
-	if err := spec.Policy.Validate(); err != nil {
-		return err
+	if err := artifact.DecodeBody(spec.Policy, &pol); err != nil {
+		return pol, fmt.Errorf("site: policy: %w", err)
 	}
-	if err := checkEpochs(spec.Epochs); err != nil {
-		return err
+	if err := pol.CheckDurations(); err != nil {
+		return pol, err
+	}
+	if err := CheckEpochs(spec.Epochs); err != nil {
+		return pol, err
 	}
 	if len(spec.Revocation) == 0 {
-		return errors.New("site: a package carries the scope's revocation list")
+		return pol, errors.New("site: a package carries the scope's revocation list")
 	}
-	return nil
+	return pol, nil
 }
 
 func sealedMeta(scope string, es []Epoch) map[string]string {
@@ -286,28 +412,14 @@ func sealedMeta(scope string, es []Epoch) map[string]string {
 	return map[string]string{"scope": scope, "epochs": strings.Join(ns, ",")}
 }
 
-func checkEpochs(es []Epoch) error {
-	if len(es) == 0 || len(es) > MaxEpochs {
-		return fmt.Errorf("site: a package covers 1 to %d epochs, not %d", MaxEpochs, len(es))
-	}
-	for i, e := range es {
-		if !e.Start.Before(e.End) || e.End.Sub(e.Start) > MaxEpochLength {
-			return fmt.Errorf("site: epoch %d must last between 0 and %v", e.N, MaxEpochLength)
-		}
-		if i > 0 && (es[i-1].N >= e.N || es[i-1].End.After(e.Start)) {
-			return errors.New("site: epochs must be in ascending order and must not overlap")
-		}
-	}
-	return nil
-}
-
 // ReadPackage verifies a provisioning package signed by a key of ring and
-// bound to siteID, decodes it, and verifies the revocation list inside it.
-// When now is not zero, a package that is not valid yet or whose epochs are
-// all over (allowing the package's own clock tolerance) is refused with an
-// error that also wraps artifact.ErrNotYetValid or artifact.ErrExpired.
-// Every error wraps ErrBadPackage.
-func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Time) (*Package, error) {
+// bound to siteID, decodes it, hands its policy to checkPolicy (the site's
+// rules), and verifies the revocation list inside it. When now is not zero,
+// a package that is not valid yet or whose epochs are all over (allowing
+// the policy's clock tolerance) is refused with an error that also wraps
+// artifact.ErrNotYetValid or artifact.ErrExpired. Every error wraps
+// ErrBadPackage.
+func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Time, checkPolicy func(Policy) error) (*Package, error) {
 	fail := func(err error, format string, a ...any) (*Package, error) {
 		msg := fmt.Sprintf(format, a...)
 		if err != nil {
@@ -330,20 +442,18 @@ func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Tim
 		return fail(err, "provisioning package")
 	}
 	if b.Site != h.Subject {
-		return fail(artifact.ErrWrongBound, "body names site %q, header %q", clip(b.Site), clip(h.Subject))
+		return fail(artifact.ErrWrongBound, "body names site %q, header %q", ident.Clip(b.Site), ident.Clip(h.Subject))
 	}
 	if err := CheckName("scope", b.Scope); err != nil {
 		return fail(err, "provisioning package")
 	}
-	pol, err := b.Policy.policy()
-	if err != nil {
+	if err := b.Policy.CheckDurations(); err != nil {
 		return fail(err, "provisioning package")
 	}
-	es := make([]Epoch, len(b.Epochs))
-	for i, e := range b.Epochs {
-		es[i] = Epoch{e.N, e.Start, e.End}
+	if err := checkPolicy(b.Policy); err != nil {
+		return fail(err, "provisioning package")
 	}
-	if err := checkEpochs(es); err != nil {
+	if err := CheckEpochs(b.Epochs); err != nil {
 		return fail(err, "provisioning package")
 	}
 	if len(b.Keys) == 0 || len(b.Keys) > keys.MaxSealedFileSize {
@@ -354,17 +464,18 @@ func ReadPackage(data []byte, ring artifact.Keyring, siteID string, now time.Tim
 		return nil, err
 	}
 	if !now.IsZero() {
-		tol := pol.ClockTolerance
-		if now.Add(tol).Before(h.NotBefore) {
+		// A package's window, like an epoch's (site's Epoch.Open), excludes
+		// its end: it is over at NotAfter itself.
+		switch clockguard.Window(now, h.NotBefore, h.NotAfter.Add(-time.Nanosecond), seconds(b.Policy.ClockToleranceS)) {
+		case clockguard.Before:
 			return fail(artifact.ErrNotYetValid, "valid from %s, the site's time is %s (check the site clock)",
 				h.NotBefore.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
-		}
-		if !now.Add(-tol).Before(h.NotAfter) {
+		case clockguard.After:
 			return fail(artifact.ErrExpired, "its epochs ended at %s, the site's time is %s: provision the site again",
 				h.NotAfter.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 		}
 	}
-	return &Package{Header: h, Site: b.Site, Scope: b.Scope, Policy: pol, Epochs: es, Revocation: rl, sealed: b.Keys}, nil
+	return &Package{Header: h, Site: b.Site, Scope: b.Scope, Policy: b.Policy, Epochs: b.Epochs, Revocation: rl, sealed: b.Keys}, nil
 }
 
 // OpenKeys decrypts the package's scope keys, one per epoch, with the
@@ -377,13 +488,13 @@ func (p *Package) OpenKeys(passphrase []byte) ([][]byte, error) {
 	}
 	want := sealedMeta(p.Scope, p.Epochs)
 	if s.Unsealed || s.Purpose != SealedKeysPurpose || s.Subject != p.Site || len(s.Meta) != len(want) ||
-		s.Meta["scope"] != want["scope"] || s.Meta["epochs"] != want["epochs"] || len(pt) != ScopeKeySize*len(p.Epochs) {
+		s.Meta["scope"] != want["scope"] || s.Meta["epochs"] != want["epochs"] || len(pt) != keys.Size*len(p.Epochs) {
 		clear(pt)
 		return nil, fmt.Errorf("%w: the sealed scope keys do not belong to this package", ErrBadPackage)
 	}
 	out := make([][]byte, len(p.Epochs))
 	for i := range out {
-		out[i] = bytes.Clone(pt[i*ScopeKeySize : (i+1)*ScopeKeySize])
+		out[i] = bytes.Clone(pt[i*keys.Size : (i+1)*keys.Size])
 	}
 	clear(pt)
 	return out, nil
