@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/devicelog"
+	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -154,4 +157,40 @@ func (s *Store) remaining(b *bundlefmt.Bundle, st tokenState, now time.Time) int
 		return 0
 	}
 	return int(b.Last() - from + 1)
+}
+
+// Unlock is Verify for a code that opens static secrets: it checks, before
+// the code is used, that the user's bundle carries secrets and, when name is
+// not empty, the secret name (an error wrapping ErrNoSecret otherwise, with
+// nothing counted); then verifies a as Verify does and decrypts the named
+// secret, or every secret, with the released key.
+func (s *Store) Unlock(ctx context.Context, a Attempt, name string) (*Result, map[string][]byte, error) {
+	ts, err := s.Lookup(ctx, a.Realm, a.User, a.Token)
+	if err != nil {
+		return nil, nil, err
+	}
+	if name != "" && !slices.Contains(ts.Secrets, name) {
+		return nil, nil, fmt.Errorf("%w: the bundle of %s carries no secret %q (it has: %s); the code was not used",
+			ErrNoSecret, ts.TokenKey, ident.Clip(name), strings.Join(ts.Secrets, ", "))
+	}
+	if len(ts.Secrets) == 0 && ts.Wiped.IsZero() {
+		return nil, nil, fmt.Errorf("%w: the bundle of %s carries no static secret (verify the code instead); the code was not used", ErrNoSecret, ts.TokenKey)
+	}
+	res, err := s.Verify(ctx, a)
+	if err != nil {
+		return nil, nil, err
+	}
+	names := res.SecretNames()
+	if name != "" {
+		names = []string{name}
+	}
+	secrets := make(map[string][]byte, len(names))
+	for _, n := range names {
+		v, err := res.Secret(n)
+		if err != nil {
+			return res, nil, err
+		}
+		secrets[n] = v
+	}
+	return res, secrets, nil
 }

@@ -70,3 +70,15 @@ func (c *Clients) Disable(ctx context.Context, realm, id, actor string) error {
 	}
 	return c.Audit.Record(ctx, audit.APIClientRevoke, actor, id, nil)
 }
+
+// List returns realm's API clients, ordered by id.
+func (c *Clients) List(ctx context.Context, realm string) ([]store.APIClient, error) {
+	return c.Store.ListAPIClients(ctx, realm)
+}
+
+// ByHash finds the client whose token hashes to hash (Hasher.Hash of the
+// presented token); store.ErrNotFound when none does. Callers compare the
+// hash again in constant time (Equal) and check Disabled.
+func (c *Clients) ByHash(ctx context.Context, hash []byte) (store.APIClient, error) {
+	return c.Store.GetAPIClientByHash(ctx, hash)
+}

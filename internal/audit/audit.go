@@ -166,3 +166,8 @@ func (r Report) broken(i int, err error) Report {
 	r.Problem = err.Error()
 	return r
 }
+
+// List returns up to limit entries with Seq > after, in order.
+func (l *Log) List(ctx context.Context, after uint64, limit int) ([]eventlog.Entry, error) {
+	return l.Store.ListAudit(ctx, after, limit)
+}

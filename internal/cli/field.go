@@ -48,7 +48,7 @@ func fieldExit(err error) error {
 		errors.Is(err, offline.ErrNotYetValid), errors.Is(err, offline.ErrStale), errors.Is(err, offline.ErrUnknownUser):
 		return withCode(ExitRefused, err)
 	case errors.Is(err, otp.ErrMalformedCode), errors.Is(err, offline.ErrPINRequired), errors.Is(err, offline.ErrPINNotUsed),
-		errors.Is(err, offline.ErrAmbiguous):
+		errors.Is(err, offline.ErrAmbiguous), errors.Is(err, offline.ErrNoSecret):
 		return usageError{err}
 	}
 	return err
@@ -215,16 +215,8 @@ secret name is checked before the code is used.`
 		}
 		defer s.Close()
 		if unlock {
-			ts, err := s.Lookup(c.Context(), a.Realm, a.User, a.Token)
-			if err != nil {
-				return fieldExit(err)
-			}
-			if secret != "" && !contains(ts.Secrets, secret) {
-				return usageError{fmt.Errorf("the bundle of %s carries no secret %q (it has: %s); the code was not used", ts.TokenKey, secret, strings.Join(ts.Secrets, ", "))}
-			}
-			if len(ts.Secrets) == 0 && ts.Wiped.IsZero() {
-				return usageError{fmt.Errorf("the bundle of %s carries no static secret: use 'outpost field verify'; the code was not used", ts.TokenKey)}
-			}
+			res, secrets, err := s.Unlock(c.Context(), a, secret)
+			return e.printUnlocked(res, secrets, err, asJSON, secret)
 		}
 		res, err := s.Verify(c.Context(), a)
 		if err != nil {
@@ -233,42 +225,14 @@ secret name is checked before the code is used.`
 			}
 			return fieldExit(err)
 		}
-		out := map[string]any{"ok": true, "realm": res.Realm, "user": res.User, "token": res.Token, "counter": res.Counter, "serial": res.Serial}
-		if !unlock {
-			if asJSON {
-				return e.printJSON(out)
-			}
-			word := "counter"
-			if res.Type == "totp" {
-				word = "step"
-			}
-			fmt.Fprintf(e.stdout, "OK: %s accepted (%s %d)\n", res.TokenKey, word, res.Counter)
-			return nil
-		}
-		names := res.SecretNames()
-		if secret != "" {
-			names = []string{secret}
-		}
-		secrets := map[string]string{}
-		for _, n := range names {
-			v, err := res.Secret(n)
-			if err != nil {
-				return fieldExit(err)
-			}
-			secrets[n] = string(v)
-		}
 		if asJSON {
-			out["secrets"] = secrets
-			return e.printJSON(out)
+			return e.printJSON(map[string]any{"ok": true, "realm": res.Realm, "user": res.User, "token": res.Token, "counter": res.Counter, "serial": res.Serial})
 		}
-		if secret != "" {
-			fmt.Fprintln(e.stdout, secrets[secret])
-			return nil
+		word := "counter"
+		if res.Type == "totp" {
+			word = "step"
 		}
-		sort.Strings(names)
-		for _, n := range names {
-			fmt.Fprintf(e.stdout, "%s: %s\n", n, secrets[n])
-		}
+		fmt.Fprintf(e.stdout, "OK: %s accepted (%s %d)\n", res.TokenKey, word, res.Counter)
 		return nil
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
@@ -288,13 +252,37 @@ secret name is checked before the code is used.`
 	return c
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
+// printUnlocked prints what Store.Unlock released: the one secret asked
+// for, or every secret as NAME: VALUE lines; with --json, all of it.
+func (e *env) printUnlocked(res *offline.Result, secrets map[string][]byte, err error, asJSON bool, name string) error {
+	if err != nil {
+		if asJSON {
+			_ = e.printJSON(map[string]any{"ok": false, "error": err.Error()})
 		}
+		return fieldExit(err)
 	}
-	return false
+	if asJSON {
+		out := map[string]any{"ok": true, "realm": res.Realm, "user": res.User, "token": res.Token, "counter": res.Counter, "serial": res.Serial}
+		text := map[string]string{}
+		for n, v := range secrets {
+			text[n] = string(v)
+		}
+		out["secrets"] = text
+		return e.printJSON(out)
+	}
+	if name != "" {
+		fmt.Fprintln(e.stdout, string(secrets[name]))
+		return nil
+	}
+	names := make([]string, 0, len(secrets))
+	for n := range secrets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(e.stdout, "%s: %s\n", n, secrets[n])
+	}
+	return nil
 }
 
 func (e *env) fieldStatusCmd() *cobra.Command {

@@ -234,3 +234,18 @@ func (s *Service) Revoke(ctx context.Context, realm, id string, burnHOTP bool, a
 	}
 	return rep, s.Audit.Record(ctx, KindDeviceRevoke, actor, id, map[string]any{"realm": realm, "bundles": len(rep.Bundles), "burn_hotp": burnHOTP})
 }
+
+// Devices lists realm's devices with ids after after, in id order.
+func (s *Service) Devices(ctx context.Context, realm, after string, limit int) ([]store.Device, error) {
+	return s.Sync.ListDevices(ctx, realm, after, limit)
+}
+
+// Device returns a device (store.ErrNotFound when there is none).
+func (s *Service) Device(ctx context.Context, id string) (store.Device, error) {
+	return s.Sync.GetDevice(ctx, id)
+}
+
+// DeviceTokens returns what the server knows of a device's tokens.
+func (s *Service) DeviceTokens(ctx context.Context, realm, device string) ([]store.DeviceToken, error) {
+	return s.Sync.ListDeviceTokens(ctx, realm, device)
+}

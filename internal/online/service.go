@@ -432,3 +432,20 @@ func (s *Service) SetPIN(ctx context.Context, realm, user, p, actor string) erro
 	}
 	return s.Audit.Record(ctx, audit.PINSet, actor, user, nil)
 }
+
+// User returns a user (store.ErrNotFound when realm has none of that id).
+func (s *Service) User(ctx context.Context, realm, id string) (store.User, error) {
+	return s.Store.GetUser(ctx, realm, id)
+}
+
+// Users returns up to limit users of realm with ids after after, in id order.
+func (s *Service) Users(ctx context.Context, realm, after string, limit int) ([]store.User, error) {
+	return s.Store.ListUsers(ctx, realm, after, limit)
+}
+
+// Tokens returns a user's tokens (store.ErrNotFound when the user does not
+// exist, rather than an empty list).
+func (s *Service) Tokens(ctx context.Context, realm, user string) ([]store.Token, error) {
+	_, ts, err := s.Store.GetUserTokens(ctx, realm, user)
+	return ts, err
+}

@@ -43,7 +43,7 @@ func (s *Server) createAPIClient(r *request) (int, any, error) {
 }
 
 func (s *Server) listAPIClients(r *request) (int, any, error) {
-	cs, err := s.cfg.Store.ListAPIClients(r.ctx, r.realm())
+	cs, err := s.clients.List(r.ctx, r.realm())
 	if err != nil {
 		return 0, nil, err
 	}
@@ -93,7 +93,7 @@ func (s *Server) listAudit(r *request) (int, any, error) {
 		}
 		limit = n
 	}
-	es, err := s.cfg.Store.ListAudit(r.ctx, after, limit)
+	es, err := s.audit.List(r.ctx, after, limit)
 	if err != nil {
 		return 0, nil, err
 	}

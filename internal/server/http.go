@@ -171,7 +171,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, scopes []str
 	c, cached := s.auth.get(hash, s.cfg.Now())
 	var err error
 	if !cached {
-		c, err = s.cfg.Store.GetAPIClientByHash(ctx, hash)
+		c, err = s.clients.ByHash(ctx, hash)
 		if err == nil && !c.Disabled {
 			s.auth.put(hash, c, s.cfg.Now())
 		}

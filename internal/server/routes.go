@@ -165,7 +165,7 @@ func (s *Server) getUser(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	u, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id)
+	u, err := s.svc.User(r.ctx, r.realm(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
 	}
@@ -188,7 +188,7 @@ func (s *Server) listUsers(r *request) (int, any, error) {
 	if len(after) > ident.MaxAPILen {
 		return 0, nil, errorf(http.StatusBadRequest, "invalid_after", "after must be a user id")
 	}
-	us, err := s.cfg.Store.ListUsers(r.ctx, r.realm(), after, limit)
+	us, err := s.svc.Users(r.ctx, r.realm(), after, limit)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -228,13 +228,12 @@ func (s *Server) setPIN(r *request) (int, any, error) {
 	if err := r.decode(&in); err != nil {
 		return 0, nil, err
 	}
-	if err := pin.Validate(in.PIN); err != nil {
+	switch err := s.svc.SetPIN(r.ctx, r.realm(), id, in.PIN, r.actor()); {
+	case errors.Is(err, pin.ErrInvalid):
 		return 0, nil, errorf(http.StatusBadRequest, "invalid_pin", "the PIN must be %d to %d digits", pin.MinLen, pin.MaxLen)
-	}
-	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
+	case errors.Is(err, store.ErrNotFound):
 		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
-	}
-	if err := s.svc.SetPIN(r.ctx, r.realm(), id, in.PIN, r.actor()); err != nil {
+	case err != nil:
 		return 0, nil, err
 	}
 	return http.StatusNoContent, nil, nil
@@ -245,10 +244,10 @@ func (s *Server) resetLockout(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
+	switch err := s.svc.ResetLockout(r.ctx, r.realm(), id, r.actor()); {
+	case errors.Is(err, store.ErrNotFound):
 		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
-	}
-	if err := s.svc.ResetLockout(r.ctx, r.realm(), id, r.actor()); err != nil {
+	case err != nil:
 		return 0, nil, err
 	}
 	return http.StatusNoContent, nil, nil
@@ -309,12 +308,10 @@ func (s *Server) createToken(r *request) (int, any, error) {
 	if in.Seed != "" && in.Seed != store.SeedDerived && in.Seed != store.SeedRandom {
 		return 0, nil, errorf(http.StatusBadRequest, "invalid_seed", "seed must be derived or random")
 	}
-	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
-		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
-	} else if err != nil {
-		return 0, nil, err
-	}
 	t, seed, err := s.svc.Enrol(r.ctx, r.realm(), id, p, in.Seed, r.actor())
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
+	}
 	if err != nil {
 		return 0, nil, err
 	}
@@ -342,10 +339,10 @@ func (s *Server) listTokens(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if _, err := s.cfg.Store.GetUser(r.ctx, r.realm(), id); errors.Is(err, store.ErrNotFound) {
+	ts, err := s.svc.Tokens(r.ctx, r.realm(), id)
+	if errors.Is(err, store.ErrNotFound) {
 		return 0, nil, errorf(http.StatusNotFound, "user_not_found", "no user %q", id)
 	}
-	ts, err := s.cfg.Store.ListTokens(r.ctx, r.realm(), id)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -191,7 +191,7 @@ func (a *syncAPI) list(r *request) (int, any, error) {
 		}
 		limit = n
 	}
-	ds, err := svc.Sync.ListDevices(r.ctx, r.realm(), r.URL.Query().Get("after"), limit)
+	ds, err := svc.Devices(r.ctx, r.realm(), r.URL.Query().Get("after"), limit)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -209,7 +209,7 @@ func (a *syncAPI) list(r *request) (int, any, error) {
 
 // device finds a device of the caller's realm.
 func (a *syncAPI) device(r *request, svc *fieldsync.Service) (store.Device, error) {
-	d, err := svc.Sync.GetDevice(r.ctx, r.PathValue("id"))
+	d, err := svc.Device(r.ctx, r.PathValue("id"))
 	if errors.Is(err, store.ErrNotFound) || (err == nil && d.Realm != r.realm()) {
 		return store.Device{}, errorf(http.StatusNotFound, "device_not_found", "no device %q", ident.Clip(r.PathValue("id")))
 	}
@@ -241,7 +241,7 @@ func (a *syncAPI) get(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	dts, err := svc.Sync.ListDeviceTokens(r.ctx, d.Realm, d.ID)
+	dts, err := svc.DeviceTokens(r.ctx, d.Realm, d.ID)
 	if err != nil {
 		return 0, nil, err
 	}
