@@ -248,3 +248,14 @@ func (e *env) siteFailure(f *siteFlags, err error) error {
 	}
 	return err
 }
+
+// withSiteBackend opens the backend f chooses for one command, runs fn on it
+// and closes it.
+func (e *env) withSiteBackend(c *cobra.Command, f *siteFlags, masterFlag string, fn func(b siteBackend) error) error {
+	b, err := e.siteBackend(c.Context(), c, f, masterFlag)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return fn(b)
+}
