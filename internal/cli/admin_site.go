@@ -190,8 +190,8 @@ must differ. FILE is never overwritten. Install it with 'outpost site init'.
 				if err != nil {
 					return e.siteFailure(&f, err)
 				}
-				if err := datadir.WriteFileExclusive(out, p.Package, 0o600); err != nil {
-					return fmt.Errorf("writing the package: %w (it is never overwritten; remove it or choose another --out)", err)
+				if err := writeNewAs(out, p.Package, "the package", "out"); err != nil {
+					return err
 				}
 				size := len(p.Package)
 				if f.api.asJSON {
@@ -274,8 +274,8 @@ the revoked ones, with --reinstate.
 				info := map[string]any{"scope": scope, "tech": tech, "epoch": cred.Epoch,
 					"valid_from": cred.ValidFrom, "valid_until": cred.ValidUntil, "fingerprint": cred.Fingerprint}
 				if keyFile != "" {
-					if err := datadir.WriteFileExclusive(keyFile, cred.KeyFile, 0o600); err != nil {
-						return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --key-file)", err)
+					if err := writeNewAs(keyFile, cred.KeyFile, "key file", "key-file"); err != nil {
+						return err
 					}
 					info["key_file"] = keyFile
 					if f.api.asJSON {

@@ -172,8 +172,8 @@ not match, 3 when the server refuses the device or the file.`,
 			if err != nil {
 				return importSyncExit(err)
 			}
-			if err := datadir.WriteFileExclusive(out, answer, 0o600); err != nil {
-				return fmt.Errorf("writing %s: %w (it is never overwritten)", out, err)
+			if err := writeNew(out, answer); err != nil {
+				return err
 			}
 			if sf.asJSON {
 				return e.printJSON(map[string]any{"answer": out, "bytes": len(answer)})

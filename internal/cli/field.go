@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -196,15 +195,8 @@ them: the one named by --secret, or all of them as NAME: VALUE lines. The
 secret name is checked before the code is used.`
 	}
 	c.RunE = func(c *cobra.Command, _ []string) error {
-		if pinFile != "" {
-			if a.PIN != "" {
-				return usageError{errors.New("use --pin or --pin-file, not both")}
-			}
-			b, err := datadir.ReadFileLimit(pinFile, 4096)
-			if err != nil {
-				return fmt.Errorf("reading --pin-file: %w", err)
-			}
-			a.PIN = string(bytes.TrimRight(b, "\r\n"))
+		if err := pinFromFile(&a.PIN, pinFile); err != nil {
+			return err
 		}
 		return e.withField(dir, func(s *offline.Store) error {
 			if unlock {

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/apiclient"
-	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/syncproto"
 	"github.com/outpost-auth/outpost/offline"
@@ -203,8 +201,8 @@ answer and export again. FILE is never overwritten.`,
 				if err != nil {
 					return fieldExit(err)
 				}
-				if err := datadir.WriteFileExclusive(args[0], data, 0o600); err != nil {
-					return fmt.Errorf("writing %s: %w (it is never overwritten)", args[0], err)
+				if err := writeNew(args[0], data); err != nil {
+					return err
 				}
 				if asJSON {
 					return e.printJSON(map[string]any{"file": args[0], "bytes": len(data), "upload": info})
@@ -327,15 +325,8 @@ follows, so that the server's state arrives with the bundle.`,
 		Example: "  outpost field login --data ./field --server https://outpost.example:8443 --user alice --code 123456 --pin-file pin.txt --token-file verifier.token",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if pinFile != "" {
-				if pin != "" {
-					return usageError{errors.New("use --pin or --pin-file, not both")}
-				}
-				b, err := datadir.ReadFileLimit(pinFile, 4096)
-				if err != nil {
-					return fmt.Errorf("reading --pin-file: %w", err)
-				}
-				pin = string(bytes.TrimRight(b, "\r\n"))
+			if err := pinFromFile(&pin, pinFile); err != nil {
+				return err
 			}
 			if pin == "" {
 				return usageError{errors.New("a login needs the user's PIN (--pin or --pin-file): it is mixed into the bundle")}
@@ -345,13 +336,9 @@ follows, so that the server's state arrives with the bundle.`,
 				if err != nil {
 					return err
 				}
-				tok := os.Getenv(TokenEnv)
-				if tokenFile != "" {
-					b, err := datadir.ReadFileLimit(tokenFile, 4096)
-					if err != nil {
-						return fmt.Errorf("reading --token-file: %w", err)
-					}
-					tok = string(bytes.TrimSpace(b))
+				tok, err := apiToken(tokenFile)
+				if err != nil {
+					return err
 				}
 				if tok == "" {
 					return usageError{errors.New("no API token: pass --token-file FILE (verifier scope) or set " + TokenEnv)}

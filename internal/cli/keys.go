@@ -225,8 +225,8 @@ else $` + PassphraseEnv + `, else a prompt).`,
 				if err != nil {
 					return e.siteFailure(&f, err)
 				}
-				if err := datadir.WriteFileExclusive(out, k.Data, 0o600); err != nil {
-					return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --out)", err)
+				if err := writeNewAs(out, k.Data, "key file", "out"); err != nil {
+					return err
 				}
 				if f.api.asJSON {
 					return e.printJSON(map[string]any{"file": out, "subject": subject, "epoch": epoch, "fingerprint": k.Fingerprint})
