@@ -178,14 +178,8 @@ must differ. FILE is never overwritten. Install it with 'outpost site init'.
 			if err := site.CheckName("scope", scope); err != nil {
 				return usageError{err}
 			}
-			if err := notThere(out); err != nil {
-				return err
-			}
-			return e.withSiteBackend(c, &f, "master-passphrase-file", func(b siteBackend) error {
-				pass, err := passphraseSource{file: pkgPassFile, prompt: "Passphrase for the package " + out}.read(true)
-				if err != nil {
-					return err
-				}
+			newPass := passphraseSource{file: pkgPassFile, prompt: "Passphrase for the package " + out}
+			return e.withSecretOut(c, &f, "master-passphrase-file", out, newPass, func(b siteBackend, pass []byte) error {
 				p, err := b.Provision(c.Context(), scope, siteID, pass)
 				if err != nil {
 					return e.siteFailure(&f, err)

@@ -213,14 +213,8 @@ else $` + PassphraseEnv + `, else a prompt).`,
 			if err := keyexport.CheckSubject(subject); err != nil {
 				return usageError{fmt.Errorf("--subject: %w", err)}
 			}
-			if err := notThere(out); err != nil {
-				return err
-			}
-			return e.withSiteBackend(c, &f, "passphrase-file", func(b siteBackend) error {
-				pass, err := passphraseSource{file: exportPassFile, prompt: "Passphrase for " + out}.read(true)
-				if err != nil {
-					return err
-				}
+			newPass := passphraseSource{file: exportPassFile, prompt: "Passphrase for " + out}
+			return e.withSecretOut(c, &f, "passphrase-file", out, newPass, func(b siteBackend, pass []byte) error {
 				k, err := b.ExportSubject(c.Context(), subject, epoch, pass)
 				if err != nil {
 					return e.siteFailure(&f, err)

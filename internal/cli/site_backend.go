@@ -259,3 +259,19 @@ func (e *env) withSiteBackend(c *cobra.Command, f *siteFlags, masterFlag string,
 	defer b.Close()
 	return fn(b)
 }
+
+// withSecretOut is withSiteBackend for a command that writes a new
+// passphrase-sealed file to out: out must not exist yet, and fn gets the
+// file's passphrase from newPass (asked twice at a prompt).
+func (e *env) withSecretOut(c *cobra.Command, f *siteFlags, masterFlag, out string, newPass passphraseSource, fn func(b siteBackend, pass []byte) error) error {
+	if err := notThere(out); err != nil {
+		return err
+	}
+	return e.withSiteBackend(c, f, masterFlag, func(b siteBackend) error {
+		pass, err := newPass.read(true)
+		if err != nil {
+			return err
+		}
+		return fn(b, pass)
+	})
+}
