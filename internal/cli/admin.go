@@ -230,6 +230,8 @@ func (e *env) adminUserCmd() *cobra.Command {
 	return c
 }
 
+// adminTokenCmd is long because it is a table of five subcommands over one
+// set of flag variables (their help, flags and API call side by side).
 func (e *env) adminTokenCmd() *cobra.Command {
 	c := &cobra.Command{Use: "token", Short: "Enrol, confirm, list, resync and delete a user's OTP tokens"}
 	var user, typ, alg, seed, png, uriFile, code, code2, tok string

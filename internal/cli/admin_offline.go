@@ -14,6 +14,8 @@ import (
 	"golang.org/x/term"
 )
 
+// adminOfflineCmd is long because it is a cobra command builder with many
+// flags; its body only turns them into one API request and writes the answer.
 func (e *env) adminOfflineCmd() *cobra.Command {
 	c := &cobra.Command{Use: "offline", Short: "Issue offline bundles (hash lists) for field devices"}
 	var sf serverFlags

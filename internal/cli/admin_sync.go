@@ -20,6 +20,8 @@ import (
 
 // Administration of field devices and the air-gapped sync path (docs/sync.md).
 
+// adminDeviceCmd is long because it is a table of subcommands over one set of
+// flag variables (their help, flags and API call side by side).
 func (e *env) adminDeviceCmd() *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Register, list, inspect and revoke field devices; create enrolment codes"}
 	var id, keyFile, after string
