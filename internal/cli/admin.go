@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -45,13 +44,9 @@ func (e *env) client(f serverFlags) (*apiclient.Client, error) {
 	if srv == "" {
 		return nil, usageError{errors.New("no server: pass --server URL or set " + ServerEnv)}
 	}
-	tok := os.Getenv(TokenEnv)
-	if f.tokenFile != "" {
-		b, err := datadir.ReadFileLimit(f.tokenFile, 4096)
-		if err != nil {
-			return nil, fmt.Errorf("reading --token-file: %w", err)
-		}
-		tok = string(bytes.TrimSpace(b))
+	tok, err := apiToken(f.tokenFile)
+	if err != nil {
+		return nil, err
 	}
 	if tok == "" {
 		return nil, usageError{errors.New("no API token: pass --token-file FILE or set " + TokenEnv)}
@@ -235,6 +230,8 @@ func (e *env) adminUserCmd() *cobra.Command {
 	return c
 }
 
+// adminTokenCmd is long because it is a table of five subcommands over one
+// set of flag variables (their help, flags and API call side by side).
 func (e *env) adminTokenCmd() *cobra.Command {
 	c := &cobra.Command{Use: "token", Short: "Enrol, confirm, list, resync and delete a user's OTP tokens"}
 	var user, typ, alg, seed, png, uriFile, code, code2, tok string
@@ -392,11 +389,11 @@ func (e *env) adminVerifyCmd() *cobra.Command {
 		call: func(a []string) (string, string, any, error) {
 			body := map[string]string{"user": user, "code": code}
 			if pinFile != "" {
-				p, err := datadir.ReadFileLimit(pinFile, 64)
+				p, err := readServerPIN(pinFile)
 				if err != nil {
 					return "", "", nil, err
 				}
-				body["pin"] = strings.TrimSpace(string(p))
+				body["pin"] = p
 			}
 			return "POST", "/v1/verify", body, nil
 		},

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/term"
 )
 
+// adminOfflineCmd is long because it is a cobra command builder with many
+// flags; its body only turns them into one API request and writes the answer.
 func (e *env) adminOfflineCmd() *cobra.Command {
 	c := &cobra.Command{Use: "offline", Short: "Issue offline bundles (hash lists) for field devices"}
 	var sf serverFlags
@@ -58,11 +60,11 @@ this command shows its progress and writes FILE for 'outpost field import'.`,
 				body["from"], body["until"] = f, u
 			}
 			if pinFile != "" {
-				p, err := datadir.ReadFileLimit(pinFile, 64)
+				p, err := readServerPIN(pinFile)
 				if err != nil {
 					return err
 				}
-				body["pin"] = strings.TrimSpace(string(p))
+				body["pin"] = p
 			}
 			if len(secrets) > 0 {
 				m := map[string]string{}
@@ -90,8 +92,8 @@ this command shows its progress and writes FILE for 'outpost field import'.`,
 			if err != nil {
 				return apiErr(err)
 			}
-			if err := datadir.WriteFileExclusive(out, data, 0o600); err != nil {
-				return fmt.Errorf("writing %s: %w (it is never overwritten)", out, err)
+			if err := writeNew(out, data); err != nil {
+				return err
 			}
 			if sf.asJSON {
 				return e.printJSON(map[string]any{"out": out, "bytes": len(data)})

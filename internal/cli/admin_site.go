@@ -120,31 +120,28 @@ default policy the first time 'provision' or 'credential' names it.
 			if err != nil {
 				return err
 			}
-			b, err := e.siteBackend(c.Context(), c, &f, "passphrase-file")
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			var sc siteissue.Scope
-			if changed {
-				sc, err = b.UpdatePolicy(c.Context(), scope, ch)
-			} else {
-				sc, err = b.Scope(c.Context(), scope)
-			}
-			if err != nil {
-				return e.siteFailure(&f, err)
-			}
-			if f.api.asJSON {
-				return e.printJSON(sc)
-			}
-			fmt.Fprintf(e.stdout, "scope:          %s (created %s)\ncurrent epoch:  %d, %s to %s\nnext epoch:     %d, %s to %s\n",
-				sc.ID, stamp(sc.Created), sc.Current.N, stamp(sc.Current.Start), stamp(sc.Current.End), sc.Next.N, stamp(sc.Next.Start), stamp(sc.Next.End))
-			fmt.Fprintf(e.stdout, "policy:         %s\npackages:       serial %d, sites %v\nrevocation:     list serial %d, %d revoked\n",
-				sc.PolicyJSON, sc.PackageSerial, sc.Sites, sc.RevocationSerial, len(sc.Revoked))
-			for _, r := range sc.Rolls {
-				fmt.Fprintf(e.stdout, "emergency roll: %s\n", stamp(r))
-			}
-			return nil
+			return e.withSiteBackend(c, &f, "passphrase-file", func(b siteBackend) error {
+				var sc siteissue.Scope
+				if changed {
+					sc, err = b.UpdatePolicy(c.Context(), scope, ch)
+				} else {
+					sc, err = b.Scope(c.Context(), scope)
+				}
+				if err != nil {
+					return e.siteFailure(&f, err)
+				}
+				if f.api.asJSON {
+					return e.printJSON(sc)
+				}
+				fmt.Fprintf(e.stdout, "scope:          %s (created %s)\ncurrent epoch:  %d, %s to %s\nnext epoch:     %d, %s to %s\n",
+					sc.ID, stamp(sc.Created), sc.Current.N, stamp(sc.Current.Start), stamp(sc.Current.End), sc.Next.N, stamp(sc.Next.Start), stamp(sc.Next.End))
+				fmt.Fprintf(e.stdout, "policy:         %s\npackages:       serial %d, sites %v\nrevocation:     list serial %d, %d revoked\n",
+					sc.PolicyJSON, sc.PackageSerial, sc.Sites, sc.RevocationSerial, len(sc.Revoked))
+				for _, r := range sc.Rolls {
+					fmt.Fprintf(e.stdout, "emergency roll: %s\n", stamp(r))
+				}
+				return nil
+			})
 		},
 	}
 	f.register(c, "passphrase-file")
@@ -181,42 +178,33 @@ must differ. FILE is never overwritten. Install it with 'outpost site init'.
 			if err := site.CheckName("scope", scope); err != nil {
 				return usageError{err}
 			}
-			if err := notThere(out); err != nil {
-				return err
-			}
-			b, err := e.siteBackend(c.Context(), c, &f, "master-passphrase-file")
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			pass, err := passphraseSource{file: pkgPassFile, prompt: "Passphrase for the package " + out}.read(true)
-			if err != nil {
-				return err
-			}
-			p, err := b.Provision(c.Context(), scope, siteID, pass)
-			if err != nil {
-				return e.siteFailure(&f, err)
-			}
-			if err := datadir.WriteFileExclusive(out, p.Package, 0o600); err != nil {
-				return fmt.Errorf("writing the package: %w (it is never overwritten; remove it or choose another --out)", err)
-			}
-			size := len(p.Package)
-			if f.api.asJSON {
-				p.Package = nil
-				return e.printJSON(struct {
-					siteissue.Provisioned
-					File  string `json:"file"`
-					Bytes int    `json:"bytes"`
-				}{p, out, size})
-			}
-			fmt.Fprintf(e.stdout, "Wrote %s (%d bytes) for site %s in scope %s: package serial %d, revocation list serial %d\n",
-				out, size, siteID, scope, p.Serial, p.RevocationSerial)
-			for _, ep := range p.Epochs {
-				fmt.Fprintf(e.stdout, "  epoch %d: %s to %s\n", ep.N, stamp(ep.Start), stamp(ep.End))
-			}
-			fmt.Fprintf(e.stdout, "Install it at the site with:\n  outpost site init --data SDIR --site %s --server-key server.pub --passphrase-file F %s\n(server.pub from 'outpost keys export-public', key id %s)\n",
-				siteID, out, p.KeyID)
-			return nil
+			newPass := passphraseSource{file: pkgPassFile, prompt: "Passphrase for the package " + out}
+			return e.withSecretOut(c, &f, "master-passphrase-file", out, newPass, func(b siteBackend, pass []byte) error {
+				p, err := b.Provision(c.Context(), scope, siteID, pass)
+				if err != nil {
+					return e.siteFailure(&f, err)
+				}
+				if err := writeNewAs(out, p.Package, "the package", "out"); err != nil {
+					return err
+				}
+				size := len(p.Package)
+				if f.api.asJSON {
+					p.Package = nil
+					return e.printJSON(struct {
+						siteissue.Provisioned
+						File  string `json:"file"`
+						Bytes int    `json:"bytes"`
+					}{p, out, size})
+				}
+				fmt.Fprintf(e.stdout, "Wrote %s (%d bytes) for site %s in scope %s: package serial %d, revocation list serial %d\n",
+					out, size, siteID, scope, p.Serial, p.RevocationSerial)
+				for _, ep := range p.Epochs {
+					fmt.Fprintf(e.stdout, "  epoch %d: %s to %s\n", ep.N, stamp(ep.Start), stamp(ep.End))
+				}
+				fmt.Fprintf(e.stdout, "Install it at the site with:\n  outpost site init --data SDIR --site %s --server-key server.pub --passphrase-file F %s\n(server.pub from 'outpost keys export-public', key id %s)\n",
+					siteID, out, p.KeyID)
+				return nil
+			})
 		},
 	}
 	f.register(c, "master-passphrase-file")
@@ -266,51 +254,48 @@ the revoked ones, with --reinstate.
 			if err := notThere(keyFile); err != nil {
 				return err
 			}
-			b, err := e.siteBackend(c.Context(), c, &f, "passphrase-file")
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			req := siteissue.CredentialRequest{Scope: scope, Tech: tech, Epoch: sel, Reinstate: reinstate}
-			if keyFile != "" {
-				if req.Passphrase, err = (passphraseSource{file: exportPassFile, prompt: "Passphrase for " + keyFile}).read(true); err != nil {
-					return err
+			return e.withSiteBackend(c, &f, "passphrase-file", func(b siteBackend) error {
+				req := siteissue.CredentialRequest{Scope: scope, Tech: tech, Epoch: sel, Reinstate: reinstate}
+				if keyFile != "" {
+					if req.Passphrase, err = (passphraseSource{file: exportPassFile, prompt: "Passphrase for " + keyFile}).read(true); err != nil {
+						return err
+					}
 				}
-			}
-			cred, err := b.Credential(c.Context(), req)
-			if err != nil {
-				return e.siteFailure(&f, err)
-			}
-			info := map[string]any{"scope": scope, "tech": tech, "epoch": cred.Epoch,
-				"valid_from": cred.ValidFrom, "valid_until": cred.ValidUntil, "fingerprint": cred.Fingerprint}
-			if keyFile != "" {
-				if err := datadir.WriteFileExclusive(keyFile, cred.KeyFile, 0o600); err != nil {
-					return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --key-file)", err)
+				cred, err := b.Credential(c.Context(), req)
+				if err != nil {
+					return e.siteFailure(&f, err)
 				}
-				info["key_file"] = keyFile
+				info := map[string]any{"scope": scope, "tech": tech, "epoch": cred.Epoch,
+					"valid_from": cred.ValidFrom, "valid_until": cred.ValidUntil, "fingerprint": cred.Fingerprint}
+				if keyFile != "" {
+					if err := writeNewAs(keyFile, cred.KeyFile, "key file", "key-file"); err != nil {
+						return err
+					}
+					info["key_file"] = keyFile
+					if f.api.asJSON {
+						return e.printJSON(info)
+					}
+					fmt.Fprintf(e.stdout, "Wrote %s for %s in scope %s, epoch %d (%s to %s), fingerprint %s\n",
+						keyFile, tech, scope, cred.Epoch, stamp(cred.ValidFrom), stamp(cred.ValidUntil), cred.Fingerprint)
+					return nil
+				}
+				uri := cred.OTPAuthURI
 				if f.api.asJSON {
+					info["otpauth_uri"] = uri
 					return e.printJSON(info)
 				}
-				fmt.Fprintf(e.stdout, "Wrote %s for %s in scope %s, epoch %d (%s to %s), fingerprint %s\n",
-					keyFile, tech, scope, cred.Epoch, stamp(cred.ValidFrom), stamp(cred.ValidUntil), cred.Fingerprint)
-				return nil
-			}
-			uri := cred.OTPAuthURI
-			if f.api.asJSON {
-				info["otpauth_uri"] = uri
-				return e.printJSON(info)
-			}
-			fmt.Fprintf(e.stderr, "%s in scope %s, epoch %d (%s to %s), fingerprint %s\n",
-				tech, scope, cred.Epoch, stamp(cred.ValidFrom), stamp(cred.ValidUntil), cred.Fingerprint)
-			fmt.Fprintln(e.stdout, uri)
-			if showQR {
-				t, err := qr.Terminal(uri)
-				if err != nil {
-					return err
+				fmt.Fprintf(e.stderr, "%s in scope %s, epoch %d (%s to %s), fingerprint %s\n",
+					tech, scope, cred.Epoch, stamp(cred.ValidFrom), stamp(cred.ValidUntil), cred.Fingerprint)
+				fmt.Fprintln(e.stdout, uri)
+				if showQR {
+					t, err := qr.Terminal(uri)
+					if err != nil {
+						return err
+					}
+					fmt.Fprint(e.stdout, t)
 				}
-				fmt.Fprint(e.stdout, t)
-			}
-			return nil
+				return nil
+			})
 		},
 	}
 	f.register(c, "passphrase-file")
@@ -344,34 +329,31 @@ revoked technicians' codes, until the epochs it holds end (docs/sites.md).
 		Example: "  outpost admin site revoke --scope north --tech tech-042 --reason 'lost phone' --out north.revocations",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			b, err := e.siteBackend(c.Context(), c, &f, "passphrase-file")
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			r, err := b.Revoke(c.Context(), scope, techs, undo, reason)
-			if err != nil {
-				return e.siteFailure(&f, err)
-			}
-			if err := datadir.WriteFileAtomic(out, r.List, 0o644); err != nil {
-				return fmt.Errorf("writing the revocation list: %w", err)
-			}
-			if f.api.asJSON {
-				r.List = nil
-				return e.printJSON(struct {
-					siteissue.RevocationResult
-					File string `json:"file"`
-				}{r, out})
-			}
-			fmt.Fprintf(e.stdout, "Wrote %s: revocation list serial %d of scope %s, %d technician(s) listed", out, r.Serial, scope, r.Entries)
-			if len(r.Added) > 0 {
-				fmt.Fprintf(e.stdout, "; revoked %v (every epoch up to %d)", r.Added, r.Through)
-			}
-			if len(r.Removed) > 0 {
-				fmt.Fprintf(e.stdout, "; lifted %v", r.Removed)
-			}
-			fmt.Fprintf(e.stdout, "\nDeliver it to every site of the scope: outpost site update --data SDIR %s\n", out)
-			return nil
+			return e.withSiteBackend(c, &f, "passphrase-file", func(b siteBackend) error {
+				r, err := b.Revoke(c.Context(), scope, techs, undo, reason)
+				if err != nil {
+					return e.siteFailure(&f, err)
+				}
+				if err := datadir.WriteFileAtomic(out, r.List, 0o644); err != nil {
+					return fmt.Errorf("writing the revocation list: %w", err)
+				}
+				if f.api.asJSON {
+					r.List = nil
+					return e.printJSON(struct {
+						siteissue.RevocationResult
+						File string `json:"file"`
+					}{r, out})
+				}
+				fmt.Fprintf(e.stdout, "Wrote %s: revocation list serial %d of scope %s, %d technician(s) listed", out, r.Serial, scope, r.Entries)
+				if len(r.Added) > 0 {
+					fmt.Fprintf(e.stdout, "; revoked %v (every epoch up to %d)", r.Added, r.Through)
+				}
+				if len(r.Removed) > 0 {
+					fmt.Fprintf(e.stdout, "; lifted %v", r.Removed)
+				}
+				fmt.Fprintf(e.stdout, "\nDeliver it to every site of the scope: outpost site update --data SDIR %s\n", out)
+				return nil
+			})
 		},
 	}
 	f.register(c, "passphrase-file")
@@ -401,22 +383,19 @@ that do not get a new package keep accepting their old epochs until those end.
 		Example: "  outpost admin site roll --scope north",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			b, err := e.siteBackend(c.Context(), c, &f, "passphrase-file")
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			r, err := b.Roll(c.Context(), scope)
-			if err != nil {
-				return e.siteFailure(&f, err)
-			}
-			if f.api.asJSON {
-				return e.printJSON(r)
-			}
-			fmt.Fprintf(e.stdout, "Scope %s rolled: epoch %d ended at %s; epoch %d runs from %s to %s (next: %d)\n",
-				scope, r.Previous.N, stamp(r.Previous.End), r.Current.N, stamp(r.Current.Start), stamp(r.Current.End), r.Next.N)
-			fmt.Fprintf(e.stdout, "Provision these sites again: %v\nand issue technicians credentials for epoch %d ('outpost admin site credential --epoch current').\n", r.Sites, r.Current.N)
-			return nil
+			return e.withSiteBackend(c, &f, "passphrase-file", func(b siteBackend) error {
+				r, err := b.Roll(c.Context(), scope)
+				if err != nil {
+					return e.siteFailure(&f, err)
+				}
+				if f.api.asJSON {
+					return e.printJSON(r)
+				}
+				fmt.Fprintf(e.stdout, "Scope %s rolled: epoch %d ended at %s; epoch %d runs from %s to %s (next: %d)\n",
+					scope, r.Previous.N, stamp(r.Previous.End), r.Current.N, stamp(r.Current.Start), stamp(r.Current.End), r.Next.N)
+				fmt.Fprintf(e.stdout, "Provision these sites again: %v\nand issue technicians credentials for epoch %d ('outpost admin site credential --epoch current').\n", r.Sites, r.Current.N)
+				return nil
+			})
 		},
 	}
 	f.register(c, "passphrase-file")

@@ -20,6 +20,8 @@ import (
 
 // Administration of field devices and the air-gapped sync path (docs/sync.md).
 
+// adminDeviceCmd is long because it is a table of subcommands over one set of
+// flag variables (their help, flags and API call side by side).
 func (e *env) adminDeviceCmd() *cobra.Command {
 	c := &cobra.Command{Use: "device", Short: "Register, list, inspect and revoke field devices; create enrolment codes"}
 	var id, keyFile, after string
@@ -172,8 +174,8 @@ not match, 3 when the server refuses the device or the file.`,
 			if err != nil {
 				return importSyncExit(err)
 			}
-			if err := datadir.WriteFileExclusive(out, answer, 0o600); err != nil {
-				return fmt.Errorf("writing %s: %w (it is never overwritten)", out, err)
+			if err := writeNew(out, answer); err != nil {
+				return err
 			}
 			if sf.asJSON {
 				return e.printJSON(map[string]any{"answer": out, "bytes": len(answer)})

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -135,29 +134,26 @@ serial) for the same token. A refused bundle changes nothing.`,
 			if err != nil {
 				return err
 			}
-			s, err := e.openField(dir)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			res, err := s.Import(c.Context(), data)
-			if err != nil {
-				return fieldExit(fmt.Errorf("bundle %s refused: %w", args[0], err))
-			}
-			if asJSON {
-				return e.printJSON(res)
-			}
-			if res.Unchanged {
-				fmt.Fprintf(e.stdout, "Already imported: %s serial %d\n", res.TokenKey, res.Serial)
+			return e.withField(dir, func(s *offline.Store) error {
+				res, err := s.Import(c.Context(), data)
+				if err != nil {
+					return fieldExit(fmt.Errorf("bundle %s refused: %w", args[0], err))
+				}
+				if asJSON {
+					return e.printJSON(res)
+				}
+				if res.Unchanged {
+					fmt.Fprintf(e.stdout, "Already imported: %s serial %d\n", res.TokenKey, res.Serial)
+					return nil
+				}
+				fmt.Fprintf(e.stdout, "Imported %s: %s %s %d..%d (%d entries), serial %d, valid %s to %s\n",
+					res.TokenKey, res.Type, counterWord(res.Type), res.First, res.Last, res.Entries, res.Serial,
+					res.NotBefore.UTC().Format(time.RFC3339), res.NotAfter.UTC().Format(time.RFC3339))
+				if res.Replaced != 0 {
+					fmt.Fprintf(e.stdout, "Replaced serial %d.\n", res.Replaced)
+				}
 				return nil
-			}
-			fmt.Fprintf(e.stdout, "Imported %s: %s %s %d..%d (%d entries), serial %d, valid %s to %s\n",
-				res.TokenKey, res.Type, counterWord(res.Type), res.First, res.Last, res.Entries, res.Serial,
-				res.NotBefore.UTC().Format(time.RFC3339), res.NotAfter.UTC().Format(time.RFC3339))
-			if res.Replaced != 0 {
-				fmt.Fprintf(e.stdout, "Replaced serial %d.\n", res.Replaced)
-			}
-			return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
@@ -199,41 +195,31 @@ them: the one named by --secret, or all of them as NAME: VALUE lines. The
 secret name is checked before the code is used.`
 	}
 	c.RunE = func(c *cobra.Command, _ []string) error {
-		if pinFile != "" {
-			if a.PIN != "" {
-				return usageError{errors.New("use --pin or --pin-file, not both")}
-			}
-			b, err := datadir.ReadFileLimit(pinFile, 4096)
-			if err != nil {
-				return fmt.Errorf("reading --pin-file: %w", err)
-			}
-			a.PIN = string(bytes.TrimRight(b, "\r\n"))
-		}
-		s, err := e.openField(dir)
-		if err != nil {
+		if err := pinFromFile(&a.PIN, pinFile); err != nil {
 			return err
 		}
-		defer s.Close()
-		if unlock {
-			res, secrets, err := s.Unlock(c.Context(), a, secret)
-			return e.printUnlocked(res, secrets, err, asJSON, secret)
-		}
-		res, err := s.Verify(c.Context(), a)
-		if err != nil {
-			if asJSON {
-				_ = e.printJSON(map[string]any{"ok": false, "error": err.Error()})
+		return e.withField(dir, func(s *offline.Store) error {
+			if unlock {
+				res, secrets, err := s.Unlock(c.Context(), a, secret)
+				return e.printUnlocked(res, secrets, err, asJSON, secret)
 			}
-			return fieldExit(err)
-		}
-		if asJSON {
-			return e.printJSON(map[string]any{"ok": true, "realm": res.Realm, "user": res.User, "token": res.Token, "counter": res.Counter, "serial": res.Serial})
-		}
-		word := "counter"
-		if res.Type == "totp" {
-			word = "step"
-		}
-		fmt.Fprintf(e.stdout, "OK: %s accepted (%s %d)\n", res.TokenKey, word, res.Counter)
-		return nil
+			res, err := s.Verify(c.Context(), a)
+			if err != nil {
+				if asJSON {
+					_ = e.printJSON(map[string]any{"ok": false, "error": err.Error()})
+				}
+				return fieldExit(err)
+			}
+			if asJSON {
+				return e.printJSON(map[string]any{"ok": true, "realm": res.Realm, "user": res.User, "token": res.Token, "counter": res.Counter, "serial": res.Serial})
+			}
+			word := "counter"
+			if res.Type == "totp" {
+				word = "step"
+			}
+			fmt.Fprintf(e.stdout, "OK: %s accepted (%s %d)\n", res.TokenKey, word, res.Counter)
+			return nil
+		})
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
 	c.Flags().StringVar(&a.User, "user", "", "user id (required)")
@@ -299,35 +285,32 @@ exit 5 when any of them fails.`,
 		Example: "  outpost field status --data ./field --json",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := e.openField(dir)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			st, err := s.Status(c.Context())
-			if err != nil {
-				return fieldExit(err)
-			}
-			problems := 0
-			for _, t := range st.Tokens {
-				if t.Problem != "" {
+			return e.withField(dir, func(s *offline.Store) error {
+				st, err := s.Status(c.Context())
+				if err != nil {
+					return fieldExit(err)
+				}
+				problems := 0
+				for _, t := range st.Tokens {
+					if t.Problem != "" {
+						problems++
+					}
+				}
+				if st.LogProblem != "" {
 					problems++
 				}
-			}
-			if st.LogProblem != "" {
-				problems++
-			}
-			if asJSON {
-				if err := e.printJSON(st); err != nil {
-					return err
+				if asJSON {
+					if err := e.printJSON(st); err != nil {
+						return err
+					}
+				} else {
+					e.printFieldStatus(st)
 				}
-			} else {
-				e.printFieldStatus(st)
-			}
-			if problems > 0 {
-				return withCode(ExitTampered, fmt.Errorf("%w: %d problem(s) listed above", offline.ErrCorrupt, problems))
-			}
-			return nil
+				if problems > 0 {
+					return withCode(ExitTampered, fmt.Errorf("%w: %d problem(s) listed above", offline.ErrCorrupt, problems))
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
@@ -383,4 +366,15 @@ func (e *env) printFieldStatus(st offline.Status) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// withField opens the field store in dir for one command, runs fn on it and
+// closes it.
+func (e *env) withField(dir string, fn func(s *offline.Store) error) error {
+	s, err := e.openField(dir)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(s)
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/apiclient"
-	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/syncproto"
 	"github.com/outpost-auth/outpost/offline"
@@ -120,25 +118,22 @@ this device's log does not match it (the store was altered or restored),
 		Example: "  outpost field sync --data ./field --server https://outpost.example:8443 --cacert ca.pem",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := e.openField(dir)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			cl, err := tg.client(c.Context(), s)
-			if err != nil {
-				return err
-			}
-			cl.RefillWait = waitRefill
-			rep, err := s.Sync(c.Context(), cl)
-			if err != nil {
-				return syncExit(err)
-			}
-			if asJSON {
-				return e.printJSON(rep)
-			}
-			e.printSyncReport(rep)
-			return nil
+			return e.withField(dir, func(s *offline.Store) error {
+				cl, err := tg.client(c.Context(), s)
+				if err != nil {
+					return err
+				}
+				cl.RefillWait = waitRefill
+				rep, err := s.Sync(c.Context(), cl)
+				if err != nil {
+					return syncExit(err)
+				}
+				if asJSON {
+					return e.printJSON(rep)
+				}
+				e.printSyncReport(rep)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
@@ -201,27 +196,24 @@ answer and export again. FILE is never overwritten.`,
 		Example: "  outpost field export-sync --data ./field /media/usb/van-7.sync",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			s, err := e.openField(dir)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			data, info, err := s.PrepareUpload(c.Context(), offline.UploadOptions{Validity: valid})
-			if err != nil {
-				return fieldExit(err)
-			}
-			if err := datadir.WriteFileExclusive(args[0], data, 0o600); err != nil {
-				return fmt.Errorf("writing %s: %w (it is never overwritten)", args[0], err)
-			}
-			if asJSON {
-				return e.printJSON(map[string]any{"file": args[0], "bytes": len(data), "upload": info})
-			}
-			fmt.Fprintf(e.stdout, "Wrote %s: upload %d, log entries %d..%d of %d, %d token states, valid until %s.\n",
-				args[0], info.Serial, info.From, info.To, info.Head, info.Tokens, info.NotAfter.Format(time.RFC3339))
-			if info.More {
-				fmt.Fprintln(e.stdout, "More entries remain: apply the server's answer, then export again.")
-			}
-			return nil
+			return e.withField(dir, func(s *offline.Store) error {
+				data, info, err := s.PrepareUpload(c.Context(), offline.UploadOptions{Validity: valid})
+				if err != nil {
+					return fieldExit(err)
+				}
+				if err := writeNew(args[0], data); err != nil {
+					return err
+				}
+				if asJSON {
+					return e.printJSON(map[string]any{"file": args[0], "bytes": len(data), "upload": info})
+				}
+				fmt.Fprintf(e.stdout, "Wrote %s: upload %d, log entries %d..%d of %d, %d token states, valid until %s.\n",
+					args[0], info.Serial, info.From, info.To, info.Head, info.Tokens, info.NotAfter.Format(time.RFC3339))
+				if info.More {
+					fmt.Fprintln(e.stdout, "More entries remain: apply the server's answer, then export again.")
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
@@ -248,23 +240,20 @@ Exactly what 'outpost field sync' does with the server's answer.`,
 			if err != nil {
 				return err
 			}
-			s, err := e.openField(dir)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			rep, err := s.ApplyResponse(c.Context(), data)
-			if err != nil {
-				if errors.Is(err, offline.ErrStaleResponse) || errors.Is(err, offline.ErrSyncMismatch) {
-					return syncExit(err)
+			return e.withField(dir, func(s *offline.Store) error {
+				rep, err := s.ApplyResponse(c.Context(), data)
+				if err != nil {
+					if errors.Is(err, offline.ErrStaleResponse) || errors.Is(err, offline.ErrSyncMismatch) {
+						return syncExit(err)
+					}
+					return withCode(ExitTampered, fmt.Errorf("%s refused: %w", args[0], err))
 				}
-				return withCode(ExitTampered, fmt.Errorf("%s refused: %w", args[0], err))
-			}
-			if asJSON {
-				return e.printJSON(rep)
-			}
-			e.printSyncReport(rep)
-			return nil
+				if asJSON {
+					return e.printJSON(rep)
+				}
+				e.printSyncReport(rep)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
@@ -288,27 +277,24 @@ expires (default 24 hours).`,
 		Example: "  outpost field enrol --data ./field --server https://outpost.example:8443 --cacert ca.pem --code ABCD-EFGH-...",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := e.openField(dir)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			cl, err := tg.client(c.Context(), s)
-			if err != nil {
-				return err
-			}
-			if err := s.Enrol(c.Context(), cl, code); err != nil {
-				var se *offline.ServerError
-				if errors.As(err, &se) && se.Code == "invalid_enrolment" {
-					return withCode(ExitRefused, err)
+			return e.withField(dir, func(s *offline.Store) error {
+				cl, err := tg.client(c.Context(), s)
+				if err != nil {
+					return err
 				}
-				return err
-			}
-			if asJSON {
-				return e.printJSON(map[string]any{"device": s.DeviceID(), "key_id": keys.KeyID(s.DevicePublicKey()), "enrolled": true})
-			}
-			fmt.Fprintf(e.stdout, "Device %s enrolled with key %s; sync with 'outpost field sync --data %s'.\n", s.DeviceID(), keys.KeyID(s.DevicePublicKey()), dir)
-			return nil
+				if err := s.Enrol(c.Context(), cl, code); err != nil {
+					var se *offline.ServerError
+					if errors.As(err, &se) && se.Code == "invalid_enrolment" {
+						return withCode(ExitRefused, err)
+					}
+					return err
+				}
+				if asJSON {
+					return e.printJSON(map[string]any{"device": s.DeviceID(), "key_id": keys.KeyID(s.DevicePublicKey()), "enrolled": true})
+				}
+				fmt.Fprintf(e.stdout, "Device %s enrolled with key %s; sync with 'outpost field sync --data %s'.\n", s.DeviceID(), keys.KeyID(s.DevicePublicKey()), dir)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")
@@ -339,82 +325,68 @@ follows, so that the server's state arrives with the bundle.`,
 		Example: "  outpost field login --data ./field --server https://outpost.example:8443 --user alice --code 123456 --pin-file pin.txt --token-file verifier.token",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			if pinFile != "" {
-				if pin != "" {
-					return usageError{errors.New("use --pin or --pin-file, not both")}
-				}
-				b, err := datadir.ReadFileLimit(pinFile, 4096)
-				if err != nil {
-					return fmt.Errorf("reading --pin-file: %w", err)
-				}
-				pin = string(bytes.TrimRight(b, "\r\n"))
+			if err := pinFromFile(&pin, pinFile); err != nil {
+				return err
 			}
 			if pin == "" {
 				return usageError{errors.New("a login needs the user's PIN (--pin or --pin-file): it is mixed into the bundle")}
 			}
-			s, err := e.openField(dir)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			sc, err := tg.client(c.Context(), s)
-			if err != nil {
-				return err
-			}
-			tok := os.Getenv(TokenEnv)
-			if tokenFile != "" {
-				b, err := datadir.ReadFileLimit(tokenFile, 4096)
+			return e.withField(dir, func(s *offline.Store) error {
+				sc, err := tg.client(c.Context(), s)
 				if err != nil {
-					return fmt.Errorf("reading --token-file: %w", err)
+					return err
 				}
-				tok = string(bytes.TrimSpace(b))
-			}
-			if tok == "" {
-				return usageError{errors.New("no API token: pass --token-file FILE (verifier scope) or set " + TokenEnv)}
-			}
-			st, _ := s.SyncState(c.Context())
-			cl, err := apiclient.New(sc.URL, tok, firstOf(tg.cacert, firstOf(st.CACert, os.Getenv(CACertEnv))))
-			if err != nil {
-				return usageError{err}
-			}
-			body := map[string]any{"user": user, "code": code, "pin": pin, "device": s.DeviceID()}
-			if count > 0 {
-				body["count"] = count
-			}
-			if forDur != "" {
-				d, err := time.ParseDuration(forDur)
-				if err != nil || d <= 0 {
-					return usageError{fmt.Errorf("--for %q: give a duration such as 8h", forDur)}
+				tok, err := apiToken(tokenFile)
+				if err != nil {
+					return err
 				}
-				now := e.now().UTC()
-				body["from"], body["until"] = now, now.Add(d)
-			}
-			data, err := cl.Raw(c.Context(), "POST", "/v1/offline/login", body)
-			if err != nil {
-				return apiErr(err)
-			}
-			res, err := s.Import(c.Context(), data)
-			if err != nil {
-				return fieldExit(fmt.Errorf("the login bundle was refused: %w", err))
-			}
-			out := map[string]any{"imported": res}
-			rep, serr := s.Sync(c.Context(), sc)
-			if serr == nil {
-				out["sync"] = rep
-			} else {
-				out["sync_error"] = serr.Error()
-			}
-			if asJSON {
-				return e.printJSON(out)
-			}
-			fmt.Fprintf(e.stdout, "Logged in online; imported %s: %s %s %d..%d (%d entries), PIN bundle, valid until %s\n",
-				res.TokenKey, res.Type, counterWord(res.Type), res.First, res.Last, res.Entries, res.NotAfter.UTC().Format(time.RFC3339))
-			if serr != nil {
-				fmt.Fprintf(e.stdout, "(no sync: %v)\n", serr)
-			} else {
-				e.printSyncReport(rep)
-			}
-			return nil
+				if tok == "" {
+					return usageError{errors.New("no API token: pass --token-file FILE (verifier scope) or set " + TokenEnv)}
+				}
+				st, _ := s.SyncState(c.Context())
+				cl, err := apiclient.New(sc.URL, tok, firstOf(tg.cacert, firstOf(st.CACert, os.Getenv(CACertEnv))))
+				if err != nil {
+					return usageError{err}
+				}
+				body := map[string]any{"user": user, "code": code, "pin": pin, "device": s.DeviceID()}
+				if count > 0 {
+					body["count"] = count
+				}
+				if forDur != "" {
+					d, err := time.ParseDuration(forDur)
+					if err != nil || d <= 0 {
+						return usageError{fmt.Errorf("--for %q: give a duration such as 8h", forDur)}
+					}
+					now := e.now().UTC()
+					body["from"], body["until"] = now, now.Add(d)
+				}
+				data, err := cl.Raw(c.Context(), "POST", "/v1/offline/login", body)
+				if err != nil {
+					return apiErr(err)
+				}
+				res, err := s.Import(c.Context(), data)
+				if err != nil {
+					return fieldExit(fmt.Errorf("the login bundle was refused: %w", err))
+				}
+				out := map[string]any{"imported": res}
+				rep, serr := s.Sync(c.Context(), sc)
+				if serr == nil {
+					out["sync"] = rep
+				} else {
+					out["sync_error"] = serr.Error()
+				}
+				if asJSON {
+					return e.printJSON(out)
+				}
+				fmt.Fprintf(e.stdout, "Logged in online; imported %s: %s %s %d..%d (%d entries), PIN bundle, valid until %s\n",
+					res.TokenKey, res.Type, counterWord(res.Type), res.First, res.Last, res.Entries, res.NotAfter.UTC().Format(time.RFC3339))
+				if serr != nil {
+					fmt.Fprintf(e.stdout, "(no sync: %v)\n", serr)
+				} else {
+					e.printSyncReport(rep)
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "field data directory (required)")

@@ -25,6 +25,7 @@ func startServe(t *testing.T) (string, string) {
 // TestFieldSyncCommands: registration, sync both ways, the air-gapped file,
 // enrolment with a code, login, and revocation, through the real binary
 // against a real server.
+// It is long on purpose: one story whose steps depend on the ones before.
 func TestFieldSyncCommands(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")

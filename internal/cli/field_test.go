@@ -54,6 +54,8 @@ func hotpCode(t *testing.T, c uint64) string {
 	return code
 }
 
+// TestFieldCommands drives the field commands through the real binary. It is
+// long on purpose: one story whose steps depend on the ones before.
 func TestFieldCommands(t *testing.T) {
 	tmp := t.TempDir()
 	fdir := filepath.Join(tmp, "field")

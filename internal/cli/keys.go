@@ -213,30 +213,21 @@ else $` + PassphraseEnv + `, else a prompt).`,
 			if err := keyexport.CheckSubject(subject); err != nil {
 				return usageError{fmt.Errorf("--subject: %w", err)}
 			}
-			if err := notThere(out); err != nil {
-				return err
-			}
-			b, err := e.siteBackend(c.Context(), c, &f, "passphrase-file")
-			if err != nil {
-				return err
-			}
-			defer b.Close()
-			pass, err := passphraseSource{file: exportPassFile, prompt: "Passphrase for " + out}.read(true)
-			if err != nil {
-				return err
-			}
-			k, err := b.ExportSubject(c.Context(), subject, epoch, pass)
-			if err != nil {
-				return e.siteFailure(&f, err)
-			}
-			if err := datadir.WriteFileExclusive(out, k.Data, 0o600); err != nil {
-				return fmt.Errorf("writing key file: %w (it is never overwritten; remove it or choose another --out)", err)
-			}
-			if f.api.asJSON {
-				return e.printJSON(map[string]any{"file": out, "subject": subject, "epoch": epoch, "fingerprint": k.Fingerprint})
-			}
-			fmt.Fprintf(e.stderr, "Wrote %s for %s (epoch %d, fingerprint %s)\n", out, subject, epoch, k.Fingerprint)
-			return nil
+			newPass := passphraseSource{file: exportPassFile, prompt: "Passphrase for " + out}
+			return e.withSecretOut(c, &f, "passphrase-file", out, newPass, func(b siteBackend, pass []byte) error {
+				k, err := b.ExportSubject(c.Context(), subject, epoch, pass)
+				if err != nil {
+					return e.siteFailure(&f, err)
+				}
+				if err := writeNewAs(out, k.Data, "key file", "out"); err != nil {
+					return err
+				}
+				if f.api.asJSON {
+					return e.printJSON(map[string]any{"file": out, "subject": subject, "epoch": epoch, "fingerprint": k.Fingerprint})
+				}
+				fmt.Fprintf(e.stderr, "Wrote %s for %s (epoch %d, fingerprint %s)\n", out, subject, epoch, k.Fingerprint)
+				return nil
+			})
 		},
 	}
 	f.register(c, "passphrase-file")

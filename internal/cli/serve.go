@@ -107,31 +107,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
 
-	// A first start initialises the directory and keeps the new master key:
-	// the passphrase is asked for once (and repeated), not again to unseal.
-	var m *keys.Master
-	if !datadir.Initialised(f.data.dir) {
-		var pass []byte
-		if !f.insecure {
-			var err error
-			if pass, err = (passphraseSource{file: f.data.passphraseFile, envVar: PassphraseEnv, prompt: "New master key passphrase"}).read(true); err != nil {
-				return err
-			}
-		}
-		var err error
-		if m, err = datadir.Init(f.data.dir, pass, f.insecure, e.now()); err != nil {
-			return err
-		}
-		clear(pass)
-		if f.insecure {
-			e.warnUnsealed()
-		}
-		logger.Info("initialised data directory", "data", f.data.dir)
-	} else {
-		var err error
-		if m, err = e.openMaster(f.data); err != nil {
-			return err
-		}
+	m, err := e.initOrOpenMaster(f, logger)
+	if err != nil {
+		return err
 	}
 	dsn := f.database
 	if dsn == "" {
@@ -157,24 +135,12 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	stopCheckpoints := f.checkpoints.start(ctx, f.data.dir, srv, logger)
 	defer stopCheckpoints()
 
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", f.listen, err)
-	}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
-	scheme := "https"
-	if f.plaintext {
-		scheme = "http"
-	} else {
-		cert, err := e.serverCert(f, m, ln.Addr().String())
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-		ln = tls.NewListener(ln, hs.TLSConfig)
+	ln, scheme, err := e.listen(f, m, hs)
+	if err != nil {
+		return err
 	}
 	url := scheme + "://" + ln.Addr().String()
 	logger.Info("serving", "url", url, "engine", st.Engine(), "signing_key", srv.Signer().KeyID)
@@ -205,6 +171,51 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// initOrOpenMaster unseals the master key of f's data directory; a first
+// start initialises the directory and keeps the new master key, so the
+// passphrase is asked for once (and repeated), not again to unseal.
+func (e *env) initOrOpenMaster(f serveFlags, logger *slog.Logger) (*keys.Master, error) {
+	if datadir.Initialised(f.data.dir) {
+		return e.openMaster(f.data)
+	}
+	var pass []byte
+	if !f.insecure {
+		var err error
+		if pass, err = (passphraseSource{file: f.data.passphraseFile, envVar: PassphraseEnv, prompt: "New master key passphrase"}).read(true); err != nil {
+			return nil, err
+		}
+	}
+	m, err := datadir.Init(f.data.dir, pass, f.insecure, e.now())
+	if err != nil {
+		return nil, err
+	}
+	clear(pass)
+	if f.insecure {
+		e.warnUnsealed()
+	}
+	logger.Info("initialised data directory", "data", f.data.dir)
+	return m, nil
+}
+
+// listen opens f's listening socket for hs: plain HTTP with --plaintext,
+// else TLS with the certificate serverCert chooses (set in hs.TLSConfig).
+func (e *env) listen(f serveFlags, m *keys.Master, hs *http.Server) (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return nil, "", fmt.Errorf("listening on %s: %w", f.listen, err)
+	}
+	if f.plaintext {
+		return ln, "http", nil
+	}
+	cert, err := e.serverCert(f, m, ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return nil, "", err
+	}
+	hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	return tls.NewListener(ln, hs.TLSConfig), "https", nil
 }
 
 // migrateSitesOnStart imports DIR/sites.db of an earlier version into the

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -148,30 +149,27 @@ when); 2 bad arguments.`,
 			if err := site.CheckTechID(tech); err != nil {
 				return usageError{err}
 			}
-			s, err := site.Open(c.Context(), dir)
-			if err != nil {
-				return siteErr(err)
-			}
-			defer s.Close()
-			d, verr := s.Verify(c.Context(), tech, code)
-			if verr != nil && d.Time.IsZero() { // not a decision: an error before or while deciding
+			return withSite(c.Context(), dir, func(s *site.Site) error {
+				d, verr := s.Verify(c.Context(), tech, code)
+				if verr != nil && d.Time.IsZero() { // not a decision: an error before or while deciding
+					return siteErr(verr)
+				}
+				if asJSON {
+					out := struct {
+						site.Decision
+						Error string `json:"error,omitempty"`
+					}{Decision: d}
+					if verr != nil {
+						out.Error = verr.Error()
+					}
+					if err := e.printJSON(out); err != nil {
+						return err
+					}
+				} else if verr == nil {
+					fmt.Fprintf(e.stdout, "accepted: %s (epoch %d, step %d, log entry %d)\n", tech, d.Epoch, d.Step, d.LogSeq)
+				}
 				return siteErr(verr)
-			}
-			if asJSON {
-				out := struct {
-					site.Decision
-					Error string `json:"error,omitempty"`
-				}{Decision: d}
-				if verr != nil {
-					out.Error = verr.Error()
-				}
-				if err := e.printJSON(out); err != nil {
-					return err
-				}
-			} else if verr == nil {
-				fmt.Fprintf(e.stdout, "accepted: %s (epoch %d, step %d, log entry %d)\n", tech, d.Epoch, d.Step, d.LogSeq)
-			}
-			return siteErr(verr)
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "site data directory (required)")
@@ -205,27 +203,24 @@ A refused file changes nothing.`,
 			if err != nil {
 				return err
 			}
-			s, err := site.Open(c.Context(), dir)
-			if err != nil {
-				return siteErr(err)
-			}
-			defer s.Close()
-			u, err := s.Update(c.Context(), data, func() ([]byte, error) {
-				return passphraseSource{file: passFile, prompt: "Passphrase for " + args[0]}.read(false)
-			})
-			if err != nil {
-				return siteErr(err)
-			}
-			if asJSON {
-				return e.printJSON(u)
-			}
-			if u.Type == site.TypeRevocationList {
-				fmt.Fprintf(e.stdout, "Installed revocation list serial %d (%d revoked)\n", u.Serial, u.Revoked)
+			return withSite(c.Context(), dir, func(s *site.Site) error {
+				u, err := s.Update(c.Context(), data, func() ([]byte, error) {
+					return passphraseSource{file: passFile, prompt: "Passphrase for " + args[0]}.read(false)
+				})
+				if err != nil {
+					return siteErr(err)
+				}
+				if asJSON {
+					return e.printJSON(u)
+				}
+				if u.Type == site.TypeRevocationList {
+					fmt.Fprintf(e.stdout, "Installed revocation list serial %d (%d revoked)\n", u.Serial, u.Revoked)
+					return nil
+				}
+				fmt.Fprintf(e.stdout, "Installed package serial %d; revocation list serial %d (%d revoked)\n", u.Serial, u.RevocationSerial, u.Revoked)
+				printEpochs(e.stdout, u.Epochs)
 				return nil
-			}
-			fmt.Fprintf(e.stdout, "Installed package serial %d; revocation list serial %d (%d revoked)\n", u.Serial, u.RevocationSerial, u.Revoked)
-			printEpochs(e.stdout, u.Epochs)
-			return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "site data directory (required)")
@@ -251,45 +246,42 @@ printed up to it). The log never holds a code or a key.`,
 		Example: "  outpost site log --data /var/lib/outpost-site --json > cab-17.log.json",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := site.Open(c.Context(), dir)
-			if err != nil {
-				return siteErr(err)
-			}
-			defer s.Close()
-			bad, verr := s.VerifyLog(c.Context())
-			entries, err := s.Log(c.Context(), after, limit)
-			if err != nil {
-				return err
-			}
-			if verr != nil {
-				for i, en := range entries {
-					if en.Seq >= bad {
-						entries = entries[:i]
-						break
-					}
-				}
-			}
-			st, err := s.Status(c.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				if err := e.printJSON(map[string]any{"site": st.Site, "scope": st.Scope, "device_key": st.DeviceKey,
-					"device_public_key": []byte(s.DevicePublicKey()), "verified": verr == nil, "entries": entries}); err != nil {
+			return withSite(c.Context(), dir, func(s *site.Site) error {
+				bad, verr := s.VerifyLog(c.Context())
+				entries, err := s.Log(c.Context(), after, limit)
+				if err != nil {
 					return err
 				}
-			} else {
-				for _, en := range entries {
-					fmt.Fprintf(e.stdout, "%6d  %s  %-20s %-24s %s\n", en.Seq, en.Time.Format("2006-01-02T15:04:05.000000Z"), en.Kind, en.Subject, en.Data)
+				if verr != nil {
+					for i, en := range entries {
+						if en.Seq >= bad {
+							entries = entries[:i]
+							break
+						}
+					}
 				}
-				if verr == nil {
-					fmt.Fprintf(e.stdout, "log verified: %d entries, signed by %s\n", st.LogEntries, st.DeviceKey)
+				st, err := s.Status(c.Context())
+				if err != nil {
+					return err
 				}
-			}
-			if verr != nil {
-				return withCode(ExitTampered, fmt.Errorf("the site log fails its check at entry %d: %w", bad, verr))
-			}
-			return nil
+				if asJSON {
+					if err := e.printJSON(map[string]any{"site": st.Site, "scope": st.Scope, "device_key": st.DeviceKey,
+						"device_public_key": []byte(s.DevicePublicKey()), "verified": verr == nil, "entries": entries}); err != nil {
+						return err
+					}
+				} else {
+					for _, en := range entries {
+						fmt.Fprintf(e.stdout, "%6d  %s  %-20s %-24s %s\n", en.Seq, en.Time.Format("2006-01-02T15:04:05.000000Z"), en.Kind, en.Subject, en.Data)
+					}
+					if verr == nil {
+						fmt.Fprintf(e.stdout, "log verified: %d entries, signed by %s\n", st.LogEntries, st.DeviceKey)
+					}
+				}
+				if verr != nil {
+					return withCode(ExitTampered, fmt.Errorf("the site log fails its check at entry %d: %w", bad, verr))
+				}
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "site data directory (required)")
@@ -309,32 +301,40 @@ func (e *env) siteStatusCmd() *cobra.Command {
 		Example: "  outpost site status --data /var/lib/outpost-site",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			s, err := site.Open(c.Context(), dir)
-			if err != nil {
-				return siteErr(err)
-			}
-			defer s.Close()
-			st, err := s.Status(c.Context())
-			if err != nil {
-				return siteErr(err)
-			}
-			pol, _ := site.MarshalPolicy(st.Policy)
-			if asJSON {
-				return e.printJSON(struct {
-					site.Status
-					Policy rawJSON `json:"policy"`
-				}{st, rawJSON(pol)})
-			}
-			fmt.Fprintf(e.stdout, "site:        %s (scope %s)\nserver key:  %s\nlog key:     %s (%d entries)\npackage:     serial %d, installed %s\n",
-				st.Site, st.Scope, st.ServerKey, st.DeviceKey, st.LogEntries, st.PackageSerial, stamp(st.Installed))
-			printEpochs(e.stdout, st.Epochs)
-			fmt.Fprintf(e.stdout, "accepts:     until %s unless updated\nrevocation:  list serial %d, %d revoked\npolicy:      %s\nclock:       high-water mark %s\ntechnicians: %d seen\n",
-				stamp(st.AcceptsUntil), st.RevocationSerial, st.Revoked, pol, stamp(st.ClockHighWater), st.Technicians)
-			return nil
+			return withSite(c.Context(), dir, func(s *site.Site) error {
+				st, err := s.Status(c.Context())
+				if err != nil {
+					return siteErr(err)
+				}
+				pol, _ := site.MarshalPolicy(st.Policy)
+				if asJSON {
+					return e.printJSON(struct {
+						site.Status
+						Policy rawJSON `json:"policy"`
+					}{st, rawJSON(pol)})
+				}
+				fmt.Fprintf(e.stdout, "site:        %s (scope %s)\nserver key:  %s\nlog key:     %s (%d entries)\npackage:     serial %d, installed %s\n",
+					st.Site, st.Scope, st.ServerKey, st.DeviceKey, st.LogEntries, st.PackageSerial, stamp(st.Installed))
+				printEpochs(e.stdout, st.Epochs)
+				fmt.Fprintf(e.stdout, "accepts:     until %s unless updated\nrevocation:  list serial %d, %d revoked\npolicy:      %s\nclock:       high-water mark %s\ntechnicians: %d seen\n",
+					stamp(st.AcceptsUntil), st.RevocationSerial, st.Revoked, pol, stamp(st.ClockHighWater), st.Technicians)
+				return nil
+			})
 		},
 	}
 	c.Flags().StringVar(&dir, "data", "", "site data directory (required)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	_ = c.MarkFlagRequired("data")
 	return c
+}
+
+// withSite opens the site store in dir for one command, runs fn on it and
+// closes it.
+func withSite(ctx context.Context, dir string, fn func(s *site.Site) error) error {
+	s, err := site.Open(ctx, dir)
+	if err != nil {
+		return siteErr(err)
+	}
+	defer s.Close()
+	return fn(s)
 }

@@ -248,3 +248,30 @@ func (e *env) siteFailure(f *siteFlags, err error) error {
 	}
 	return err
 }
+
+// withSiteBackend opens the backend f chooses for one command, runs fn on it
+// and closes it.
+func (e *env) withSiteBackend(c *cobra.Command, f *siteFlags, masterFlag string, fn func(b siteBackend) error) error {
+	b, err := e.siteBackend(c.Context(), c, f, masterFlag)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	return fn(b)
+}
+
+// withSecretOut is withSiteBackend for a command that writes a new
+// passphrase-sealed file to out: out must not exist yet, and fn gets the
+// file's passphrase from newPass (asked twice at a prompt).
+func (e *env) withSecretOut(c *cobra.Command, f *siteFlags, masterFlag, out string, newPass passphraseSource, fn func(b siteBackend, pass []byte) error) error {
+	if err := notThere(out); err != nil {
+		return err
+	}
+	return e.withSiteBackend(c, f, masterFlag, func(b siteBackend) error {
+		pass, err := newPass.read(true)
+		if err != nil {
+			return err
+		}
+		return fn(b, pass)
+	})
+}

@@ -94,6 +94,7 @@ func credentialURI(t *testing.T, f siteFixture, tech string, extra ...string) st
 
 // TestSiteCommandsEndToEnd: provision, install, credentials, revocation
 // and an emergency roll through the server's API, checked at a real site.
+// It is long on purpose: one story whose steps depend on the ones before.
 func TestSiteCommandsEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")

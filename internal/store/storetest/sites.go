@@ -16,10 +16,7 @@ import (
 // RunSites runs the contract suite of store.SiteStore (site issuance).
 // Every store Open returns implements it.
 func RunSites(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, st store.Store, ss store.SiteStore)
-	}{
+	runEngine(t, open, []engineCase[store.SiteStore]{
 		{"Scopes", testSiteScopes},
 		{"Realms", testSiteRealms},
 		{"Rollback", testSiteRollback},
@@ -28,17 +25,7 @@ func RunSites(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Concurrent", testSiteConcurrent},
 		{"Import", testSiteImport},
 		{"Invalid", testSiteInvalid},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			st := open(t)
-			ss, ok := st.(store.SiteStore)
-			if !ok {
-				t.Fatalf("%T does not implement store.SiteStore", st)
-			}
-			tc.fn(t, st, ss)
-		})
-	}
+	})
 }
 
 var sitePolicy = []byte(`{"digits":6,"period_s":30}`)

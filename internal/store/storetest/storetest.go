@@ -17,6 +17,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -72,4 +73,26 @@ func Open(t testing.TB, dsn string) store.Store {
 		}
 	})
 	return st
+}
+
+// engineCase is one named case of a suite for an optional store
+// interface E (store.SyncStore, store.SiteStore).
+type engineCase[E any] struct {
+	name string
+	fn   func(t *testing.T, st store.Store, e E)
+}
+
+// runEngine runs each case in a subtest on a fresh store from open,
+// failing when that store does not implement E.
+func runEngine[E any](t *testing.T, open func(t *testing.T) store.Store, cases []engineCase[E]) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := open(t)
+			e, ok := st.(E)
+			if !ok {
+				t.Fatalf("%T does not implement %v", st, reflect.TypeFor[E]())
+			}
+			tc.fn(t, st, e)
+		})
+	}
 }

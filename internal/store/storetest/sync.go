@@ -19,10 +19,7 @@ import (
 // RunSync runs the contract suite of store.SyncStore (field-device sync).
 // Every store Open returns implements it.
 func RunSync(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, st store.Store, ss store.SyncStore)
-	}{
+	runEngine(t, open, []engineCase[store.SyncStore]{
 		{"Devices", testDevices},
 		{"Enrolment", testEnrolment},
 		{"SyncTx", testSyncTx},
@@ -32,17 +29,7 @@ func RunSync(t *testing.T, open func(t *testing.T) store.Store) {
 		{"FindAudit", testFindAudit},
 		{"Refills", testRefills},
 		{"IssuedBundles", testIssuedBundles},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			st := open(t)
-			ss, ok := st.(store.SyncStore)
-			if !ok {
-				t.Fatalf("%T does not implement store.SyncStore", st)
-			}
-			tc.fn(t, st, ss)
-		})
-	}
+	})
 }
 
 func devKey(i int) ed25519.PublicKey {
