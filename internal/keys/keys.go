@@ -61,6 +61,9 @@ const (
 	// PurposeAuditUserMAC: HMAC key of the user names sampled in the audit
 	// log's tally of verifications for unknown users.
 	PurposeAuditUserMAC Purpose = "audit-user-mac"
+	// PurposeDeliveryCodeMAC: HMAC key of delivery codes (internal/delivery),
+	// context = realm; the server keeps only this MAC of a code.
+	PurposeDeliveryCodeMAC Purpose = "delivery-code-mac"
 )
 
 // Master is the root key. The zero value is not usable; use [GenerateMaster] or [Open].

@@ -190,6 +190,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = "/v1/devices/dev-new/enrolment"
 		case path == "/v1/devices/{id}/revoke":
 			path = "/v1/devices/dev-gone/revoke"
+		case strings.HasPrefix(path, "/v1/deliveries/{id}"):
+			path = strings.Replace(path, "{id}", "parcel-1", 1)
 		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
 			path = strings.Replace(path, "{scope}", "north", 1)
 		}
@@ -262,6 +264,8 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/provision":              {`{"site":"cab-1","passphrase":"a package passphrase"}`},
 		"/credential":             {`{"tech":"tech-1","epoch":"current"}`},
 		"/v1/keys/subject-export": {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
+		"/v1/deliveries":          {`{"id":"parcel-1","recipient":{"email":"ana@example.org"},"device":"dev-2","not_after":"2031-11-24T12:00:00Z","mode":"hash"}`},
+		"/reassign":               {`{"device":"dev-3"}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {

@@ -246,6 +246,24 @@ func writeError(w http.ResponseWriter, e *apiError) {
 
 // decode reads a JSON body strictly into v: application/json, at most
 // MaxBody bytes, no unknown fields, no trailing data, correct types.
+// page reads a list's query: after (an id of kind, "" for the first page)
+// and limit (1 to store.MaxListLimit, 100 when absent).
+func (r *request) page(kind string) (after string, limit int, err error) {
+	limit = 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxListLimit {
+			return "", 0, errorf(http.StatusBadRequest, "invalid_limit", "limit must be 1 to %d", store.MaxListLimit)
+		}
+		limit = n
+	}
+	after = r.URL.Query().Get("after")
+	if len(after) > ident.MaxAPILen {
+		return "", 0, errorf(http.StatusBadRequest, "invalid_after", "after must be a %s id", kind)
+	}
+	return after, limit, nil
+}
+
 func (r *request) decode(v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the body as application/json, not %q", ident.Clip(ct))

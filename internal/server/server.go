@@ -43,6 +43,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/auditcheck"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -101,6 +102,9 @@ type Server struct {
 	sync *syncAPI
 	// sites holds the site and key export services (sites.go).
 	sites *siteAPI
+	// deliveries is the delivery service (deliveries.go); nil when the
+	// store cannot hold deliveries.
+	deliveries *delivery.Service
 }
 
 // New returns a server for cfg.
@@ -149,6 +153,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Audit: al, Now: cfg.Now}
 	s.sites = newSiteAPI(s)
+	if ds, ok := cfg.Store.(store.DeliveryStore); ok {
+		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
+	}
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {

@@ -183,15 +183,11 @@ func (a *syncAPI) list(r *request) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > store.MaxListLimit {
-			return 0, nil, errorf(http.StatusBadRequest, "invalid_limit", "limit must be 1 to %d", store.MaxListLimit)
-		}
-		limit = n
+	after, limit, err := r.page("device")
+	if err != nil {
+		return 0, nil, err
 	}
-	ds, err := svc.Devices(r.ctx, r.realm(), r.URL.Query().Get("after"), limit)
+	ds, err := svc.Devices(r.ctx, r.realm(), after, limit)
 	if err != nil {
 		return 0, nil, err
 	}

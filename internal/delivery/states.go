@@ -1,0 +1,45 @@
+package delivery
+
+// State is where a delivery stands.
+type State string
+
+// The states. Terminal ones (Delivered, Failed, Expired, Cancelled) take
+// no change except Failed → Reassigned (another courier tries again, with a
+// new code).
+const (
+	Created        State = "created"
+	Notified       State = "notified"
+	OutForDelivery State = "out_for_delivery"
+	Delivered      State = "delivered"
+	Failed         State = "failed"
+	Expired        State = "expired"
+	Cancelled      State = "cancelled"
+	Reassigned     State = "reassigned"
+)
+
+// transitions is the one table of allowed changes: from → the states it
+// may move to. Reassigned is not terminal: the delivery goes on with a new
+// code on its new device (notified again, out for delivery, …).
+var transitions = map[State][]State{
+	Created:        {Notified, Cancelled, Reassigned, Expired},
+	Notified:       {OutForDelivery, Cancelled, Reassigned, Expired},
+	OutForDelivery: {Delivered, Failed, Cancelled, Reassigned, Expired},
+	Reassigned:     {Notified, Cancelled, Reassigned, Expired},
+	Failed:         {Reassigned},
+	Delivered:      nil,
+	Expired:        nil,
+	Cancelled:      nil,
+}
+
+// Allowed reports whether a delivery in state from may move to state to.
+func Allowed(from, to State) bool {
+	for _, s := range transitions[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Valid reports whether s is a known state.
+func (s State) Valid() bool { _, ok := transitions[s]; return ok }

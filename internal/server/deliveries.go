@@ -1,0 +1,159 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/delivery"
+	"github.com/outpost-auth/outpost/internal/store"
+)
+
+// Deliveries (docs/deliveries.md): the /v1/deliveries routes, of scope
+// issuer. The rules and the audit entries are in internal/delivery; this
+// file maps HTTP to them. The code is in the answer of create and reassign
+// only, once: the server keeps no copy (the notifier comes next).
+
+// deliveryAnswers are the delivery service's refusals' statuses and codes.
+var deliveryAnswers = []answer{
+	{delivery.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{delivery.ErrState, http.StatusConflict, "invalid_state"},
+	{store.ErrExists, http.StatusConflict, "exists"},
+	{store.ErrNotFound, http.StatusNotFound, "delivery_not_found"},
+	{store.ErrConflict, http.StatusConflict, "conflict"},
+}
+
+func deliveryError(err error) error {
+	if e := answerFor(err, deliveryAnswers); e != nil {
+		return e
+	}
+	return err
+}
+
+type deliveryJSON struct {
+	ID          string    `json:"id"`
+	Device      string    `json:"device"`
+	Mode        string    `json:"mode"`
+	State       string    `json:"state"`
+	NotAfter    time.Time `json:"not_after"`
+	CodeVersion uint32    `json:"code_version"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	// Code is set in the answers of create and reassign only.
+	Code string `json:"code,omitempty"`
+}
+
+func toDeliveryJSON(d delivery.Delivery, code string) deliveryJSON {
+	return deliveryJSON{ID: d.ID, Device: d.Device, Mode: string(d.Mode), State: string(d.State), NotAfter: d.NotAfter.UTC(),
+		CodeVersion: d.CodeVersion, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), Code: code}
+}
+
+// deliverySvc returns the delivery service, or 501 when the store cannot
+// hold deliveries (every engine of internal/store can).
+func (s *Server) deliverySvc() (*delivery.Service, error) {
+	if s.deliveries == nil {
+		return nil, errorf(http.StatusNotImplemented, "not_implemented", "this server's store does not hold deliveries")
+	}
+	return s.deliveries, nil
+}
+
+// onDelivery runs call on the delivery the path names (its id checked)
+// and answers with it, and its code when call returns one.
+func (s *Server) onDelivery(r *request, call func(svc *delivery.Service, id string) (delivery.Delivery, string, error)) (int, any, error) {
+	svc, err := s.deliverySvc()
+	if err != nil {
+		return 0, nil, err
+	}
+	id := r.PathValue("id")
+	if err := validID("delivery", id); err != nil {
+		return 0, nil, err
+	}
+	d, code, err := call(svc, id)
+	if err != nil {
+		return 0, nil, deliveryError(err)
+	}
+	return http.StatusOK, toDeliveryJSON(d, code), nil
+}
+
+func (s *Server) createDelivery(r *request) (int, any, error) {
+	svc, err := s.deliverySvc()
+	if err != nil {
+		return 0, nil, err
+	}
+	var in struct {
+		ID        string             `json:"id"`
+		Recipient delivery.Recipient `json:"recipient"`
+		Device    string             `json:"device"`
+		NotAfter  time.Time          `json:"not_after"`
+		Mode      string             `json:"mode"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	if err := validID("delivery", in.ID); err != nil {
+		return 0, nil, err
+	}
+	if err := validID("device", in.Device); err != nil {
+		return 0, nil, err
+	}
+	d, code, err := svc.Create(r.ctx, r.realm(), delivery.Request{ID: in.ID, Recipient: in.Recipient, Device: in.Device,
+		NotAfter: in.NotAfter, Mode: delivery.Mode(in.Mode)}, r.actor())
+	if err != nil {
+		return 0, nil, deliveryError(err)
+	}
+	return http.StatusCreated, toDeliveryJSON(d, code), nil
+}
+
+func (s *Server) listDeliveries(r *request) (int, any, error) {
+	svc, err := s.deliverySvc()
+	if err != nil {
+		return 0, nil, err
+	}
+	after, limit, err := r.page("delivery")
+	if err != nil {
+		return 0, nil, err
+	}
+	ds, err := svc.List(r.ctx, r.realm(), after, limit)
+	if err != nil {
+		return 0, nil, deliveryError(err)
+	}
+	out := struct {
+		Deliveries []deliveryJSON `json:"deliveries"`
+		Next       string         `json:"next,omitempty"`
+	}{Deliveries: make([]deliveryJSON, 0, len(ds))}
+	for _, d := range ds {
+		out.Deliveries = append(out.Deliveries, toDeliveryJSON(d, ""))
+	}
+	if len(ds) == limit {
+		out.Next = ds[len(ds)-1].ID
+	}
+	return http.StatusOK, out, nil
+}
+
+func (s *Server) getDelivery(r *request) (int, any, error) {
+	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
+		d, err := svc.Get(r.ctx, r.realm(), id)
+		return d, "", err
+	})
+}
+
+func (s *Server) cancelDelivery(r *request) (int, any, error) {
+	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
+		d, err := svc.Cancel(r.ctx, r.realm(), id, r.actor())
+		return d, "", err
+	})
+}
+
+func (s *Server) reassignDelivery(r *request) (int, any, error) {
+	var in struct {
+		Device string `json:"device"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	if err := validID("device", in.Device); err != nil {
+		return 0, nil, err
+	}
+	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
+		return svc.Reassign(r.ctx, r.realm(), id, in.Device, r.actor())
+	})
+}
