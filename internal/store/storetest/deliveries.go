@@ -14,25 +14,12 @@ import (
 // RunDeliveries runs the contract suite of store.DeliveryStore. Every store
 // Open returns implements it.
 func RunDeliveries(t *testing.T, open func(t *testing.T) store.Store) {
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, st store.Store, ds store.DeliveryStore)
-	}{
+	runEngine(t, open, []engineCase[store.DeliveryStore]{
 		{"CreateGetList", testDeliveryCreateGetList},
 		{"Update", testDeliveryUpdate},
 		{"UpdateConcurrent", testDeliveryUpdateConcurrent},
 		{"Invalid", testDeliveryInvalid},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			st := open(t)
-			ds, ok := st.(store.DeliveryStore)
-			if !ok {
-				t.Fatalf("%T does not implement store.DeliveryStore", st)
-			}
-			tc.fn(t, st, ds)
-		})
-	}
+	})
 }
 
 func newDelivery(realm, id string) store.Delivery {

@@ -76,7 +76,7 @@ func Open(t testing.TB, dsn string) store.Store {
 }
 
 // engineCase is one named case of a suite for an optional store
-// interface E (store.SyncStore, store.SiteStore).
+// interface E (store.SyncStore, store.SiteStore, store.DeliveryStore).
 type engineCase[E any] struct {
 	name string
 	fn   func(t *testing.T, st store.Store, e E)
