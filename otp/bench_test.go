@@ -183,3 +183,39 @@ func BenchmarkTOTPVerifyPaired(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkTOTPVerifyRightWrong alternates blocks of 64 verifications of a
+// right code (the previous step's) and of a wrong one inside one loop, so
+// that both see the same load, and reports the wrong code's time divided by
+// the right one's: Verify computes and compares every candidate of the
+// window whatever the code, so the ratio should be 1 within noise.
+func BenchmarkTOTPVerifyRightWrong(b *testing.B) {
+	right, err := benchParams.Generate(benchSecret, 0, benchTime.Add(-30*time.Second))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := otp.Window{Back: 1, Forward: 1}
+	const block = 64
+	var tRight, tWrong time.Duration
+	run := func(code string, total *time.Duration) {
+		start := time.Now()
+		for range block {
+			benchStep, _ = benchParams.Verify(benchSecret, code, benchTime, w)
+		}
+		*total += time.Since(start)
+	}
+	n := 0
+	for ; b.Loop(); n++ {
+		if n%2 == 0 { // alternate the order too
+			run(right, &tRight)
+			run("000000", &tWrong)
+		} else {
+			run("000000", &tWrong)
+			run(right, &tRight)
+		}
+	}
+	calls := float64(n * block)
+	b.ReportMetric(float64(tRight.Nanoseconds())/calls, "right-ns/verify")
+	b.ReportMetric(float64(tWrong.Nanoseconds())/calls, "wrong-ns/verify")
+	b.ReportMetric(float64(tWrong)/float64(tRight), "wrong/right")
+}
