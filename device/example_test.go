@@ -42,7 +42,7 @@ func Example() {
 
 	// A misread label is refused.
 	misread := []byte(payload)
-	misread[len(device.Prefix)] ^= 1 // "0" read as "1", "A" as "B"...
+	misread[len(device.Prefix)] ^= 1 // "W" read as "V"
 	_, err = device.DecodeLabel(string(misread))
 	fmt.Println(errors.Is(err, device.ErrChecksum))
 	// Output:
