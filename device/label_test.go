@@ -8,17 +8,16 @@ import (
 	"crypto/elliptic"
 	"crypto/sha256"
 	"errors"
-	"fmt"
 	"io/fs"
 	"math/big"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/outpost-auth/outpost/internal/base45"
+	"github.com/outpost-auth/outpost/internal/proctest"
 )
 
 // fixedKeys are deterministic keys so the named cases below are stable.
@@ -223,13 +222,6 @@ func TestKeyFile(t *testing.T) {
 // zbarimg comes from Debian's zbar-tools; the test skips without it
 // unless OUTPOST_REQUIRE_INTEROP=1.
 func TestZbarimgDecodesLabel(t *testing.T) {
-	if _, err := exec.LookPath("zbarimg"); err != nil {
-		msg := fmt.Sprintf("zbarimg is not installed (%v): apt-get install zbar-tools", err)
-		if os.Getenv("OUTPOST_REQUIRE_INTEROP") == "1" {
-			t.Fatal(msg + " (OUTPOST_REQUIRE_INTEROP=1)")
-		}
-		t.Skip(msg + "; set OUTPOST_REQUIRE_INTEROP=1 to make this a failure")
-	}
 	for _, kt := range []KeyType{P256, Ed25519} {
 		t.Run(kt.String(), func(t *testing.T) {
 			key, err := GenerateKey(kt)
@@ -245,18 +237,7 @@ func TestZbarimgDecodesLabel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join(t.TempDir(), "label.png")
-			if err := os.WriteFile(path, png, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			var stderr bytes.Buffer
-			cmd := exec.Command("zbarimg", "--raw", "-q", path)
-			cmd.Stderr = &stderr
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("zbarimg: %v: %s", err, stderr.String())
-			}
-			got := strings.TrimSuffix(string(out), "\n")
+			got := proctest.Zbarimg(t, png)
 			if got != want {
 				t.Fatalf("zbarimg read\n%q\nwant\n%q", got, want)
 			}

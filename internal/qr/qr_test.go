@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"image"
 	"image/png"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/outpost-auth/outpost/internal/proctest"
 	"github.com/outpost-auth/outpost/internal/qr"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -131,13 +129,6 @@ func TestTerminal(t *testing.T) {
 // comes from Debian's zbar-tools; the test skips without it unless
 // OUTPOST_REQUIRE_INTEROP=1.
 func TestZbarimgDecodesPNG(t *testing.T) {
-	if _, err := exec.LookPath("zbarimg"); err != nil {
-		msg := fmt.Sprintf("zbarimg is not installed (%v): apt-get install zbar-tools", err)
-		if os.Getenv("OUTPOST_REQUIRE_INTEROP") == "1" {
-			t.Fatal(msg + " (OUTPOST_REQUIRE_INTEROP=1)")
-		}
-		t.Skip(msg + "; set OUTPOST_REQUIRE_INTEROP=1 to make this a failure")
-	}
 	hotp := &otp.Key{Params: otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6},
 		Secret: bytes.Repeat([]byte{0xfe}, 20), Issuer: "ACME", Account: "dev-7", Counter: 42}
 	contents := map[string]string{
@@ -152,21 +143,11 @@ func TestZbarimgDecodesPNG(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				path := filepath.Join(t.TempDir(), "code.png")
-				if err := os.WriteFile(path, b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-				var stderr bytes.Buffer
-				cmd := exec.Command("zbarimg", "--raw", "-q", path)
-				cmd.Stderr = &stderr
-				out, err := cmd.Output()
-				if err != nil {
-					t.Fatalf("zbarimg: %v: %s", err, stderr.String())
-				}
-				if got := strings.TrimSuffix(string(out), "\n"); got != content {
+				got := proctest.Zbarimg(t, b)
+				if got != content {
 					t.Fatalf("zbarimg read\n%q\nwant\n%q", got, content)
 				}
-				if _, err := otp.ParseURI(strings.TrimSuffix(string(out), "\n")); err != nil {
+				if _, err := otp.ParseURI(got); err != nil {
 					t.Errorf("the decoded URI does not parse: %v", err)
 				}
 			})
