@@ -1,8 +1,11 @@
-// Package qr renders text (an otpauth URI, a device token) as a QR code: a PNG
-// for files and APIs, or half-block characters for a terminal.
+// Package qr renders text (an otpauth URI, a device label, a delivery token)
+// as a QR code: a PNG for files and APIs, or half-block characters for a
+// terminal; and reads one back from an image (Decode, pure Go, bounded), so a
+// field device decodes a photo without a camera library.
 //
 //	png, err := qr.PNG(key.URI(), 0)      // 256 px, medium error correction
 //	text, err := qr.Terminal(key.URI())   // for `outpost ... --qr`
+//	text, err := qr.Decode(file)          // PNG, JPEG or GIF; ErrNoCode, ErrImage
 //
 // Content is bounded by [MaxContent] and images by [MaxPNGSize], so a caller
 // passing user input cannot make it allocate without limit. The codes carry a
