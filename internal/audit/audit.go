@@ -153,7 +153,7 @@ func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) 
 	r := Report{Entries: start}
 	var last *eventlog.Entry
 	var prunes []PruneData // audit.prune entries seen (whole-log checks only)
-	var anchorHash []byte    // the Prev of the first entry kept, when pruned
+	var anchorHash []byte  // the Prev of the first entry kept, when pruned
 	for {
 		page, err := s.ListAudit(ctx, r.Entries, store.MaxListLimit)
 		if err != nil {
