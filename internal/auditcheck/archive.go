@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -532,4 +533,22 @@ func hashEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 
 func pruneJSON(d audit.PruneData) []byte {
 	b, _ := json.Marshal(d) // cannot fail: numbers and strings
 	return b
+}
+
+// ParseAge reads a retention or an age: a whole number of days ("30d") or
+// a Go duration ("36h", "90m"). It must be positive.
+func ParseAge(s string) (time.Duration, error) {
+	var d time.Duration
+	var err error
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n uint64
+		n, err = strconv.ParseUint(days, 10, 16)
+		d = time.Duration(n) * 24 * time.Hour
+	} else {
+		d, err = time.ParseDuration(s)
+	}
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%q is not an age: give days like 30d, or a duration like 36h", s)
+	}
+	return d, nil
 }
