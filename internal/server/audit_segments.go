@@ -20,8 +20,8 @@ func (s *Server) AuditArchive() *auditcheck.Archive { return s.archive }
 // archiveAnswers maps the archive's errors to API answers.
 var archiveAnswers = []answer{
 	{auditcheck.ErrNoCheckpoint, http.StatusConflict, "no_checkpoint"},
+	{auditcheck.ErrSegment, http.StatusConflict, "segment_invalid"}, // before not_exported, which may wrap it
 	{auditcheck.ErrNotExported, http.StatusConflict, "not_exported"},
-	{auditcheck.ErrSegment, http.StatusConflict, "segment_invalid"},
 	{auditcheck.ErrBroken, http.StatusConflict, "audit_log_broken"},
 	{auditcheck.ErrEmpty, http.StatusConflict, "audit_log_empty"},
 }
