@@ -117,8 +117,16 @@ func TestArchiveRoundTrip(t *testing.T) {
 		verifyOK(t, st)
 		segmentsOK(t, a, st, 1)
 		// The notary still chains on from its last checkpoint, whose entry is pruned.
-		if _, err := a.Notary.Checkpoint(ctx); err != nil {
+		last, _ := a.Notary.Latest()
+		cp, err := a.Notary.Checkpoint(ctx)
+		if err != nil {
 			t.Fatalf("checkpoint after the prune: %v", err)
+		}
+		// Checkpoints at the anchor, before it (pruned: not checked here) and the newest.
+		first, _, _ := entryAt(ctx, st, 1, false)
+		rep, err = VerifyFromCheckpoint(ctx, st, last.Checkpoint, Checkpoint{Seq: 3, Hash: make([]byte, 32)}, cp.Checkpoint)
+		if err != nil || !rep.OK || last.Seq != first.Seq-1 {
+			t.Fatalf("verify from checkpoints around the anchor (%d, first kept %d): %+v %v", last.Seq, first.Seq, rep, err)
 		}
 	})
 }

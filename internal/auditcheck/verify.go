@@ -37,14 +37,19 @@ func VerifyFromCheckpoint(ctx context.Context, s store.Store, cps ...Checkpoint)
 	}
 	var read uint64
 	for _, c := range cps[:len(cps)-1] {
-		if ok && c.Seq < first.Seq {
+		var e eventlog.Entry
+		found := true
+		switch {
+		case ok && c.Seq+1 < first.Seq:
 			continue // pruned: the segments hold it
+		case ok && c.Seq+1 == first.Seq:
+			e = eventlog.Entry{Seq: c.Seq, Hash: first.Prev} // the last entry pruned: the anchor
+		default:
+			if e, found, err = entryAt(ctx, s, c.Seq, true); err != nil {
+				return audit.Report{}, err
+			}
+			read++
 		}
-		e, found, err := entryAt(ctx, s, c.Seq, true)
-		if err != nil {
-			return audit.Report{}, err
-		}
-		read++
 		if !found || !hashEqual(e.Hash, c.Hash) {
 			return audit.Report{Entries: c.Seq - 1, BrokenAt: c.Seq, Read: read,
 				Problem: fmt.Sprintf("%v at seq %d: the log's entry is missing or differs from the checkpoint (rewritten or cut after it was signed)", eventlog.ErrBroken, c.Seq)}, nil
