@@ -152,6 +152,7 @@ func (a *Archive) export(ctx context.Context, actor string, through uint64) (Exp
 	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
 		return ExportResult{}, err
 	}
+	var written []Manifest
 	for lo := from; lo <= cp.Seq; {
 		hi := min(lo+per-1, cp.Seq)
 		name := SegmentName(lo, hi)
@@ -179,12 +180,16 @@ func (a *Archive) export(ctx context.Context, actor string, through uint64) (Exp
 			return ExportResult{}, fmt.Errorf("exporting audit entries %d..%d to %s: %w", lo, hi, name, err)
 		}
 		res.Files = append(res.Files, name)
-		data := map[string]any{"from": m.From, "to": m.To, "count": m.Count, "file": name, "sha256": hex.EncodeToString(m.SHA256), "checkpoint": cp.Seq}
+		written = append(written, m)
+		lo = hi + 1
+	}
+	// Recorded once every file is in place: a failed export leaves no file and no record.
+	for i, m := range written {
+		data := map[string]any{"from": m.From, "to": m.To, "count": m.Count, "file": res.Files[i], "sha256": hex.EncodeToString(m.SHA256), "checkpoint": cp.Seq}
 		if err := a.Notary.Audit.Record(ctx, audit.Export, actor, "", data); err != nil {
 			return res, err
 		}
 		res.Entries += m.Count
-		lo = hi + 1
 	}
 	res.From, res.To = from, cp.Seq
 	a.dropMarks(cp.Seq)
