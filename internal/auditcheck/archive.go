@@ -75,7 +75,10 @@ type Archive struct {
 
 // ExportResult says what an export wrote.
 type ExportResult struct {
-	Files    []string `json:"files"`
+	Files []string `json:"files"`
+	// SHA256 is each whole file's SHA-256 (hex), as in its audit.export
+	// entry ("file_sha256"; its "sha256" is the manifest's, of the entries).
+	SHA256   []string `json:"sha256"`
 	From     uint64   `json:"from,omitempty"`
 	To       uint64   `json:"to,omitempty"`
 	Entries  uint64   `json:"entries"`
@@ -157,6 +160,7 @@ func (a *Archive) export(ctx context.Context, actor string, through uint64) (Exp
 		hi := min(lo+per-1, cp.Seq)
 		name := SegmentName(lo, hi)
 		var m Manifest
+		var fileSum []byte
 		err := datadir.WriteFileAtomicNewFunc(filepath.Join(a.Dir, name), 0o600, func(w io.Writer) error {
 			sw := newSegmentWriter(w)
 			for seq := lo; seq <= hi; seq++ {
@@ -173,6 +177,7 @@ func (a *Archive) export(ctx context.Context, actor string, through uint64) (Exp
 			}
 			var err error
 			m, err = sw.finish(a.Notary.Signer, a.now())
+			fileSum = sw.fileSum.Sum(nil)
 			return err
 		})
 		if err != nil {
@@ -181,11 +186,13 @@ func (a *Archive) export(ctx context.Context, actor string, through uint64) (Exp
 		}
 		res.Files = append(res.Files, name)
 		written = append(written, m)
+		res.SHA256 = append(res.SHA256, hex.EncodeToString(fileSum))
 		lo = hi + 1
 	}
 	// Recorded once every file is in place: a failed export leaves no file and no record.
 	for i, m := range written {
-		data := map[string]any{"from": m.From, "to": m.To, "count": m.Count, "file": res.Files[i], "sha256": hex.EncodeToString(m.SHA256), "checkpoint": cp.Seq}
+		data := map[string]any{"from": m.From, "to": m.To, "count": m.Count, "file": res.Files[i],
+			"sha256": hex.EncodeToString(m.SHA256), "file_sha256": res.SHA256[i], "checkpoint": cp.Seq}
 		if err := a.Notary.Audit.Record(ctx, audit.Export, actor, "", data); err != nil {
 			return res, err
 		}
@@ -538,6 +545,29 @@ func hashEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 
 func pruneJSON(d audit.PruneData) []byte {
 	b, _ := json.Marshal(d) // cannot fail: numbers and strings
 	return b
+}
+
+// MaxDownload bounds a segment file ReadSegment returns (and an API
+// client accepts): larger ones are copied from the directory itself.
+const MaxDownload = 64 << 20
+
+// ErrNoSegment: no segment file of that name in Dir.
+var ErrNoSegment = errors.New("auditcheck: no such audit segment")
+
+// ReadSegment returns the bytes of the segment file name in Dir, as they
+// are (the reader checks them). name must be a segment file name
+// (SegmentName), nothing else: no path. It returns an error wrapping
+// ErrNoSegment when there is none, and one wrapping datadir.ErrTooLarge
+// over MaxDownload.
+func (a *Archive) ReadSegment(name string) ([]byte, error) {
+	if _, _, ok := parseSegmentName(name); !ok {
+		return nil, fmt.Errorf("%w: %q is not a segment file name (like %s)", ErrNoSegment, name, SegmentName(1, 100))
+	}
+	b, err := datadir.ReadFileLimit(filepath.Join(a.Dir, name), MaxDownload)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNoSegment, name)
+	}
+	return b, err
 }
 
 // ParseAge reads a retention or an age: a whole number of days ("30d") or

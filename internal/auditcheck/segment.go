@@ -99,15 +99,19 @@ var ErrSegment = errors.New("auditcheck: invalid audit segment")
 
 // segmentWriter writes one segment: entries with add, then the trailer with finish.
 type segmentWriter struct {
-	w    io.Writer
-	sum  hash.Hash
+	out  io.Writer // the file, and fileSum
+	w    io.Writer // out and sum: the entries
+	sum  hash.Hash // of the entries (Manifest.SHA256)
 	m    Manifest
 	last *eventlog.Entry
+	// fileSum is the SHA-256 of the whole file, trailer included.
+	fileSum hash.Hash
 }
 
 func newSegmentWriter(w io.Writer) *segmentWriter {
-	sum := sha256.New()
-	return &segmentWriter{w: io.MultiWriter(w, sum), sum: sum}
+	sum, fileSum := sha256.New(), sha256.New()
+	out := io.MultiWriter(w, fileSum)
+	return &segmentWriter{out: out, w: io.MultiWriter(out, sum), sum: sum, fileSum: fileSum}
 }
 
 // add writes e, which must chain on from the previous entry added (the
@@ -144,7 +148,7 @@ func (s *segmentWriter) finish(signer *keys.Signer, now time.Time) (Manifest, er
 	if err != nil {
 		return Manifest{}, err
 	}
-	if _, err := s.w.Write(trailer); err != nil {
+	if _, err := s.out.Write(trailer); err != nil {
 		return Manifest{}, err
 	}
 	return s.m, nil

@@ -1,12 +1,20 @@
 package cli
 
 import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
 
 	"github.com/outpost-auth/outpost/internal/apiclient"
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/auditcheck"
+	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/spf13/cobra"
 )
 
@@ -48,17 +56,21 @@ func prunedSummary(rep audit.Report) string {
 func (e *env) auditExportCmd() *cobra.Command {
 	var sf serverFlags
 	var through uint64
+	var to string
 	c := &cobra.Command{
-		Use:   "export [--through SEQ]",
+		Use:   "export [--through SEQ] [--to DIR]",
 		Short: "Have the server export its audit log to signed segment files in its --audit-segment-dir",
 		Long: `Ask the server (POST /v1/audit/export, admin, audited) to write the audit
 entries it has not exported yet to signed segment files in its
 --audit-segment-dir, up to a signed checkpoint: the newest at or before
 --through, or by default a new checkpoint of the log's head. Each file is
 written to a temporary name, synced and linked into place; nothing is
-deleted ('outpost audit prune' does that). Exit 5 when the log no longer
-matches its checkpoint (nothing is exported).`,
-		Example: "  outpost audit export --server https://outpost.example:8443",
+deleted ('outpost audit prune' does that). With --to DIR the new files are
+also downloaded (GET /v1/audit/segments/NAME, up to 64 MiB each), checked
+against the SHA-256 the server recorded, and written to DIR, never
+overwriting: a copy off the server's host. Exit 5 when the log no longer
+matches its checkpoint (nothing is exported) or a download does not match.`,
+		Example: "  outpost audit export --server https://outpost.example:8443 --to /mnt/worm/audit",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			cl, err := e.client(sf)
@@ -68,6 +80,11 @@ matches its checkpoint (nothing is exported).`,
 			var res auditcheck.ExportResult
 			if err := cl.Do(c.Context(), "POST", "/v1/audit/export", map[string]any{"through": through}, &res); err != nil {
 				return archiveExit(err)
+			}
+			if to != "" {
+				if err := downloadSegments(c.Context(), cl, res, to); err != nil {
+					return err
+				}
 			}
 			if sf.asJSON {
 				return e.printJSON(res)
@@ -82,7 +99,33 @@ matches its checkpoint (nothing is exported).`,
 	}
 	sf.register(c)
 	c.Flags().Uint64Var(&through, "through", 0, "end at the newest checkpoint at or before this seq (default: a new checkpoint of the head)")
+	c.Flags().StringVar(&to, "to", "", "also copy the new segment files to this local directory (never overwritten)")
 	return c
+}
+
+// downloadSegments copies the files res names from the server to dir,
+// each checked against its recorded SHA-256 first.
+func downloadSegments(ctx context.Context, cl *apiclient.Client, res auditcheck.ExportResult, dir string) error {
+	if len(res.SHA256) != len(res.Files) {
+		return fmt.Errorf("the server named %d files and %d hashes", len(res.Files), len(res.SHA256))
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	for i, name := range res.Files {
+		b, err := cl.Raw(ctx, "GET", "/v1/audit/segments/"+url.PathEscape(name), nil)
+		if err != nil {
+			return archiveExit(fmt.Errorf("downloading %s (it is exported on the server; copy it from there): %w", name, err))
+		}
+		sum := sha256.Sum256(b)
+		if subtle.ConstantTimeCompare([]byte(hex.EncodeToString(sum[:])), []byte(res.SHA256[i])) != 1 {
+			return withCode(ExitTampered, fmt.Errorf("downloaded %s does not match the SHA-256 the server recorded for it: not written", name))
+		}
+		if err := datadir.WriteFileAtomicNew(filepath.Join(dir, name), b, 0o600); err != nil {
+			return fmt.Errorf("writing %s (never overwritten): %w", filepath.Join(dir, name), err)
+		}
+	}
+	return nil
 }
 
 func (e *env) auditPruneCmd() *cobra.Command {

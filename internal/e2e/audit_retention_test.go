@@ -11,7 +11,7 @@ import (
 )
 
 // TestAuditExportPruneVerify: the admin CLI refuses to prune what is not
-// exported, exports; the server is killed (SIGKILL) between export and
+// exported, exports (copying the files off the host with --to); the server is killed (SIGKILL) between export and
 // prune and loses nothing; restarted, it prunes from the files; offline,
 // 'audit verify --segments' passes, and exits 5 on an altered segment.
 func TestAuditExportPruneVerify(t *testing.T) {
@@ -28,7 +28,8 @@ func TestAuditExportPruneVerify(t *testing.T) {
 	if _, e, c := outpost(t, env, append([]string{"audit", "prune", "--before", "1000"}, auth...)...); c != 1 || !strings.Contains(e, "not_exported") {
 		t.Fatalf("prune before export: exit %d %s", c, e)
 	}
-	if o, e, c := outpost(t, env, append([]string{"audit", "export"}, auth...)...); c != 0 || !strings.Contains(o, "Exported entries 1..") {
+	offHost := filepath.Join(t.TempDir(), "copies")
+	if o, e, c := outpost(t, env, append([]string{"audit", "export", "--to", offHost}, auth...)...); c != 0 || !strings.Contains(o, "Exported entries 1..") {
 		t.Fatalf("export: exit %d %s %s", c, o, e)
 	}
 	if err := s.cmd.Process.Kill(); err != nil {
@@ -48,6 +49,10 @@ func TestAuditExportPruneVerify(t *testing.T) {
 	verify := []string{"audit", "verify", "--data", dir, "--segments", seg}
 	if o, e, c := outpost(t, env, verify...); c != 0 || !strings.Contains(o, "audit segments intact") || !strings.Contains(o, "were pruned") {
 		t.Fatalf("verify --segments: exit %d %s %s", c, o, e)
+	}
+	// The copies taken with --to verify on their own, and against the database.
+	if o, e, c := outpost(t, env, "audit", "verify", "--data", dir, "--segments", offHost); c != 0 || !strings.Contains(o, "audit segments intact") {
+		t.Fatalf("verify --segments of the copies: exit %d %s %s", c, o, e)
 	}
 	ents, err := os.ReadDir(seg)
 	if err != nil || len(ents) == 0 {

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/outpost-auth/outpost/internal/auditcheck"
+	"github.com/outpost-auth/outpost/internal/datadir"
 )
 
 // Audit retention (internal/auditcheck.Archive, docs/storage.md): the
@@ -92,4 +94,23 @@ func (s *Server) pruneAudit(r *request) (int, any, error) {
 		return 0, nil, err
 	}
 	return http.StatusOK, res, nil
+}
+
+// getSegment returns one segment file of the server's directory as it is
+// (JSON lines; 'outpost audit export --to DIR' copies them off the host).
+func (s *Server) getSegment(r *request) (int, any, error) {
+	a, err := s.archiveFor(r)
+	if err != nil {
+		return 0, nil, err
+	}
+	b, err := a.ReadSegment(r.PathValue("name"))
+	switch {
+	case errors.Is(err, auditcheck.ErrNoSegment):
+		return 0, nil, errorf(http.StatusNotFound, "no_segment", "%v", err)
+	case errors.Is(err, datadir.ErrTooLarge):
+		return 0, nil, errorf(http.StatusRequestEntityTooLarge, "segment_too_large", "the segment is over %d bytes: copy it from the segment directory itself", auditcheck.MaxDownload)
+	case err != nil:
+		return 0, nil, err
+	}
+	return http.StatusOK, typedBody{contentType: "application/x-ndjson", b: b}, nil
 }

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -45,6 +48,22 @@ func TestAuditExportPruneAPI(t *testing.T) {
 			}
 			if rec := lastAudit(t, f); rec.Kind != audit.Export || !strings.HasPrefix(rec.Actor, "api:") {
 				t.Fatalf("export not audited: %+v", rec)
+			}
+			name := r.body["files"].([]any)[0].(string)
+			want, err := os.ReadFile(filepath.Join(f.srv.archive.Dir, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r := f.call(f.admin, "GET", "/v1/audit/segments/"+name, nil); r.status != 200 || !bytes.Equal(r.raw, want) {
+				t.Fatalf("download: %d, %d bytes of %d", r.status, len(r.raw), len(want))
+			}
+			for _, bad := range []string{"..%2Foutpost.db", "audit-segment-1-2.jsonl", auditcheck.SegmentName(90, 99)} {
+				if r := f.call(f.admin, "GET", "/v1/audit/segments/"+bad, nil); r.status != 404 || r.errCode() != "no_segment" {
+					t.Fatalf("download %s: %d %s", bad, r.status, r.raw)
+				}
+			}
+			if r := f.call(issuer, "GET", "/v1/audit/segments/"+name, nil); r.status != 403 {
+				t.Fatalf("download as issuer: %d", r.status)
 			}
 			if r := f.mustCall(200, f.admin, "POST", "/v1/audit/prune", map[string]any{"before": 2}); r.body["segments"] != float64(0) {
 				t.Fatalf("a prune before seq 2 deleted a segment that reaches past it: %s", r.raw)

@@ -117,6 +117,7 @@ func (s *Server) routeTable() []route {
 		// After deliveries, for the fuzz corpus's route indices.
 		{method: "POST", pattern: "/v1/audit/export", scopes: admin, handler: s.exportAudit},
 		{method: "POST", pattern: "/v1/audit/prune", scopes: admin, handler: s.pruneAudit},
+		{method: "GET", pattern: "/v1/audit/segments/{name}", scopes: admin, handler: s.getSegment},
 	}
 	return rs
 }
