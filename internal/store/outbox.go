@@ -97,7 +97,7 @@ type OutboxStore interface {
 	// ""), with ID > after, by ID.
 	ListOutbox(ctx context.Context, realm, state, after string, limit int) ([]OutboxMessage, error)
 	// ResendOutbox makes realm's message id pending again, due at now, with
-	// no attempt counted, and writes e in the same transaction, provided it
+	// no attempt counted and its CreatedAt set to now, and writes e in the same transaction, provided it
 	// is in state from. ErrConflict when it is not (any more), ErrNotFound.
 	ResendOutbox(ctx context.Context, realm, id, from string, now time.Time, e eventlog.Entry) error
 	// EraseOutboxSecrets sets to NULL the secret of every message in state
@@ -252,7 +252,7 @@ func (s *sqlStore) ResendOutbox(ctx context.Context, realm, id, from string, now
 	err := inTx(ctx, s.e, isAuditRace, func(q querier) error {
 		var err error
 		n, err = q.exec(ctx, `UPDATE outbox SET state = 'pending', attempts = 0, next_us = $1, lease_owner = '', lease_until_us = 0,
-			updated_us = $1 WHERE realm = $2 AND id = $3 AND state = $4`, micros(now), realm, id, from)
+			created_us = $1, updated_us = $1 WHERE realm = $2 AND id = $3 AND state = $4`, micros(now), realm, id, from)
 		if err != nil || n == 0 {
 			return err
 		}
