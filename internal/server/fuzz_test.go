@@ -192,6 +192,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = "/v1/devices/dev-gone/revoke"
 		case strings.HasPrefix(path, "/v1/deliveries/{id}"):
 			path = strings.Replace(path, "{id}", "parcel-1", 1)
+		case strings.HasPrefix(path, "/v1/outbox/{id}"):
+			path = strings.Replace(path, "{id}", "ob-0000", 1)
 		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
 			path = strings.Replace(path, "{scope}", "north", 1)
 		}
@@ -266,6 +268,7 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/v1/keys/subject-export": {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
 		"/v1/deliveries":          {`{"id":"parcel-1","recipient":{"email":"ana@example.org"},"device":"dev-2","not_after":"2031-11-24T12:00:00Z","mode":"hash"}`},
 		"/reassign":               {`{"device":"dev-3"}`},
+		"/v1/webhook":             {`{"url":"https://shipper.example/hook"}`, `{"url":"http://127.0.0.1:9/hook","secret":"0123456789abcdef"}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {

@@ -112,6 +112,12 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/v1/deliveries/{id}", scopes: issuer, handler: s.getDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/cancel", scopes: issuer, handler: s.cancelDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
+
+		// The outbox's dead letters and the shipper webhook (internal/outbox): outbox.go.
+		{method: "GET", pattern: "/v1/outbox", scopes: admin, handler: s.listOutbox},
+		{method: "POST", pattern: "/v1/outbox/{id}/resend", scopes: admin, handler: s.resendOutbox},
+		{method: "PUT", pattern: "/v1/webhook", scopes: admin, handler: s.setWebhook},
+		{method: "GET", pattern: "/v1/webhook", scopes: admin, handler: s.getWebhook},
 	}
 	return rs
 }

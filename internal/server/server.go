@@ -47,7 +47,9 @@ import (
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/notify"
 	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/outbox"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -75,6 +77,14 @@ type Config struct {
 	// SiteKDF is the argon2id cost of site packages and exported key files;
 	// the zero value is keys.DefaultKDF.
 	SiteKDF keys.KDFParams
+	// Notify are the recipients' notifiers (internal/notify). With one,
+	// delivery codes go to recipients through the outbox and the API no
+	// longer returns them; with none, it does.
+	Notify notify.Channels
+	// Outbox is the outbox worker's retry policy (zero: outbox.DefaultPolicy);
+	// WebhookTimeout bounds one shipper event POST (zero: 10 s).
+	Outbox         outbox.Policy
+	WebhookTimeout time.Duration
 }
 
 // Server is the HTTP API.
@@ -105,6 +115,9 @@ type Server struct {
 	// deliveries is the delivery service (deliveries.go); nil when the
 	// store cannot hold deliveries.
 	deliveries *delivery.Service
+	// outbox is the outbox service and worker (outbox.go); nil when the
+	// store cannot hold an outbox.
+	outbox *outbox.Service
 }
 
 // New returns a server for cfg.
@@ -156,6 +169,7 @@ func New(cfg Config) (*Server, error) {
 	if ds, ok := cfg.Store.(store.DeliveryStore); ok {
 		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
 	}
+	s.outbox = s.newOutbox(cfg)
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {
