@@ -35,6 +35,7 @@ type serveFlags struct {
 	shutdownGrace       time.Duration
 	readyFile           string
 	checkpoints         checkpointExportFlags
+	notify              notifyFlags
 }
 
 func (e *env) serveCmd() *cobra.Command {
@@ -54,6 +55,10 @@ PostgreSQL instead of SQLite; several servers sharing one PostgreSQL database
 (each with a copy of master.key) never accept one code twice.
 Every --audit-checkpoint-every it signs the audit log's head into
 DIR/audit-checkpoints (see 'outpost audit verify --checkpoint').
+With --smtp-addr (email) or --sms-url (phones), delivery codes go to their
+recipients through the outbox, with retries and dead letters ('outpost admin
+outbox'), and the API no longer returns them; shipper webhooks ('outpost admin
+webhook set') receive every delivery state change, signed.
 SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 		Example: "  outpost serve --data ./outpost-data --listen 127.0.0.1:8443",
 		Args:    cobra.NoArgs,
@@ -76,6 +81,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long to let requests finish on SIGTERM")
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the listening URL to FILE once serving (for scripts and tests)")
 	f.checkpoints.register(c)
+	f.notify.register(c)
 	return c
 }
 
@@ -99,6 +105,10 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return usageError{errors.New("--tls-cert and --tls-key go together")}
 	}
 	if err := f.checkpoints.validate(); err != nil {
+		return err
+	}
+	channels, err := f.notify.config()
+	if err != nil {
 		return err
 	}
 	level := slog.LevelInfo
@@ -125,7 +135,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	pol := online.DefaultPolicy
 	pol.MaxFailures = f.maxFailures
-	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer})
+	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
+		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout})
 	if err != nil {
 		return usageError{err}
 	}
@@ -155,6 +166,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	go srv.FlushUnknownEvery(sigCtx, 5*time.Second)
+	stopOutbox := f.notify.start(sigCtx, srv, channels, logger)
+	defer stopOutbox()
 	select {
 	case err := <-errc:
 		return err

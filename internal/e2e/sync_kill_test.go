@@ -72,6 +72,8 @@ type killServer struct {
 	logs    *bytes.Buffer
 	mu      sync.Mutex
 	started int
+	// extra are more flags of `outpost serve`.
+	extra []string
 }
 
 func (s *killServer) start() {
@@ -85,6 +87,7 @@ func (s *killServer) start() {
 	if s.dsn != "" {
 		args = append(args, "--database", s.dsn)
 	}
+	args = append(args, s.extra...)
 attempts:
 	for attempt := 0; ; attempt++ {
 		cmd := exec.Command(bin, args...)

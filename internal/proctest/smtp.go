@@ -30,6 +30,13 @@ type SMTPServer struct {
 // when OUTPOST_REQUIRE_INTEROP=1 (as in .ci/run).
 func StartSMTP(t testing.TB) *SMTPServer {
 	t.Helper()
+	return StartSMTPOn(t, FreePort(t))
+}
+
+// StartSMTPOn is StartSMTP on a given loopback port (a server that comes
+// up where a client was already told to look).
+func StartSMTPOn(t testing.TB, port int) *SMTPServer {
+	t.Helper()
 	if err := exec.Command("/usr/bin/python3", "-c", "import aiosmtpd").Run(); err != nil {
 		msg := fmt.Sprintf("python3-aiosmtpd is not installed (%v): apt-get install python3-aiosmtpd", err)
 		if os.Getenv("OUTPOST_REQUIRE_INTEROP") == "1" {
@@ -46,7 +53,6 @@ func StartSMTP(t testing.TB) *SMTPServer {
 	if err := os.Mkdir(mail, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	port := FreePort(t)
 	s := &SMTPServer{Addr: "127.0.0.1:" + strconv.Itoa(port), Dir: mail}
 	s.Process = Start(t, exec.Command("/usr/bin/python3", script, strconv.Itoa(port), mail))
 	s.WaitFor(t, "listening on "+s.Addr, func() bool {
