@@ -38,6 +38,13 @@ func TestOutboxSurvivesSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts servers")
 	}
+	eachEngine(t, outboxKill)
+}
+
+// eachEngine runs run as a subtest on each engine: SQLite (dsn "", the
+// data directory's database) and PostgreSQL (skipped without
+// OUTPOST_TEST_POSTGRES_DSN).
+func eachEngine(t *testing.T, run func(t *testing.T, dsn string)) {
 	for _, eng := range []struct {
 		name string
 		dsn  func(t *testing.T) string
@@ -45,7 +52,7 @@ func TestOutboxSurvivesSIGKILL(t *testing.T) {
 		{"sqlite", func(t *testing.T) string { return "" }},
 		{"postgres", func(t *testing.T) string { return storetest.PostgresDSN(t) }},
 	} {
-		t.Run(eng.name, func(t *testing.T) { outboxKill(t, eng.dsn(t)) })
+		t.Run(eng.name, func(t *testing.T) { run(t, eng.dsn(t)) })
 	}
 }
 
