@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -477,5 +478,68 @@ func TestSetWebhookRefuses(t *testing.T) {
 	}
 	if _, err := f.ob.List(ctx, "r1", "bogus", "", 10); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad state: %v", err)
+	}
+}
+
+// countingNotifier counts the messages it is given, by id.
+type countingNotifier struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (c *countingNotifier) Notify(_ context.Context, m notify.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen[m.ID]++
+	return nil
+}
+
+// TestWorkersShareOneDatabase: workers of separate processes (each with
+// its own connection pool) on one database never send a message twice.
+func TestWorkersShareOneDatabase(t *testing.T) {
+	for name, dsn := range storetest.Engines() {
+		t.Run(name, func(t *testing.T) {
+			db := dsn(t)
+			cn := &countingNotifier{seen: map[string]int{}}
+			f := newFixture(t, db, notify.Channels{Email: cn})
+			const n = 30
+			for i := range n {
+				f.create(fmt.Sprintf("p%02d", i), delivery.Recipient{Email: "ana@example.org"})
+			}
+			var wg sync.WaitGroup
+			for w := range 4 {
+				st := storetest.Open(t, db) // another process's pool
+				ds := &delivery.Service{Store: st.(store.DeliveryStore), Master: f.ds.Master, Now: f.ds.Now}
+				ob := &Service{Store: st.(store.OutboxStore), Deliveries: ds, Master: f.ob.Master, Channels: f.ob.Channels,
+					Now: f.ob.Now, Owner: fmt.Sprintf("w%d", w), Log: f.ob.Log, Policy: Policy{Batch: 2}}
+				ds.Outbox = ob
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						k, err := ob.RunOnce(ctx)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if k == 0 {
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if len(cn.seen) != n {
+				t.Fatalf("%d messages sent, want %d", len(cn.seen), n)
+			}
+			for id, c := range cn.seen {
+				if c != 1 {
+					t.Errorf("%s sent %d times", id, c)
+				}
+			}
+			if p := f.messages(store.OutboxPending); len(p) != 0 {
+				t.Fatalf("pending: %+v", p)
+			}
+		})
 	}
 }
