@@ -6,6 +6,7 @@ package audit
 // error, never a code, a recipient nor a webhook secret.
 const (
 	DeliveryNotify = "delivery.notify"
+	DeliveryExpire = "delivery.expire"
 	OutboxDead     = "outbox.dead"
 	OutboxResend   = "outbox.resend"
 	WebhookSet     = "webhook.set"

@@ -35,6 +35,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -276,16 +277,59 @@ func (s *Service) change(ctx context.Context, realm, id string, to State, actor 
 	if err != nil {
 		return Delivery{}, "", err
 	}
+	return s.commit(ctx, d, fromState, fromVersion, to, actor, code, now)
+}
+
+// changeKinds are the audit kinds of the changes.
+var changeKinds = map[State]string{Cancelled: audit.DeliveryCancel, Reassigned: audit.DeliveryReassign,
+	Notified: audit.DeliveryNotify, Expired: audit.DeliveryExpire}
+
+// commit stores d, read in state fromState at version fromVersion and
+// edited, as now in state to, with its audit entry and its outbox messages
+// (code, if any, in the recipient's), on the condition that nobody changed
+// it meanwhile (store.ErrConflict). It returns the code the caller may see.
+func (s *Service) commit(ctx context.Context, d store.Delivery, fromState string, fromVersion uint32, to State, actor, code string, now time.Time) (Delivery, string, error) {
 	d.State, d.UpdatedAt = string(to), now
-	kind := map[State]string{Cancelled: audit.DeliveryCancel, Reassigned: audit.DeliveryReassign, Notified: audit.DeliveryNotify}[to]
 	msgs, code, err := s.messages(ctx, d, code, now)
 	if err != nil {
 		return Delivery{}, "", err
 	}
-	if err := s.Store.UpdateDelivery(ctx, d, fromState, fromVersion, s.entry(kind, actor, d, now), msgs...); err != nil {
+	if err := s.Store.UpdateDelivery(ctx, d, fromState, fromVersion, s.entry(changeKinds[to], actor, d, now), msgs...); err != nil {
 		return Delivery{}, "", err
 	}
 	return view(d, now), code, nil
+}
+
+// ExpireDue stores the expiry of up to limit (1..store.MaxListLimit)
+// deliveries whose not_after has passed and whose stored state may still
+// become expired: each becomes expired, audited (delivery.expire), with its
+// shipper event, and returns how many changed. Reading a delivery shows it
+// expired from not_after on anyway; this makes the change stored and
+// announced. A delivery changed meanwhile is left for the next call.
+func (s *Service) ExpireDue(ctx context.Context, limit int, actor string) (int, error) {
+	now := s.now()
+	var from []string
+	for st, tos := range transitions {
+		if slices.Contains(tos, Expired) {
+			from = append(from, string(st))
+		}
+	}
+	ds, err := s.Store.DueDeliveries(ctx, now, from, limit)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range ds {
+		_, _, err := s.commit(ctx, d, d.State, d.CodeVersion, Expired, actor, "", now)
+		switch {
+		case errors.Is(err, store.ErrConflict):
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
 }
 
 // current is the delivery's state at now: a delivery that is not yet

@@ -214,9 +214,11 @@ func (s *Service) Run(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// RunOnce claims the due messages (one batch), attempts each, erases the
-// codes of dead messages past their expiry, and returns how many it
-// attempted.
+// RunOnce claims the due messages (one batch), attempts each, stores the
+// expiry of deliveries past their not_after (delivery.Service.ExpireDue,
+// one batch: their expired events are then sent by the next rounds),
+// erases the codes of dead messages past their expiry, and returns how
+// many messages it attempted.
 func (s *Service) RunOnce(ctx context.Context) (int, error) {
 	p := s.Policy.orDefault()
 	owner := s.owner()
@@ -229,6 +231,9 @@ func (s *Service) RunOnce(ctx context.Context) (int, error) {
 		if err := s.attempt(ctx, p, owner, m); err != nil {
 			s.log().Warn("outbox: finishing an attempt", "id", m.ID, "error", err.Error())
 		}
+	}
+	if _, err := s.Deliveries.ExpireDue(ctx, p.Batch, "outbox"); err != nil {
+		return len(ms), err
 	}
 	if _, err := s.Store.EraseOutboxSecrets(ctx, s.now()); err != nil {
 		return len(ms), err

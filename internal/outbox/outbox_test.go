@@ -543,3 +543,39 @@ func TestWorkersShareOneDatabase(t *testing.T) {
 		})
 	}
 }
+
+// TestExpiredEvent: past its not_after a delivery's expiry is stored by the
+// worker's sweep, audited, and sent to the shipper as an event; its unsent
+// recipient message is not sent.
+func TestExpiredEvent(t *testing.T) {
+	cn := &countingNotifier{seen: map[string]int{}}
+	f := newFixture(t, storetest.SQLitePath(t), notify.Channels{Phone: cn})
+	rc := &receiver{now: func() time.Time { return t0.Add(48 * time.Hour) }}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	_, secret, err := f.ob.SetWebhook(ctx, "r1", srv.URL, nil, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.secret = secret
+	f.create("p1", delivery.Recipient{Phone: "+33612345678"})
+	f.now = t0.Add(48 * time.Hour)
+	f.run() // the code is not sent (expired); the expiry is stored
+	f.run() // its event is sent
+	if len(cn.seen) != 0 {
+		t.Fatal("the code of an expired delivery was sent")
+	}
+	if got := rc.types(); got != "created expired" {
+		t.Fatalf("events = %q", got)
+	}
+	d, err := f.st.(store.DeliveryStore).GetDelivery(ctx, "r1", "p1")
+	if err != nil || d.State != "expired" {
+		t.Fatalf("stored state %q, %v", d.State, err)
+	}
+	if got := f.auditKinds(); got != "webhook.set delivery.create delivery.expire" {
+		t.Errorf("audit = %s", got)
+	}
+	if n, err := f.ds.ExpireDue(ctx, 10, "outbox"); n != 0 || err != nil {
+		t.Fatalf("expired again: %d %v", n, err)
+	}
+}

@@ -57,6 +57,10 @@ type DeliveryStore interface {
 	// is ErrConflict (someone changed it first: read it again) or
 	// ErrNotFound.
 	UpdateDelivery(ctx context.Context, d Delivery, fromState string, fromVersion uint32, e eventlog.Entry, msgs ...OutboxMessage) error
+	// DueDeliveries returns up to limit (1..MaxListLimit) deliveries of
+	// every realm whose NotAfter is at or before now and whose state is one
+	// of states, soonest first (for the expiry sweep).
+	DueDeliveries(ctx context.Context, now time.Time, states []string, limit int) ([]Delivery, error)
 }
 
 var _ DeliveryStore = (*sqlStore)(nil)

@@ -306,3 +306,21 @@ func (s *sqlStore) GetRealmWebhook(ctx context.Context, realm string) (RealmWebh
 	w.UpdatedAt = fromMicros(updated)
 	return w, nil
 }
+
+func (s *sqlStore) DueDeliveries(ctx context.Context, now time.Time, states []string, limit int) ([]Delivery, error) {
+	if err := checkLimit(limit); err != nil {
+		return nil, err
+	}
+	if len(states) == 0 || len(states) > 16 {
+		return nil, invalid("1 to 16 states, not %d", len(states))
+	}
+	args := []any{micros(now), int64(limit)}
+	marks := make([]string, len(states))
+	for i, st := range states {
+		args = append(args, st)
+		marks[i] = fmt.Sprintf("$%d", i+3)
+	}
+	rs, err := s.e.reader().query(ctx, `SELECT `+deliveryColumns+` FROM deliveries WHERE not_after_us <= $1 AND state IN (`+
+		strings.Join(marks, ", ")+`) ORDER BY not_after_us, realm, id LIMIT $2`, args...)
+	return collect(s, rs, err, scanDelivery)
+}

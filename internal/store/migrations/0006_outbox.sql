@@ -37,6 +37,10 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_due ON outbox (state, next_us);
 CREATE INDEX outbox_realm_state ON outbox (realm, state, id);
 
+-- The expiry sweep (delivery.Service.ExpireDue) looks deliveries up by
+-- their expiry.
+CREATE INDEX deliveries_not_after ON deliveries (not_after_us);
+
 -- The shipper's webhook of a realm: where its delivery events go, and the
 -- HMAC key they are signed with, sealed (internal/secretbox).
 CREATE TABLE realm_webhooks (

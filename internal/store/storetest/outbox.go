@@ -21,6 +21,7 @@ func RunOutbox(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimConcurrent", testOutboxClaimConcurrent},
 		{"ResendErase", testOutboxResendErase},
 		{"Webhook", testOutboxWebhook},
+		{"DueDeliveries", testDueDeliveries},
 	})
 }
 
@@ -252,4 +253,44 @@ func testOutboxWebhook(t *testing.T, st store.Store, os store.OutboxStore) {
 	if got := auditKinds(t, st); len(got) != 2 {
 		t.Errorf("audit = %v", got)
 	}
+}
+
+func testDueDeliveries(t *testing.T, st store.Store, _ store.OutboxStore) {
+	seed(t, st, "r1")
+	seed(t, st, "r2")
+	ds := st.(store.DeliveryStore)
+	for i, c := range []struct {
+		realm, id, state string
+		after            time.Duration
+	}{
+		{"r1", "late", "created", 3 * time.Hour},
+		{"r2", "soon", "notified", time.Hour},
+		{"r1", "done", "delivered", time.Hour},
+		{"r1", "later", "created", 5 * time.Hour},
+	} {
+		d := newDelivery(c.realm, c.id)
+		d.State, d.NotAfter = c.state, when.Add(c.after)
+		must(t, ds.CreateDelivery(ctx, d, deliveryEntry("delivery.create", fmt.Sprint(i))))
+	}
+	due := func(now time.Time, limit int) string {
+		t.Helper()
+		got, err := ds.DueDeliveries(ctx, now, []string{"created", "notified"}, limit)
+		must(t, err)
+		var ids []string
+		for _, d := range got {
+			ids = append(ids, d.Realm+"/"+d.ID)
+		}
+		return fmt.Sprint(ids)
+	}
+	if got := due(when.Add(30*time.Minute), 10); got != "[]" {
+		t.Errorf("none due yet: %s", got)
+	}
+	if got := due(when.Add(3*time.Hour), 10); got != "[r2/soon r1/late]" {
+		t.Errorf("due = %s", got)
+	}
+	if got := due(when.Add(9*time.Hour), 1); got != "[r2/soon]" {
+		t.Errorf("limit 1: %s", got)
+	}
+	_, err := ds.DueDeliveries(ctx, when, nil, 10)
+	wantErr(t, err, store.ErrInvalid)
 }
