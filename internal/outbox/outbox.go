@@ -144,6 +144,10 @@ type Service struct {
 	// Log receives the worker's outcomes (ids, kinds, errors: no code, no
 	// contact); nil is slog.Default.
 	Log *slog.Logger
+	// Token, when set, gives the server-signed token a token-mode
+	// delivery's message carries (notify.Message.Token: text, link and QR
+	// code) for the delivery's code version; nil sends the code alone.
+	Token func(ctx context.Context, d delivery.Delivery) (string, error)
 	// Observe, when set, is told each attempt's outcome: kind is
 	// "recipient" or "event", result "sent", "retry", "dead" or "skipped".
 	Observe func(kind, result string)
@@ -325,8 +329,13 @@ func (s *Service) sendRecipient(ctx context.Context, m store.OutboxMessage) erro
 	if err != nil {
 		return err
 	}
-	return s.Channels.Notify(ctx, notify.Message{ID: m.ID, Email: r.Email, Phone: r.Phone, Delivery: d.ID,
-		Code: string(code), NotAfter: d.NotAfter, Time: s.now()})
+	msg := notify.Message{ID: m.ID, Email: r.Email, Phone: r.Phone, Delivery: d.ID, Code: string(code), NotAfter: d.NotAfter, Time: s.now()}
+	if s.Token != nil && d.Mode == delivery.ModeToken {
+		if msg.Token, err = s.Token(ctx, d); err != nil {
+			return fmt.Errorf("outbox: the delivery's token: %w", err)
+		}
+	}
+	return s.Channels.Notify(ctx, msg)
 }
 
 func (s *Service) sendEvent(ctx context.Context, m store.OutboxMessage) error {

@@ -579,3 +579,27 @@ func TestExpiredEvent(t *testing.T) {
 		t.Fatalf("expired again: %d %v", n, err)
 	}
 }
+
+// TestTokenInMail: a token-mode delivery's mail carries the token the
+// Token hook gives (as text; notify's tests check the link and QR code).
+func TestTokenInMail(t *testing.T) {
+	smtpd := proctest.StartSMTP(t)
+	f := newFixture(t, storetest.SQLitePath(t), notify.Channels{Email: &notify.SMTP{Addr: smtpd.Addr, From: "p@shipper.example"}})
+	f.ob.Token = func(_ context.Context, d delivery.Delivery) (string, error) {
+		return fmt.Sprintf("TOKEN-%s-%d", d.ID, d.CodeVersion), nil
+	}
+	if _, _, err := f.ds.Create(ctx, "r1", delivery.Request{ID: "p1", Device: "dev-1", Recipient: delivery.Recipient{Email: "ana@example.org"},
+		NotAfter: t0.Add(48 * time.Hour), Mode: delivery.ModeToken}, "issuer"); err != nil {
+		t.Fatal(err)
+	}
+	f.create("p2", delivery.Recipient{Email: "bob@example.org"}) // hash mode: no token
+	f.run()
+	mails := smtpd.Messages(t)
+	if len(mails) != 2 {
+		t.Fatalf("%d mails", len(mails))
+	}
+	all := mails[0] + mails[1]
+	if strings.Count(all, "TOKEN-p1-1") != 1 || strings.Contains(all, "TOKEN-p2") || strings.Count(all, "image/png") != 1 {
+		t.Fatalf("mails:\n%s", all)
+	}
+}
