@@ -27,8 +27,9 @@
 // the transaction of the change: nothing is lost if a gateway is down or
 // the process dies. A worker claims a message with a lease before sending,
 // so several processes on one database never send it at once, and marks it
-// sent after; the one window is a crash (or a lost lease) between the
-// gateway taking a message and the mark, after which the message is sent
+// sent after (a recipient's message: after the delivery became notified);
+// the one window is a crash (or a lost lease) between the gateway taking a
+// message and the mark, after which the message is sent
 // again when the lease runs out. Its id is the mail's Message-ID, the SMS
 // request's id and the event's id, so receivers drop the repeat.
 // A failed attempt is retried after backoff.Delay(BaseDelay, MaxDelay,
@@ -274,6 +275,9 @@ func (s *Service) attempt(ctx context.Context, p Policy, owner string, m store.O
 	} else {
 		err = s.sendEvent(ctx, m)
 	}
+	if err == nil && m.Kind == KindRecipient {
+		err = s.notified(ctx, m)
+	}
 	now := s.now()
 	f := store.OutboxFinish{ID: m.ID, Owner: owner, Now: now}
 	result := ""
@@ -304,14 +308,26 @@ func (s *Service) attempt(ctx context.Context, p Policy, owner string, m store.O
 	} else {
 		lg.Info("outbox: " + result)
 	}
-	if err == nil && m.Kind == KindRecipient {
-		// created/reassigned → notified. Failing here leaves the message
-		// sent and the delivery not notified: logged, nothing resent.
-		if _, nerr := s.Deliveries.Notified(ctx, m.Realm, m.Delivery, m.Version, "outbox"); nerr != nil && !errors.Is(nerr, delivery.ErrSuperseded) {
-			lg.Warn("outbox: marking the delivery notified", "error", nerr.Error())
+	return nil
+}
+
+// notified moves the delivery of the sent recipient message m to notified
+// (created/reassigned → notified), before m is marked sent: a crash in
+// between sends m again (the one window, same id) rather than leaving the
+// delivery unnotified. A delivery that moved on meanwhile is not an error;
+// a lost race is read again, a few times.
+func (s *Service) notified(ctx context.Context, m store.OutboxMessage) error {
+	var err error
+	for range 3 {
+		_, err = s.Deliveries.Notified(ctx, m.Realm, m.Delivery, m.Version, "outbox")
+		if err == nil || errors.Is(err, delivery.ErrSuperseded) {
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			break
 		}
 	}
-	return nil
+	return fmt.Errorf("outbox: sent, but marking the delivery notified failed (it will be sent again, with the same id): %w", err)
 }
 
 func (s *Service) sendRecipient(ctx context.Context, m store.OutboxMessage) error {
