@@ -17,16 +17,23 @@ func (e *env) adminDeliveryCmd() *cobra.Command {
 	var device, email, phone, notAfter, mode, after string
 	var limit int
 	showCode := func(e *env, o map[string]any) error {
-		fmt.Fprintf(e.stdout, "delivery %v on device %v (code version %v, %v until %v)\nrecipient code (shown once, the server keeps no copy): %v\n",
-			o["id"], o["device"], o["code_version"], o["state"], o["not_after"], o["code"])
+		fmt.Fprintf(e.stdout, "delivery %v on device %v (code version %v, %v until %v)\n",
+			o["id"], o["device"], o["code_version"], o["state"], o["not_after"])
+		if code, ok := o["code"]; ok {
+			fmt.Fprintf(e.stdout, "recipient code (shown once, the server keeps no copy): %v\n", code)
+		} else {
+			fmt.Fprintln(e.stdout, "the recipient's code goes to them through the server's notifier (see 'outpost admin outbox list')")
+		}
 		return nil
 	}
 	c.AddCommand(
 		e.apiCmd(apiCall{use: "add ID --device D (--email E | --phone P) --not-after TIME [--mode hash]",
 			short: "Create a delivery and its one-time recipient code (shown once)",
 			long: `Create delivery ID for the courier device D. The recipient (an email address
-or an E.164 phone number) is stored sealed and never shown again; the code is
-printed once, for you to pass to the recipient until the notifier exists.
+or an E.164 phone number) is stored sealed and never shown again. When the
+server has a notifier (serve --smtp-addr, --sms-url) the code goes to the
+recipient by mail or SMS and is not shown; without one it is printed once,
+for you to pass to the recipient.
 --not-after is RFC 3339, at most 30 days ahead. --mode is how the device will
 check the code offline: hash, fingerprint or token.`,
 			example: "  outpost admin delivery add parcel-1 --device van-7 --email ana@example.org --not-after 2031-06-01T18:00:00Z",

@@ -146,12 +146,14 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 (or $OUTPOST_SERVER), authenticate with --token-file FILE (or $OUTPOST_TOKEN),
 and trust its CA with --cacert FILE.`, Example: "  outpost admin --help"}
 	admin.AddCommand(e.adminUserCmd(), e.adminTokenCmd(), e.adminAPIClientCmd(), e.adminVerifyCmd(), e.adminAuditCmd(),
-		e.adminOfflineCmd(), e.adminSiteCmd(), e.adminDeviceCmd(), e.adminDeliveryCmd(), e.adminImportSyncCmd())
+		e.adminOfflineCmd(), e.adminSiteCmd(), e.adminDeviceCmd(), e.adminDeliveryCmd(), e.adminImportSyncCmd(),
+		e.adminOutboxCmd(), e.adminWebhookCmd())
 	bench := &cobra.Command{Use: "bench", Short: "Measure Outpost on this machine and print a table",
 		Long: `Benchmarks that compare Outpost side by side with a baseline measured in the
 same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
 because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, Example: "  outpost bench --help"}
 	bench.AddCommand(e.benchOnlineCmd(), e.benchOfflineCmd(), e.benchSyncCmd(), e.benchSiteCmd())
+	bench.AddCommand(e.benchNotifyCmd())
 	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.serveCmd(), e.auditCmd(),
 		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), admin, bench)
 	usageArgs(root)

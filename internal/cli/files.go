@@ -40,9 +40,12 @@ func pinFromFile(pin *string, pinFile string) error {
 	if err != nil {
 		return fmt.Errorf("reading --pin-file: %w", err)
 	}
-	*pin = string(bytes.TrimRight(b, "\r\n"))
+	*pin = string(trimNewline(b))
 	return nil
 }
+
+// trimNewline drops the line ending a file read for one value ends with.
+func trimNewline(b []byte) []byte { return bytes.TrimRight(b, "\r\n") }
 
 // readServerPIN reads a PIN file whose PIN is sent to the server's API
 // (surrounding white space dropped).

@@ -36,6 +36,7 @@ type serveFlags struct {
 	readyFile           string
 	checkpoints         checkpointExportFlags
 	retention           retentionFlags
+	notify              notifyFlags
 }
 
 func (e *env) serveCmd() *cobra.Command {
@@ -58,6 +59,10 @@ DIR/audit-checkpoints (see 'outpost audit verify --checkpoint').
 With --audit-retain 30d --audit-segment-dir DIR2 it exports audit entries
 older than 30 days to signed segment files in DIR2, reads them back, and
 prunes them from the database (docs/storage.md; run it on one replica).
+With --smtp-addr (email) or --sms-url (phones), delivery codes go to their
+recipients through the outbox, with retries and dead letters ('outpost admin
+outbox'), and the API no longer returns them; shipper webhooks ('outpost admin
+webhook set') receive every delivery state change, signed.
 SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 		Example: "  outpost serve --data ./outpost-data --listen 127.0.0.1:8443",
 		Args:    cobra.NoArgs,
@@ -81,6 +86,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the listening URL to FILE once serving (for scripts and tests)")
 	f.checkpoints.register(c)
 	f.retention.register(c)
+	f.notify.register(c)
 	return c
 }
 
@@ -109,6 +115,10 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err := f.retention.validate(); err != nil {
 		return err
 	}
+	channels, err := f.notify.config()
+	if err != nil {
+		return err
+	}
 	level := slog.LevelInfo
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level: %w", err)}
@@ -134,7 +144,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	pol := online.DefaultPolicy
 	pol.MaxFailures = f.maxFailures
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
-		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir)})
+		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
+		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout})
 	if err != nil {
 		return usageError{err}
 	}
@@ -166,6 +177,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	go srv.FlushUnknownEvery(sigCtx, 5*time.Second)
+	stopOutbox := f.notify.start(sigCtx, srv, channels, logger)
+	defer stopOutbox()
 	select {
 	case err := <-errc:
 		return err

@@ -15,11 +15,16 @@
 // The states and the transitions between them are one table (states.go).
 // The service keeps no code in the clear: it stores an HMAC of the current
 // code under a master-derived key, bound to the delivery and code version,
-// and the recipient's contact sealed with internal/secretbox. The code is
-// returned once, by Create and Reassign; until the notifier exists (next
-// step of issue 11) the caller hands it to the recipient. Every change is
-// audited in the same transaction as the change, and neither audit entries
-// nor errors carry the recipient or a code.
+// and the recipient's contact sealed with internal/secretbox. Every change
+// is audited in the same transaction as the change, and neither audit
+// entries nor errors carry the recipient or a code.
+//
+// With an Outbox (internal/outbox), every change also writes, in the same
+// transaction, the shipper's event and, for Create and Reassign, the
+// recipient's message with the code sealed; Create and Reassign then return
+// no code (""), and the worker calls Notified once the message is sent.
+// Without one, the code is returned once by Create and Reassign and the
+// caller hands it to the recipient.
 package delivery
 
 import (
@@ -30,6 +35,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,6 +109,34 @@ type Service struct {
 	Now func() time.Time
 	// Digits is the random length of codes; 0 means deliverycode.DefaultDigits.
 	Digits int
+	// Outbox, when set, gives the messages each change writes with it.
+	Outbox Outbox
+}
+
+// Outbox is what the service asks for the messages of a change
+// (internal/outbox implements it).
+type Outbox interface {
+	// Messages returns the outbox messages to write with d's change to its
+	// (new) state d.State at now: the shipper's event, and when code is not
+	// "", the recipient's message carrying it. kept reports that the code
+	// travels in a message, so that the caller must not return it.
+	Messages(ctx context.Context, d store.Delivery, code string, now time.Time) (msgs []store.OutboxMessage, kept bool, err error)
+}
+
+// messages asks the outbox, if any, for the messages of d's change, and
+// returns the code the caller may still see ("" once a message carries it).
+func (s *Service) messages(ctx context.Context, d store.Delivery, code string, now time.Time) ([]store.OutboxMessage, string, error) {
+	if s.Outbox == nil {
+		return nil, code, nil
+	}
+	msgs, kept, err := s.Outbox.Messages(ctx, d, code, now)
+	if err != nil {
+		return nil, "", err
+	}
+	if kept {
+		code = ""
+	}
+	return msgs, code, nil
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
@@ -127,7 +161,11 @@ func (s *Service) Create(ctx context.Context, realm string, r Request, actor str
 	d := store.Delivery{Realm: realm, ID: r.ID, Device: r.Device, Mode: string(r.Mode), State: string(Created),
 		CreatedAt: now, UpdatedAt: now, NotAfter: r.NotAfter, CodeVersion: 1, Recipient: sealed}
 	d.CodeMAC = s.mac(realm, r.ID, 1, code)
-	if err := s.Store.CreateDelivery(ctx, d, s.entry(audit.DeliveryCreate, actor, d, now)); err != nil {
+	msgs, code, err := s.messages(ctx, d, code, now)
+	if err != nil {
+		return Delivery{}, "", err
+	}
+	if err := s.Store.CreateDelivery(ctx, d, s.entry(audit.DeliveryCreate, actor, d, now), msgs...); err != nil {
 		return Delivery{}, "", err
 	}
 	return view(d, now), code, nil
@@ -181,6 +219,46 @@ func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string)
 	})
 }
 
+// ErrSuperseded: the message is about a code version that is no longer
+// the delivery's, or a delivery that takes no change any more (cancelled,
+// expired, delivered): it must not be sent.
+var ErrSuperseded = errors.New("delivery has moved on: the message is no longer current")
+
+// Notified records that the recipient's message of code version version
+// was sent: created or reassigned → notified, audited (delivery.notify),
+// with its shipper event. ErrSuperseded when the delivery has moved on
+// (another version, or a state that cannot become notified).
+func (s *Service) Notified(ctx context.Context, realm, id string, version uint32, actor string) (Delivery, error) {
+	d, _, err := s.change(ctx, realm, id, Notified, actor, func(d *store.Delivery) (string, error) {
+		if d.CodeVersion != version {
+			return "", fmt.Errorf("%w: delivery %q is at code version %d, not %d", ErrSuperseded, ident.Clip(id), d.CodeVersion, version)
+		}
+		return "", nil
+	})
+	if errors.Is(err, ErrState) {
+		err = fmt.Errorf("%w: %w", ErrSuperseded, err)
+	}
+	return d, err
+}
+
+// Current returns realm's delivery id and its recipient when version is
+// still its code version and its state may still take a change (the
+// recipient's message is still worth sending); ErrSuperseded otherwise.
+// Only the outbox worker calls it: it is the one reader of the sealed
+// recipient.
+func (s *Service) Current(ctx context.Context, realm, id string, version uint32) (Delivery, Recipient, error) {
+	d, err := s.Store.GetDelivery(ctx, realm, id)
+	if err != nil {
+		return Delivery{}, Recipient{}, err
+	}
+	v := view(d, s.now())
+	if d.CodeVersion != version || len(transitions[v.State]) == 0 || v.State == Failed {
+		return Delivery{}, Recipient{}, fmt.Errorf("%w: delivery %q is %s at code version %d", ErrSuperseded, ident.Clip(id), v.State, d.CodeVersion)
+	}
+	r, err := s.openRecipient(d)
+	return v, r, err
+}
+
 // change moves realm's delivery id to state to after edit, if the table
 // allows it from its current state, and stores it with its audit entry on
 // the condition that nobody changed it meanwhile (store.ErrConflict).
@@ -199,12 +277,59 @@ func (s *Service) change(ctx context.Context, realm, id string, to State, actor 
 	if err != nil {
 		return Delivery{}, "", err
 	}
+	return s.commit(ctx, d, fromState, fromVersion, to, actor, code, now)
+}
+
+// changeKinds are the audit kinds of the changes.
+var changeKinds = map[State]string{Cancelled: audit.DeliveryCancel, Reassigned: audit.DeliveryReassign,
+	Notified: audit.DeliveryNotify, Expired: audit.DeliveryExpire}
+
+// commit stores d, read in state fromState at version fromVersion and
+// edited, as now in state to, with its audit entry and its outbox messages
+// (code, if any, in the recipient's), on the condition that nobody changed
+// it meanwhile (store.ErrConflict). It returns the code the caller may see.
+func (s *Service) commit(ctx context.Context, d store.Delivery, fromState string, fromVersion uint32, to State, actor, code string, now time.Time) (Delivery, string, error) {
 	d.State, d.UpdatedAt = string(to), now
-	kind := map[State]string{Cancelled: audit.DeliveryCancel, Reassigned: audit.DeliveryReassign}[to]
-	if err := s.Store.UpdateDelivery(ctx, d, fromState, fromVersion, s.entry(kind, actor, d, now)); err != nil {
+	msgs, code, err := s.messages(ctx, d, code, now)
+	if err != nil {
+		return Delivery{}, "", err
+	}
+	if err := s.Store.UpdateDelivery(ctx, d, fromState, fromVersion, s.entry(changeKinds[to], actor, d, now), msgs...); err != nil {
 		return Delivery{}, "", err
 	}
 	return view(d, now), code, nil
+}
+
+// ExpireDue stores the expiry of up to limit (1..store.MaxListLimit)
+// deliveries whose not_after has passed and whose stored state may still
+// become expired: each becomes expired, audited (delivery.expire), with its
+// shipper event, and returns how many changed. Reading a delivery shows it
+// expired from not_after on anyway; this makes the change stored and
+// announced. A delivery changed meanwhile is left for the next call.
+func (s *Service) ExpireDue(ctx context.Context, limit int, actor string) (int, error) {
+	now := s.now()
+	var from []string
+	for st, tos := range transitions {
+		if slices.Contains(tos, Expired) {
+			from = append(from, string(st))
+		}
+	}
+	ds, err := s.Store.DueDeliveries(ctx, now, from, limit)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, d := range ds {
+		_, _, err := s.commit(ctx, d, d.State, d.CodeVersion, Expired, actor, "", now)
+		switch {
+		case errors.Is(err, store.ErrConflict):
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
 }
 
 // current is the delivery's state at now: a delivery that is not yet
@@ -252,7 +377,11 @@ func (s *Service) Recipient(ctx context.Context, realm, id string) (Recipient, e
 	if err != nil {
 		return Recipient{}, err
 	}
-	b, err := s.box().Open(d.Recipient, recipientAD(realm, id))
+	return s.openRecipient(d)
+}
+
+func (s *Service) openRecipient(d store.Delivery) (Recipient, error) {
+	b, err := s.box().Open(d.Recipient, recipientAD(d.Realm, d.ID))
 	if err != nil {
 		return Recipient{}, err
 	}

@@ -27,7 +27,6 @@ import (
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
-	"github.com/outpost-auth/outpost/internal/store/storetest"
 	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -49,15 +48,7 @@ func TestSyncSurvivesSIGKILL(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("OUTPOST_SYNC_KILL_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
-	for _, eng := range []struct {
-		name string
-		dsn  func(t *testing.T) string
-	}{
-		{"sqlite", func(t *testing.T) string { return "" }},
-		{"postgres", func(t *testing.T) string { return storetest.PostgresDSN(t) }},
-	} {
-		t.Run(eng.name, func(t *testing.T) { syncKill(t, eng.dsn(t), rounds) })
-	}
+	eachEngine(t, func(t *testing.T, dsn string) { syncKill(t, dsn, rounds) })
 }
 
 // killServer is one `outpost serve` process that may be killed and restarted on the same port.
@@ -72,6 +63,8 @@ type killServer struct {
 	logs    *bytes.Buffer
 	mu      sync.Mutex
 	started int
+	// extra are more flags of `outpost serve`.
+	extra []string
 }
 
 func (s *killServer) start() {
@@ -85,6 +78,7 @@ func (s *killServer) start() {
 	if s.dsn != "" {
 		args = append(args, "--database", s.dsn)
 	}
+	args = append(args, s.extra...)
 attempts:
 	for attempt := 0; ; attempt++ {
 		cmd := exec.Command(bin, args...)

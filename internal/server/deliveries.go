@@ -11,7 +11,9 @@ import (
 // Deliveries (docs/deliveries.md): the /v1/deliveries routes, of scope
 // issuer. The rules and the audit entries are in internal/delivery; this
 // file maps HTTP to them. The code is in the answer of create and reassign
-// only, once: the server keeps no copy (the notifier comes next).
+// only, once, and only when the server has no notifier (Config.Notify):
+// with one, it goes to the recipient through the outbox (outbox.go). The
+// server keeps no copy in the clear.
 
 // deliveryAnswers are the delivery service's refusals' statuses and codes.
 var deliveryAnswers = []answer{

@@ -194,6 +194,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = "/v1/devices/dev-gone/revoke"
 		case strings.HasPrefix(path, "/v1/deliveries/{id}"):
 			path = strings.Replace(path, "{id}", "parcel-1", 1)
+		case strings.HasPrefix(path, "/v1/outbox/{id}"):
+			path = strings.Replace(path, "{id}", "ob-0000", 1)
 		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
 			path = strings.Replace(path, "{scope}", "north", 1)
 		}
@@ -270,6 +272,7 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/reassign":               {`{"device":"dev-3"}`},
 		"/v1/audit/export":        {`{"through":3}`},
 		"/v1/audit/prune":         {`{"before":5}`, `{"older_than":"30d"}`},
+		"/v1/webhook":             {`{"url":"https://shipper.example/hook"}`, `{"url":"http://127.0.0.1:9/hook","secret":"0123456789abcdef"}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {

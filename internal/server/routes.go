@@ -118,6 +118,11 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/audit/export", scopes: admin, handler: s.exportAudit},
 		{method: "POST", pattern: "/v1/audit/prune", scopes: admin, handler: s.pruneAudit},
 		{method: "GET", pattern: "/v1/audit/segments/{name}", scopes: admin, handler: s.getSegment},
+		// The outbox's dead letters and the shipper webhook (internal/outbox): outbox.go.
+		{method: "GET", pattern: "/v1/outbox", scopes: admin, handler: s.listOutbox},
+		{method: "POST", pattern: "/v1/outbox/{id}/resend", scopes: admin, handler: s.resendOutbox},
+		{method: "PUT", pattern: "/v1/webhook", scopes: admin, handler: s.setWebhook},
+		{method: "GET", pattern: "/v1/webhook", scopes: admin, handler: s.getWebhook},
 	}
 	return rs
 }

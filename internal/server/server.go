@@ -47,7 +47,9 @@ import (
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/notify"
 	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/outbox"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -80,6 +82,14 @@ type Config struct {
 	// AuditCheckpointDir is where scheduled checkpoints are exported
 	// (searched for one to end an export at).
 	AuditSegmentDir, AuditCheckpointDir string
+	// Notify are the recipients' notifiers (internal/notify). With one,
+	// delivery codes go to recipients through the outbox and the API no
+	// longer returns them; with none, it does.
+	Notify notify.Channels
+	// Outbox is the outbox worker's retry policy (zero: outbox.DefaultPolicy);
+	// WebhookTimeout bounds one shipper event POST (zero: 10 s).
+	Outbox         outbox.Policy
+	WebhookTimeout time.Duration
 }
 
 // Server is the HTTP API.
@@ -113,6 +123,9 @@ type Server struct {
 	// deliveries is the delivery service (deliveries.go); nil when the
 	// store cannot hold deliveries.
 	deliveries *delivery.Service
+	// outbox is the outbox service and worker (outbox.go); nil when the
+	// store cannot hold an outbox.
+	outbox *outbox.Service
 }
 
 // New returns a server for cfg.
@@ -167,6 +180,7 @@ func New(cfg Config) (*Server, error) {
 	if ds, ok := cfg.Store.(store.DeliveryStore); ok {
 		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
 	}
+	s.outbox = s.newOutbox(cfg)
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {

@@ -41,21 +41,26 @@ const MaxDeliveryNameLen = 32
 
 // DeliveryStore stores deliveries.
 type DeliveryStore interface {
-	// CreateDelivery stores d with the audit entry e in one transaction.
-	// ErrExists when the realm already has d.ID; ErrNotFound when the realm
-	// does not exist.
-	CreateDelivery(ctx context.Context, d Delivery, e eventlog.Entry) error
+	// CreateDelivery stores d with the audit entry e and the outbox
+	// messages msgs (OutboxStore) in one transaction. ErrExists when the
+	// realm already has d.ID; ErrNotFound when the realm does not exist.
+	CreateDelivery(ctx context.Context, d Delivery, e eventlog.Entry, msgs ...OutboxMessage) error
 	// GetDelivery returns realm's delivery id (ErrNotFound).
 	GetDelivery(ctx context.Context, realm, id string) (Delivery, error)
 	// ListDeliveries returns up to limit (1..MaxListLimit) of realm's
 	// deliveries with ID > after, ordered by ID.
 	ListDeliveries(ctx context.Context, realm, after string, limit int) ([]Delivery, error)
 	// UpdateDelivery stores d's Device, State, UpdatedAt, CodeVersion and
-	// CodeMAC with the audit entry e in one transaction, provided the
-	// stored row still has state fromState and code version fromVersion;
-	// otherwise nothing is written and the answer is ErrConflict (someone
-	// changed it first: read it again) or ErrNotFound.
-	UpdateDelivery(ctx context.Context, d Delivery, fromState string, fromVersion uint32, e eventlog.Entry) error
+	// CodeMAC with the audit entry e and the outbox messages msgs in one
+	// transaction, provided the stored row still has state fromState and
+	// code version fromVersion; otherwise nothing is written and the answer
+	// is ErrConflict (someone changed it first: read it again) or
+	// ErrNotFound.
+	UpdateDelivery(ctx context.Context, d Delivery, fromState string, fromVersion uint32, e eventlog.Entry, msgs ...OutboxMessage) error
+	// DueDeliveries returns up to limit (1..MaxListLimit) deliveries of
+	// every realm whose NotAfter is at or before now and whose state is one
+	// of states, soonest first (for the expiry sweep).
+	DueDeliveries(ctx context.Context, now time.Time, states []string, limit int) ([]Delivery, error)
 }
 
 var _ DeliveryStore = (*sqlStore)(nil)
@@ -83,8 +88,8 @@ func scanDelivery(r row) (Delivery, error) {
 	return d, err
 }
 
-func (s *sqlStore) CreateDelivery(ctx context.Context, d Delivery, e eventlog.Entry) error {
-	if err := checkDelivery(d); err != nil {
+func (s *sqlStore) CreateDelivery(ctx context.Context, d Delivery, e eventlog.Entry, msgs ...OutboxMessage) error {
+	if err := first(checkDelivery(d), checkOutbox(msgs)); err != nil {
 		return err
 	}
 	created := s.stamp(d.CreatedAt)
@@ -99,6 +104,9 @@ func (s *sqlStore) CreateDelivery(ctx context.Context, d Delivery, e eventlog.En
 			if err = classify(s.e, err); errors.Is(err, ErrExists) {
 				return fmt.Errorf("%w: delivery %q in realm %q", errDuplicate, d.ID, d.Realm)
 			}
+			return err
+		}
+		if err := insertOutbox(ctx, q, msgs); err != nil {
 			return err
 		}
 		_, err := appendAuditIn(ctx, s, q, []eventlog.Entry{e})
@@ -135,8 +143,8 @@ func (s *sqlStore) ListDeliveries(ctx context.Context, realm, after string, limi
 	return collect(s, rs, err, scanDelivery)
 }
 
-func (s *sqlStore) UpdateDelivery(ctx context.Context, d Delivery, fromState string, fromVersion uint32, e eventlog.Entry) error {
-	if err := checkDelivery(d); err != nil {
+func (s *sqlStore) UpdateDelivery(ctx context.Context, d Delivery, fromState string, fromVersion uint32, e eventlog.Entry, msgs ...OutboxMessage) error {
+	if err := first(checkDelivery(d), checkOutbox(msgs)); err != nil {
 		return err
 	}
 	defer s.chainLock()()
@@ -150,6 +158,9 @@ func (s *sqlStore) UpdateDelivery(ctx context.Context, d Delivery, fromState str
 		}
 		if changed = n > 0; !changed {
 			return nil
+		}
+		if err := insertOutbox(ctx, q, msgs); err != nil {
+			return err
 		}
 		_, err = appendAuditIn(ctx, s, q, []eventlog.Entry{e})
 		return err

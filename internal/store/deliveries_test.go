@@ -15,3 +15,12 @@ func TestDeliveriesContract(t *testing.T) {
 		})
 	}
 }
+
+// TestOutboxContract runs the outbox contract on both engines.
+func TestOutboxContract(t *testing.T) {
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			storetest.RunOutbox(t, func(t *testing.T) store.Store { return storetest.Open(t, eng.dsn(t)) })
+		})
+	}
+}

@@ -37,6 +37,16 @@ func SQLitePath(t testing.TB) string {
 	return filepath.Join(t.TempDir(), "outpost.db")
 }
 
+// Engines names the DSN makers of the engines a service test runs on:
+// SQLite always, PostgreSQL when OUTPOST_TEST_POSTGRES_DSN is set.
+func Engines() map[string]func(t testing.TB) string {
+	m := map[string]func(t testing.TB) string{"sqlite": SQLitePath}
+	if os.Getenv(PostgresEnv) != "" {
+		m["postgres"] = PostgresDSN
+	}
+	return m
+}
+
 // PostgresDSN creates an empty schema on the server OUTPOST_TEST_POSTGRES_DSN
 // names and returns a DSN with search_path set to it; the schema is dropped
 // when the test ends. It skips the test when the variable is unset.
