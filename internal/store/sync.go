@@ -202,6 +202,9 @@ type SyncTx interface {
 	FindAudit(kind, subject string, before uint64, limit int) ([]eventlog.Entry, error)
 	// AppendAudit chains entries after the audit log's last one and returns them stored.
 	AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error)
+	// Roster is the device roster inside this transaction (roster.go): a
+	// vouch carried by a log entry is stored with the entry's acknowledgement.
+	Roster() RosterTx
 }
 
 var _ SyncStore = (*sqlStore)(nil)
