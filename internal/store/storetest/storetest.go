@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,3 +97,27 @@ func runEngine[E any](t *testing.T, open func(t *testing.T) store.Store, cases [
 		})
 	}
 }
+
+// Engine names a storage engine and gives a fresh database for it.
+type Engine struct {
+	Name string
+	DSN  func(t testing.TB) string
+}
+
+// Engines are both engines, for tests that run on each.
+var Engines = []Engine{{"sqlite", SQLitePath}, {"postgres", PostgresDSN}}
+
+// Clock is a settable clock for tests, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock reading t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Advance moves the clock by d.
+func (c *Clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }

@@ -1,0 +1,170 @@
+package roster
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/outpost-auth/outpost/device"
+	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/vouchwire"
+)
+
+func parseSPKI(der []byte) (crypto.PublicKey, error) { return x509.ParsePKIXPublicKey(der) }
+
+// SyncEntries takes the vouches among a sync's fresh log entries (those
+// the server records for the first time) into the roster, inside the
+// sync's transaction tx: the vouch and the acknowledgement of its entry
+// commit together, so each vouch is ingested exactly once; a retried or
+// replayed upload carries no fresh entries, and the roster's key (staff
+// device, sequence number) refuses a second row besides. dev is the
+// uploading device as the server registered it (its realm is the vouch's
+// realm, whatever the entry says).
+//
+// It returns the audit entries to append with the sync's, and a function
+// to call once the transaction committed (it counts the metrics). It never
+// refuses an upload: a vouch it does not believe is an incident, audited,
+// and stores nothing.
+func (s *Service) SyncEntries(ctx context.Context, tx store.SyncTx, dev store.Device, fresh []eventlog.Entry, now time.Time) ([]eventlog.Entry, func(), error) {
+	var out []eventlog.Entry
+	counts := map[string]int{}
+	var allowed *bool
+	rt := tx.Roster()
+	for i := range fresh {
+		e := &fresh[i]
+		if e.Kind != vouchwire.Kind {
+			continue
+		}
+		if allowed == nil {
+			ok, err := rt.Voucher(dev.Realm, dev.ID)
+			if err != nil {
+				return nil, nil, err
+			}
+			allowed = &ok
+		}
+		as, held, err := s.ingest(rt, dev, e, *allowed, now)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, a := range as {
+			switch a.Kind {
+			case KindIncident:
+				counts[CountIncident]++
+			case KindVouch:
+				counts[CountIngested]++
+			}
+		}
+		if held {
+			counts[CountHeld]++
+		}
+		out = append(out, as...)
+	}
+	return out, func() {
+		for k, n := range counts {
+			s.count(k, n)
+		}
+	}, nil
+}
+
+// ingest takes one vouch entry; it returns the audit entries to write
+// (none when the vouch was stored before) and whether the vouch is held.
+func (s *Service) ingest(rt store.RosterTx, dev store.Device, e *eventlog.Entry, allowed bool, now time.Time) ([]eventlog.Entry, bool, error) {
+	actor := "device:" + dev.ID
+	ref := map[string]any{"realm": dev.Realm, "staff_device": dev.ID, "device_seq": e.Seq}
+	incident := func(kind, subject string, why error, extra map[string]any) []eventlog.Entry {
+		d := map[string]any{"incident": kind, "reason": why.Error()}
+		for k, v := range ref {
+			d[k] = v
+		}
+		for k, v := range extra {
+			d[k] = v
+		}
+		return []eventlog.Entry{entry(now, KindIncident, actor, subject, d)}
+	}
+	v, err := vouchwire.Parse(e.Data)
+	if err != nil {
+		// Signed by a registered device, yet not something its field store
+		// writes: the holder made the device sign it.
+		return incident(IncidentMalformed, "", fmt.Errorf("the vouch entry does not decode: %w", err), nil), false, nil
+	}
+	serial := v.Serial
+	if !allowed {
+		return incident(IncidentNotAllowed, serial, fmt.Errorf("device %s is not allowed to vouch in realm %s ('outpost admin roster allow --device %s')", dev.ID, dev.Realm, dev.ID),
+			map[string]any{"fingerprint": v.Fingerprint, "site": v.Site}), false, nil
+	}
+	existing, err := rt.Vouches(dev.Realm, serial)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, o := range existing {
+		if o.StaffDevice == dev.ID && o.DeviceSeq == e.Seq {
+			return nil, false, nil // ingested before
+		}
+	}
+	st, reason := StateLive, ""
+	var mismatch []string
+	for _, o := range existing {
+		if ost := state(o, now); !sameKey(o.SPKI, v.SPKI) && (ost == StateLive || ost == StateEnrolled || ost == StateHeld) {
+			mismatch = append(mismatch, vouchID(o.StaffDevice, o.DeviceSeq))
+		}
+	}
+	if len(mismatch) > 0 {
+		st, reason = StateHeld, "another key is vouched for this serial"
+	} else {
+		exp, anyExp, err := rt.Expected(dev.Realm, serial)
+		if err != nil {
+			return nil, false, err
+		}
+		if anyExp && !exp {
+			st, reason = StateHeld, "serial not expected"
+		}
+	}
+	// The device's clock counts only when it is earlier than the server's:
+	// a clock set ahead must not stretch the vouch's life.
+	start := e.Time
+	if start.After(now) {
+		start = now
+	}
+	row := store.Vouch{Realm: dev.Realm, StaffDevice: dev.ID, DeviceSeq: e.Seq, Serial: serial, Model: v.Model,
+		KeyType: v.Parsed.KeyType().String(), SPKI: v.SPKI, Site: v.Site, Location: v.Location,
+		VouchedAt: e.Time, ReceivedAt: now, ExpiresAt: start.Add(s.expiry()), State: st, Reason: reason, UpdatedAt: now}
+	added, err := rt.PutVouch(row)
+	if err != nil {
+		if errors.Is(err, store.ErrInvalid) {
+			return incident(IncidentMalformed, serial, fmt.Errorf("the vouch cannot be stored: %w", err), nil), false, nil
+		}
+		return nil, false, err
+	}
+	if !added {
+		return nil, false, nil
+	}
+	if len(mismatch) > 0 {
+		// Recorded as a held vouch AND an incident: a copied label or a
+		// swapped device, for an administrator to look at.
+		return append([]eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row))},
+			incident(IncidentKeyMismatch, serial, fmt.Errorf("serial %s already has vouches for another key (%v): this vouch is held for review", serial, mismatch),
+				map[string]any{"fingerprint": v.Fingerprint, "others": mismatch})...), true, nil
+	}
+	return []eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row))}, st == StateHeld, nil
+}
+
+func vouchData(ref map[string]any, v store.Vouch) map[string]any {
+	d := map[string]any{"model": v.Model, "site": v.Site, "state": v.State, "expires_at": v.ExpiresAt.UTC().Format(time.RFC3339)}
+	if pub, err := parseSPKI(v.SPKI); err == nil {
+		d["fingerprint"], _ = device.Fingerprint(pub)
+	}
+	if v.Reason != "" {
+		d["reason"] = v.Reason
+	}
+	if v.Location != "" {
+		d["location"] = v.Location
+	}
+	for k, x := range ref {
+		d[k] = x
+	}
+	return d
+}
