@@ -146,7 +146,7 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 (or $OUTPOST_SERVER), authenticate with --token-file FILE (or $OUTPOST_TOKEN),
 and trust its CA with --cacert FILE.`, Example: "  outpost admin --help"}
 	admin.AddCommand(e.adminUserCmd(), e.adminTokenCmd(), e.adminAPIClientCmd(), e.adminVerifyCmd(), e.adminAuditCmd(),
-		e.adminOfflineCmd(), e.adminSiteCmd(), e.adminDeviceCmd(), e.adminDeliveryCmd(), e.adminImportSyncCmd())
+		e.adminOfflineCmd(), e.adminSiteCmd(), e.adminDeviceCmd(), e.adminDeliveryCmd(), e.adminImportSyncCmd(), e.adminRosterCmd())
 	bench := &cobra.Command{Use: "bench", Short: "Measure Outpost on this machine and print a table",
 		Long: `Benchmarks that compare Outpost side by side with a baseline measured in the
 same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,

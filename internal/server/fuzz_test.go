@@ -192,6 +192,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = "/v1/devices/dev-gone/revoke"
 		case strings.HasPrefix(path, "/v1/deliveries/{id}"):
 			path = strings.Replace(path, "{id}", "parcel-1", 1)
+		case strings.HasPrefix(path, "/v1/roster/{serial}"):
+			path = strings.Replace(path, "{serial}", "SN-1", 1)
 		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
 			path = strings.Replace(path, "{scope}", "north", 1)
 		}
@@ -266,6 +268,11 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/v1/keys/subject-export": {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
 		"/v1/deliveries":          {`{"id":"parcel-1","recipient":{"email":"ana@example.org"},"device":"dev-2","not_after":"2031-11-24T12:00:00Z","mode":"hash"}`},
 		"/reassign":               {`{"device":"dev-3"}`},
+		"/v1/roster/expected":     {`{"serials":["SN-1","SN-2"],"order":"PO-7"}`},
+		"/v1/roster/vouchers":     {`{"device":"dev-2","allowed":true}`},
+		"/withdraw":               {`{"reason":"stolen"}`},
+		"/approve":                {`{"vouch":"dev-2:7"}`},
+		"/reject":                 {`{}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {

@@ -112,6 +112,16 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/v1/deliveries/{id}", scopes: issuer, handler: s.getDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/cancel", scopes: issuer, handler: s.cancelDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
+
+		// The device roster (internal/roster): roster.go. After deliveries,
+		// for the same reason.
+		{method: "GET", pattern: "/v1/roster", scopes: admin, handler: s.listRoster},
+		{method: "POST", pattern: "/v1/roster/expected", scopes: admin, handler: s.expectSerials},
+		{method: "POST", pattern: "/v1/roster/vouchers", scopes: admin, handler: s.allowVoucher},
+		{method: "GET", pattern: "/v1/roster/{serial}", scopes: admin, handler: s.getRoster},
+		{method: "POST", pattern: "/v1/roster/{serial}/withdraw", scopes: admin, handler: s.withdrawVouch},
+		{method: "POST", pattern: "/v1/roster/{serial}/approve", scopes: admin, handler: s.approveVouch},
+		{method: "POST", pattern: "/v1/roster/{serial}/reject", scopes: admin, handler: s.rejectVouch},
 	}
 	return rs
 }

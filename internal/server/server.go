@@ -48,6 +48,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/roster"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -75,6 +76,9 @@ type Config struct {
 	// SiteKDF is the argon2id cost of site packages and exported key files;
 	// the zero value is keys.DefaultKDF.
 	SiteKDF keys.KDFParams
+	// VouchExpiry is how long a device's vouch waits for it to enrol; 0
+	// means roster.DefaultExpiry.
+	VouchExpiry time.Duration
 }
 
 // Server is the HTTP API.
@@ -105,6 +109,8 @@ type Server struct {
 	// deliveries is the delivery service (deliveries.go); nil when the
 	// store cannot hold deliveries.
 	deliveries *delivery.Service
+	// roster is the device roster (roster.go); nil when the store holds none.
+	roster *roster.Service
 }
 
 // New returns a server for cfg.
@@ -146,10 +152,14 @@ func New(cfg Config) (*Server, error) {
 		Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)}
 	s.bundles = &issuance.Service{Store: cfg.Store, Online: s.svc, Audit: al, Signer: s.signer,
 		KDF: cfg.BundleKDF, Floor: cfg.BundleFloor, Now: cfg.Now, Slots: make(chan struct{}, 1)}
+	s.roster = newRoster(cfg, cfg.Registry)
 	if ss, ok := cfg.Store.(store.SyncStore); ok {
 		s.field = &fieldsync.Service{Store: cfg.Store, Sync: ss, Audit: al, Signer: s.signer, Now: cfg.Now,
 			Incident: s.sync.incident, Refill: s.bundles.Refill, RefillWait: syncRefillWait}
 		s.bundles.Record = s.field
+		if s.roster != nil {
+			s.field.Entries = s.roster // vouches in a sync go to the roster, in the sync's transaction
+		}
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Audit: al, Now: cfg.Now}
 	s.sites = newSiteAPI(s)
