@@ -34,6 +34,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -120,6 +121,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if err := cfg.Policy.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.VouchExpiry < 0 || cfg.VouchExpiry > roster.MaxExpiry {
+		return nil, fmt.Errorf("vouch expiry %v out of range (0 for the default of %v, at most %v)", cfg.VouchExpiry, roster.DefaultExpiry, roster.MaxExpiry)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
