@@ -103,4 +103,3 @@ func FuzzParseExpected(f *testing.F) {
 		}
 	})
 }
-
