@@ -30,23 +30,23 @@ func parseSPKI(der []byte) (crypto.PublicKey, error) { return x509.ParsePKIXPubl
 // refuses an upload: a vouch it does not believe is an incident, audited,
 // and stores nothing.
 func (s *Service) SyncEntries(ctx context.Context, tx store.SyncTx, dev store.Device, fresh []eventlog.Entry, now time.Time) ([]eventlog.Entry, func(), error) {
+	b := &batch{s: s, rt: tx.Roster(), dev: dev, now: now, known: map[string][]store.Vouch{}}
+	for i := range fresh {
+		if fresh[i].Kind == vouchwire.Kind {
+			v, err := vouchwire.Parse(fresh[i].Data)
+			b.items = append(b.items, item{e: &fresh[i], v: v, err: err})
+		}
+	}
+	if len(b.items) == 0 {
+		return nil, nil, nil
+	}
+	if err := b.load(); err != nil {
+		return nil, nil, err
+	}
 	var out []eventlog.Entry
 	counts := map[string]int{}
-	var allowed *bool
-	rt := tx.Roster()
-	for i := range fresh {
-		e := &fresh[i]
-		if e.Kind != vouchwire.Kind {
-			continue
-		}
-		if allowed == nil {
-			ok, err := rt.Voucher(dev.Realm, dev.ID)
-			if err != nil {
-				return nil, nil, err
-			}
-			allowed = &ok
-		}
-		as, held, err := s.ingest(rt, dev, e, *allowed, now)
+	for i := range b.items {
+		as, held, err := b.ingest(&b.items[i])
 		if err != nil {
 			return nil, nil, err
 		}
@@ -70,9 +70,62 @@ func (s *Service) SyncEntries(ctx context.Context, tx store.SyncTx, dev store.De
 	}, nil
 }
 
+// batch is one sync's vouches, read from the roster with a few queries.
+type batch struct {
+	s     *Service
+	rt    store.RosterTx
+	dev   store.Device
+	now   time.Time
+	items []item
+	// allowed: the device may vouch; anyExpected: the realm expects serials.
+	allowed, anyExpected bool
+	// known are the vouches of the batch's serials, those of this batch included.
+	known map[string][]store.Vouch
+}
+
+// item is one vouch entry, parsed (err when it does not parse).
+type item struct {
+	e   *eventlog.Entry
+	v   *vouchwire.Vouch
+	err error
+}
+
+// load reads what the batch's decisions need: whether the device may
+// vouch, whether the realm expects serials, and the serials' vouches.
+func (b *batch) load() error {
+	var err error
+	if b.allowed, err = b.rt.Voucher(b.dev.Realm, b.dev.ID); err != nil || !b.allowed {
+		return err
+	}
+	if b.anyExpected, err = b.rt.AnyExpected(b.dev.Realm); err != nil {
+		return err
+	}
+	var serials []string
+	seen := map[string]bool{}
+	for _, it := range b.items {
+		if it.err == nil && !seen[it.v.Serial] {
+			seen[it.v.Serial] = true
+			serials = append(serials, it.v.Serial)
+		}
+	}
+	for len(serials) > 0 {
+		n := min(len(serials), store.MaxVouchesOf)
+		vs, err := b.rt.VouchesOf(b.dev.Realm, serials[:n])
+		if err != nil {
+			return err
+		}
+		for _, v := range vs {
+			b.known[v.Serial] = append(b.known[v.Serial], v)
+		}
+		serials = serials[n:]
+	}
+	return nil
+}
+
 // ingest takes one vouch entry; it returns the audit entries to write
 // (none when the vouch was stored before) and whether the vouch is held.
-func (s *Service) ingest(rt store.RosterTx, dev store.Device, e *eventlog.Entry, allowed bool, now time.Time) ([]eventlog.Entry, bool, error) {
+func (b *batch) ingest(it *item) ([]eventlog.Entry, bool, error) {
+	dev, e, now := b.dev, it.e, b.now
 	actor := "device:" + dev.ID
 	ref := map[string]any{"realm": dev.Realm, "staff_device": dev.ID, "device_seq": e.Seq}
 	incident := func(kind, subject string, why error, extra map[string]any) []eventlog.Entry {
@@ -85,21 +138,18 @@ func (s *Service) ingest(rt store.RosterTx, dev store.Device, e *eventlog.Entry,
 		}
 		return []eventlog.Entry{entry(now, KindIncident, actor, subject, d)}
 	}
-	v, err := vouchwire.Parse(e.Data)
-	if err != nil {
+	if it.err != nil {
 		// Signed by a registered device, yet not something its field store
 		// writes: the holder made the device sign it.
-		return incident(IncidentMalformed, "", fmt.Errorf("the vouch entry does not decode: %w", err), nil), false, nil
+		return incident(IncidentMalformed, "", fmt.Errorf("the vouch entry does not decode: %w", it.err), nil), false, nil
 	}
+	v := it.v
 	serial := v.Serial
-	if !allowed {
+	if !b.allowed {
 		return incident(IncidentNotAllowed, serial, fmt.Errorf("device %s is not allowed to vouch in realm %s ('outpost admin roster allow --device %s')", dev.ID, dev.Realm, dev.ID),
 			map[string]any{"fingerprint": v.Fingerprint, "site": v.Site}), false, nil
 	}
-	existing, err := rt.Vouches(dev.Realm, serial)
-	if err != nil {
-		return nil, false, err
-	}
+	existing := b.known[serial]
 	for _, o := range existing {
 		if o.StaffDevice == dev.ID && o.DeviceSeq == e.Seq {
 			return nil, false, nil // ingested before
@@ -114,12 +164,12 @@ func (s *Service) ingest(rt store.RosterTx, dev store.Device, e *eventlog.Entry,
 	}
 	if len(mismatch) > 0 {
 		st, reason = StateHeld, "another key is vouched for this serial"
-	} else {
-		exp, anyExp, err := rt.Expected(dev.Realm, serial)
+	} else if b.anyExpected {
+		exp, err := b.rt.Expected(dev.Realm, serial)
 		if err != nil {
 			return nil, false, err
 		}
-		if anyExp && !exp {
+		if !exp {
 			st, reason = StateHeld, "serial not expected"
 		}
 	}
@@ -131,8 +181,8 @@ func (s *Service) ingest(rt store.RosterTx, dev store.Device, e *eventlog.Entry,
 	}
 	row := store.Vouch{Realm: dev.Realm, StaffDevice: dev.ID, DeviceSeq: e.Seq, Serial: serial, Model: v.Model,
 		KeyType: v.Parsed.KeyType().String(), SPKI: v.SPKI, Site: v.Site, Location: v.Location,
-		VouchedAt: e.Time, ReceivedAt: now, ExpiresAt: start.Add(s.expiry()), State: st, Reason: reason, UpdatedAt: now}
-	added, err := rt.PutVouch(row)
+		VouchedAt: e.Time, ReceivedAt: now, ExpiresAt: start.Add(b.s.expiry()), State: st, Reason: reason, UpdatedAt: now}
+	added, err := b.rt.PutVouch(row)
 	if err != nil {
 		if errors.Is(err, store.ErrInvalid) {
 			return incident(IncidentMalformed, serial, fmt.Errorf("the vouch cannot be stored: %w", err), nil), false, nil
@@ -142,6 +192,7 @@ func (s *Service) ingest(rt store.RosterTx, dev store.Device, e *eventlog.Entry,
 	if !added {
 		return nil, false, nil
 	}
+	b.known[serial] = append(b.known[serial], row)
 	if len(mismatch) > 0 {
 		// Recorded as a held vouch AND an incident: a copied label or a
 		// swapped device, for an administrator to look at.

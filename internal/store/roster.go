@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"strings"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
@@ -60,6 +61,8 @@ const (
 	MaxRosterReason = 512
 	// MaxExpectedBatch bounds the serials one PutExpected call adds.
 	MaxExpectedBatch = 100000
+	// MaxVouchesOf bounds the serials of one VouchesOf call.
+	MaxVouchesOf = 500
 )
 
 // RosterStore stores the roster.
@@ -83,6 +86,10 @@ type RosterStore interface {
 type RosterTx interface {
 	// Vouches returns the vouches for realm's serial, as GetVouches.
 	Vouches(realm, serial string) ([]Vouch, error)
+	// VouchesOf returns the vouches for any of realm's serials (at most
+	// MaxVouchesOf of them), in no particular order: one query for a sync's
+	// batch.
+	VouchesOf(realm string, serials []string) ([]Vouch, error)
 	// PutVouch stores v unless a vouch with its realm, staff device and
 	// sequence number exists (then it writes nothing and reports false).
 	// ErrNotFound when the realm does not exist.
@@ -90,9 +97,10 @@ type RosterTx interface {
 	// SetVouchState sets state, reason and UpdatedAt of one vouch provided
 	// its stored state is from, and reports whether it did.
 	SetVouchState(realm, staffDevice string, seq uint64, from, to, reason string, at time.Time) (bool, error)
-	// Expected reports whether realm expects serial, and whether it
-	// expects any serial at all.
-	Expected(realm, serial string) (expected, any bool, err error)
+	// Expected reports whether realm expects serial; AnyExpected whether
+	// it expects any serial at all.
+	Expected(realm, serial string) (bool, error)
+	AnyExpected(realm string) (bool, error)
 	// PutExpected adds serials (at most MaxExpectedBatch) to realm's
 	// expected ones; serials already expected are left as they are. It
 	// returns how many were added.
@@ -241,21 +249,44 @@ func (t *rosterTx) SetVouchState(realm, staffDevice string, seq uint64, from, to
 	return n > 0, t.check(err)
 }
 
-func (t *rosterTx) Expected(realm, serial string) (bool, bool, error) {
-	var n int64
-	err := t.q.queryRow(t.ctx, `SELECT COUNT(*) FROM roster_expected WHERE realm = $1 AND serial = $2`, realm, serial).Scan(&n)
-	if err != nil {
-		return false, false, t.check(err)
+func (t *rosterTx) VouchesOf(realm string, serials []string) ([]Vouch, error) {
+	if len(serials) > MaxVouchesOf {
+		return nil, invalid("%d serials in one lookup, at most %d", len(serials), MaxVouchesOf)
 	}
-	if n > 0 {
-		return true, true, nil
+	if len(serials) == 0 {
+		return nil, nil
 	}
+	args := make([]any, 0, 1+len(serials))
+	args = append(args, realm)
+	var in strings.Builder
+	for i, sn := range serials {
+		if i > 0 {
+			in.WriteString(", ")
+		}
+		in.WriteString(dollar(i + 2))
+		args = append(args, sn)
+	}
+	rs, err := t.q.query(t.ctx, `SELECT `+vouchColumns+` FROM roster_vouches WHERE realm = $1 AND serial IN (`+in.String()+`)`, args...)
+	out, err := collect(t.s, rs, err, scanVouch)
+	return out, t.check(err)
+}
+
+func (t *rosterTx) Expected(realm, serial string) (bool, error) {
 	var one int64
-	err = t.q.queryRow(t.ctx, `SELECT 1 FROM roster_expected WHERE realm = $1 LIMIT 1`, realm).Scan(&one)
+	err := t.q.queryRow(t.ctx, `SELECT 1 FROM roster_expected WHERE realm = $1 AND serial = $2`, realm, serial).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, false, nil
+		return false, nil
 	}
-	return false, err == nil, t.check(err)
+	return err == nil, t.check(err)
+}
+
+func (t *rosterTx) AnyExpected(realm string) (bool, error) {
+	var one int64
+	err := t.q.queryRow(t.ctx, `SELECT 1 FROM roster_expected WHERE realm = $1 LIMIT 1`, realm).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, t.check(err)
 }
 
 func (t *rosterTx) PutExpected(realm string, serials []string, orderRef string, at time.Time) (int, error) {

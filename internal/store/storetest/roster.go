@@ -53,6 +53,13 @@ func testRosterPutGetList(t *testing.T, st store.Store, rs store.RosterStore) {
 	if want := []bool{true, true, true, false, true, true}; !equalBools(added, want) {
 		t.Fatalf("PutVouch added %v, want %v (the same entry twice is one vouch)", added, want)
 	}
+	must(t, rs.RosterTx(ctx, func(tx store.RosterTx) error {
+		of, err := tx.VouchesOf("r1", []string{"SN-1", "SN-3", "SN-9"})
+		if err == nil && len(of) != 3 {
+			t.Errorf("VouchesOf(SN-1, SN-3, SN-9) = %d vouches, want 3", len(of))
+		}
+		return err
+	}))
 	got, err := rs.GetVouches(ctx, "r1", "SN-1")
 	must(t, err)
 	if len(got) != 2 || got[0].StaffDevice != "dev-1" || got[1].StaffDevice != "dev-2" {
@@ -151,9 +158,13 @@ func testRosterExpected(t *testing.T, st store.Store, rs store.RosterStore) {
 	check := func(realm, serial string, wantExp, wantAny bool) {
 		t.Helper()
 		must(t, rs.RosterTx(ctx, func(tx store.RosterTx) error {
-			exp, anyExp, err := tx.Expected(realm, serial)
+			exp, err := tx.Expected(realm, serial)
+			if err != nil {
+				return err
+			}
+			anyExp, err := tx.AnyExpected(realm)
 			if err == nil && (exp != wantExp || anyExp != wantAny) {
-				t.Errorf("Expected(%s, %s) = %v, %v, want %v, %v", realm, serial, exp, anyExp, wantExp, wantAny)
+				t.Errorf("Expected(%s, %s) = %v, any %v, want %v, %v", realm, serial, exp, anyExp, wantExp, wantAny)
 			}
 			return err
 		}))
