@@ -90,7 +90,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Row, error) {
 	}
 	rs := &roster.Service{Store: st.(store.RosterStore)}
 	svc := &fieldsync.Service{Store: st, Sync: st.(store.SyncStore), Audit: &audit.Log{Store: st}, Signer: m.Signer(0), Entries: rs}
-	say := func(format string, a ...any) { fmt.Fprintf(progress, "[%s] "+format+"\n", append([]any{st.Engine()}, a...)...) }
+	say := func(format string, a ...any) {
+		fmt.Fprintf(progress, "[%s] "+format+"\n", append([]any{st.Engine()}, a...)...)
+	}
 	per := cfg.Vouches / cfg.Devices
 	var rows []Row
 	for _, w := range []string{"plain", "vouch"} {
