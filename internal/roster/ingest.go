@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/outpost-auth/outpost/device"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/vouchwire"
@@ -196,18 +195,16 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool, error) {
 	if len(mismatch) > 0 {
 		// Recorded as a held vouch AND an incident: a copied label or a
 		// swapped device, for an administrator to look at.
-		return append([]eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row))},
+		return append([]eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))},
 			incident(IncidentKeyMismatch, serial, fmt.Errorf("serial %s already has vouches for another key (%v): this vouch is held for review", serial, mismatch),
 				map[string]any{"fingerprint": v.Fingerprint, "others": mismatch})...), true, nil
 	}
-	return []eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row))}, st == StateHeld, nil
+	return []eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))}, st == StateHeld, nil
 }
 
-func vouchData(ref map[string]any, v store.Vouch) map[string]any {
-	d := map[string]any{"model": v.Model, "site": v.Site, "state": v.State, "expires_at": v.ExpiresAt.UTC().Format(time.RFC3339)}
-	if pub, err := parseSPKI(v.SPKI); err == nil {
-		d["fingerprint"], _ = device.Fingerprint(pub)
-	}
+func vouchData(ref map[string]any, v store.Vouch, fingerprint string) map[string]any {
+	d := map[string]any{"model": v.Model, "site": v.Site, "state": v.State, "expires_at": v.ExpiresAt.UTC().Format(time.RFC3339),
+		"fingerprint": fingerprint}
 	if v.Reason != "" {
 		d["reason"] = v.Reason
 	}
