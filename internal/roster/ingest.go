@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"time"
 
@@ -45,10 +44,7 @@ func (s *Service) SyncEntries(ctx context.Context, tx store.SyncTx, dev store.De
 	var out []eventlog.Entry
 	counts := map[string]int{}
 	for i := range b.items {
-		as, held, err := b.ingest(&b.items[i])
-		if err != nil {
-			return nil, nil, err
-		}
+		as, held := b.ingest(&b.items[i])
 		for _, a := range as {
 			switch a.Kind {
 			case KindIncident:
@@ -61,6 +57,9 @@ func (s *Service) SyncEntries(ctx context.Context, tx store.SyncTx, dev store.De
 			counts[CountHeld]++
 		}
 		out = append(out, as...)
+	}
+	if err := b.store(); err != nil {
+		return nil, nil, err
 	}
 	return out, func() {
 		for k, n := range counts {
@@ -76,10 +75,31 @@ type batch struct {
 	dev   store.Device
 	now   time.Time
 	items []item
-	// allowed: the device may vouch; anyExpected: the realm expects serials.
+	// allowed: the device may vouch; anyExpected: the realm expects
+	// serials, expected those of the batch's it expects.
 	allowed, anyExpected bool
+	expected             map[string]bool
 	// known are the vouches of the batch's serials, those of this batch included.
 	known map[string][]store.Vouch
+	// rows are the vouches to store.
+	rows []store.Vouch
+}
+
+// store writes the batch's new vouches.
+func (b *batch) store() error {
+	if len(b.rows) == 0 {
+		return nil
+	}
+	n, err := b.rt.PutVouches(b.rows)
+	if err != nil {
+		return err
+	}
+	if n != len(b.rows) {
+		// Only a log entry recorded twice could do this, which the sync's
+		// acknowledgement rules out: fail, rather than audit what was not stored.
+		return fmt.Errorf("roster: %d of %d vouches of device %s were stored already", len(b.rows)-n, len(b.rows), b.dev.ID)
+	}
+	return nil
 }
 
 // item is one vouch entry, parsed (err when it does not parse).
@@ -99,6 +119,7 @@ func (b *batch) load() error {
 	if b.anyExpected, err = b.rt.AnyExpected(b.dev.Realm); err != nil {
 		return err
 	}
+	b.expected = map[string]bool{}
 	var serials []string
 	seen := map[string]bool{}
 	for _, it := range b.items {
@@ -116,14 +137,24 @@ func (b *batch) load() error {
 		for _, v := range vs {
 			b.known[v.Serial] = append(b.known[v.Serial], v)
 		}
+		if b.anyExpected {
+			exp, err := b.rt.ExpectedOf(b.dev.Realm, serials[:n])
+			if err != nil {
+				return err
+			}
+			for _, sn := range exp {
+				b.expected[sn] = true
+			}
+		}
 		serials = serials[n:]
 	}
 	return nil
 }
 
-// ingest takes one vouch entry; it returns the audit entries to write
-// (none when the vouch was stored before) and whether the vouch is held.
-func (b *batch) ingest(it *item) ([]eventlog.Entry, bool, error) {
+// ingest decides one vouch entry, adding the vouch to the rows to store;
+// it returns the audit entries to write (none when the vouch was stored
+// before) and whether the vouch is held.
+func (b *batch) ingest(it *item) ([]eventlog.Entry, bool) {
 	dev, e, now := b.dev, it.e, b.now
 	actor := "device:" + dev.ID
 	ref := map[string]any{"realm": dev.Realm, "staff_device": dev.ID, "device_seq": e.Seq}
@@ -140,18 +171,18 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool, error) {
 	if it.err != nil {
 		// Signed by a registered device, yet not something its field store
 		// writes: the holder made the device sign it.
-		return incident(IncidentMalformed, "", fmt.Errorf("the vouch entry does not decode: %w", it.err), nil), false, nil
+		return incident(IncidentMalformed, "", fmt.Errorf("the vouch entry does not decode: %w", it.err), nil), false
 	}
 	v := it.v
 	serial := v.Serial
 	if !b.allowed {
 		return incident(IncidentNotAllowed, serial, fmt.Errorf("device %s is not allowed to vouch in realm %s ('outpost admin roster allow --device %s')", dev.ID, dev.Realm, dev.ID),
-			map[string]any{"fingerprint": v.Fingerprint, "site": v.Site}), false, nil
+			map[string]any{"fingerprint": v.Fingerprint, "site": v.Site}), false
 	}
 	existing := b.known[serial]
 	for _, o := range existing {
 		if o.StaffDevice == dev.ID && o.DeviceSeq == e.Seq {
-			return nil, false, nil // ingested before
+			return nil, false // ingested before
 		}
 	}
 	st, reason := StateLive, ""
@@ -163,14 +194,8 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool, error) {
 	}
 	if len(mismatch) > 0 {
 		st, reason = StateHeld, "another key is vouched for this serial"
-	} else if b.anyExpected {
-		exp, err := b.rt.Expected(dev.Realm, serial)
-		if err != nil {
-			return nil, false, err
-		}
-		if !exp {
-			st, reason = StateHeld, "serial not expected"
-		}
+	} else if b.anyExpected && !b.expected[serial] {
+		st, reason = StateHeld, "serial not expected"
 	}
 	// The device's clock counts only when it is earlier than the server's:
 	// a clock set ahead must not stretch the vouch's life.
@@ -181,25 +206,19 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool, error) {
 	row := store.Vouch{Realm: dev.Realm, StaffDevice: dev.ID, DeviceSeq: e.Seq, Serial: serial, Model: v.Model,
 		KeyType: v.Parsed.KeyType().String(), SPKI: v.SPKI, Site: v.Site, Location: v.Location,
 		VouchedAt: e.Time, ReceivedAt: now, ExpiresAt: start.Add(b.s.expiry()), State: st, Reason: reason, UpdatedAt: now}
-	added, err := b.rt.PutVouch(row)
-	if err != nil {
-		if errors.Is(err, store.ErrInvalid) {
-			return incident(IncidentMalformed, serial, fmt.Errorf("the vouch cannot be stored: %w", err), nil), false, nil
-		}
-		return nil, false, err
+	if err := store.CheckVouch(row); err != nil {
+		return incident(IncidentMalformed, serial, fmt.Errorf("the vouch cannot be stored: %w", err), nil), false
 	}
-	if !added {
-		return nil, false, nil
-	}
+	b.rows = append(b.rows, row)
 	b.known[serial] = append(b.known[serial], row)
 	if len(mismatch) > 0 {
 		// Recorded as a held vouch AND an incident: a copied label or a
 		// swapped device, for an administrator to look at.
 		return append([]eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))},
 			incident(IncidentKeyMismatch, serial, fmt.Errorf("serial %s already has vouches for another key (%v): this vouch is held for review", serial, mismatch),
-				map[string]any{"fingerprint": v.Fingerprint, "others": mismatch})...), true, nil
+				map[string]any{"fingerprint": v.Fingerprint, "others": mismatch})...), true
 	}
-	return []eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))}, st == StateHeld, nil
+	return []eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))}, st == StateHeld
 }
 
 func vouchData(ref map[string]any, v store.Vouch, fingerprint string) map[string]any {

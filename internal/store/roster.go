@@ -90,16 +90,17 @@ type RosterTx interface {
 	// MaxVouchesOf of them), in no particular order: one query for a sync's
 	// batch.
 	VouchesOf(realm string, serials []string) ([]Vouch, error)
-	// PutVouch stores v unless a vouch with its realm, staff device and
-	// sequence number exists (then it writes nothing and reports false).
-	// ErrNotFound when the realm does not exist.
-	PutVouch(v Vouch) (bool, error)
+	// PutVouches stores vs in few statements, each unless a vouch with its
+	// realm, staff device and sequence number exists, and returns how many
+	// it stored. It stores none when one is invalid (ErrInvalid; see
+	// CheckVouch), or its realm does not exist.
+	PutVouches(vs []Vouch) (int, error)
 	// SetVouchState sets state, reason and UpdatedAt of one vouch provided
 	// its stored state is from, and reports whether it did.
 	SetVouchState(realm, staffDevice string, seq uint64, from, to, reason string, at time.Time) (bool, error)
-	// Expected reports whether realm expects serial; AnyExpected whether
-	// it expects any serial at all.
-	Expected(realm, serial string) (bool, error)
+	// ExpectedOf returns which of serials (at most MaxVouchesOf) realm
+	// expects; AnyExpected whether it expects any serial at all.
+	ExpectedOf(realm string, serials []string) ([]string, error)
 	AnyExpected(realm string) (bool, error)
 	// PutExpected adds serials (at most MaxExpectedBatch) to realm's
 	// expected ones; serials already expected are left as they are. It
@@ -114,6 +115,11 @@ type RosterTx interface {
 }
 
 var _ RosterStore = (*sqlStore)(nil)
+
+// CheckVouch reports whether PutVouches would refuse v as invalid (an error
+// wrapping ErrInvalid saying why), so that a caller storing many vouches
+// at once can set the bad ones apart first.
+func CheckVouch(v Vouch) error { return checkVouch(&v) }
 
 func checkVouch(v *Vouch) error {
 	if err := first(checkID("realm ID", v.Realm), checkID("device ID", v.StaffDevice), checkSerial(v.Serial),
@@ -222,18 +228,34 @@ func (t *rosterTx) Vouches(realm, serial string) ([]Vouch, error) {
 	return out, t.check(err)
 }
 
-func (t *rosterTx) PutVouch(v Vouch) (bool, error) {
-	if err := checkVouch(&v); err != nil {
-		return false, err
+const vouchCols = 15
+
+// The multi-row INSERTs of PutVouches, per engine.
+var (
+	vouchInserts       = multiRowInserts(`INSERT INTO roster_vouches (`+vouchColumns+`) VALUES `, vouchTail, vouchCols, dollar)
+	vouchInsertsSQLite = multiRowInserts(`INSERT INTO roster_vouches (`+vouchColumns+`) VALUES `, vouchTail, vouchCols, question)
+)
+
+const vouchTail = ` ON CONFLICT (realm, staff_device, device_seq) DO NOTHING`
+
+func (t *rosterTx) PutVouches(vs []Vouch) (int, error) {
+	args := make([]any, 0, vouchCols*len(vs))
+	for _, v := range vs {
+		if err := checkVouch(&v); err != nil {
+			return 0, err
+		}
+		args = append(args, v.Realm, v.StaffDevice, int64(v.DeviceSeq), v.Serial, v.Model, v.KeyType, v.SPKI, v.Site, v.Location,
+			micros(v.VouchedAt), t.s.stamp(v.ReceivedAt), micros(v.ExpiresAt), v.State, v.Reason, t.s.stamp(v.UpdatedAt))
 	}
-	n, err := t.q.exec(t.ctx, `INSERT INTO roster_vouches (`+vouchColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-		ON CONFLICT (realm, staff_device, device_seq) DO NOTHING`,
-		v.Realm, v.StaffDevice, int64(v.DeviceSeq), v.Serial, v.Model, v.KeyType, v.SPKI, v.Site, v.Location,
-		micros(v.VouchedAt), t.s.stamp(v.ReceivedAt), micros(v.ExpiresAt), v.State, v.Reason, t.s.stamp(v.UpdatedAt))
+	stmts := vouchInserts
+	if t.s.e.name() == "sqlite" {
+		stmts = vouchInsertsSQLite
+	}
+	n, err := insertChunksCount(t.ctx, t.q, stmts, vouchCols, args)
 	if err = t.check(err); errors.Is(err, errForeignKey) {
-		return false, invalid("realm %q does not exist", v.Realm)
+		return 0, invalid("a vouch's realm does not exist")
 	}
-	return n > 0, err
+	return int(n), err
 }
 
 func (t *rosterTx) SetVouchState(realm, staffDevice string, seq uint64, from, to, reason string, at time.Time) (bool, error) {
@@ -249,13 +271,8 @@ func (t *rosterTx) SetVouchState(realm, staffDevice string, seq uint64, from, to
 	return n > 0, t.check(err)
 }
 
-func (t *rosterTx) VouchesOf(realm string, serials []string) ([]Vouch, error) {
-	if len(serials) > MaxVouchesOf {
-		return nil, invalid("%d serials in one lookup, at most %d", len(serials), MaxVouchesOf)
-	}
-	if len(serials) == 0 {
-		return nil, nil
-	}
+// inList returns "$2, $3, …" for serials and the arguments realm, serials….
+func inList(realm string, serials []string) (string, []any) {
 	args := make([]any, 0, 1+len(serials))
 	args = append(args, realm)
 	var in strings.Builder
@@ -266,18 +283,36 @@ func (t *rosterTx) VouchesOf(realm string, serials []string) ([]Vouch, error) {
 		in.WriteString(dollar(i + 2))
 		args = append(args, sn)
 	}
-	rs, err := t.q.query(t.ctx, `SELECT `+vouchColumns+` FROM roster_vouches WHERE realm = $1 AND serial IN (`+in.String()+`)`, args...)
+	return in.String(), args
+}
+
+func (t *rosterTx) VouchesOf(realm string, serials []string) ([]Vouch, error) {
+	if len(serials) > MaxVouchesOf {
+		return nil, invalid("%d serials in one lookup, at most %d", len(serials), MaxVouchesOf)
+	}
+	if len(serials) == 0 {
+		return nil, nil
+	}
+	in, args := inList(realm, serials)
+	rs, err := t.q.query(t.ctx, `SELECT `+vouchColumns+` FROM roster_vouches WHERE realm = $1 AND serial IN (`+in+`)`, args...)
 	out, err := collect(t.s, rs, err, scanVouch)
 	return out, t.check(err)
 }
 
-func (t *rosterTx) Expected(realm, serial string) (bool, error) {
-	var one int64
-	err := t.q.queryRow(t.ctx, `SELECT 1 FROM roster_expected WHERE realm = $1 AND serial = $2`, realm, serial).Scan(&one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
+func (t *rosterTx) ExpectedOf(realm string, serials []string) ([]string, error) {
+	if len(serials) > MaxVouchesOf {
+		return nil, invalid("%d serials in one lookup, at most %d", len(serials), MaxVouchesOf)
 	}
-	return err == nil, t.check(err)
+	if len(serials) == 0 {
+		return nil, nil
+	}
+	in, args := inList(realm, serials)
+	rs, err := t.q.query(t.ctx, `SELECT serial FROM roster_expected WHERE realm = $1 AND serial IN (`+in+`)`, args...)
+	out, err := collect(t.s, rs, err, func(r row) (string, error) {
+		var sn string
+		return sn, r.Scan(&sn)
+	})
+	return out, t.check(err)
 }
 
 func (t *rosterTx) AnyExpected(realm string) (bool, error) {

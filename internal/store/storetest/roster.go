@@ -2,6 +2,8 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ func RunRoster(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AbortWritesNothing", testRosterAbort},
 		{"Expected", testRosterExpected},
 		{"Vouchers", testRosterVouchers},
+		{"PutVouches", testRosterPutVouches},
 		{"InSync", testRosterInSync},
 		{"Invalid", testRosterInvalid},
 	})
@@ -41,7 +44,7 @@ func testRosterPutGetList(t *testing.T, st store.Store, rs store.RosterStore) {
 		for _, v := range []store.Vouch{newVouch("r1", "dev-1", 3, "SN-2"), newVouch("r1", "dev-1", 2, "SN-1"),
 			newVouch("r1", "dev-2", 7, "SN-1"), newVouch("r1", "dev-1", 2, "SN-1"), newVouch("r2", "dev-9", 1, "SN-1"),
 			newVouch("r1", "dev-1", 4, "SN-3")} {
-			ok, err := tx.PutVouch(v)
+			ok, err := put(tx, v)
 			if err != nil {
 				return err
 			}
@@ -108,7 +111,7 @@ func equalBools(a, b []bool) bool {
 func testRosterState(t *testing.T, st store.Store, rs store.RosterStore) {
 	seed(t, st, "r1")
 	must(t, rs.RosterTx(ctx, func(tx store.RosterTx) error {
-		_, err := tx.PutVouch(newVouch("r1", "dev-1", 1, "SN-1"))
+		_, err := put(tx, newVouch("r1", "dev-1", 1, "SN-1"))
 		return err
 	}))
 	var first, second bool
@@ -134,7 +137,7 @@ func testRosterAbort(t *testing.T, st store.Store, rs store.RosterStore) {
 	seed(t, st, "r1")
 	mine := errors.New("refused by the caller")
 	err := rs.RosterTx(ctx, func(tx store.RosterTx) error {
-		if _, err := tx.PutVouch(newVouch("r1", "dev-1", 1, "SN-1")); err != nil {
+		if _, err := put(tx, newVouch("r1", "dev-1", 1, "SN-1")); err != nil {
 			return err
 		}
 		if _, err := tx.AppendAudit(rosterEntry("roster.vouch", "SN-1")); err != nil {
@@ -158,10 +161,11 @@ func testRosterExpected(t *testing.T, st store.Store, rs store.RosterStore) {
 	check := func(realm, serial string, wantExp, wantAny bool) {
 		t.Helper()
 		must(t, rs.RosterTx(ctx, func(tx store.RosterTx) error {
-			exp, err := tx.Expected(realm, serial)
+			of, err := tx.ExpectedOf(realm, []string{serial})
 			if err != nil {
 				return err
 			}
+			exp := len(of) == 1
 			anyExp, err := tx.AnyExpected(realm)
 			if err == nil && (exp != wantExp || anyExp != wantAny) {
 				t.Errorf("Expected(%s, %s) = %v, any %v, want %v, %v", realm, serial, exp, anyExp, wantExp, wantAny)
@@ -183,6 +187,14 @@ func testRosterExpected(t *testing.T, st store.Store, rs store.RosterStore) {
 		t.Errorf("PutExpected added %d and %d, want 2 and 1", n1, n2)
 	}
 	check("r1", "SN-3", true, true)
+	must(t, rs.RosterTx(ctx, func(tx store.RosterTx) error {
+		got, err := tx.ExpectedOf("r1", []string{"SN-9", "SN-3", "SN-1"})
+		slices.Sort(got)
+		if err == nil && !slices.Equal(got, []string{"SN-1", "SN-3"}) {
+			t.Errorf("ExpectedOf = %v, want SN-1 and SN-3", got)
+		}
+		return err
+	}))
 	check("r1", "SN-9", false, true)
 	check("r2", "SN-1", false, false)
 	err := rs.RosterTx(ctx, func(tx store.RosterTx) error {
@@ -232,7 +244,7 @@ func testRosterInSync(t *testing.T, st store.Store, rs store.RosterStore) {
 	must(t, ss.CreateDevice(ctx, activeDevice("r1", "dev-1", 1)))
 	boom := errors.New("sync refused")
 	err := ss.SyncDevice(ctx, "r1", "dev-1", when, func(tx store.SyncTx) error {
-		if _, err := tx.Roster().PutVouch(newVouch("r1", "dev-1", 1, "SN-1")); err != nil {
+		if _, err := put(tx.Roster(), newVouch("r1", "dev-1", 1, "SN-1")); err != nil {
 			return err
 		}
 		return boom
@@ -244,7 +256,7 @@ func testRosterInSync(t *testing.T, st store.Store, rs store.RosterStore) {
 		t.Fatalf("a failed sync stored its vouch: %+v", got)
 	}
 	must(t, ss.SyncDevice(ctx, "r1", "dev-1", when, func(tx store.SyncTx) error {
-		_, err := tx.Roster().PutVouch(newVouch("r1", "dev-1", 1, "SN-1"))
+		_, err := put(tx.Roster(), newVouch("r1", "dev-1", 1, "SN-1"))
 		return err
 	}))
 	if got, _ := rs.GetVouches(ctx, "r1", "SN-1"); len(got) != 1 {
@@ -268,11 +280,52 @@ func testRosterInvalid(t *testing.T, st store.Store, rs store.RosterStore) {
 		v := newVouch("r1", "dev-1", 1, "SN-1")
 		mutate(&v)
 		err := rs.RosterTx(ctx, func(tx store.RosterTx) error {
-			_, err := tx.PutVouch(v)
+			_, err := put(tx, v)
 			return err
 		})
 		if !errors.Is(err, store.ErrInvalid) {
 			t.Errorf("%s: PutVouch = %v, want ErrInvalid", name, err)
 		}
 	}
+}
+
+func testRosterPutVouches(t *testing.T, st store.Store, rs store.RosterStore) {
+	seed(t, st, "r1")
+	var vs []store.Vouch
+	for i := range 300 { // more than one multi-row statement
+		vs = append(vs, newVouch("r1", "dev-1", uint64(i+1), fmt.Sprintf("SN-%d", i)))
+	}
+	var n1, n2 int
+	must(t, rs.RosterTx(ctx, func(tx store.RosterTx) error {
+		var err error
+		if n1, err = tx.PutVouches(vs); err != nil {
+			return err
+		}
+		n2, err = tx.PutVouches(vs[:5])
+		return err
+	}))
+	if n1 != 300 || n2 != 0 {
+		t.Fatalf("PutVouches stored %d then %d, want 300 then 0", n1, n2)
+	}
+	got, err := rs.GetVouches(ctx, "r1", "SN-299")
+	must(t, err)
+	if len(got) != 1 || got[0].DeviceSeq != 300 || string(got[0].SPKI) != "spki-SN-299" {
+		t.Fatalf("GetVouches(SN-299) = %+v", got)
+	}
+	bad := newVouch("r1", "dev-1", 999, "bad serial")
+	err = rs.RosterTx(ctx, func(tx store.RosterTx) error {
+		_, err := tx.PutVouches([]store.Vouch{newVouch("r1", "dev-1", 998, "SN-ok"), bad})
+		return err
+	})
+	wantErr(t, err, store.ErrInvalid)
+	wantErr(t, store.CheckVouch(bad), store.ErrInvalid)
+	if got, _ := rs.GetVouches(ctx, "r1", "SN-ok"); len(got) != 0 {
+		t.Fatal("a refused batch stored part of itself")
+	}
+}
+
+// put stores one vouch, reporting whether it was new.
+func put(tx store.RosterTx, v store.Vouch) (bool, error) {
+	n, err := tx.PutVouches([]store.Vouch{v})
+	return n == 1, err
 }
