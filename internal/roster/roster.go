@@ -103,6 +103,9 @@ var (
 	ErrInvalid = errors.New("roster: invalid request")
 	// ErrState: the vouches' states do not allow the change (the message says why).
 	ErrState = errors.New("roster: the vouch's state does not allow this change")
+	// ErrUnknownDevice: Allow was asked to let a device vouch that is not
+	// a registered field device of the realm.
+	ErrUnknownDevice = errors.New("roster: no such field device in this realm")
 )
 
 // Metric events passed to Service.Count.
@@ -128,6 +131,10 @@ type Service struct {
 	// Count, when set, is called once per event after it commits
 	// (CountIngested, CountHeld, CountWithdrawn, CountIncident).
 	Count func(event string)
+	// Device, when set, says whether a field device is registered in a
+	// realm (nil error); Allow refuses to grant others (the server's asks
+	// the device registry).
+	Device func(ctx context.Context, realm, id string) error
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
@@ -580,12 +587,18 @@ func (s *Service) Expect(ctx context.Context, realm string, serials []string, or
 	return res, err
 }
 
-// Allow lets a registered field device of realm vouch (allowed true), or
+// Allow lets a registered field device of realm vouch (allowed true;
+// ErrUnknownDevice when Service.Device says there is no such device), or
 // stops it (false). Vouches from a device not allowed are incidents.
 // It reports whether anything changed.
 func (s *Service) Allow(ctx context.Context, realm, device string, allowed bool, actor string) (bool, error) {
 	if err := ident.Check("device id", device); err != nil {
 		return false, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if allowed && s.Device != nil {
+		if err := s.Device(ctx, realm, device); err != nil {
+			return false, fmt.Errorf("%w: %s (%v): register it first ('outpost admin device register')", ErrUnknownDevice, device, err)
+		}
 	}
 	now := s.now()
 	var changed bool

@@ -17,6 +17,7 @@ import (
 var rosterAnswers = []answer{
 	{roster.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 	{roster.ErrNoVouch, http.StatusNotFound, "no_vouch"},
+	{roster.ErrUnknownDevice, http.StatusNotFound, "device_not_found"},
 	{roster.ErrState, http.StatusConflict, "invalid_state"},
 	{roster.ErrExpired, http.StatusConflict, "vouch_expired"},
 	{store.ErrInvalid, http.StatusBadRequest, "invalid_request"},

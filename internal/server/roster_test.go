@@ -92,6 +92,7 @@ func TestRosterOverHTTP(t *testing.T) {
 				{"POST", "/v1/roster/expected", map[string]any{"serials": []string{}}, 400, "invalid_request"},
 				{"POST", "/v1/roster/expected", map[string]any{"serials": []string{"a b"}}, 400, "invalid_request"},
 				{"POST", "/v1/roster/vouchers", map[string]any{"device": "phone-1"}, 400, "invalid_request"},
+				{"POST", "/v1/roster/vouchers", map[string]any{"device": "phone-9", "allowed": true}, 404, "device_not_found"},
 				{"POST", "/v1/roster/SN-2/withdraw", map[string]any{"reason": strings.Repeat("x", 300)}, 400, "invalid_request"},
 				{"POST", "/v1/roster/SN-2/withdraw", map[string]any{"why": "unknown field"}, 400, "unknown_field"},
 			} {

@@ -163,6 +163,7 @@ func New(cfg Config) (*Server, error) {
 		s.bundles.Record = s.field
 		if s.roster != nil {
 			s.field.Entries = s.roster // vouches in a sync go to the roster, in the sync's transaction
+			s.roster.Device = s.field.DeviceIn
 		}
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Audit: al, Now: cfg.Now}
