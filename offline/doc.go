@@ -32,6 +32,11 @@
 // same with a file carried by hand. [Store.Status] shows everything the
 // device holds. docs/offline.md and docs/sync.md are the user's guides.
 //
+// Field staff installing a device vouch for it offline with [Store.Vouch]: the
+// label's QR payload, the site and a location go into this device's signed
+// log, and the next sync takes the vouch to the server's roster, once
+// (docs/onboarding.md).
+//
 // # What a bundle holds
 //
 // For each HOTP counter or TOTP step of its window, one entry: the bundle's

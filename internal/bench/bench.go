@@ -11,6 +11,8 @@
 //     (`bench site`);
 //   - notifybench: code mails to a real SMTP server, alone and through
 //     the outbox (`bench notify`).
+//   - vouchbench: vouches ingested through sync into the roster, beside
+//     plain log entries (`bench vouch`).
 //
 // Each takes a Config, measures with the wall clock (timing is their job:
 // internal/clock's wall-clock scan allows this directory as a whole) and

@@ -147,15 +147,15 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 and trust its CA with --cacert FILE.`, Example: "  outpost admin --help"}
 	admin.AddCommand(e.adminUserCmd(), e.adminTokenCmd(), e.adminAPIClientCmd(), e.adminVerifyCmd(), e.adminAuditCmd(),
 		e.adminOfflineCmd(), e.adminSiteCmd(), e.adminDeviceCmd(), e.adminDeliveryCmd(), e.adminImportSyncCmd(),
-		e.adminOutboxCmd(), e.adminWebhookCmd())
+		e.adminOutboxCmd(), e.adminWebhookCmd(), e.adminRosterCmd())
 	bench := &cobra.Command{Use: "bench", Short: "Measure Outpost on this machine and print a table",
 		Long: `Benchmarks that compare Outpost side by side with a baseline measured in the
 same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
 because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, Example: "  outpost bench --help"}
 	bench.AddCommand(e.benchOnlineCmd(), e.benchOfflineCmd(), e.benchSyncCmd(), e.benchSiteCmd())
-	bench.AddCommand(e.benchNotifyCmd())
+	bench.AddCommand(e.benchNotifyCmd(), e.benchVouchCmd())
 	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.serveCmd(), e.auditCmd(),
-		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), admin, bench)
+		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), newDeviceCmd(), admin, bench)
 	usageArgs(root)
 	groupExamples(root)
 	unknownSubcommands(root)

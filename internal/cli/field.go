@@ -29,7 +29,7 @@ another device or out of date), 4 locked or wiped after failures, 5 a bundle
 or the local store failed its integrity check, 2 bad usage.`,
 	}
 	c.AddCommand(e.fieldInitCmd(), e.fieldImportCmd(), e.fieldVerifyCmd(false), e.fieldVerifyCmd(true), e.fieldStatusCmd(),
-		e.fieldSyncCmd(), e.fieldExportSyncCmd(), e.fieldApplySyncCmd(), e.fieldEnrolCmd(), e.fieldLoginCmd())
+		e.fieldSyncCmd(), e.fieldExportSyncCmd(), e.fieldApplySyncCmd(), e.fieldEnrolCmd(), e.fieldLoginCmd(), e.fieldVouchCmd())
 	return c
 }
 

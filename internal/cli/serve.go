@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/datadir"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
+	"github.com/outpost-auth/outpost/internal/roster"
 	"github.com/outpost-auth/outpost/internal/server"
 	"github.com/outpost-auth/outpost/internal/siteissue"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -33,6 +34,7 @@ type serveFlags struct {
 	issuer, logLevel    string
 	maxFailures         int
 	shutdownGrace       time.Duration
+	vouchExpiry         time.Duration
 	readyFile           string
 	checkpoints         checkpointExportFlags
 	retention           retentionFlags
@@ -80,6 +82,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM private key for --tls-cert")
 	fl.StringSliceVar(&f.sans, "tls-san", nil, "extra DNS name or IP for the self-signed server certificate (repeatable)")
 	fl.StringVar(&f.issuer, "issuer", "Outpost", "issuer name shown in authenticator apps")
+	fl.DurationVar(&f.vouchExpiry, "vouch-expiry", roster.DefaultExpiry, "how long a device's vouch waits for the device to enrol")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.IntVar(&f.maxFailures, "max-failures", online.DefaultPolicy.MaxFailures, "consecutive failures before a user is locked (1 to 100)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long to let requests finish on SIGTERM")
@@ -145,7 +148,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	pol.MaxFailures = f.maxFailures
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
 		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
-		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout})
+		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout,
+		VouchExpiry: f.vouchExpiry})
 	if err != nil {
 		return usageError{err}
 	}

@@ -26,6 +26,9 @@ type outcome struct {
 	incident string
 	// incidents are the kinds of the incidents recorded by an applied upload.
 	incidents []string
+	// sinkAudit and sinkDone are what Service.Entries returned.
+	sinkAudit []eventlog.Entry
+	sinkDone  func()
 	// tokens, device tokens and the issued bundle each device token stands
 	// on (the one the device imported last), for refills.
 	tokens  map[syncproto.TokenKey]store.Token
@@ -80,7 +83,7 @@ func (s *Service) apply(ctx context.Context, dev store.Device, h artifact.Header
 	defer cancel()
 	err := s.Sync.SyncDevice(tctx, dev.Realm, dev.ID, now, func(tx store.SyncTx) error {
 		out = &outcome{}
-		a := &applier{s: s, tx: tx, d: tx.Device(), h: h, u: u, hash: hash, via: via, now: now, out: out}
+		a := &applier{ctx: tctx, s: s, tx: tx, d: tx.Device(), h: h, u: u, hash: hash, via: via, now: now, out: out}
 		return a.run(datas)
 	})
 	if err != nil {
@@ -89,11 +92,15 @@ func (s *Service) apply(ctx context.Context, dev store.Device, h artifact.Header
 		}
 		return nil, err
 	}
+	if out.sinkDone != nil {
+		out.sinkDone()
+	}
 	return out, nil
 }
 
 // applier is one run of the sync transaction.
 type applier struct {
+	ctx  context.Context
 	s    *Service
 	tx   store.SyncTx
 	d    store.Device
@@ -141,6 +148,12 @@ func (a *applier) run(datas []eventData) error {
 	}
 	if done, err := a.checkStates(); done || err != nil {
 		return err
+	}
+	if a.s.Entries != nil && len(a.fresh) > 0 {
+		var err error
+		if a.out.sinkAudit, a.out.sinkDone, err = a.s.Entries.SyncEntries(a.ctx, a.tx, a.d, a.fresh, a.now); err != nil {
+			return err
+		}
 	}
 	return a.record()
 }
@@ -455,6 +468,7 @@ func (a *applier) record() error {
 	}
 	extra := a.conflictEntries(stored)
 	extra = append(extra, a.cl.entries(a.d, a.h.Serial, a.via, a.now)...)
+	extra = append(extra, a.out.sinkAudit...)
 	a.out.incidents = a.cl.kinds()
 	raised, final, err := a.raise()
 	if err != nil {

@@ -245,6 +245,19 @@ func (s *Service) Device(ctx context.Context, id string) (store.Device, error) {
 	return s.Sync.GetDevice(ctx, id)
 }
 
+// DeviceIn returns nil when id is a registered (not pending) device of
+// realm, else an error wrapping store.ErrNotFound.
+func (s *Service) DeviceIn(ctx context.Context, realm, id string) error {
+	d, err := s.Sync.GetDevice(ctx, id)
+	if err != nil {
+		return err
+	}
+	if d.Realm != realm || d.Status == store.DevicePending {
+		return fmt.Errorf("%w: device %q in realm %q", store.ErrNotFound, id, realm)
+	}
+	return nil
+}
+
 // DeviceTokens returns what the server knows of a device's tokens.
 func (s *Service) DeviceTokens(ctx context.Context, realm, device string) ([]store.DeviceToken, error) {
 	return s.Sync.ListDeviceTokens(ctx, realm, device)

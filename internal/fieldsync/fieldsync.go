@@ -96,10 +96,25 @@ type Service struct {
 	RefillWait time.Duration
 	// Workers verify entry signatures in parallel; 0 means GOMAXPROCS.
 	Workers int
+	// Entries, when set, reads each applied upload's fresh log entries
+	// inside its transaction: the server's is the roster
+	// (roster.Service.SyncEntries), which takes the vouches.
+	Entries EntrySink
 
 	jobs refillJobs
 	mu   sync.Mutex
 	seen map[string]time.Time // incidents recorded lately, to record a replayed payload once
+}
+
+// EntrySink reads the fresh entries of an applied upload (those the server
+// records for the first time, each exactly once) inside the sync's
+// transaction tx, acting only through tx: the transaction may run again.
+// It returns audit entries to append with the sync's, and a function to
+// call after the commit (nil for none). An error fails the whole sync,
+// which the device retries: keep errors for the database's failures, and
+// record what the entries claim wrongly as incidents instead.
+type EntrySink interface {
+	SyncEntries(ctx context.Context, tx store.SyncTx, dev store.Device, fresh []eventlog.Entry, now time.Time) ([]eventlog.Entry, func(), error)
 }
 
 // DefaultRefillBelow: a refill is due when under a quarter of a bundle is left.
@@ -398,7 +413,7 @@ type eventData struct {
 // knownKinds are the device log kinds recorded under their own audit kind
 // (docs/offline.md, "The device log", and "revoke" from sync).
 var knownKinds = []string{"init", "import", "import.refused", "verify.attempt", "verify.ok", "verify.fail",
-	"verify.refused", "wipe", "state.advance", "revoke"}
+	"verify.refused", "wipe", "state.advance", "revoke", "vouch"}
 
 // offlineData is the data of an audit entry recording a device log entry:
 // which device, its sequence number and hash (so the entry can be matched

@@ -127,7 +127,8 @@ func codeIn(t *testing.T, mail string) string {
 // the API no longer returns it.
 func TestSMTPFlow(t *testing.T) {
 	smtpd := proctest.StartSMTP(t)
-	for name, dsn := range storetest.Engines() {
+	for _, eng := range storetest.Engines {
+		name, dsn := eng.Name, eng.DSN
 		t.Run(name, func(t *testing.T) {
 			before := len(smtpd.Messages(t))
 			f := newFixture(t, dsn(t), notify.Channels{Email: &notify.SMTP{Addr: smtpd.Addr, From: "parcels@shipper.example"}})
@@ -350,7 +351,8 @@ func (rc *receiver) types() string {
 // nor recipient, sent once; a 500 is retried; a receiver that times out
 // is retried, then dead-lettered.
 func TestWebhookEvents(t *testing.T) {
-	for name, dsn := range storetest.Engines() {
+	for _, eng := range storetest.Engines {
+		name, dsn := eng.Name, eng.DSN
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, dsn(t), notify.Channels{})
 			rc := &receiver{now: func() time.Time { return t0 }, answer: func(n int) int {
@@ -497,7 +499,8 @@ func (c *countingNotifier) Notify(_ context.Context, m notify.Message) error {
 // TestWorkersShareOneDatabase: workers of separate processes (each with
 // its own connection pool) on one database never send a message twice.
 func TestWorkersShareOneDatabase(t *testing.T) {
-	for name, dsn := range storetest.Engines() {
+	for _, eng := range storetest.Engines {
+		name, dsn := eng.Name, eng.DSN
 		t.Run(name, func(t *testing.T) {
 			db := dsn(t)
 			cn := &countingNotifier{seen: map[string]int{}}

@@ -196,6 +196,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = strings.Replace(path, "{id}", "parcel-1", 1)
 		case strings.HasPrefix(path, "/v1/outbox/{id}"):
 			path = strings.Replace(path, "{id}", "ob-0000", 1)
+		case strings.HasPrefix(path, "/v1/roster/{serial}"):
+			path = strings.Replace(path, "{serial}", "SN-1", 1)
 		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
 			path = strings.Replace(path, "{scope}", "north", 1)
 		}
@@ -273,6 +275,11 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/v1/audit/export":        {`{"through":3}`},
 		"/v1/audit/prune":         {`{"before":5}`, `{"older_than":"30d"}`},
 		"/v1/webhook":             {`{"url":"https://shipper.example/hook"}`, `{"url":"http://127.0.0.1:9/hook","secret":"0123456789abcdef"}`},
+		"/v1/roster/expected":     {`{"serials":["SN-1","SN-2"],"order":"PO-7"}`},
+		"/v1/roster/vouchers":     {`{"device":"dev-2","allowed":true}`},
+		"/withdraw":               {`{"reason":"stolen"}`},
+		"/approve":                {`{"vouch":"dev-2:7"}`},
+		"/reject":                 {`{}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {

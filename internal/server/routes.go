@@ -123,6 +123,15 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/outbox/{id}/resend", scopes: admin, handler: s.resendOutbox},
 		{method: "PUT", pattern: "/v1/webhook", scopes: admin, handler: s.setWebhook},
 		{method: "GET", pattern: "/v1/webhook", scopes: admin, handler: s.getWebhook},
+		// The device roster (internal/roster): roster.go. After deliveries,
+		// for the same reason.
+		{method: "GET", pattern: "/v1/roster", scopes: admin, handler: s.listRoster},
+		{method: "POST", pattern: "/v1/roster/expected", scopes: admin, handler: s.expectSerials},
+		{method: "POST", pattern: "/v1/roster/vouchers", scopes: admin, handler: s.allowVoucher},
+		{method: "GET", pattern: "/v1/roster/{serial}", scopes: admin, handler: s.getRoster},
+		{method: "POST", pattern: "/v1/roster/{serial}/withdraw", scopes: admin, handler: s.withdrawVouch},
+		{method: "POST", pattern: "/v1/roster/{serial}/approve", scopes: admin, handler: s.approveVouch},
+		{method: "POST", pattern: "/v1/roster/{serial}/reject", scopes: admin, handler: s.rejectVouch},
 	}
 	return rs
 }

@@ -34,6 +34,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -50,6 +51,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/notify"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/outbox"
+	"github.com/outpost-auth/outpost/internal/roster"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -90,6 +92,9 @@ type Config struct {
 	// WebhookTimeout bounds one shipper event POST (zero: 10 s).
 	Outbox         outbox.Policy
 	WebhookTimeout time.Duration
+	// VouchExpiry is how long a device's vouch waits for it to enrol; 0
+	// means roster.DefaultExpiry.
+	VouchExpiry time.Duration
 }
 
 // Server is the HTTP API.
@@ -126,6 +131,8 @@ type Server struct {
 	// outbox is the outbox service and worker (outbox.go); nil when the
 	// store cannot hold an outbox.
 	outbox *outbox.Service
+	// roster is the device roster (roster.go); nil when the store holds none.
+	roster *roster.Service
 }
 
 // New returns a server for cfg.
@@ -135,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if err := cfg.Policy.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.VouchExpiry < 0 || cfg.VouchExpiry > roster.MaxExpiry {
+		return nil, fmt.Errorf("vouch expiry %v out of range (0 for the default of %v, at most %v)", cfg.VouchExpiry, roster.DefaultExpiry, roster.MaxExpiry)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -167,10 +177,15 @@ func New(cfg Config) (*Server, error) {
 		Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)}
 	s.bundles = &issuance.Service{Store: cfg.Store, Online: s.svc, Audit: al, Signer: s.signer,
 		KDF: cfg.BundleKDF, Floor: cfg.BundleFloor, Now: cfg.Now, Slots: make(chan struct{}, 1)}
+	s.roster = newRoster(cfg, cfg.Registry)
 	if ss, ok := cfg.Store.(store.SyncStore); ok {
 		s.field = &fieldsync.Service{Store: cfg.Store, Sync: ss, Audit: al, Signer: s.signer, Now: cfg.Now,
 			Incident: s.sync.incident, Refill: s.bundles.Refill, RefillWait: syncRefillWait}
 		s.bundles.Record = s.field
+		if s.roster != nil {
+			s.field.Entries = s.roster // vouches in a sync go to the roster, in the sync's transaction
+			s.roster.Device = s.field.DeviceIn
+		}
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Audit: al, Now: cfg.Now}
 	if cfg.AuditSegmentDir != "" {

@@ -14,7 +14,7 @@ import (
 )
 
 // Migrations are the files migrations/NNNN_name.sql, numbered from 0001
-// without gaps, each applied once, in order, in its own transaction, by
+// upwards, each applied once, in order, in its own transaction, by
 // every Open. To change the schema, add the next file; never edit one that
 // has shipped (Open refuses a database whose recorded checksum of an applied
 // migration differs from the file's). Write each in the SQL all three
@@ -47,13 +47,18 @@ func migrations() ([]migration, error) {
 		return nil, err
 	}
 	ms := make([]migration, 0, len(names))
-	for i, path := range names { // Glob sorts, and the numbers have four digits
+	prev := int64(0)
+	for _, path := range names { // Glob sorts, and the numbers have four digits
 		name := strings.TrimPrefix(path, "migrations/")
 		num, _, ok := strings.Cut(name, "_")
 		v, err := strconv.ParseInt(num, 10, 64)
-		if !ok || len(num) != 4 || err != nil || v != int64(i+1) {
-			return nil, fmt.Errorf("store: migration file %s: want %04d_name.sql (numbered from 0001 without gaps)", name, i+1)
+		// Numbers only increase. A branch may skip the numbers handed to
+		// branches built beside it (its merge fills them in), so a gap is
+		// allowed; a repeated or misnamed number is not.
+		if !ok || len(num) != 4 || err != nil || v <= prev {
+			return nil, fmt.Errorf("store: migration file %s: want NNNN_name.sql with a number above %04d", name, prev)
 		}
+		prev = v
 		body, err := migrationFiles.ReadFile(path)
 		if err != nil {
 			return nil, err
@@ -99,11 +104,16 @@ func migrate(ctx context.Context, e engine, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
+	byVersion := map[int64]migration{}
+	for _, m := range ms {
+		byVersion[m.version] = m
+	}
 	for v, sum := range applied {
-		if v < 1 || v > int64(len(ms)) {
-			return fmt.Errorf("store: the database has schema version %d but this outpost knows versions 1 to %d: run a newer outpost against it", v, len(ms))
+		m, ok := byVersion[v]
+		if !ok {
+			return fmt.Errorf("store: the database has schema version %d but this outpost knows versions 1 to %d: run a newer outpost against it", v, ms[len(ms)-1].version)
 		}
-		if m := ms[v-1]; !bytes.Equal(sum, m.sum) {
+		if !bytes.Equal(sum, m.sum) {
 			return fmt.Errorf("store: migration %s differs from the one applied to this database: migrations must never be edited once shipped; add a new one instead", m.name)
 		}
 	}

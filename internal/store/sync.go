@@ -202,6 +202,9 @@ type SyncTx interface {
 	FindAudit(kind, subject string, before uint64, limit int) ([]eventlog.Entry, error)
 	// AppendAudit chains entries after the audit log's last one and returns them stored.
 	AppendAudit(entries []eventlog.Entry) ([]eventlog.Entry, error)
+	// Roster is the device roster inside this transaction (roster.go): a
+	// vouch carried by a log entry is stored with the entry's acknowledgement.
+	Roster() RosterTx
 }
 
 var _ SyncStore = (*sqlStore)(nil)
@@ -655,18 +658,27 @@ func (t *syncTx) AddOfflineUses(uses []OfflineUse) error {
 // insertChunks runs multi-row INSERTs of power-of-two sizes (stmts[k]
 // inserts 2^k rows of cols columns) over args.
 func insertChunks(ctx context.Context, q querier, stmts []string, cols int, args []any) error {
+	_, err := insertChunksCount(ctx, q, stmts, cols, args)
+	return err
+}
+
+// insertChunksCount is insertChunks returning how many rows were inserted.
+func insertChunksCount(ctx context.Context, q querier, stmts []string, cols int, args []any) (int64, error) {
+	var total int64
 	for len(args) > 0 {
 		n, k := 1, 0
 		for 2*n*cols <= len(args) && 2*n <= maxBatch {
 			n *= 2
 			k++
 		}
-		if _, err := q.exec(ctx, stmts[k], args[:cols*n]...); err != nil {
-			return err
+		done, err := q.exec(ctx, stmts[k], args[:cols*n]...)
+		if err != nil {
+			return total, err
 		}
+		total += done
 		args = args[cols*n:]
 	}
-	return nil
+	return total, nil
 }
 
 func (t *syncTx) FindAudit(kind, subject string, before uint64, limit int) ([]eventlog.Entry, error) {

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,16 +36,6 @@ const SkipMessage = "set " + PostgresEnv + "=postgres://postgres@127.0.0.1:5432/
 func SQLitePath(t testing.TB) string {
 	t.Helper()
 	return filepath.Join(t.TempDir(), "outpost.db")
-}
-
-// Engines names the DSN makers of the engines a service test runs on:
-// SQLite always, PostgreSQL when OUTPOST_TEST_POSTGRES_DSN is set.
-func Engines() map[string]func(t testing.TB) string {
-	m := map[string]func(t testing.TB) string{"sqlite": SQLitePath}
-	if os.Getenv(PostgresEnv) != "" {
-		m["postgres"] = PostgresDSN
-	}
-	return m
 }
 
 // PostgresDSN creates an empty schema on the server OUTPOST_TEST_POSTGRES_DSN
@@ -106,3 +97,27 @@ func runEngine[E any](t *testing.T, open func(t *testing.T) store.Store, cases [
 		})
 	}
 }
+
+// Engine names a storage engine and gives a fresh database for it.
+type Engine struct {
+	Name string
+	DSN  func(t testing.TB) string
+}
+
+// Engines are both engines, for tests that run on each.
+var Engines = []Engine{{"sqlite", SQLitePath}, {"postgres", PostgresDSN}}
+
+// Clock is a settable clock for tests, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock reading t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now reads the clock.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Advance moves the clock by d.
+func (c *Clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
