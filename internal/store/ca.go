@@ -35,7 +35,7 @@ type CADevice struct {
 	// SPKI is the device key's PKIX SubjectPublicKeyInfo, DER.
 	SPKI []byte
 	// Status is CADeviceActive or CADeviceRevoked.
-	Status               string
+	Status                string
 	EnrolledAt, UpdatedAt time.Time
 	// NotAfter is the expiry of the latest certificate issued to it;
 	// Certs counts them.
