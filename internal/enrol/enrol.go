@@ -453,20 +453,43 @@ func (s *Service) VerifyConnection(cs tls.ConnectionState) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := s.Authenticate(ctx, cs.PeerCertificates, true); err != nil {
-		s.observe("refused", "handshake")
-		return err
+	_, err := s.Check(ctx, cs.PeerCertificates, true)
+	return err
+}
+
+// Check is Authenticate that audits and counts its refusals (device.refused
+// with the reason), except a missing certificate, which is no attack: the
+// check of every handshake and of every request that needs a certificate.
+func (s *Service) Check(ctx context.Context, certs []*x509.Certificate, grace bool) (Identity, error) {
+	id, err := s.Authenticate(ctx, certs, grace)
+	if err == nil || errors.Is(err, ErrNoCert) {
+		return id, err
 	}
-	return nil
+	realm, serial := claimed(certs)
+	return Identity{}, s.refuse(ctx, realm, serial, reasonOf(err), err)
+}
+
+// claimed is the realm and serial a certificate claims, unverified, for
+// the audit entry of its refusal ("" when it names none).
+func claimed(certs []*x509.Certificate) (realm, serial string) {
+	if len(certs) == 0 || len(certs[0].URIs) != 1 {
+		return "", ""
+	}
+	rest, ok := strings.CutPrefix(certs[0].URIs[0].String(), ca.URIPrefix)
+	if !ok {
+		return "", ""
+	}
+	realm, serial, _ = strings.Cut(rest, ":")
+	return realm, serial
 }
 
 // Renew issues a new certificate for an authenticated device (Authenticate
 // with the grace) for the same key: the CSR's key must be the
 // certificate's. The roster's vouch must still be live.
 func (s *Service) Renew(ctx context.Context, peer []*x509.Certificate, csrDER []byte) (Issued, error) {
-	id, err := s.Authenticate(ctx, peer, true)
+	id, err := s.Check(ctx, peer, true)
 	if err != nil {
-		return Issued{}, s.refuse(ctx, "", "", reasonOf(err), err)
+		return Issued{}, err
 	}
 	csr, err := ParseCSR(csrDER)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -62,7 +63,9 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	s, err := New(Config{Store: st, Master: m, Policy: online.DefaultPolicy, Logger: logger, Now: ck.Now,
 		BundleKDF: cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1},
 		// Site packages and key files at the smallest sealing cost allowed.
-		SiteKDF: keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1}})
+		SiteKDF: keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1},
+		// A roster that vouches for nothing: enrolment is checked up to it.
+		Vouches: noVouches{}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -125,6 +128,14 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	return fs
 }
 
+// noVouches is a roster that holds no vouch.
+type noVouches struct{}
+
+func (noVouches) Live(context.Context, string, string, []byte) error { return errors.New("no vouch") }
+func (noVouches) Enrolled(context.Context, string, string, []byte) error {
+	return errors.New("no vouch")
+}
+
 // must sends a setup request, which must succeed.
 func (fs *fuzzServer) must(t testing.TB, method, path, token, body string) []byte {
 	t.Helper()
@@ -137,13 +148,18 @@ func (fs *fuzzServer) must(t testing.TB, method, path, token, body string) []byt
 
 // do sends one request through the server's root handler.
 func (fs *fuzzServer) do(method, path, token, body string) (int, []byte) {
+	return fs.doOn(fs.h, method, path, token, body)
+}
+
+// doOn sends one request through h (the API's or the device listener's handler).
+func (fs *fuzzServer) doOn(h http.Handler, method, path, token, body string) (int, []byte) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	fs.h.ServeHTTP(rec, req)
+	h.ServeHTTP(rec, req)
 	return rec.Code, rec.Body.Bytes()
 }
 
@@ -169,6 +185,7 @@ func (w *cappedWriter) Write(p []byte) (int, error) {
 // fuzzRoute is one JSON endpoint of FuzzHandlers.
 type fuzzRoute struct {
 	method, path, token string
+	h                   http.Handler
 }
 
 // routes lists every route that takes a JSON body (POST and PUT), from the
@@ -194,6 +211,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = strings.Replace(path, "{id}", "parcel-1", 1)
 		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
 			path = strings.Replace(path, "{scope}", "north", 1)
+		case strings.HasPrefix(path, "/v1/ca/devices/{serial}"):
+			path = strings.Replace(path, "{serial}", "SN-1", 1)
 		}
 		if strings.Contains(path, "{") {
 			return nil, fmt.Errorf("FuzzHandlers cannot fill the parameters of %s %s: add it to fuzzServer.routes", rt.method, rt.pattern)
@@ -205,7 +224,11 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 		case len(rt.scopes) > 0:
 			tok = fs.client
 		}
-		out = append(out, fuzzRoute{rt.method, path, tok})
+		h := fs.h
+		if rt.on == onDevice { // the device listener's routes (onboarding.go)
+			h = fs.srv.DeviceHandler()
+		}
+		out = append(out, fuzzRoute{rt.method, path, tok, h})
 	}
 	return out, nil
 }
@@ -246,26 +269,30 @@ type fuzzSeed struct {
 // by the end of the route's path.
 func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 	seeds := map[string][]string{
-		"/v1/users":               {`{"id":"carol","display_name":"Carol"}`},
-		"/v1/users/alice/pin":     {`{"pin":"1357"}`},
-		"/v1/users/alice/tokens":  {`{"type":"totp","algorithm":"SHA256","digits":8,"period":60,"seed":"random"}`, `{"type":"hotp"}`},
-		"/confirm":                {`{"code":"123456"}`},
-		"/resync":                 {`{"code1":"123456","code2":"654321"}`},
-		"/v1/verify":              {`{"user":"alice","code":"123456"}`, `{"user":"bob","code":"123456","pin":"2468"}`},
-		"/v1/api-clients":         {`{"name":"radius","scopes":["verifier"]}`},
-		"/v1/offline/bundles":     {`{"user":"alice","device":"dev-gone","count":5,"secrets":{"door":"4711"}}`, `{"user":"bob","device":"dev-gone","from":"2026-11-23T12:00:00Z","until":"2026-11-23T13:00:00Z","pin":"2468"}`},
-		"/v1/offline/login":       {`{"user":"bob","device":"dev-gone","code":"123456","pin":"2468"}`},
-		"/v1/devices":             {`{"id":"dev-2","public_key":"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAbm9wZW5vcGVub3Blbm9wZW5vcGVub3Blbm9wZW5vcGU=\n-----END PUBLIC KEY-----\n"}`},
-		"/enrolment":              {`{"ttl_seconds":600}`},
-		"/revoke":                 {`{"burn_hotp":true}`},
-		"/v1/devices/enrol":       {`{"device":"dev-new","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","code":"ABCD-EFGH","sig":"AAAA"}`},
-		"/v1/sync":                {`{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`},
-		"/v1/sites/scopes/north":  {`{"digits":6,"period":30}`},
-		"/provision":              {`{"site":"cab-1","passphrase":"a package passphrase"}`},
-		"/credential":             {`{"tech":"tech-1","epoch":"current"}`},
-		"/v1/keys/subject-export": {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
-		"/v1/deliveries":          {`{"id":"parcel-1","recipient":{"email":"ana@example.org"},"device":"dev-2","not_after":"2031-11-24T12:00:00Z","mode":"hash"}`},
-		"/reassign":               {`{"device":"dev-3"}`},
+		"/v1/users":                  {`{"id":"carol","display_name":"Carol"}`},
+		"/v1/users/alice/pin":        {`{"pin":"1357"}`},
+		"/v1/users/alice/tokens":     {`{"type":"totp","algorithm":"SHA256","digits":8,"period":60,"seed":"random"}`, `{"type":"hotp"}`},
+		"/confirm":                   {`{"code":"123456"}`},
+		"/resync":                    {`{"code1":"123456","code2":"654321"}`},
+		"/v1/verify":                 {`{"user":"alice","code":"123456"}`, `{"user":"bob","code":"123456","pin":"2468"}`},
+		"/v1/api-clients":            {`{"name":"radius","scopes":["verifier"]}`},
+		"/v1/offline/bundles":        {`{"user":"alice","device":"dev-gone","count":5,"secrets":{"door":"4711"}}`, `{"user":"bob","device":"dev-gone","from":"2026-11-23T12:00:00Z","until":"2026-11-23T13:00:00Z","pin":"2468"}`},
+		"/v1/offline/login":          {`{"user":"bob","device":"dev-gone","code":"123456","pin":"2468"}`},
+		"/v1/devices":                {`{"id":"dev-2","public_key":"-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAbm9wZW5vcGVub3Blbm9wZW5vcGVub3Blbm9wZW5vcGU=\n-----END PUBLIC KEY-----\n"}`},
+		"/enrolment":                 {`{"ttl_seconds":600}`},
+		"/revoke":                    {`{"burn_hotp":true}`},
+		"/v1/devices/enrol":          {`{"device":"dev-new","public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","code":"ABCD-EFGH","sig":"AAAA"}`},
+		"/v1/sync":                   {`{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`},
+		"/v1/sites/scopes/north":     {`{"digits":6,"period":30}`},
+		"/provision":                 {`{"site":"cab-1","passphrase":"a package passphrase"}`},
+		"/credential":                {`{"tech":"tech-1","epoch":"current"}`},
+		"/v1/keys/subject-export":    {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
+		"/v1/deliveries":             {`{"id":"parcel-1","recipient":{"email":"ana@example.org"},"device":"dev-2","not_after":"2031-11-24T12:00:00Z","mode":"hash"}`},
+		"/reassign":                  {`{"device":"dev-3"}`},
+		"/v1/enrol/challenge":        {`{"realm":"default","serial":"SN-1"}`},
+		"/v1/enrol":                  {`{"serial":"SN-1","nonce":"00","csr":"MAA=","signature":"MAA="}`},
+		"/v1/device/renew":           {`{"csr":"MAA="}`},
+		"/v1/ca/devices/SN-1/revoke": {`{"reason":"lost"}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {
@@ -299,7 +326,7 @@ func FuzzHandlers(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		rt := routes[int(route)%len(routes)]
-		status, answer := fs.do(rt.method, rt.path, rt.token, string(body))
+		status, answer := fs.doOn(rt.h, rt.method, rt.path, rt.token, string(body))
 		checkAnswer(t, rt.method+" "+rt.path, status, answer)
 	})
 }

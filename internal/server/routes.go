@@ -113,6 +113,9 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/deliveries/{id}/cancel", scopes: issuer, handler: s.cancelDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
 	}
+	// Device onboarding (internal/enrol): onboarding.go. Some are served on
+	// the device listener only (route.on).
+	rs = append(rs, s.onboardingRoutes()...)
 	return rs
 }
 

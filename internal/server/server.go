@@ -44,6 +44,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/delivery"
+	"github.com/outpost-auth/outpost/internal/enrol"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -75,6 +76,14 @@ type Config struct {
 	// SiteKDF is the argon2id cost of site packages and exported key files;
 	// the zero value is keys.DefaultKDF.
 	SiteKDF keys.KDFParams
+	// Vouches is the roster of vouched devices that onboarding asks
+	// (internal/roster implements it); nil refuses every enrolment with
+	// "no roster configured".
+	Vouches enrol.Vouches
+	// DeviceValidity is a device certificate's lifetime (enrol.DefaultValidity
+	// when zero); DeviceGrace how long after expiry it may still renew
+	// (enrol.DefaultGrace when zero).
+	DeviceValidity, DeviceGrace time.Duration
 }
 
 // Server is the HTTP API.
@@ -105,6 +114,10 @@ type Server struct {
 	// deliveries is the delivery service (deliveries.go); nil when the
 	// store cannot hold deliveries.
 	deliveries *delivery.Service
+	// onboard is the onboarding service and the device CA (onboarding.go);
+	// deviceMux serves the device listener's routes.
+	onboard   *onboardAPI
+	deviceMux *http.ServeMux
 }
 
 // New returns a server for cfg.
@@ -156,10 +169,19 @@ func New(cfg Config) (*Server, error) {
 	if ds, ok := cfg.Store.(store.DeliveryStore); ok {
 		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
 	}
-	s.mux = http.NewServeMux()
+	var err error
+	if s.onboard, err = newOnboardAPI(s); err != nil {
+		return nil, err
+	}
+	s.mux, s.deviceMux = http.NewServeMux(), http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {
-		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		if rt.on != onDevice {
+			s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		}
+		if rt.on != onAPI {
+			s.deviceMux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		}
 	}
 	return s, nil
 }
