@@ -12,8 +12,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"log/slog"
 	"net"
@@ -79,7 +79,7 @@ type onboardFixture struct {
 	rootPE []byte
 }
 
-func newOnboardFixture(t *testing.T, ck *fakeClock, vouches bool) *onboardFixture {
+func newOnboardFixture(t *testing.T, ck *fakeClock, vouches bool, opts ...func(*Config)) *onboardFixture {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "outpost.db"))
 	if err != nil {
@@ -95,6 +95,9 @@ func newOnboardFixture(t *testing.T, ck *fakeClock, vouches bool) *onboardFixtur
 		Logger: slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if vouches {
 		cfg.Vouches = r
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	s, err := New(cfg)
 	if err != nil {
