@@ -216,6 +216,16 @@ func Fingerprint(der []byte) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// StoredRootPEM reads the stored root certificate in PEM without the
+// master key (the root is no secret); store.ErrNotFound when there is no CA.
+func StoredRootPEM(ctx context.Context, st store.CAStore) ([]byte, error) {
+	root, _, err := st.CAKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Cert}), nil
+}
+
 // RootPEM is the root certificate in PEM: what devices trust.
 func (a *Authority) RootPEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.Root.Raw})

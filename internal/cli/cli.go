@@ -15,7 +15,9 @@ import (
 	"github.com/outpost-auth/outpost/internal/artifact"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/enrol"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/site"
 	"github.com/spf13/cobra"
@@ -116,6 +118,10 @@ type env struct {
 	stdout, stderr io.Writer
 	// now is the clock every command hands down (clock.System).
 	now func() time.Time
+	// roster gives `outpost serve` the roster of vouched devices that
+	// onboarding asks (internal/roster, wired by the lead); nil serves
+	// with none, and enrolment is refused with "no roster configured".
+	roster func(st store.Store) enrol.Vouches
 }
 
 func newRoot(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -147,6 +153,7 @@ trust, 'outpost serve' runs the online authority. Every command has --help.`,
 and trust its CA with --cacert FILE.`, Example: "  outpost admin --help"}
 	admin.AddCommand(e.adminUserCmd(), e.adminTokenCmd(), e.adminAPIClientCmd(), e.adminVerifyCmd(), e.adminAuditCmd(),
 		e.adminOfflineCmd(), e.adminSiteCmd(), e.adminDeviceCmd(), e.adminDeliveryCmd(), e.adminImportSyncCmd())
+	admin.AddCommand(e.adminOnboardedCmd(), e.adminCertCmd()) // device onboarding: ca.go
 	bench := &cobra.Command{Use: "bench", Short: "Measure Outpost on this machine and print a table",
 		Long: `Benchmarks that compare Outpost side by side with a baseline measured in the
 same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
@@ -154,6 +161,7 @@ because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, Examp
 	bench.AddCommand(e.benchOnlineCmd(), e.benchOfflineCmd(), e.benchSyncCmd(), e.benchSiteCmd())
 	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.serveCmd(), e.auditCmd(),
 		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), admin, bench)
+	root.AddCommand(e.caCmd(), minimalDeviceCmd()) // device onboarding: ca.go, device_enrol.go
 	usageArgs(root)
 	groupExamples(root)
 	unknownSubcommands(root)
