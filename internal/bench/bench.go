@@ -8,7 +8,9 @@
 //   - offlinebench: bundle generation and offline verification against raw
 //     argon2id (`bench offline`);
 //   - sitebench: site verification and provisioning package sizes
-//     (`bench site`).
+//     (`bench site`);
+//   - onboardbench: device enrolments and mutual-TLS handshakes beside
+//     server-only TLS (`bench onboarding`).
 //
 // Each takes a Config, measures with the wall clock (timing is their job:
 // internal/clock's wall-clock scan allows this directory as a whole) and
