@@ -137,7 +137,7 @@ func (e *env) adminOnboardedCmd() *cobra.Command {
 			long: `Revoke an onboarded device (audited). It gets no certificate again, and its
 current certificate is refused at the next TLS handshake and request.`,
 			args: cobra.ExactArgs(1), example: "  outpost admin onboarded revoke SN-0042 --reason stolen",
-			flags: func(c *cobra.Command) { c.Flags().StringVar(&reason, "reason", "", "why (kept in the request only)") },
+			flags: func(c *cobra.Command) { c.Flags().StringVar(&reason, "reason", "", "why (kept in the audit entry)") },
 			call: func(a []string) (string, string, any, error) {
 				return "POST", "/v1/ca/devices/" + esc(a[0]) + "/revoke", map[string]string{"reason": reason}, nil
 			}}),

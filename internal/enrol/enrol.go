@@ -522,16 +522,20 @@ func reasonOf(err error) string {
 	return "error"
 }
 
-// Revoke revokes realm's device serial (audited device.revoke by actor):
-// it gets no certificate again, and its current one fails at the next
-// handshake and request. store.ErrNotFound for an unknown device,
-// store.ErrConflict when it is revoked already.
-func (s *Service) Revoke(ctx context.Context, realm, serial, actor string) error {
+// Revoke revokes realm's device serial (audited device.revoke by actor,
+// with reason, free text of at most 256 bytes): it gets no certificate
+// again, and its current one fails at the next handshake and request.
+// store.ErrNotFound for an unknown device, store.ErrConflict when it is
+// revoked already.
+func (s *Service) Revoke(ctx context.Context, realm, serial, reason, actor string) error {
 	if err := checkIDs(realm, serial); err != nil {
 		return err
 	}
+	if err := ident.CheckText("reason", reason); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	now := s.now()
-	data, _ := json.Marshal(map[string]string{"realm": realm})
+	data, _ := json.Marshal(map[string]string{"realm": realm, "reason": reason})
 	return s.Store.RevokeCADevice(ctx, realm, serial, now, eventlog.Entry{Time: now, Kind: audit.DeviceRevoke, Actor: actor, Subject: serial, Data: data})
 }
 

@@ -457,7 +457,7 @@ func (o *onboardAPI) revoke(r *request) (int, any, error) {
 			return 0, nil, err
 		}
 	}
-	if err := svc.Revoke(r.ctx, r.realm(), serial, r.actor()); err != nil {
+	if err := svc.Revoke(r.ctx, r.realm(), serial, in.Reason, r.actor()); err != nil {
 		return 0, nil, onboardError(err)
 	}
 	d, err := svc.Device(r.ctx, r.realm(), serial)
