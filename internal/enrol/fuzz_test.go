@@ -42,6 +42,18 @@ func FuzzDecodeESTBody(f *testing.F) {
 	})
 }
 
+// FuzzParseCertsOnly fuzzes the PKCS#7 certs-only decoder (the device
+// side of EST): no input panics, every refusal wraps ErrPKCS7.
+func FuzzParseCertsOnly(f *testing.F) {
+	f.Add(enrol.CertsOnly(nil))
+	f.Add([]byte{0x30, 0x03, 0x06, 0x01, 0x00})
+	f.Fuzz(func(t *testing.T, der []byte) {
+		if _, err := enrol.ParseCertsOnly(der); err != nil && !errors.Is(err, enrol.ErrPKCS7) {
+			t.Fatalf("refusal %v does not wrap ErrPKCS7", err)
+		}
+	})
+}
+
 // TestFuzzSeedsParse: a good CSR passes both decoders (the checked-in
 // seeds in testdata/fuzz hold one, and one with SANs, CA:true and a
 // challengePassword each).
