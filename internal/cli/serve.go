@@ -222,17 +222,23 @@ func (e *env) initOrOpenMaster(f serveFlags, logger *slog.Logger) (*keys.Master,
 // listen opens f's listening socket for hs: plain HTTP with --plaintext,
 // else TLS with the certificate serverCert chooses (set in hs.TLSConfig).
 func (e *env) listen(f serveFlags, m *keys.Master, hs *http.Server) (net.Listener, string, error) {
+	if f.plaintext {
+		ln, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return nil, "", fmt.Errorf("listening on %s: %w", f.listen, err)
+		}
+		return ln, "http", nil
+	}
+	// The certificate (and DIR/tls/ca.pem) exists before the port opens,
+	// so that a client that sees the port open finds the CA file. The
+	// names depend on the host, which --listen gives, not on the port.
+	cert, err := e.serverCert(f, m, f.listen)
+	if err != nil {
+		return nil, "", err
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return nil, "", fmt.Errorf("listening on %s: %w", f.listen, err)
-	}
-	if f.plaintext {
-		return ln, "http", nil
-	}
-	cert, err := e.serverCert(f, m, ln.Addr().String())
-	if err != nil {
-		ln.Close()
-		return nil, "", err
 	}
 	hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	return tls.NewListener(ln, hs.TLSConfig), "https", nil

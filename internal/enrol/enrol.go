@@ -509,6 +509,15 @@ func (s *Service) Renew(ctx context.Context, peer []*x509.Certificate, csrDER []
 	return iss, nil
 }
 
+// RenewEST is Renew for an EST simplereenroll body (base64 PKCS#10).
+func (s *Service) RenewEST(ctx context.Context, peer []*x509.Certificate, body []byte) (Issued, error) {
+	csr, err := DecodeESTBody(body)
+	if err != nil {
+		return Issued{}, s.refuse(ctx, "", "", "csr", err)
+	}
+	return s.Renew(ctx, peer, csr.Req.Raw)
+}
+
 // reasonOf names an authentication failure for the audit log and metrics.
 func reasonOf(err error) string {
 	for _, r := range []struct {
@@ -523,20 +532,24 @@ func reasonOf(err error) string {
 }
 
 // Revoke revokes realm's device serial (audited device.revoke by actor,
-// with reason, free text of at most 256 bytes): it gets no certificate
-// again, and its current one fails at the next handshake and request.
+// with reason, free text of at most 256 bytes) and returns it: it gets no
+// certificate again, and its current one fails at the next handshake and
+// request.
 // store.ErrNotFound for an unknown device, store.ErrConflict when it is
 // revoked already.
-func (s *Service) Revoke(ctx context.Context, realm, serial, reason, actor string) error {
+func (s *Service) Revoke(ctx context.Context, realm, serial, reason, actor string) (store.CADevice, error) {
 	if err := checkIDs(realm, serial); err != nil {
-		return err
+		return store.CADevice{}, err
 	}
 	if err := ident.CheckText("reason", reason); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return store.CADevice{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	now := s.now()
 	data, _ := json.Marshal(map[string]string{"realm": realm, "reason": reason})
-	return s.Store.RevokeCADevice(ctx, realm, serial, now, eventlog.Entry{Time: now, Kind: audit.DeviceRevoke, Actor: actor, Subject: serial, Data: data})
+	if err := s.Store.RevokeCADevice(ctx, realm, serial, now, eventlog.Entry{Time: now, Kind: audit.DeviceRevoke, Actor: actor, Subject: serial, Data: data}); err != nil {
+		return store.CADevice{}, err
+	}
+	return s.Store.GetCADevice(ctx, realm, serial)
 }
 
 // Device returns realm's device serial (store.ErrNotFound).

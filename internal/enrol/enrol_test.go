@@ -277,7 +277,7 @@ func TestEnrolRefusals(t *testing.T) {
 			if _, err := f.svc.Enrol(ctx, first); err != nil {
 				t.Fatal(err)
 			}
-			if err := f.svc.Revoke(ctx, "default", d.serial, "stolen", "api:admin"); err != nil {
+			if _, err := f.svc.Revoke(ctx, "default", d.serial, "stolen", "api:admin"); err != nil {
 				t.Fatal(err)
 			}
 			n, _, _ := f.svc.Challenge(ctx, "default", d.serial)
@@ -385,13 +385,13 @@ func TestRenewal(t *testing.T) {
 	delete(f.roster.withdrawn, "default/SN-7")
 
 	// Revocation stops it too.
-	if err := f.svc.Revoke(ctx, "default", "SN-7", "", "api:admin"); err != nil {
+	if d, err := f.svc.Revoke(ctx, "default", "SN-7", "", "api:admin"); err != nil || d.Status != store.CADeviceRevoked {
 		t.Fatal(err)
 	}
 	if _, err := f.svc.Renew(ctx, []*x509.Certificate{last}, same); !errors.Is(err, enrol.ErrRevoked) {
 		t.Errorf("renewal of a revoked device: %v", err)
 	}
-	if err := f.svc.Revoke(ctx, "default", "SN-7", "", "api:admin"); !errors.Is(err, store.ErrConflict) {
+	if _, err := f.svc.Revoke(ctx, "default", "SN-7", "", "api:admin"); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("second revoke: %v", err)
 	}
 }

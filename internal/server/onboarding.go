@@ -345,11 +345,7 @@ func (s *Server) estEnroll(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) estReenroll(w http.ResponseWriter, r *http.Request) {
 	s.estAnswer(w, r, func(svc *enrol.Service, body []byte) (enrol.Issued, error) {
-		csr, err := enrol.DecodeESTBody(body)
-		if err != nil {
-			return enrol.Issued{}, err
-		}
-		return svc.Renew(r.Context(), peerCerts(r), csr.Req.Raw)
+		return svc.RenewEST(r.Context(), peerCerts(r), body)
 	})
 }
 
@@ -457,10 +453,7 @@ func (o *onboardAPI) revoke(r *request) (int, any, error) {
 			return 0, nil, err
 		}
 	}
-	if err := svc.Revoke(r.ctx, r.realm(), serial, in.Reason, r.actor()); err != nil {
-		return 0, nil, onboardError(err)
-	}
-	d, err := svc.Device(r.ctx, r.realm(), serial)
+	d, err := svc.Revoke(r.ctx, r.realm(), serial, in.Reason, r.actor())
 	if err != nil {
 		return 0, nil, onboardError(err)
 	}
