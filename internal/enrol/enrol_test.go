@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
@@ -202,6 +203,22 @@ func TestEnrolIssuesAShortLivedClientCertificate(t *testing.T) {
 	}
 	if id, err := f.svc.Authenticate(ctx, []*x509.Certificate{c}, false); err != nil || id.Serial != "SN-0042" || id.Expired {
 		t.Errorf("Authenticate = %+v, %v", id, err)
+	}
+}
+
+// TestEnrolEd25519: a device with an Ed25519 key (the label's other type)
+// enrols and renews the same way.
+func TestEnrolEd25519(t *testing.T) {
+	f := newFixture(t)
+	_, k, _ := ed25519.GenerateKey(rand.Reader)
+	spki, _ := x509.MarshalPKIXPublicKey(k.Public())
+	f.roster.keys["default/SN-ED"] = spki
+	iss, err := f.svc.Enrol(ctx, f.request(t, device{serial: "SN-ED", key: k, spki: spki}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Renew(ctx, []*x509.Certificate{iss.Cert}, csrFor(t, k, &x509.CertificateRequest{})); err != nil {
+		t.Fatalf("renew: %v", err)
 	}
 }
 

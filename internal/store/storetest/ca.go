@@ -17,6 +17,7 @@ import (
 func RunCA(t *testing.T, open func(t *testing.T) store.Store) {
 	runEngine(t, open, []engineCase[store.CAStore]{
 		{"InitCA", testInitCA},
+		{"InitCAConcurrent", testInitCAConcurrent},
 		{"Challenges", testChallenges},
 		{"ChallengeConcurrent", testChallengeConcurrent},
 		{"IssueRevoke", testIssueRevoke},
@@ -51,6 +52,34 @@ func testInitCA(t *testing.T, st store.Store, cs store.CAStore) {
 		t.Errorf("CAKeys = %+v %+v", r, i)
 	}
 	if got := auditKinds(t, st); len(got) != 1 || got[0] != "ca.init ca" {
+		t.Errorf("audit = %v, want one ca.init", got)
+	}
+}
+
+// testInitCAConcurrent: replicas starting at once store one CA, and all
+// of them read that one back.
+func testInitCAConcurrent(t *testing.T, st store.Store, cs store.CAStore) {
+	var created atomic.Int32
+	parallel(8, func(i int) {
+		root := store.CAKey{Name: "root", Cert: []byte(fmt.Sprint("root-", i)), SealedKey: []byte("k"), CreatedAt: when}
+		iss := store.CAKey{Name: "issuing", Cert: []byte(fmt.Sprint("iss-", i)), SealedKey: []byte("k"), CreatedAt: when}
+		c, err := cs.InitCA(ctx, root, iss, caEntry("ca.init", "ca"))
+		if err != nil {
+			t.Error(err)
+		}
+		if c {
+			created.Add(1)
+		}
+	})
+	if created.Load() != 1 {
+		t.Errorf("%d replicas created a CA, want 1", created.Load())
+	}
+	r, i, err := cs.CAKeys(ctx)
+	must(t, err)
+	if string(r.Cert)[5:] != string(i.Cert)[4:] {
+		t.Errorf("the stored root %q and issuing CA %q come from different replicas", r.Cert, i.Cert)
+	}
+	if got := auditKinds(t, st); len(got) != 1 {
 		t.Errorf("audit = %v, want one ca.init", got)
 	}
 }
