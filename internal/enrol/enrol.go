@@ -378,6 +378,9 @@ func (s *Service) issue(ctx context.Context, realm, serial string, csr *CSR, kin
 			return Issued{}, serr
 		}
 	}
+	if errors.Is(err, store.ErrNotFound) { // no such realm
+		return Issued{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if err != nil {
 		return Issued{}, err
 	}

@@ -134,6 +134,10 @@ func (s *Server) onboardingRoutes() []route {
 		{method: "GET", pattern: "/.well-known/est/cacerts", on: onDevice, raw: o.estCACerts},
 		{method: "POST", pattern: "/.well-known/est/simpleenroll", on: onDevice, raw: s.estEnroll},
 		{method: "POST", pattern: "/.well-known/est/simplereenroll", on: onDevice, raw: s.estReenroll},
+		// RFC 7030 section 3.2.2's label names the realm.
+		{method: "GET", pattern: "/.well-known/est/{label}/cacerts", on: onDevice, raw: o.estCACerts},
+		{method: "POST", pattern: "/.well-known/est/{label}/simpleenroll", on: onDevice, raw: s.estEnroll},
+		{method: "POST", pattern: "/.well-known/est/{label}/simplereenroll", on: onDevice, raw: s.estReenroll},
 		{method: "GET", pattern: "/v1/ca/devices", scopes: admin, handler: o.listDevices},
 		{method: "GET", pattern: "/v1/ca/devices/{serial}", scopes: admin, handler: o.getDevice},
 		{method: "POST", pattern: "/v1/ca/devices/{serial}/revoke", scopes: admin, handler: o.revoke},
@@ -337,9 +341,11 @@ func readEST(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
 	return body, nil
 }
 
+// estEnroll enrols in the realm the EST label names (the default realm
+// without a label).
 func (s *Server) estEnroll(w http.ResponseWriter, r *http.Request) {
 	s.estAnswer(w, r, func(svc *enrol.Service, body []byte) (enrol.Issued, error) {
-		return svc.EnrolEST(r.Context(), DefaultRealm, body, exporter(r))
+		return svc.EnrolEST(r.Context(), realmOr(r.PathValue("label")), body, exporter(r))
 	})
 }
 

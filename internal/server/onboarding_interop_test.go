@@ -87,6 +87,10 @@ func TestOnboardingWithOpenSSLAndCurl(t *testing.T) {
 	must(curl, "-sS", "--fail-with-body", "--cacert", "root.pem", "-o", "cacerts.p7.b64", base+"/.well-known/est/cacerts")
 	must(openssl, "base64", "-d", "-in", "cacerts.p7.b64", "-out", "cacerts.p7")
 	must(openssl, "pkcs7", "-inform", "DER", "-in", "cacerts.p7", "-print_certs", "-out", "cacerts.pem")
+	// With an RFC 7030 label (the realm), the same CA certificates.
+	if labelled := must(curl, "-sS", "--fail-with-body", "--cacert", "root.pem", base+"/.well-known/est/default/cacerts"); labelled != string(readTest(t, path("cacerts.p7.b64"))) {
+		t.Errorf("labelled cacerts differ: %s", labelled)
+	}
 	if out := must(openssl, "verify", "-CAfile", "root.pem", "-untrusted", "cacerts.pem", "-purpose", "sslclient", "device.pem"); !strings.Contains(out, "device.pem: OK") {
 		t.Fatalf("openssl verify: %s", out)
 	}
@@ -164,4 +168,13 @@ func TestOnboardingWithOpenSSLAndCurl(t *testing.T) {
 			t.Errorf("no refusal audited with reason %s (audited: %v)", r, reasons)
 		}
 	}
+}
+
+func readTest(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
