@@ -13,6 +13,8 @@
 //     the outbox (`bench notify`).
 //   - vouchbench: vouches ingested through sync into the roster, beside
 //     plain log entries (`bench vouch`).
+//   - onboardbench: device enrolments and mutual-TLS handshakes beside
+//     server-only TLS (`bench onboarding`).
 //
 // Each takes a Config, measures with the wall clock (timing is their job:
 // internal/clock's wall-clock scan allows this directory as a whole) and

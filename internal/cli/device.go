@@ -32,7 +32,7 @@ func cmdEnv(c *cobra.Command) *env {
 func newDeviceCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "device",
-		Short: "Play a device being onboarded: its key pair and QR label",
+		Short: "Play a device being onboarded: key pair, QR label, enrolment, certificate",
 		Long: `A device leaves the factory with a key pair it made itself and a QR label
 carrying its serial, model and public key (nothing secret). Field staff scan
 the label ('outpost field vouch'); later the device proves it holds the key.
@@ -40,6 +40,7 @@ These commands do on a computer what a device agent does with the device
 package. See docs/onboarding.md.`,
 	}
 	c.AddCommand(deviceInitCmd(), deviceLabelCmd())
+	addDeviceEnrolCmds(c) // enrol, renew, whoami: device_enrol.go
 	return c
 }
 

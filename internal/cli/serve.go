@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/enrol"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/roster"
@@ -39,6 +40,9 @@ type serveFlags struct {
 	checkpoints         checkpointExportFlags
 	retention           retentionFlags
 	notify              notifyFlags
+	// The device listener (docs/onboarding.md).
+	deviceAddr, deviceReadyFile string
+	deviceValidity, deviceGrace time.Duration
 }
 
 func (e *env) serveCmd() *cobra.Command {
@@ -90,6 +94,10 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	f.checkpoints.register(c)
 	f.retention.register(c)
 	f.notify.register(c)
+	fl.StringVar(&f.deviceAddr, "device-addr", "", "also serve onboarded devices (enrolment, EST, mutual TLS) on ADDR, TLS 1.3 with the device CA")
+	fl.StringVar(&f.deviceReadyFile, "device-ready-file", "", "write the device listener's URL to FILE once serving")
+	fl.DurationVar(&f.deviceValidity, "device-cert-validity", enrol.DefaultValidity, "lifetime of a device certificate")
+	fl.DurationVar(&f.deviceGrace, "device-grace", enrol.DefaultGrace, "how long after expiry a device certificate may still renew itself")
 	return c
 }
 
@@ -149,7 +157,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
 		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
 		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout,
-		VouchExpiry: f.vouchExpiry})
+		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace})
 	if err != nil {
 		return usageError{err}
 	}
@@ -178,8 +186,15 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 
 	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- hs.Serve(ln) }()
+	if f.deviceAddr != "" {
+		ds, err := e.serveDevices(f, srv, logger, errc)
+		if err != nil {
+			return err
+		}
+		defer ds.Close()
+	}
 	go srv.FlushUnknownEvery(sigCtx, 5*time.Second)
 	stopOutbox := f.notify.start(sigCtx, srv, channels, logger)
 	defer stopOutbox()
@@ -230,17 +245,23 @@ func (e *env) initOrOpenMaster(f serveFlags, logger *slog.Logger) (*keys.Master,
 // listen opens f's listening socket for hs: plain HTTP with --plaintext,
 // else TLS with the certificate serverCert chooses (set in hs.TLSConfig).
 func (e *env) listen(f serveFlags, m *keys.Master, hs *http.Server) (net.Listener, string, error) {
+	if f.plaintext {
+		ln, err := net.Listen("tcp", f.listen)
+		if err != nil {
+			return nil, "", fmt.Errorf("listening on %s: %w", f.listen, err)
+		}
+		return ln, "http", nil
+	}
+	// The certificate (and DIR/tls/ca.pem) exists before the port opens,
+	// so that a client that sees the port open finds the CA file. The
+	// names depend on the host, which --listen gives, not on the port.
+	cert, err := e.serverCert(f, m, f.listen)
+	if err != nil {
+		return nil, "", err
+	}
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return nil, "", fmt.Errorf("listening on %s: %w", f.listen, err)
-	}
-	if f.plaintext {
-		return ln, "http", nil
-	}
-	cert, err := e.serverCert(f, m, ln.Addr().String())
-	if err != nil {
-		ln.Close()
-		return nil, "", err
 	}
 	hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	return tls.NewListener(ln, hs.TLSConfig), "https", nil
@@ -287,6 +308,16 @@ func (e *env) serverCert(f serveFlags, m *keys.Master, addr string) (tls.Certifi
 	if f.tlsCert != "" {
 		return tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
 	}
+	cert, err := tlsboot.Load(filepath.Join(f.data.dir, datadir.TLSDir), m, serverNames(f, addr), e.now())
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("TLS certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// serverNames are the names a listener on addr is reached by: loopback,
+// its host, this machine's name and --tls-san.
+func serverNames(f serveFlags, addr string) []string {
 	names := []string{"localhost", "127.0.0.1", "::1"}
 	if host, _, err := net.SplitHostPort(addr); err == nil && host != "" && !net.ParseIP(host).IsUnspecified() {
 		names = append(names, host)
@@ -294,12 +325,7 @@ func (e *env) serverCert(f serveFlags, m *keys.Master, addr string) (tls.Certifi
 	if h, err := os.Hostname(); err == nil && h != "" {
 		names = append(names, h)
 	}
-	names = append(names, f.sans...)
-	cert, err := tlsboot.Load(filepath.Join(f.data.dir, datadir.TLSDir), m, dedupe(names), e.now())
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("TLS certificate: %w", err)
-	}
-	return cert, nil
+	return dedupe(append(names, f.sans...))
 }
 
 func dedupe(ss []string) []string {
@@ -312,4 +338,32 @@ func dedupe(ss []string) []string {
 		}
 	}
 	return out
+}
+
+// serveDevices opens the device listener (--device-addr): TLS 1.3 with a
+// certificate from the device CA for the same names as the API's, client
+// certificates requested and checked at every handshake. Its errors go to errc.
+func (e *env) serveDevices(f serveFlags, srv *server.Server, logger *slog.Logger, errc chan<- error) (*http.Server, error) {
+	ln, err := net.Listen("tcp", f.deviceAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", f.deviceAddr, err)
+	}
+	tc, err := srv.DeviceTLSConfig(serverNames(f, ln.Addr().String()))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	ds := &http.Server{Handler: srv.DeviceHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	url := "https://" + ln.Addr().String()
+	logger.Info("serving devices", "url", url)
+	if f.deviceReadyFile != "" {
+		if err := datadir.WriteFileAtomic(f.deviceReadyFile, []byte(url+"\n"), 0o644); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+	go func() { errc <- ds.Serve(tls.NewListener(ln, tc)) }()
+	return ds, nil
 }

@@ -20,7 +20,7 @@ import (
 var wallClockAllowed = map[string]string{
 	"internal/clock/clock.go:System": "the one reading of the wall clock that services are handed",
 	// Log and metric timings.
-	"internal/server/http.go:(*Server).root":       "request duration for the access log",
+	"internal/server/http.go:(*Server).rootOf":     "request duration for the access log",
 	"internal/server/http.go:(*Server).wrap":       "request duration for the access log and the latency metric",
 	"internal/server/metrics.go:(*Server).observe": "latency metric",
 	// Timing parity: how long a known user's failure takes to record, so

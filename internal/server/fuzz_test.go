@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -64,7 +65,9 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 		// Site packages and key files at the smallest sealing cost allowed.
 		SiteKDF: keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1},
 		// Audit export and prune write and read real segment files.
-		AuditSegmentDir: filepath.Join(f.TempDir(), "segments")})
+		AuditSegmentDir: filepath.Join(f.TempDir(), "segments"),
+		// A roster that vouches for nothing: enrolment is checked up to it.
+		Vouches: noVouches{}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -127,6 +130,14 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	return fs
 }
 
+// noVouches is a roster that holds no vouch.
+type noVouches struct{}
+
+func (noVouches) Live(context.Context, string, string, []byte) error { return errors.New("no vouch") }
+func (noVouches) Enrolled(context.Context, string, string, []byte) error {
+	return errors.New("no vouch")
+}
+
 // must sends a setup request, which must succeed.
 func (fs *fuzzServer) must(t testing.TB, method, path, token, body string) []byte {
 	t.Helper()
@@ -139,13 +150,18 @@ func (fs *fuzzServer) must(t testing.TB, method, path, token, body string) []byt
 
 // do sends one request through the server's root handler.
 func (fs *fuzzServer) do(method, path, token, body string) (int, []byte) {
+	return fs.doOn(fs.h, method, path, token, body)
+}
+
+// doOn sends one request through h (the API's or the device listener's handler).
+func (fs *fuzzServer) doOn(h http.Handler, method, path, token, body string) (int, []byte) {
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	fs.h.ServeHTTP(rec, req)
+	h.ServeHTTP(rec, req)
 	return rec.Code, rec.Body.Bytes()
 }
 
@@ -171,6 +187,7 @@ func (w *cappedWriter) Write(p []byte) (int, error) {
 // fuzzRoute is one JSON endpoint of FuzzHandlers.
 type fuzzRoute struct {
 	method, path, token string
+	h                   http.Handler
 }
 
 // routes lists every route that takes a JSON body (POST and PUT), from the
@@ -200,6 +217,8 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 			path = strings.Replace(path, "{serial}", "SN-1", 1)
 		case strings.HasPrefix(path, "/v1/sites/scopes/{scope}"):
 			path = strings.Replace(path, "{scope}", "north", 1)
+		case strings.HasPrefix(path, "/v1/ca/devices/{serial}"):
+			path = strings.Replace(path, "{serial}", "SN-1", 1)
 		}
 		if strings.Contains(path, "{") {
 			return nil, fmt.Errorf("FuzzHandlers cannot fill the parameters of %s %s: add it to fuzzServer.routes", rt.method, rt.pattern)
@@ -211,7 +230,11 @@ func (fs *fuzzServer) routes() ([]fuzzRoute, error) {
 		case len(rt.scopes) > 0:
 			tok = fs.client
 		}
-		out = append(out, fuzzRoute{rt.method, path, tok})
+		h := fs.h
+		if rt.on == onDevice { // the device listener's routes (onboarding.go)
+			h = fs.srv.DeviceHandler()
+		}
+		out = append(out, fuzzRoute{rt.method, path, tok, h})
 	}
 	return out, nil
 }
@@ -280,6 +303,10 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/withdraw":               {`{"reason":"stolen"}`},
 		"/approve":                {`{"vouch":"dev-2:7"}`},
 		"/reject":                 {`{}`},
+		"/v1/enrol/challenge":        {`{"realm":"default","serial":"SN-1"}`},
+		"/v1/enrol":                  {`{"serial":"SN-1","nonce":"00","csr":"MAA=","signature":"MAA="}`},
+		"/v1/device/renew":           {`{"csr":"MAA="}`},
+		"/v1/ca/devices/SN-1/revoke": {`{"reason":"lost"}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {
@@ -313,7 +340,7 @@ func FuzzHandlers(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, route uint8, body []byte) {
 		rt := routes[int(route)%len(routes)]
-		status, answer := fs.do(rt.method, rt.path, rt.token, string(body))
+		status, answer := fs.doOn(rt.h, rt.method, rt.path, rt.token, string(body))
 		checkAnswer(t, rt.method+" "+rt.path, status, answer)
 	})
 }

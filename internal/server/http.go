@@ -17,6 +17,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/apitoken"
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/enrol"
 	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/store"
 )
@@ -63,6 +64,11 @@ type route struct {
 	handler func(*request) (int, any, error)
 	// raw handlers write the response themselves (health, metrics, openapi).
 	raw http.HandlerFunc
+	// on is the listener that serves the route (onboarding.go): the API
+	// listener unless set.
+	on listener
+	// mtls is how a device route authenticates by client certificate.
+	mtls mtlsMode
 }
 
 // request is what a handler sees: the HTTP request and the authenticated client.
@@ -71,6 +77,8 @@ type request struct {
 	ctx    context.Context
 	client store.APIClient
 	w      http.ResponseWriter
+	// device is the device a route with mtls set authenticated.
+	device enrol.Identity
 }
 
 // actor names the caller in audit entries.
@@ -84,15 +92,18 @@ type ctxKey int
 const ridKey ctxKey = 1
 
 // root dispatches to the mux and answers unknown paths and methods in JSON.
-func (s *Server) root() http.Handler {
+func (s *Server) root() http.Handler { return s.rootOf(s.mux) }
+
+// rootOf is root for one listener's mux.
+func (s *Server) rootOf(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, pattern := s.mux.Handler(r); pattern == "" {
+		if _, pattern := mux.Handler(r); pattern == "" {
 			start := time.Now()
 			status, e := http.StatusNotFound, errorf(http.StatusNotFound, "not_found", "no such endpoint: %s (see GET /v1/openapi.json)", r.URL.Path)
 			for _, m := range []string{"GET", "POST", "PUT", "DELETE", "PATCH"} {
 				r2 := r.Clone(r.Context())
 				r2.Method = m
-				if _, p := s.mux.Handler(r2); p != "" {
+				if _, p := mux.Handler(r2); p != "" {
 					status, e = http.StatusMethodNotAllowed, errorf(http.StatusMethodNotAllowed, "method_not_allowed", "%s is not allowed on %s", r.Method, r.URL.Path)
 					break
 				}
@@ -101,7 +112,7 @@ func (s *Server) root() http.Handler {
 			s.observe(r, "unmatched", status, start)
 			return
 		}
-		s.mux.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r)
 	})
 }
 
@@ -137,6 +148,15 @@ func (s *Server) wrap(rt route) http.Handler {
 				return
 			}
 			req.client = c
+		}
+		if rt.mtls != mtlsNone {
+			id, err := s.authDevice(ctx, hr, rt.mtls)
+			if err != nil {
+				status = err.status
+				writeError(w, err)
+				return
+			}
+			req.device = id
 		}
 		code, body, err := rt.handler(req)
 		if err != nil {

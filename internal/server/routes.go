@@ -133,6 +133,9 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/roster/{serial}/approve", scopes: admin, handler: s.approveVouch},
 		{method: "POST", pattern: "/v1/roster/{serial}/reject", scopes: admin, handler: s.rejectVouch},
 	}
+	// Device onboarding (internal/enrol): onboarding.go. Some are served on
+	// the device listener only (route.on).
+	rs = append(rs, s.onboardingRoutes()...)
 	return rs
 }
 

@@ -34,6 +34,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -45,6 +46,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/delivery"
+	"github.com/outpost-auth/outpost/internal/enrol"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -95,6 +97,14 @@ type Config struct {
 	// VouchExpiry is how long a device's vouch waits for it to enrol; 0
 	// means roster.DefaultExpiry.
 	VouchExpiry time.Duration
+	// Vouches is the roster of vouched devices that onboarding asks
+	// (internal/roster implements it); nil refuses every enrolment with
+	// "no roster configured".
+	Vouches enrol.Vouches
+	// DeviceValidity is a device certificate's lifetime (enrol.DefaultValidity
+	// when zero); DeviceGrace how long after expiry it may still renew
+	// (enrol.DefaultGrace when zero).
+	DeviceValidity, DeviceGrace time.Duration
 }
 
 // Server is the HTTP API.
@@ -133,6 +143,10 @@ type Server struct {
 	outbox *outbox.Service
 	// roster is the device roster (roster.go); nil when the store holds none.
 	roster *roster.Service
+	// onboard is the onboarding service and the device CA (onboarding.go);
+	// deviceMux serves the device listener's routes.
+	onboard   *onboardAPI
+	deviceMux *http.ServeMux
 }
 
 // New returns a server for cfg.
@@ -196,10 +210,33 @@ func New(cfg Config) (*Server, error) {
 		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
 	}
 	s.outbox = s.newOutbox(cfg)
-	s.mux = http.NewServeMux()
+	if s.cfg.Vouches == nil && s.roster != nil {
+		s.cfg.Vouches = s.roster // enrolment asks the roster that sync fills
+	}
+	var err error
+	if s.onboard, err = newOnboardAPI(s); err != nil {
+		return nil, err
+	}
+	if s.roster != nil && s.onboard.svc != nil {
+		// Withdrawing a vouch revokes the device at once (its next
+		// handshake is refused); a device never onboarded has nothing to revoke.
+		svc := s.onboard.svc
+		s.roster.OnWithdraw = func(ctx context.Context, realm, serial string) error {
+			if _, err := svc.Revoke(ctx, realm, serial, "vouch withdrawn", "roster"); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			return nil
+		}
+	}
+	s.mux, s.deviceMux = http.NewServeMux(), http.NewServeMux()
 	s.routes = s.routeTable()
 	for _, rt := range s.routes {
-		s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		if rt.on != onDevice {
+			s.mux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		}
+		if rt.on != onAPI {
+			s.deviceMux.Handle(rt.method+" "+rt.pattern, s.wrap(rt))
+		}
 	}
 	return s, nil
 }
