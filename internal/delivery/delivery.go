@@ -103,6 +103,9 @@ type Service struct {
 	Now func() time.Time
 	// Digits is the random length of codes; 0 means deliverycode.DefaultDigits.
 	Digits int
+	// Courier, when set, is the courier's side (courier.go): registered
+	// devices, mode data, manifests, receipts and proofs.
+	Courier *Courier
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
@@ -113,6 +116,9 @@ func (s *Service) now() time.Time { return clock.Or(s.Now)() }
 func (s *Service) Create(ctx context.Context, realm string, r Request, actor string) (Delivery, string, error) {
 	now := s.now()
 	if err := checkRequest(r, now); err != nil {
+		return Delivery{}, "", err
+	}
+	if err := s.checkDevice(ctx, realm, r.Device); err != nil {
 		return Delivery{}, "", err
 	}
 	contact, _ := json.Marshal(r.Recipient)
@@ -127,6 +133,9 @@ func (s *Service) Create(ctx context.Context, realm string, r Request, actor str
 	d := store.Delivery{Realm: realm, ID: r.ID, Device: r.Device, Mode: string(r.Mode), State: string(Created),
 		CreatedAt: now, UpdatedAt: now, NotAfter: r.NotAfter, CodeVersion: 1, Recipient: sealed}
 	d.CodeMAC = s.mac(realm, r.ID, 1, code)
+	if d.Check, err = s.sealedCheck(d, code); err != nil {
+		return Delivery{}, "", err
+	}
 	if err := s.Store.CreateDelivery(ctx, d, s.entry(audit.DeliveryCreate, actor, d, now)); err != nil {
 		return Delivery{}, "", err
 	}
@@ -170,6 +179,9 @@ func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string)
 	if err := ident.Check("device", device); err != nil {
 		return Delivery{}, "", fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if err := s.checkDevice(ctx, realm, device); err != nil {
+		return Delivery{}, "", err
+	}
 	return s.change(ctx, realm, id, Reassigned, actor, func(d *store.Delivery) (string, error) {
 		code, err := deliverycode.New(s.digits())
 		if err != nil {
@@ -177,7 +189,8 @@ func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string)
 		}
 		d.Device, d.CodeVersion = device, d.CodeVersion+1
 		d.CodeMAC = s.mac(realm, id, d.CodeVersion, code)
-		return code, nil
+		d.Check, err = s.sealedCheck(*d, code)
+		return code, err
 	})
 }
 

@@ -48,7 +48,7 @@ func request(id string) Request {
 func TestTransitions(t *testing.T) {
 	all := []State{Created, Notified, OutForDelivery, Delivered, Failed, Expired, Cancelled, Reassigned}
 	allowed := map[[2]State]bool{
-		{Created, Notified}: true, {Created, Cancelled}: true, {Created, Reassigned}: true, {Created, Expired}: true,
+		{Created, Notified}: true, {Created, OutForDelivery}: true, {Reassigned, OutForDelivery}: true, {Created, Cancelled}: true, {Created, Reassigned}: true, {Created, Expired}: true,
 		{Notified, OutForDelivery}: true, {Notified, Cancelled}: true, {Notified, Reassigned}: true, {Notified, Expired}: true,
 		{OutForDelivery, Delivered}: true, {OutForDelivery, Failed}: true, {OutForDelivery, Cancelled}: true,
 		{OutForDelivery, Reassigned}: true, {OutForDelivery, Expired}: true,

@@ -112,6 +112,8 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/v1/deliveries/{id}", scopes: issuer, handler: s.getDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/cancel", scopes: issuer, handler: s.cancelDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
+		// Proof of delivery (internal/delivery courier.go): courier.go.
+		{method: "GET", pattern: "/v1/deliveries/{id}/proof", scopes: issuer, handler: s.deliveryProof},
 	}
 	return rs
 }

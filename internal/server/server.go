@@ -75,6 +75,12 @@ type Config struct {
 	// SiteKDF is the argon2id cost of site packages and exported key files;
 	// the zero value is keys.DefaultKDF.
 	SiteKDF keys.KDFParams
+	// ManifestMaxAge is how long a courier device may check codes offline
+	// after the sync that gave it its route manifest; 0 means
+	// delivery.DefaultManifestMaxAge. DeliveryAttempts is the attempt limit
+	// per delivery on the device; 0 means courierproto.DefaultAttempts.
+	ManifestMaxAge   time.Duration
+	DeliveryAttempts int
 }
 
 // Server is the HTTP API.
@@ -155,6 +161,7 @@ func New(cfg Config) (*Server, error) {
 	s.sites = newSiteAPI(s)
 	if ds, ok := cfg.Store.(store.DeliveryStore); ok {
 		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
+		s.wireCourier(cfg)
 	}
 	s.mux = http.NewServeMux()
 	s.routes = s.routeTable()

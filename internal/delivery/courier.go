@@ -1,0 +1,355 @@
+package delivery
+
+// The courier's side (issue 11 parts 4 to 6, docs/deliveries.md): the mode
+// data computed when a code is issued, the route manifest of a courier
+// device, and the receipts a device uploads at sync, each turned into
+// "delivered" exactly once with a countersigned proof.
+//
+// The device's holder is the attacker: its key signs whatever they like.
+// So a receipt is believed only for a delivery, code version and device
+// that the server itself put in that device's manifest
+// (store.CourierStore.GetManifested), while the delivery is still at that
+// version on that device and not cancelled; anything else is an incident
+// (audited) and changes nothing.
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/courierproto"
+	"github.com/outpost-auth/outpost/internal/eventlog"
+	"github.com/outpost-auth/outpost/internal/ident"
+	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/secretbox"
+	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/syncproto"
+)
+
+// Event kinds of the courier's side (audit log).
+const (
+	KindOutForDelivery = "delivery.out_for_delivery"
+	KindDeliver        = "delivery.deliver"
+	KindIncident       = "delivery.incident"
+)
+
+// Incidents of receipts (audit data "incident"; Service.Incident's kind).
+const (
+	IncidentBadReceipt    = "receipt_invalid"
+	IncidentUnissued      = "receipt_unissued"
+	IncidentReassigned    = "receipt_after_reassign"
+	IncidentCancelled     = "receipt_after_cancel"
+	IncidentTwice         = "delivered_twice"
+	IncidentFraud         = "fingerprint_fraud"
+	IncidentReceiptState  = "receipt_refused_state"
+	IncidentReceiptTiming = "receipt_out_of_window"
+)
+
+// Defaults of the courier's side.
+const (
+	// DefaultManifestMaxAge is how long after a manifest's issue (its sync)
+	// a device may check codes with it.
+	DefaultManifestMaxAge = 24 * time.Hour
+	// ManifestValidity is the manifest artifact's signature window.
+	ManifestValidity = MaxLifetime
+)
+
+// ErrNoDevice: the delivery's device is not a registered, active field
+// device of the realm.
+var ErrNoDevice = fmt.Errorf("%w: device", ErrInvalid)
+
+// Devices finds registered field devices (store.SyncStore does).
+type Devices interface {
+	GetDevice(ctx context.Context, id string) (store.Device, error)
+}
+
+// Courier holds what the courier's side needs beside the Service's store;
+// the server sets it. Store, Devices and Signer are required for manifests
+// and receipts.
+type Courier struct {
+	Store   store.CourierStore
+	Devices Devices
+	// Signer is the server's artifact key: it signs manifests and countersignatures.
+	Signer *keys.Signer
+	// Audit appends incidents to the audit log.
+	Audit func(ctx context.Context, e eventlog.Entry) error
+	// Incident, when set, counts each incident by kind (a metric).
+	Incident func(kind string)
+	// MaxAge is the manifest max age; 0 means DefaultManifestMaxAge.
+	MaxAge time.Duration
+	// Attempts is the attempt limit per delivery; 0 means courierproto.DefaultAttempts.
+	Attempts int
+}
+
+// checkDevice refuses a device that is not a registered, active field
+// device of realm (nothing is checked when the service has no registry).
+func (s *Service) checkDevice(ctx context.Context, realm, device string) error {
+	if s.Courier == nil || s.Courier.Devices == nil {
+		return nil
+	}
+	dev, err := s.Courier.Devices.GetDevice(ctx, device)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || (err == nil && dev.Realm != realm):
+		return fmt.Errorf("%w %q is not a registered field device of realm %q: register it first ('outpost admin device register')", ErrNoDevice, ident.Clip(device), realm)
+	case err != nil:
+		return err
+	case dev.Status != store.DeviceActive:
+		return fmt.Errorf("%w %q is %s: assign the delivery to an active device", ErrNoDevice, ident.Clip(device), dev.Status)
+	}
+	return nil
+}
+
+func (s *Service) checkBox() *secretbox.Box {
+	return secretbox.New(s.Master, 0, "delivery_checks.data")
+}
+
+func checkAD(realm, id string, version uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte(realm+"\x00"+id+"\x00"), version)
+}
+
+// sealedCheck computes the mode data of code for d (at its code version and
+// device) and seals it; empty for the token mode.
+func (s *Service) sealedCheck(d store.Delivery, code string) ([]byte, error) {
+	b := courierproto.Binding{Realm: d.Realm, Delivery: d.ID, Version: int(d.CodeVersion), Device: d.Device}
+	data, err := courierproto.MakeCheck(d.Mode, code, b)
+	if err != nil || len(data) == 0 {
+		return nil, err
+	}
+	return s.checkBox().Seal(data, checkAD(d.Realm, d.ID, d.CodeVersion))
+}
+
+func (s *Service) courier() (*Courier, error) {
+	c := s.Courier
+	if c == nil || c.Store == nil || c.Signer == nil || c.Audit == nil {
+		return nil, errors.New("delivery: the courier side is not configured (store, signer, audit)")
+	}
+	return c, nil
+}
+
+// liveStates are the states a delivery is listed in its device's manifest in.
+var liveStates = []string{string(Created), string(Notified), string(OutForDelivery), string(Reassigned)}
+
+// Manifest issues the route manifest of realm's device: every live
+// delivery assigned to it (id, version, expiry, mode, mode data, attempt
+// limit), the pinned public keys, and no recipient data; it records what
+// it listed (the only deliveries the server will believe this device
+// about) and moves them to out_for_delivery, audited, in one transaction.
+// It returns the signed artifact.
+func (s *Service) Manifest(ctx context.Context, realm, device string) ([]byte, error) {
+	c, err := s.courier()
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	var ds []store.Delivery
+	after := ""
+	for len(ds) < courierproto.MaxDeliveries {
+		page, err := c.Store.ListDeviceDeliveries(ctx, realm, device, liveStates, now, after, min(store.MaxListLimit, courierproto.MaxDeliveries-len(ds)))
+		if err != nil {
+			return nil, err
+		}
+		ds = append(ds, page...)
+		if len(page) == 0 || len(page) < min(store.MaxListLimit, courierproto.MaxDeliveries-len(ds)+len(page)) {
+			break
+		}
+		after = page[len(page)-1].ID
+	}
+	keys, err := s.pinnedKeys(realm)
+	if err != nil {
+		return nil, err
+	}
+	maxAge := c.MaxAge
+	if maxAge <= 0 {
+		maxAge = DefaultManifestMaxAge
+	}
+	attempts := c.Attempts
+	if attempts <= 0 {
+		attempts = courierproto.DefaultAttempts
+	}
+	m := courierproto.Manifest{Realm: realm, Device: device, IssuedAt: now.UTC(), MaxAge: int64(maxAge / time.Second), Keys: keys,
+		Deliveries: make([]courierproto.ManifestDelivery, 0, len(ds))}
+	var items []store.ManifestItem
+	var moves []store.StateMove
+	for _, d := range ds {
+		md := courierproto.ManifestDelivery{ID: d.ID, Version: int(d.CodeVersion), NotAfter: d.NotAfter.UTC(), Mode: d.Mode, Attempts: attempts}
+		if d.Mode != string(ModeToken) {
+			chk, err := c.Store.GetDeliveryCheck(ctx, realm, d.ID)
+			if errors.Is(err, store.ErrNotFound) || (err == nil && chk.CodeVersion != d.CodeVersion) {
+				continue // issued before this server computed mode data: reassign it to issue a code the device can check
+			}
+			if err != nil {
+				return nil, err
+			}
+			if md.Check, err = s.checkBox().Open(chk.Data, checkAD(realm, d.ID, d.CodeVersion)); err != nil {
+				return nil, fmt.Errorf("delivery %s: opening its mode data: %w", d.ID, err)
+			}
+		}
+		m.Deliveries = append(m.Deliveries, md)
+		items = append(items, store.ManifestItem{ID: d.ID, CodeVersion: d.CodeVersion})
+		if d.State != string(OutForDelivery) && Allowed(State(d.State), OutForDelivery) {
+			moved := d
+			moved.State = string(OutForDelivery)
+			moves = append(moves, store.StateMove{ID: d.ID, From: d.State, To: string(OutForDelivery), CodeVersion: d.CodeVersion,
+				Entry: s.entry(KindOutForDelivery, "device:"+device, moved, now)})
+		}
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	serial, _, err := c.Store.RecordManifest(ctx, realm, device, now, items, moves)
+	if err != nil {
+		return nil, err
+	}
+	return artifact.Sign(c.Signer, artifact.Header{Type: courierproto.ManifestType, Version: courierproto.ManifestVersion,
+		Subject: device, Serial: serial, IssuedAt: now, NotBefore: now.Add(-syncproto.Skew), NotAfter: now.Add(ManifestValidity)}, m)
+}
+
+// Receipts applies the receipts a device uploaded at sync (dev is the
+// device whose signature the upload carried; acked the newest entry of
+// its log the server holds) and answers each. A receipt becomes
+// "delivered" exactly once; the very same receipt again is a duplicate
+// (a retried upload); any claim beyond what the server issued to dev is
+// an incident, audited, and refused. A receipt whose delivery changed
+// while it was applied gets no answer: the device sends it again.
+func (s *Service) Receipts(ctx context.Context, dev store.Device, receipts [][]byte) ([]courierproto.ReceiptAck, error) {
+	c, err := s.courier()
+	if err != nil {
+		return nil, err
+	}
+	acks := make([]courierproto.ReceiptAck, 0, len(receipts))
+	for _, data := range receipts {
+		ack, err := s.receipt(ctx, c, dev, data)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return acks, err
+		}
+		acks = append(acks, ack)
+	}
+	return acks, nil
+}
+
+func (s *Service) receipt(ctx context.Context, c *Courier, dev store.Device, data []byte) (courierproto.ReceiptAck, error) {
+	now := s.now()
+	r, err := courierproto.VerifyReceipt(data, ed25519.PublicKey(dev.PublicKey), dev.ID)
+	if err != nil {
+		return s.refuse(ctx, c, dev, courierproto.Receipt{Delivery: "unreadable"}, IncidentBadReceipt, err.Error())
+	}
+	hash := courierproto.ReceiptHash(data)
+	if r.Realm != dev.Realm {
+		return s.refuse(ctx, c, dev, r, IncidentUnissued, "the receipt names another realm than the device's")
+	}
+	if r.LogSeq > dev.AckedSeq {
+		return s.refuse(ctx, c, dev, r, IncidentBadReceipt, fmt.Sprintf("the receipt's log entry %d is not in the server's copy of the device log (it ends at %d)", r.LogSeq, dev.AckedSeq))
+	}
+	if p, err := c.Store.GetDeliveryProof(ctx, r.Realm, r.Delivery); err == nil {
+		return s.proven(ctx, c, dev, r, p, hash)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return courierproto.ReceiptAck{}, err
+	}
+	serial, issued, err := c.Store.GetManifested(ctx, r.Realm, r.Delivery, uint32(r.Version), dev.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return s.refuse(ctx, c, dev, r, IncidentUnissued, fmt.Sprintf("the server never put delivery %s version %d in this device's manifest", r.Delivery, r.Version))
+	}
+	if err != nil {
+		return courierproto.ReceiptAck{}, err
+	}
+	d, err := s.Store.GetDelivery(ctx, r.Realm, r.Delivery)
+	if err != nil {
+		return courierproto.ReceiptAck{}, err
+	}
+	switch st := State(d.State); {
+	case d.CodeVersion != uint32(r.Version) || d.Device != dev.ID:
+		return s.refuse(ctx, c, dev, r, IncidentReassigned, fmt.Sprintf("the delivery was reassigned (now version %d on another device or a new code)", d.CodeVersion))
+	case st == Cancelled:
+		return s.refuse(ctx, c, dev, r, IncidentCancelled, "the delivery was cancelled")
+	case d.Mode != r.Mode:
+		return s.refuse(ctx, c, dev, r, IncidentBadReceipt, fmt.Sprintf("the receipt says mode %s, the delivery's is %s", r.Mode, d.Mode))
+	case !Allowed(st, Delivered):
+		return s.refuse(ctx, c, dev, r, IncidentReceiptState, fmt.Sprintf("the delivery is %s", st))
+	case !r.Time.Before(d.NotAfter) || r.Time.Before(issued.Add(-syncproto.Skew)) || r.Time.After(now.Add(syncproto.Skew)):
+		return s.refuse(ctx, c, dev, r, IncidentReceiptTiming, "the receipt's time is outside the delivery's window (after expiry, before the manifest, or ahead of the server)")
+	}
+	if r.Mode == string(ModeFingerprint) {
+		if err := s.confirmSealed(ctx, d, r); err != nil {
+			return s.refuse(ctx, c, dev, r, IncidentFraud, "the code entered at the door passed the fingerprint but is not the delivery's code")
+		}
+	}
+	cs := courierproto.Countersign{Realm: r.Realm, Delivery: r.Delivery, Version: r.Version, Device: dev.ID, DeviceKey: dev.PublicKey,
+		ReceiptHash: hash, Manifest: serial, DeliveredAt: now.UTC()}
+	signed, err := artifact.Sign(c.Signer, artifact.Header{Type: courierproto.CountersignType, Version: courierproto.CountersignVersion,
+		Subject: r.Delivery, Serial: serial, IssuedAt: now, NotBefore: now, NotAfter: now.Add(courierproto.CountersignValidity)}, cs)
+	if err != nil {
+		return courierproto.ReceiptAck{}, err
+	}
+	from := d.State
+	d.State, d.UpdatedAt = string(Delivered), now
+	entry := s.entry(KindDeliver, "device:"+dev.ID, d, now)
+	var extra map[string]any
+	_ = json.Unmarshal(entry.Data, &extra)
+	extra["log_seq"], extra["receipt_hash"], extra["manifest"] = r.LogSeq, hash, serial
+	entry.Data, _ = json.Marshal(extra)
+	err = c.Store.DeliverWithProof(ctx, d, from, d.CodeVersion, store.DeliveryProof{Realm: r.Realm, ID: r.Delivery, CodeVersion: d.CodeVersion,
+		Device: dev.ID, Receipt: data, Countersign: signed, DeliveredAt: now}, entry)
+	if errors.Is(err, store.ErrExists) {
+		p, err := c.Store.GetDeliveryProof(ctx, r.Realm, r.Delivery)
+		if err != nil {
+			return courierproto.ReceiptAck{}, err
+		}
+		return s.proven(ctx, c, dev, r, p, hash)
+	}
+	if err != nil {
+		return courierproto.ReceiptAck{}, err
+	}
+	return courierproto.ReceiptAck{Delivery: r.Delivery, Version: r.Version, Status: courierproto.AckDelivered}, nil
+}
+
+// proven answers a receipt for a delivery that has a proof already: the
+// very same receipt is a duplicate; any other is an incident.
+func (s *Service) proven(ctx context.Context, c *Courier, dev store.Device, r courierproto.Receipt, p store.DeliveryProof, hash []byte) (courierproto.ReceiptAck, error) {
+	if p.Device == dev.ID && string(courierproto.ReceiptHash(p.Receipt)) == string(hash) {
+		return courierproto.ReceiptAck{Delivery: r.Delivery, Version: r.Version, Status: courierproto.AckDuplicate}, nil
+	}
+	return s.refuse(ctx, c, dev, r, IncidentTwice, fmt.Sprintf("the delivery was confirmed already (version %d, by device %s)", p.CodeVersion, p.Device))
+}
+
+// refuse records an incident about a receipt and answers it refused.
+func (s *Service) refuse(ctx context.Context, c *Courier, dev store.Device, r courierproto.Receipt, kind, reason string) (courierproto.ReceiptAck, error) {
+	if c.Incident != nil {
+		c.Incident(kind)
+	}
+	data, _ := json.Marshal(map[string]any{"incident": kind, "realm": dev.Realm, "device": dev.ID, "delivery": ident.Clip(r.Delivery),
+		"version": r.Version, "reason": reason})
+	subject := r.Delivery
+	if ident.Check("delivery", subject) != nil {
+		subject = "unreadable"
+	}
+	if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: KindIncident, Actor: "device:" + dev.ID, Subject: subject, Data: data}); err != nil {
+		return courierproto.ReceiptAck{}, err
+	}
+	if len(reason) > courierproto.MaxReason {
+		reason = reason[:courierproto.MaxReason]
+	}
+	return courierproto.ReceiptAck{Delivery: subject, Version: r.Version, Status: courierproto.AckRefused, Reason: kind + ": " + reason}, nil
+}
+
+// Proof returns realm's delivery's proof of delivery (courierproto.Proof,
+// JSON): the device-signed receipt and the server's countersignature.
+// store.ErrNotFound when it has none.
+func (s *Service) Proof(ctx context.Context, realm, id string) ([]byte, error) {
+	c, err := s.courier()
+	if err != nil {
+		return nil, err
+	}
+	p, err := c.Store.GetDeliveryProof(ctx, realm, id)
+	if err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(courierproto.Proof{Receipt: p.Receipt, Countersign: p.Countersign}, "", "  ")
+}
