@@ -134,6 +134,22 @@ func (s *Service) courier() (*Courier, error) {
 // liveStates are the states a delivery is listed in its device's manifest in.
 var liveStates = []string{string(Created), string(Notified), string(OutForDelivery), string(Reassigned)}
 
+// RouteManifest is Manifest for a device that syncs: nil, and nothing
+// recorded, for a device that never had a delivery (a technician's), so
+// that its sync is as before; a courier device gets a fresh manifest at
+// every sync, an empty one once it has no live delivery left.
+func (s *Service) RouteManifest(ctx context.Context, realm, device string) ([]byte, error) {
+	c, err := s.courier()
+	if err != nil {
+		return nil, err
+	}
+	last, err := c.Store.LastManifest(ctx, realm, device)
+	if err != nil {
+		return nil, err
+	}
+	return s.manifest(ctx, realm, device, last > 0)
+}
+
 // Manifest issues the route manifest of realm's device: every live
 // delivery assigned to it (id, version, expiry, mode, mode data, attempt
 // limit), the pinned public keys, and no recipient data; it records what
@@ -141,6 +157,11 @@ var liveStates = []string{string(Created), string(Notified), string(OutForDelive
 // about) and moves them to out_for_delivery, audited, in one transaction.
 // It returns the signed artifact.
 func (s *Service) Manifest(ctx context.Context, realm, device string) ([]byte, error) {
+	return s.manifest(ctx, realm, device, true)
+}
+
+// manifest is Manifest; unless always, a device without deliveries gets none.
+func (s *Service) manifest(ctx context.Context, realm, device string, always bool) ([]byte, error) {
 	c, err := s.courier()
 	if err != nil {
 		return nil, err
@@ -158,6 +179,9 @@ func (s *Service) Manifest(ctx context.Context, realm, device string) ([]byte, e
 			break
 		}
 		after = page[len(page)-1].ID
+	}
+	if len(ds) == 0 && !always {
+		return nil, nil
 	}
 	keys, err := s.pinnedKeys(realm)
 	if err != nil {

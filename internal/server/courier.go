@@ -35,7 +35,7 @@ func (s *Server) wireCourier(cfg Config) {
 		if err != nil {
 			return nil, nil, err
 		}
-		m, err := svc.Manifest(ctx, dev.Realm, dev.ID)
+		m, err := svc.RouteManifest(ctx, dev.Realm, dev.ID)
 		return m, acks, err
 	}
 }

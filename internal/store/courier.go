@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -76,6 +77,9 @@ type CourierStore interface {
 	// if its condition holds, with its audit entry). It returns the serial
 	// and the ids of the moves applied.
 	RecordManifest(ctx context.Context, realm, device string, at time.Time, items []ManifestItem, moves []StateMove) (uint64, []string, error)
+	// LastManifest returns the serial of the last manifest issued to
+	// realm's device, 0 when none was.
+	LastManifest(ctx context.Context, realm, device string) (uint64, error)
 	// GetManifested returns the serial and time of the first manifest of
 	// device that listed the delivery at this code version; ErrNotFound
 	// when the server never put it in that device's manifest.
@@ -190,6 +194,18 @@ func (s *sqlStore) RecordManifest(ctx context.Context, realm, device string, at 
 		return 0, nil, err
 	}
 	return uint64(serial), applied, nil
+}
+
+func (s *sqlStore) LastManifest(ctx context.Context, realm, device string) (uint64, error) {
+	var serial int64
+	err := s.e.reader().queryRow(ctx, `SELECT serial FROM courier_manifests WHERE realm = $1 AND device = $2`, realm, device).Scan(&serial)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, classify(s.e, err)
+	}
+	return uint64(serial), nil
 }
 
 func (s *sqlStore) GetManifested(ctx context.Context, realm, id string, version uint32, device string) (uint64, time.Time, error) {

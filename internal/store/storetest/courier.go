@@ -108,6 +108,9 @@ func testCourierManifest(t *testing.T, st store.Store, cs store.CourierStore) {
 		{ID: "d2", From: "notified", To: "out_for_delivery", CodeVersion: 1, Entry: deliveryEntry("delivery.out", "d2")}, // condition fails
 	}
 	items := []store.ManifestItem{{ID: "d1", CodeVersion: 1}, {ID: "d2", CodeVersion: 1}}
+	if last, err := cs.LastManifest(ctx, "r1", "dev-1"); err != nil || last != 0 {
+		t.Fatalf("last manifest before any: %d %v", last, err)
+	}
 	serial, applied, err := cs.RecordManifest(ctx, "r1", "dev-1", when, items, moves)
 	must(t, err)
 	if serial != 1 || fmt.Sprint(applied) != "[d1]" {
@@ -117,6 +120,9 @@ func testCourierManifest(t *testing.T, st store.Store, cs store.CourierStore) {
 	must(t, err)
 	if serial != 2 || len(applied) != 0 {
 		t.Fatalf("second manifest: serial %d, applied %v", serial, applied)
+	}
+	if last, err := cs.LastManifest(ctx, "r1", "dev-1"); err != nil || last != 2 {
+		t.Fatalf("last manifest: %d %v", last, err)
 	}
 	if serial, _, err = cs.RecordManifest(ctx, "r1", "dev-2", when, nil, nil); err != nil || serial != 1 {
 		t.Fatalf("other device: serial %d, %v", serial, err)
