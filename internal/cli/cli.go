@@ -153,7 +153,7 @@ same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
 because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, Example: "  outpost bench --help"}
 	bench.AddCommand(e.benchOnlineCmd(), e.benchOfflineCmd(), e.benchSyncCmd(), e.benchSiteCmd())
 	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.serveCmd(), e.auditCmd(),
-		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), admin, bench)
+		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), admin, bench, e.courierCmd(), e.deliveryCmd())
 	usageArgs(root)
 	groupExamples(root)
 	unknownSubcommands(root)
