@@ -76,7 +76,9 @@ check the code offline: hash, fingerprint or token.`,
 			call:    func(a []string) (string, string, any, error) { return "GET", "/v1/deliveries/" + esc(a[0]), nil, nil }}),
 		e.apiCmd(apiCall{use: "proof ID", short: "Fetch a delivery's proof of delivery (check it with 'outpost delivery proof verify')", args: cobra.ExactArgs(1),
 			example: "  outpost admin delivery proof parcel-1 --json > parcel-1.proof",
-			call:    func(a []string) (string, string, any, error) { return "GET", "/v1/deliveries/" + esc(a[0]) + "/proof", nil, nil }}),
+			call: func(a []string) (string, string, any, error) {
+				return "GET", "/v1/deliveries/" + esc(a[0]) + "/proof", nil, nil
+			}}),
 		e.apiCmd(apiCall{use: "cancel ID", short: "Cancel a delivery: its code is dead", args: cobra.ExactArgs(1),
 			example: "  outpost admin delivery cancel parcel-1",
 			call: func(a []string) (string, string, any, error) {
