@@ -307,3 +307,48 @@ func Human(sec float64) string {
 	}
 	return fmt.Sprintf("%.2g years", sec/(365.25*86400))
 }
+
+// # Delivery codes
+//
+// A delivery code checked offline in hash mode (internal/codecheck) is one
+// entry of one code: the device of the courier it is assigned to holds a
+// salted argon2id hash of it, and the attacker is that courier, who copies
+// the hash off their own phone and tries every code on a GPU. The check
+// digit adds nothing, so the code space is 10^digits of the random part.
+// A code is worth cracking only while its delivery is live (hours to days;
+// at most 30), so the floor is a time on the reference GPU rather than a
+// margin over the issuer's effort.
+
+// DeliveryFloor is the least a delivery code checked by a slow hash must
+// cost its dishonest courier: one reference GPU (RTX 4090) needs a week to
+// try every code. It outlasts the usual life of a delivery (a manifest
+// reaches the device a day or two before the door) several times over; a
+// pool of n GPUs divides it by n, which is why the hash mode is the weakest
+// of the three and the docs say so.
+var DeliveryFloor = Floor{PerEntry: 7 * 24 * time.Hour}
+
+// DeliveryCode is [Estimate] for one delivery code of digits random digits
+// (check digit excluded) hashed under kdf: Reference.PerEntry is what the
+// courier holding the device pays on the reference GPU to try all of them,
+// Fastest.PerEntry the same on the fastest GPU the model knows, and
+// IssuerCPU one evaluation on one core (what the server pays to make the
+// hash and, roughly, a phone to check one entered code).
+func DeliveryCode(digits int, kdf KDF) Report { return Estimate(digits, 0, 1, kdf) }
+
+// CheckCode returns nil when r, a [DeliveryCode] report, clears f (only
+// f.PerEntry applies), or an error wrapping [ErrBelowFloor] that states the
+// figures and says what to do: longer codes or another mode.
+func (r Report) CheckCode(f Floor) error {
+	if r.Reference.PerEntry >= f.PerEntry.Seconds() {
+		return nil
+	}
+	lift := ""
+	for d := r.Digits + 1; d <= 16; d++ {
+		if x := DeliveryCode(d, r.KDF); x.Reference.PerEntry >= f.PerEntry.Seconds() {
+			lift = fmt.Sprintf(" (%d-digit codes: %s)", d, Human(x.Reference.PerEntry))
+			break
+		}
+	}
+	return fmt.Errorf("%w: one %s tries all 10^%d delivery codes under %s in %s (floor %s): use longer codes%s or the fingerprint/token mode",
+		ErrBelowFloor, r.Reference.GPU, r.Digits, r.KDF, Human(r.Reference.PerEntry), Human(f.PerEntry.Seconds()), lift)
+}

@@ -160,3 +160,47 @@ func TestHuman(t *testing.T) {
 		}
 	}
 }
+
+// TestDeliveryCode: the delivery floor against the figures the hash mode's
+// doc comment (internal/codecheck) states.
+func TestDeliveryCode(t *testing.T) {
+	m256t8 := KDF{Time: 8, MemoryKiB: 256 << 10, Threads: 1}
+	tests := []struct {
+		name   string
+		digits int
+		kdf    KDF
+		ok     bool
+		human  string // reference GPU, all codes
+	}{
+		{"8 digits at the bundle default falls in hours", 8, Default, false, "16.3 h"},
+		{"8 digits at m=256MiB t=8 clears a week", 8, m256t8, true, "7 days"},
+		{"6 digits at m=256MiB t=8 falls in hours", 6, m256t8, false, "105 min"},
+		{"10 digits at the bundle default clears", 10, Default, true, "68 days"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := DeliveryCode(tc.digits, tc.kdf)
+			if r.CodeSpace != math.Pow(10, float64(tc.digits)) || r.Entries != 1 {
+				t.Fatalf("code space %v entries %d", r.CodeSpace, r.Entries)
+			}
+			if h := Human(r.Reference.PerEntry); h != tc.human {
+				t.Fatalf("reference %s, want %s", h, tc.human)
+			}
+			err := r.CheckCode(DeliveryFloor)
+			if tc.ok != (err == nil) {
+				t.Fatalf("CheckCode = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil {
+				if !errors.Is(err, ErrBelowFloor) || !strings.Contains(err.Error(), "use longer codes") ||
+					!strings.Contains(err.Error(), "fingerprint/token mode") {
+					t.Fatalf("error %q does not say what to do", err)
+				}
+			}
+		})
+	}
+	// The lift it names clears the floor.
+	err := DeliveryCode(8, Default).CheckCode(DeliveryFloor)
+	if !strings.Contains(err.Error(), "10-digit codes: 68 days") {
+		t.Fatalf("lift not named: %v", err)
+	}
+}
