@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/codecheck"
 	"github.com/outpost-auth/outpost/internal/ident"
 )
 
@@ -93,13 +94,9 @@ const (
 // ErrMalformed wraps every decoding and validation error.
 var ErrMalformed = errors.New("courierproto: malformed message")
 
-// Binding ties a check to one version of one delivery on one device.
-type Binding struct {
-	Realm    string
-	Delivery string
-	Version  int
-	Device   string
-}
+// Binding ties a check to one version of one delivery on one device
+// (codecheck's: it is bound into every salt, KDF input and seal).
+type Binding = codecheck.Binding
 
 // Keys are the public keys a courier device pins from its manifest.
 type Keys struct {

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/codecheck"
 	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/ident"
@@ -84,6 +85,9 @@ type Courier struct {
 	MaxAge time.Duration
 	// Attempts is the attempt limit per delivery; 0 means courierproto.DefaultAttempts.
 	Attempts int
+	// Costs are the hash and fingerprint modes' argon2id parameters and
+	// floor; the zero value is codecheck's defaults and cost.DeliveryFloor.
+	Costs courierproto.Costs
 }
 
 // checkDevice refuses a device that is not a registered, active field
@@ -116,7 +120,14 @@ func checkAD(realm, id string, version uint32) []byte {
 // device) and seals it; empty for the token mode.
 func (s *Service) sealedCheck(d store.Delivery, code string) ([]byte, error) {
 	b := courierproto.Binding{Realm: d.Realm, Delivery: d.ID, Version: int(d.CodeVersion), Device: d.Device}
-	data, err := courierproto.MakeCheck(d.Mode, code, b)
+	var costs courierproto.Costs
+	if s.Courier != nil {
+		costs = s.Courier.Costs
+	}
+	data, err := courierproto.MakeCheck(d.Mode, code, b, costs)
+	if errors.Is(err, codecheck.ErrBelowFloor) {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if err != nil || len(data) == 0 {
 		return nil, err
 	}
@@ -183,10 +194,11 @@ func (s *Service) manifest(ctx context.Context, realm, device string, always boo
 	if len(ds) == 0 && !always {
 		return nil, nil
 	}
-	keys, err := s.pinnedKeys(realm)
+	pk, err := s.PublicKeys(realm)
 	if err != nil {
 		return nil, err
 	}
+	keys := courierproto.Keys{Token: pk.Token, Seal: pk.Seal}
 	maxAge := c.MaxAge
 	if maxAge <= 0 {
 		maxAge = DefaultManifestMaxAge
@@ -301,7 +313,7 @@ func (s *Service) receipt(ctx context.Context, c *Courier, dev store.Device, dat
 		return s.refuse(ctx, c, dev, r, IncidentReceiptTiming, "the receipt's time is outside the delivery's window (after expiry, before the manifest, or ahead of the server)")
 	}
 	if r.Mode == string(ModeFingerprint) {
-		if err := s.confirmSealed(ctx, d, r); err != nil {
+		if err := s.confirmSealed(d, r); err != nil {
 			return s.refuse(ctx, c, dev, r, IncidentFraud, "the code entered at the door passed the fingerprint but is not the delivery's code")
 		}
 	}
@@ -332,6 +344,23 @@ func (s *Service) receipt(ctx context.Context, c *Courier, dev store.Device, dat
 		return courierproto.ReceiptAck{}, err
 	}
 	return courierproto.ReceiptAck{Delivery: r.Delivery, Version: r.Version, Status: courierproto.AckDelivered}, nil
+}
+
+// errSealedWrong: the sealed code is not the delivery's code.
+var errSealedWrong = errors.New("the sealed code is not the delivery's code")
+
+// confirmSealed opens a fingerprint-mode receipt's sealed code with the
+// realm's seal key and checks it against the delivery's code MAC.
+func (s *Service) confirmSealed(d store.Delivery, r courierproto.Receipt) error {
+	priv, _, err := s.sealKeys(d.Realm)
+	if err != nil {
+		return err
+	}
+	code, err := codecheck.Open(priv, r.Binding(), r.Sealed)
+	if err != nil || !s.codeMatches(d, code) {
+		return errSealedWrong
+	}
+	return nil
 }
 
 // proven answers a receipt for a delivery that has a proof already: the

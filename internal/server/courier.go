@@ -24,7 +24,7 @@ func (s *Server) wireCourier(cfg Config) {
 		return
 	}
 	svc := s.deliveries
-	svc.Courier = &delivery.Courier{Store: cs, Devices: ss, Signer: s.signer, MaxAge: cfg.ManifestMaxAge, Attempts: cfg.DeliveryAttempts,
+	svc.Courier = &delivery.Courier{Store: cs, Devices: ss, Signer: s.signer, MaxAge: cfg.ManifestMaxAge, Attempts: cfg.DeliveryAttempts, Costs: cfg.DeliveryCosts,
 		Audit: func(ctx context.Context, e eventlog.Entry) error {
 			_, err := cfg.Store.AppendAudit(ctx, e)
 			return err

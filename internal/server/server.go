@@ -43,6 +43,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/auditcheck"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
 	"github.com/outpost-auth/outpost/internal/issuance"
@@ -81,6 +82,10 @@ type Config struct {
 	// per delivery on the device; 0 means courierproto.DefaultAttempts.
 	ManifestMaxAge   time.Duration
 	DeliveryAttempts int
+	// DeliveryCosts are the hash and fingerprint modes' argon2id costs and
+	// floor; the zero value is internal/codecheck's defaults and
+	// cost.DeliveryFloor. (Cheap values are for tests; the floor still applies.)
+	DeliveryCosts courierproto.Costs
 }
 
 // Server is the HTTP API.
