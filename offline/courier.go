@@ -277,7 +277,13 @@ func (s *Store) CheckDelivery(ctx context.Context, a DeliveryAttempt) (*Delivery
 		return nil, err
 	}
 	ok, sealed, checkErr := s.matchDelivery(m, md, b, code, a.Token, now)
-	return s.settleDelivery(context.WithoutCancel(ctx), m, serial, md, a, ok && checkErr == nil, sealed, data)
+	res, err := s.settleDelivery(context.WithoutCancel(ctx), m, serial, md, a, ok && checkErr == nil, sealed, data)
+	if checkErr != nil && err != nil && !errors.Is(err, ErrCorrupt) {
+		// The server-signed mode data or keys cannot be used: the attempt
+		// stays counted, and the courier is told to sync rather than ask again.
+		return nil, fmt.Errorf("%w: the route manifest's data for delivery %s cannot be used (%v): sync this device", ErrCorrupt, md.ID, checkErr)
+	}
+	return res, err
 }
 
 // entered reads the code or token the attempt carries for md's mode.
