@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS courier_attempts (
 CREATE TABLE IF NOT EXISTS courier_receipts (
 	delivery TEXT    NOT NULL,
 	version  INTEGER NOT NULL,
+	log_seq  INTEGER NOT NULL,
 	data     BLOB    NOT NULL,
 	status   TEXT    NOT NULL DEFAULT '',
 	reason   TEXT    NOT NULL DEFAULT '',
@@ -404,7 +405,7 @@ func (s *Store) settleDelivery(ctx context.Context, m courierproto.Manifest, ser
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO courier_receipts (delivery, version, data) VALUES (?, ?, ?)`, md.ID, md.Version, receipt); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO courier_receipts (delivery, version, log_seq, data) VALUES (?, ?, ?, ?)`, md.ID, md.Version, int64(e.Seq), receipt); err != nil {
 			return err
 		}
 		res = &DeliveryResult{Delivery: md.ID, Version: md.Version, Mode: md.Mode, Provisional: md.Mode == courierproto.ModeFingerprint, LogSeq: e.Seq, Receipt: receipt}
@@ -419,9 +420,10 @@ func (s *Store) settleDelivery(ctx context.Context, m courierproto.Manifest, ser
 	return res, nil
 }
 
-// pendingReceipts are the receipts the server has not answered, inside tx.
-func pendingReceipts(ctx context.Context, tx *sql.Tx) ([][]byte, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT data FROM courier_receipts WHERE status = '' ORDER BY rowid LIMIT ?`, courierproto.MaxReceipts)
+// pendingReceipts are the receipts the server has not answered whose log
+// entry is at most upTo (the upload carries it, or the server holds it), inside tx.
+func pendingReceipts(ctx context.Context, tx *sql.Tx, upTo uint64) ([][]byte, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT data FROM courier_receipts WHERE status = '' AND log_seq <= ? ORDER BY log_seq LIMIT ?`, int64(upTo), courierproto.MaxReceipts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading receipts: %v", ErrCorrupt, err)
 	}

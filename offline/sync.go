@@ -254,7 +254,7 @@ func (s *Store) PrepareUpload(ctx context.Context, opts UploadOptions) ([]byte, 
 		if err != nil {
 			return err
 		}
-		up.Receipts, err = pendingReceipts(ctx, tx)
+		up.Receipts, err = pendingReceipts(ctx, tx, up.After+uint64(len(up.Entries)))
 		return err
 	})
 	if err != nil {

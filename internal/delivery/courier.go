@@ -251,7 +251,9 @@ func (s *Service) manifest(ctx context.Context, realm, device string, always boo
 // "delivered" exactly once; the very same receipt again is a duplicate
 // (a retried upload); any claim beyond what the server issued to dev is
 // an incident, audited, and refused. A receipt whose delivery changed
-// while it was applied gets no answer: the device sends it again.
+// while it was applied, or whose decision (its device log entry) the
+// server's copy of the log does not hold yet, gets no answer: the device
+// sends it again.
 func (s *Service) Receipts(ctx context.Context, dev store.Device, receipts [][]byte) ([]courierproto.ReceiptAck, error) {
 	c, err := s.courier()
 	if err != nil {
@@ -260,7 +262,7 @@ func (s *Service) Receipts(ctx context.Context, dev store.Device, receipts [][]b
 	acks := make([]courierproto.ReceiptAck, 0, len(receipts))
 	for _, data := range receipts {
 		ack, err := s.receipt(ctx, c, dev, data)
-		if errors.Is(err, store.ErrConflict) {
+		if errors.Is(err, store.ErrConflict) || errors.Is(err, errNotLogged) {
 			continue
 		}
 		if err != nil {
@@ -282,7 +284,7 @@ func (s *Service) receipt(ctx context.Context, c *Courier, dev store.Device, dat
 		return s.refuse(ctx, c, dev, r, IncidentUnissued, "the receipt names another realm than the device's")
 	}
 	if r.LogSeq > dev.AckedSeq {
-		return s.refuse(ctx, c, dev, r, IncidentBadReceipt, fmt.Sprintf("the receipt's log entry %d is not in the server's copy of the device log (it ends at %d)", r.LogSeq, dev.AckedSeq))
+		return courierproto.ReceiptAck{}, errNotLogged // the device sends it again with its log entry
 	}
 	if p, err := c.Store.GetDeliveryProof(ctx, r.Realm, r.Delivery); err == nil {
 		return s.proven(ctx, c, dev, r, p, hash)
@@ -362,6 +364,10 @@ func (s *Service) confirmSealed(d store.Delivery, r courierproto.Receipt) error 
 	}
 	return nil
 }
+
+// errNotLogged: the receipt's log entry is not in the server's copy of
+// the device's log yet; the receipt gets no answer until it is.
+var errNotLogged = errors.New("the receipt's log entry has not reached the server")
 
 // proven answers a receipt for a delivery that has a proof already: the
 // very same receipt is a duplicate; any other is an incident.
