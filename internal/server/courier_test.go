@@ -239,7 +239,7 @@ func TestCourierAttacks(t *testing.T) {
 	fp := f.create("fp", "van-1", "fingerprint")
 	f.sync("van-1")
 	f.sync("van-2")
-	f.mustCall(http.StatusOK, f.iss, "POST", "/v1/deliveries/moved/reassign", map[string]string{"device": "van-2"})
+	movedCode := f.mustCall(http.StatusOK, f.iss, "POST", "/v1/deliveries/moved/reassign", map[string]string{"device": "van-2"}).body["code"].(string)
 	f.mustCall(http.StatusOK, f.iss, "POST", "/v1/deliveries/gone/cancel", nil)
 	st, _ := f.devs["van-1"].SyncState(ctx)
 	claim := func(id string, version int) courierproto.Receipt {
@@ -310,11 +310,23 @@ func TestCourierAttacks(t *testing.T) {
 	if acks := f.upload("van-1", f.forgeReceipt("van-1", again)); len(acks) != 1 || !strings.HasPrefix(acks[0].Reason, delivery.IncidentTwice) {
 		t.Fatalf("second confirmation: %+v", acks)
 	}
-	if n := strings.Count(f.audit(t, delivery.KindDeliver), "\n"); n != 1 {
-		t.Fatalf("%d deliver entries", n)
+	// The same delivery confirmed on two devices: van-2 delivers the
+	// reassigned one; van-1's receipt of the old version is then an incident.
+	f.sync("van-2")
+	if _, err := f.devs["van-2"].CheckDelivery(ctx, offline.DeliveryAttempt{Delivery: "moved", Code: movedCode}); err != nil {
+		t.Fatal(err)
 	}
-	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n"); n != len(forged)+1 {
-		t.Fatalf("%d incidents, want %d", n, len(forged)+1)
+	if rep := f.sync("van-2"); acksOf(rep)["moved"] != courierproto.AckDelivered {
+		t.Fatalf("van-2's receipt: %+v", rep.Receipts)
+	}
+	if acks := f.upload("van-1", forged["moved"]); len(acks) != 1 || !strings.HasPrefix(acks[0].Reason, delivery.IncidentTwice) {
+		t.Fatalf("van-1's receipt after van-2 delivered: %+v", acks)
+	}
+	if n := strings.Count(f.audit(t, delivery.KindDeliver), "\n"); n != 2 {
+		t.Fatalf("%d deliver entries, want 2", n)
+	}
+	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n"); n != len(forged)+2 {
+		t.Fatalf("%d incidents, want %d", n, len(forged)+2)
 	}
 	m := f.call("", "GET", "/metrics", nil)
 	if !strings.Contains(string(m.raw), `outpost_sync_incidents_total{kind="fingerprint_fraud"} 1`) {
