@@ -15,6 +15,7 @@ package delivery
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -259,9 +260,10 @@ func (s *Service) Receipts(ctx context.Context, dev store.Device, receipts [][]b
 	if err != nil {
 		return nil, err
 	}
+	run := &receiptRun{Courier: c, capped: map[string]int{}}
 	acks := make([]courierproto.ReceiptAck, 0, len(receipts))
 	for _, data := range receipts {
-		ack, err := s.receipt(ctx, c, dev, data)
+		ack, err := s.receipt(ctx, run, dev, data)
 		if errors.Is(err, store.ErrConflict) || errors.Is(err, errNotLogged) {
 			continue
 		}
@@ -270,10 +272,32 @@ func (s *Service) Receipts(ctx context.Context, dev store.Device, receipts [][]b
 		}
 		acks = append(acks, ack)
 	}
+	if len(run.capped) > 0 {
+		data, _ := json.Marshal(map[string]any{"incident": IncidentCapped, "realm": dev.Realm, "device": dev.ID, "kinds": run.capped,
+			"reason": fmt.Sprintf("more than %d refused receipts in one upload: the rest are counted here", MaxIncidentsPerUpload)})
+		if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: KindIncident, Actor: "device:" + dev.ID, Subject: dev.ID, Data: data}); err != nil {
+			return acks, err
+		}
+	}
 	return acks, nil
 }
 
-func (s *Service) receipt(ctx context.Context, c *Courier, dev store.Device, data []byte) (courierproto.ReceiptAck, error) {
+// MaxIncidentsPerUpload bounds the incidents one upload's receipts record
+// one by one; the rest are counted in one IncidentCapped entry, so that a
+// device cannot flood the audit log (it remains an incident, and counted).
+const MaxIncidentsPerUpload = 32
+
+// IncidentCapped sums up the refused receipts of an upload beyond MaxIncidentsPerUpload.
+const IncidentCapped = "receipt_incidents_capped"
+
+// receiptRun is one upload's receipts being applied.
+type receiptRun struct {
+	*Courier
+	audited int
+	capped  map[string]int
+}
+
+func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, data []byte) (courierproto.ReceiptAck, error) {
 	now := s.now()
 	r, err := courierproto.VerifyReceipt(data, ed25519.PublicKey(dev.PublicKey), dev.ID)
 	if err != nil {
@@ -371,15 +395,15 @@ var errNotLogged = errors.New("the receipt's log entry has not reached the serve
 
 // proven answers a receipt for a delivery that has a proof already: the
 // very same receipt is a duplicate; any other is an incident.
-func (s *Service) proven(ctx context.Context, c *Courier, dev store.Device, r courierproto.Receipt, p store.DeliveryProof, hash []byte) (courierproto.ReceiptAck, error) {
-	if p.Device == dev.ID && string(courierproto.ReceiptHash(p.Receipt)) == string(hash) {
+func (s *Service) proven(ctx context.Context, c *receiptRun, dev store.Device, r courierproto.Receipt, p store.DeliveryProof, hash []byte) (courierproto.ReceiptAck, error) {
+	if p.Device == dev.ID && subtle.ConstantTimeCompare(courierproto.ReceiptHash(p.Receipt), hash) == 1 {
 		return courierproto.ReceiptAck{Delivery: r.Delivery, Version: r.Version, Status: courierproto.AckDuplicate}, nil
 	}
 	return s.refuse(ctx, c, dev, r, IncidentTwice, fmt.Sprintf("the delivery was confirmed already (version %d, by device %s)", p.CodeVersion, p.Device))
 }
 
 // refuse records an incident about a receipt and answers it refused.
-func (s *Service) refuse(ctx context.Context, c *Courier, dev store.Device, r courierproto.Receipt, kind, reason string) (courierproto.ReceiptAck, error) {
+func (s *Service) refuse(ctx context.Context, c *receiptRun, dev store.Device, r courierproto.Receipt, kind, reason string) (courierproto.ReceiptAck, error) {
 	if c.Incident != nil {
 		c.Incident(kind)
 	}
@@ -389,8 +413,13 @@ func (s *Service) refuse(ctx context.Context, c *Courier, dev store.Device, r co
 	if ident.Check("delivery", subject) != nil {
 		subject = "unreadable"
 	}
-	if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: KindIncident, Actor: "device:" + dev.ID, Subject: subject, Data: data}); err != nil {
-		return courierproto.ReceiptAck{}, err
+	if c.audited < MaxIncidentsPerUpload {
+		c.audited++
+		if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: KindIncident, Actor: "device:" + dev.ID, Subject: subject, Data: data}); err != nil {
+			return courierproto.ReceiptAck{}, err
+		}
+	} else {
+		c.capped[kind]++
 	}
 	if len(reason) > courierproto.MaxReason {
 		reason = reason[:courierproto.MaxReason]

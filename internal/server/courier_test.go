@@ -310,6 +310,20 @@ func TestCourierAttacks(t *testing.T) {
 	if acks := f.upload("van-1", f.forgeReceipt("van-1", again)); len(acks) != 1 || !strings.HasPrefix(acks[0].Reason, delivery.IncidentTwice) {
 		t.Fatalf("second confirmation: %+v", acks)
 	}
+	// A flood of forged receipts in one upload: the first ones audited one
+	// by one, the rest summed up in one incident; every one refused.
+	flood := make([][]byte, delivery.MaxIncidentsPerUpload+10)
+	for i := range flood {
+		flood[i] = f.forgeReceipt("van-1", claim("theirs", i+2))
+	}
+	before := strings.Count(f.audit(t, delivery.KindIncident), "\n")
+	if acks := f.upload("van-1", flood...); len(acks) != len(flood) || acks[len(acks)-1].Status != courierproto.AckRefused {
+		t.Fatalf("flood: %d answers", len(acks))
+	}
+	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n") - before; n != delivery.MaxIncidentsPerUpload+1 ||
+		!strings.Contains(f.audit(t, delivery.KindIncident), delivery.IncidentCapped) {
+		t.Fatalf("flood: %d incident entries, want %d", n, delivery.MaxIncidentsPerUpload+1)
+	}
 	// The same delivery confirmed on two devices: van-2 delivers the
 	// reassigned one; van-1's receipt of the old version is then an incident.
 	f.sync("van-2")
@@ -325,8 +339,8 @@ func TestCourierAttacks(t *testing.T) {
 	if n := strings.Count(f.audit(t, delivery.KindDeliver), "\n"); n != 2 {
 		t.Fatalf("%d deliver entries, want 2", n)
 	}
-	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n"); n != len(forged)+2 {
-		t.Fatalf("%d incidents, want %d", n, len(forged)+2)
+	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n"); n != len(forged)+2+delivery.MaxIncidentsPerUpload+1 {
+		t.Fatalf("%d incidents, want %d", n, len(forged)+2+delivery.MaxIncidentsPerUpload+1)
 	}
 	m := f.call("", "GET", "/metrics", nil)
 	if !strings.Contains(string(m.raw), `outpost_sync_incidents_total{kind="fingerprint_fraud"} 1`) {
