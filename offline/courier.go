@@ -455,7 +455,9 @@ func (s *Store) applyCourier(ctx context.Context, manifest []byte, acks []courie
 		if err != nil {
 			return fmt.Errorf("offline: recording receipt answers: %w", err)
 		}
-		rep.Receipts = append(rep.Receipts, acks...)
+		for _, k := range acks {
+			rep.Receipts = append(rep.Receipts, ReceiptAnswer(k))
+		}
 	}
 	if len(manifest) == 0 {
 		return nil
@@ -468,6 +470,25 @@ func (s *Store) applyCourier(ctx context.Context, manifest []byte, acks []courie
 	rep.Manifest = &info
 	return nil
 }
+
+// ReceiptAnswer is the server's answer to one of this device's receipts.
+type ReceiptAnswer struct {
+	Delivery string `json:"delivery"`
+	Version  int    `json:"version"`
+	// Status is ReceiptDelivered, ReceiptDuplicate or ReceiptRefused.
+	Status string `json:"status"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Receipt statuses: every one is final (the receipt is not sent again).
+const (
+	// ReceiptDelivered: the server made the delivery delivered.
+	ReceiptDelivered = courierproto.AckDelivered
+	// ReceiptDuplicate: an earlier upload of the same receipt did.
+	ReceiptDuplicate = courierproto.AckDuplicate
+	// ReceiptRefused: the server does not believe it and recorded an incident.
+	ReceiptRefused = courierproto.AckRefused
+)
 
 // RouteDelivery is one delivery of the installed manifest as this device sees it.
 type RouteDelivery struct {

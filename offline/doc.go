@@ -32,6 +32,18 @@
 // same with a file carried by hand. [Store.Status] shows everything the
 // device holds. docs/offline.md and docs/sync.md are the user's guides.
 //
+// # A courier's device
+//
+// The same store serves a courier (docs/deliveries.md): each sync installs
+// the device's route manifest ([Store.InstallManifest]: signed by the
+// server, for this device, newer than the one held), [Store.CheckDelivery]
+// checks a recipient's code or token at the door (a typo costs no attempt;
+// attempts are counted before the check and kept across restarts; every
+// decision is logged; an acceptance writes a receipt signed with the device
+// key), and the next sync uploads the receipts and reports the server's
+// answers (SyncReport.Receipts). [Store.Route] lists the manifest's
+// deliveries.
+//
 // # What a bundle holds
 //
 // For each HOTP counter or TOTP step of its window, one entry: the bundle's

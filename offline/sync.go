@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
-	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -355,7 +354,7 @@ type SyncReport struct {
 	// Manifest: the route manifest installed (courier devices).
 	Manifest *ManifestInfo `json:"manifest,omitempty"`
 	// Receipts: the server's answers to this device's delivery receipts.
-	Receipts []courierproto.ReceiptAck `json:"receipts,omitempty"`
+	Receipts []ReceiptAnswer `json:"receipts,omitempty"`
 }
 
 // PendingRefill is a refill the server is computing for a token.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/outpost-auth/outpost/internal/courierproto"
 	"os"
 	"strings"
 	"time"
@@ -171,7 +170,7 @@ func (e *env) printSyncReport(rep offline.SyncReport) {
 		fmt.Fprintf(w, "  route manifest %d installed: %d deliveries ('outpost courier route' lists them)\n", m.Serial, m.Deliveries)
 	}
 	for _, a := range rep.Receipts {
-		if a.Status == courierproto.AckRefused {
+		if a.Status == offline.ReceiptRefused {
 			fmt.Fprintf(w, "WARNING: receipt of delivery %s refused by the server (%s)\n", a.Delivery, a.Reason)
 		} else {
 			fmt.Fprintf(w, "  delivery %s: receipt %s\n", a.Delivery, a.Status)
