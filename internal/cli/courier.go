@@ -64,6 +64,9 @@ with the time and --location; an acceptance writes a receipt that the next
 		Example: "  outpost courier verify --data ./field --delivery parcel-1 --code '1234 5678 9' --location 48.8566,2.3522",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if (a.Code != "") == (a.Token != "" || scan != "") || (a.Token != "" && scan != "") {
+				return usageError{errors.New("give exactly one of --code, --token and --scan")}
+			}
 			if scan != "" {
 				f, err := os.Open(scan)
 				if err != nil {
@@ -104,8 +107,6 @@ with the time and --location; an acceptance writes a receipt that the next
 	c.Flags().StringVar(&scan, "scan", "", "a photo (PNG, JPEG, GIF) of the recipient's QR code")
 	c.Flags().StringVar(&a.Location, "location", "", "where the check happens, \"lat,lon\" in degrees")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
-	c.MarkFlagsMutuallyExclusive("code", "token", "scan")
-	c.MarkFlagsOneRequired("code", "token", "scan")
 	for _, f := range []string{"data", "delivery"} {
 		_ = c.MarkFlagRequired(f)
 	}
