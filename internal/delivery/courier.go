@@ -181,13 +181,14 @@ func (s *Service) manifest(ctx context.Context, realm, device string, always boo
 	now := s.now()
 	var ds []store.Delivery
 	after := ""
-	for len(ds) < courierproto.MaxDeliveries {
-		page, err := c.Store.ListDeviceDeliveries(ctx, realm, device, liveStates, now, after, min(store.MaxListLimit, courierproto.MaxDeliveries-len(ds)))
+	for len(ds) < courierproto.MaxDeliveries { // the first MaxDeliveries by id; the rest wait for the next manifest
+		limit := min(store.MaxListLimit, courierproto.MaxDeliveries-len(ds))
+		page, err := c.Store.ListDeviceDeliveries(ctx, realm, device, liveStates, now, after, limit)
 		if err != nil {
 			return nil, err
 		}
 		ds = append(ds, page...)
-		if len(page) == 0 || len(page) < min(store.MaxListLimit, courierproto.MaxDeliveries-len(ds)+len(page)) {
+		if len(page) < limit {
 			break
 		}
 		after = page[len(page)-1].ID
