@@ -224,3 +224,39 @@ func TestInstallManifest(t *testing.T) {
 		t.Fatalf("route: %+v %v", rt, err)
 	}
 }
+
+// TestCheckDeliveryConcurrent: the right code entered at once in several
+// processes' worth of goroutines is accepted exactly once, and every
+// attempt is counted.
+func TestCheckDeliveryConcurrent(t *testing.T) {
+	ctx := context.Background()
+	s, _, _ := newStore(t, quickPolicy)
+	r := newRoute(t, map[string]string{"h": "hash"})
+	if _, err := s.InstallManifest(ctx, r.signed(1)); err != nil {
+		t.Fatal(err)
+	}
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := s.CheckDelivery(ctx, offline.DeliveryAttempt{Delivery: "h", Code: r.codes["h"]})
+			errs <- err
+		}()
+	}
+	ok := 0
+	for range n {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case !errors.Is(err, offline.ErrDelivered):
+			t.Errorf("concurrent check: %v", err)
+		}
+	}
+	rt, err := s.Route(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok != 1 || !rt.Deliveries[0].Accepted || rt.Deliveries[0].Attempts < 1 {
+		t.Fatalf("%d accepted, route %+v", ok, rt.Deliveries)
+	}
+}
