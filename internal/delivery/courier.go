@@ -263,15 +263,48 @@ func (s *Service) Receipts(ctx context.Context, dev store.Device, receipts [][]b
 	}
 	run := &receiptRun{Courier: c, capped: map[string]int{}}
 	acks := make([]courierproto.ReceiptAck, 0, len(receipts))
+	var pending []pendingReceipt
 	for _, data := range receipts {
-		ack, err := s.receipt(ctx, run, dev, data)
-		if errors.Is(err, store.ErrConflict) || errors.Is(err, errNotLogged) {
-			continue
+		ack, p, err := s.receipt(ctx, run, dev, data)
+		switch {
+		case errors.Is(err, errNotLogged):
+		case err != nil:
+			return acks, err
+		case p != nil:
+			pending = append(pending, *p)
+		default:
+			acks = append(acks, ack)
 		}
-		if err != nil {
+	}
+	// The believed receipts, in one transaction: each delivered exactly
+	// once, on its own conditions.
+	ws := make([]store.ProofWrite, len(pending))
+	for i, p := range pending {
+		ws[i] = p.write
+	}
+	results, err := c.Store.DeliverWithProofs(ctx, ws)
+	if err != nil {
+		return acks, err
+	}
+	for i, p := range pending {
+		switch err := results[i]; {
+		case err == nil:
+			acks = append(acks, courierproto.ReceiptAck{Delivery: p.r.Delivery, Version: p.r.Version, Status: courierproto.AckDelivered})
+		case errors.Is(err, store.ErrExists): // another receipt came first (in this upload or meanwhile)
+			proof, err := c.Store.GetDeliveryProof(ctx, p.r.Realm, p.r.Delivery)
+			if err != nil {
+				return acks, err
+			}
+			ack, err := s.proven(ctx, run, dev, p.r, proof, p.hash)
+			if err != nil {
+				return acks, err
+			}
+			acks = append(acks, ack)
+		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+			// changed while it was applied: no answer, the device sends it again
+		default:
 			return acks, err
 		}
-		acks = append(acks, ack)
 	}
 	if len(run.capped) > 0 {
 		data, _ := json.Marshal(map[string]any{"incident": IncidentCapped, "realm": dev.Realm, "device": dev.ID, "kinds": run.capped,
@@ -291,6 +324,13 @@ const MaxIncidentsPerUpload = 32
 // IncidentCapped sums up the refused receipts of an upload beyond MaxIncidentsPerUpload.
 const IncidentCapped = "receipt_incidents_capped"
 
+// pendingReceipt is a believed receipt waiting for its write.
+type pendingReceipt struct {
+	r     courierproto.Receipt
+	hash  []byte
+	write store.ProofWrite
+}
+
 // receiptRun is one upload's receipts being applied.
 type receiptRun struct {
 	*Courier
@@ -298,50 +338,57 @@ type receiptRun struct {
 	capped  map[string]int
 }
 
-func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, data []byte) (courierproto.ReceiptAck, error) {
+// receipt checks one receipt: it answers it (refused, duplicate), or
+// returns the write that makes its delivery delivered.
+func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, data []byte) (courierproto.ReceiptAck, *pendingReceipt, error) {
+	refuse := func(r courierproto.Receipt, kind, reason string) (courierproto.ReceiptAck, *pendingReceipt, error) {
+		ack, err := s.refuse(ctx, c, dev, r, kind, reason)
+		return ack, nil, err
+	}
 	now := s.now()
 	r, err := courierproto.VerifyReceipt(data, ed25519.PublicKey(dev.PublicKey), dev.ID)
 	if err != nil {
-		return s.refuse(ctx, c, dev, courierproto.Receipt{Delivery: "unreadable"}, IncidentBadReceipt, err.Error())
+		return refuse(courierproto.Receipt{Delivery: "unreadable"}, IncidentBadReceipt, err.Error())
 	}
 	hash := courierproto.ReceiptHash(data)
 	if r.Realm != dev.Realm {
-		return s.refuse(ctx, c, dev, r, IncidentUnissued, "the receipt names another realm than the device's")
+		return refuse(r, IncidentUnissued, "the receipt names another realm than the device's")
 	}
 	if r.LogSeq > dev.AckedSeq {
-		return courierproto.ReceiptAck{}, errNotLogged // the device sends it again with its log entry
+		return courierproto.ReceiptAck{}, nil, errNotLogged // the device sends it again with its log entry
 	}
 	if p, err := c.Store.GetDeliveryProof(ctx, r.Realm, r.Delivery); err == nil {
-		return s.proven(ctx, c, dev, r, p, hash)
+		ack, err := s.proven(ctx, c, dev, r, p, hash)
+		return ack, nil, err
 	} else if !errors.Is(err, store.ErrNotFound) {
-		return courierproto.ReceiptAck{}, err
+		return courierproto.ReceiptAck{}, nil, err
 	}
 	serial, issued, err := c.Store.GetManifested(ctx, r.Realm, r.Delivery, uint32(r.Version), dev.ID)
 	if errors.Is(err, store.ErrNotFound) {
-		return s.refuse(ctx, c, dev, r, IncidentUnissued, fmt.Sprintf("the server never put delivery %s version %d in this device's manifest", r.Delivery, r.Version))
+		return refuse(r, IncidentUnissued, fmt.Sprintf("the server never put delivery %s version %d in this device's manifest", r.Delivery, r.Version))
 	}
 	if err != nil {
-		return courierproto.ReceiptAck{}, err
+		return courierproto.ReceiptAck{}, nil, err
 	}
 	d, err := s.Store.GetDelivery(ctx, r.Realm, r.Delivery)
 	if err != nil {
-		return courierproto.ReceiptAck{}, err
+		return courierproto.ReceiptAck{}, nil, err
 	}
 	switch st := State(d.State); {
 	case d.CodeVersion != uint32(r.Version) || d.Device != dev.ID:
-		return s.refuse(ctx, c, dev, r, IncidentReassigned, fmt.Sprintf("the delivery was reassigned (now version %d on another device or a new code)", d.CodeVersion))
+		return refuse(r, IncidentReassigned, fmt.Sprintf("the delivery was reassigned (now version %d on another device or a new code)", d.CodeVersion))
 	case st == Cancelled:
-		return s.refuse(ctx, c, dev, r, IncidentCancelled, "the delivery was cancelled")
+		return refuse(r, IncidentCancelled, "the delivery was cancelled")
 	case d.Mode != r.Mode:
-		return s.refuse(ctx, c, dev, r, IncidentBadReceipt, fmt.Sprintf("the receipt says mode %s, the delivery's is %s", r.Mode, d.Mode))
+		return refuse(r, IncidentBadReceipt, fmt.Sprintf("the receipt says mode %s, the delivery's is %s", r.Mode, d.Mode))
 	case !Allowed(st, Delivered):
-		return s.refuse(ctx, c, dev, r, IncidentReceiptState, fmt.Sprintf("the delivery is %s", st))
+		return refuse(r, IncidentReceiptState, fmt.Sprintf("the delivery is %s", st))
 	case !r.Time.Before(d.NotAfter) || r.Time.Before(issued.Add(-syncproto.Skew)) || r.Time.After(now.Add(syncproto.Skew)):
-		return s.refuse(ctx, c, dev, r, IncidentReceiptTiming, "the receipt's time is outside the delivery's window (after expiry, before the manifest, or ahead of the server)")
+		return refuse(r, IncidentReceiptTiming, "the receipt's time is outside the delivery's window (after expiry, before the manifest, or ahead of the server)")
 	}
 	if r.Mode == string(ModeFingerprint) {
 		if err := s.confirmSealed(d, r); err != nil {
-			return s.refuse(ctx, c, dev, r, IncidentFraud, "the code entered at the door passed the fingerprint but is not the delivery's code")
+			return refuse(r, IncidentFraud, "the code entered at the door passed the fingerprint but is not the delivery's code")
 		}
 	}
 	cs := courierproto.Countersign{Realm: r.Realm, Delivery: r.Delivery, Version: r.Version, Device: dev.ID, DeviceKey: dev.PublicKey,
@@ -349,7 +396,7 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 	signed, err := artifact.Sign(c.Signer, artifact.Header{Type: courierproto.CountersignType, Version: courierproto.CountersignVersion,
 		Subject: r.Delivery, Serial: serial, IssuedAt: now, NotBefore: now, NotAfter: now.Add(courierproto.CountersignValidity)}, cs)
 	if err != nil {
-		return courierproto.ReceiptAck{}, err
+		return courierproto.ReceiptAck{}, nil, err
 	}
 	from := d.State
 	d.State, d.UpdatedAt = string(Delivered), now
@@ -358,19 +405,9 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 	_ = json.Unmarshal(entry.Data, &extra)
 	extra["log_seq"], extra["receipt_hash"], extra["manifest"] = r.LogSeq, hash, serial
 	entry.Data, _ = json.Marshal(extra)
-	err = c.Store.DeliverWithProof(ctx, d, from, d.CodeVersion, store.DeliveryProof{Realm: r.Realm, ID: r.Delivery, CodeVersion: d.CodeVersion,
-		Device: dev.ID, Receipt: data, Countersign: signed, DeliveredAt: now}, entry)
-	if errors.Is(err, store.ErrExists) {
-		p, err := c.Store.GetDeliveryProof(ctx, r.Realm, r.Delivery)
-		if err != nil {
-			return courierproto.ReceiptAck{}, err
-		}
-		return s.proven(ctx, c, dev, r, p, hash)
-	}
-	if err != nil {
-		return courierproto.ReceiptAck{}, err
-	}
-	return courierproto.ReceiptAck{Delivery: r.Delivery, Version: r.Version, Status: courierproto.AckDelivered}, nil
+	return courierproto.ReceiptAck{}, &pendingReceipt{r: r, hash: hash, write: store.ProofWrite{Delivery: d, FromState: from, FromVersion: d.CodeVersion,
+		Proof: store.DeliveryProof{Realm: r.Realm, ID: r.Delivery, CodeVersion: d.CodeVersion, Device: dev.ID, Receipt: data, Countersign: signed, DeliveredAt: now},
+		Entry: entry}}, nil
 }
 
 // errSealedWrong: the sealed code is not the delivery's code.

@@ -61,6 +61,16 @@ type DeliveryProof struct {
 	DeliveredAt time.Time
 }
 
+// ProofWrite makes a delivery delivered with its proof (DeliverWithProofs).
+type ProofWrite struct {
+	// Delivery is the delivery with its new State and UpdatedAt.
+	Delivery    Delivery
+	FromState   string
+	FromVersion uint32
+	Proof       DeliveryProof
+	Entry       eventlog.Entry
+}
+
 // CourierStore stores what courier devices are given and what they prove.
 type CourierStore interface {
 	// GetDeliveryCheck returns the sealed mode data stored with the
@@ -84,11 +94,15 @@ type CourierStore interface {
 	// device that listed the delivery at this code version; ErrNotFound
 	// when the server never put it in that device's manifest.
 	GetManifested(ctx context.Context, realm, id string, version uint32, device string) (uint64, time.Time, error)
-	// DeliverWithProof stores, in one transaction, the delivery's new
-	// state (d.State, d.UpdatedAt) provided the row still has fromState and
-	// fromVersion (otherwise ErrConflict, or ErrNotFound), the proof p
-	// (ErrExists when the delivery has one already), and the audit entry e.
-	DeliverWithProof(ctx context.Context, d Delivery, fromState string, fromVersion uint32, p DeliveryProof, e eventlog.Entry) error
+	// DeliverWithProofs applies ws in one transaction, each write on its
+	// own conditions, and returns one result per write: nil when the
+	// delivery became ws[i].Delivery.State (its UpdatedAt) with the proof
+	// stored and the audit entry appended; ErrNotFound when there is no
+	// such delivery; ErrExists when it has a proof already; ErrConflict
+	// when its row no longer has FromState and FromVersion (someone changed
+	// it first). Writes that fail leave nothing behind. The error is the
+	// transaction's (then nothing at all is written).
+	DeliverWithProofs(ctx context.Context, ws []ProofWrite) ([]error, error)
 	// GetDeliveryProof returns the delivery's proof (ErrNotFound).
 	GetDeliveryProof(ctx context.Context, realm, id string) (DeliveryProof, error)
 }
@@ -145,11 +159,6 @@ func (s *sqlStore) ListDeviceDeliveries(ctx context.Context, realm, device strin
 		AND id > $4 AND state IN (`+in+`) ORDER BY id LIMIT $5`, args...)
 	return collect(s, rs, err, scanDelivery)
 }
-
-// errUnchanged ends a transaction whose conditional update found the row
-// changed; it wraps ErrInvalid so that it is neither retried nor fatal to
-// a SQLite batch (see errAbort).
-var errUnchanged = fmt.Errorf("%w: the row changed", ErrInvalid)
 
 func (s *sqlStore) RecordManifest(ctx context.Context, realm, device string, at time.Time, items []ManifestItem, moves []StateMove) (uint64, []string, error) {
 	if err := first(checkID("realm ID", realm), checkID("device ID", device)); err != nil {
@@ -218,46 +227,65 @@ func (s *sqlStore) GetManifested(ctx context.Context, realm, id string, version 
 	return uint64(serial), fromMicros(at), nil
 }
 
-func (s *sqlStore) DeliverWithProof(ctx context.Context, d Delivery, fromState string, fromVersion uint32, p DeliveryProof, e eventlog.Entry) error {
-	if err := checkDelivery(d); err != nil {
-		return err
+func (s *sqlStore) DeliverWithProofs(ctx context.Context, ws []ProofWrite) ([]error, error) {
+	for _, w := range ws {
+		d, p := w.Delivery, w.Proof
+		if err := first(checkDelivery(d), checkID("device ID", p.Device)); err != nil {
+			return nil, err
+		}
+		if p.Realm != d.Realm || p.ID != d.ID || len(p.Receipt) == 0 || len(p.Receipt) > MaxReceiptLen || len(p.Countersign) == 0 || len(p.Countersign) > MaxReceiptLen {
+			return nil, invalid("delivery %q: a proof of the same delivery needs a receipt and a countersignature of at most %d bytes each", d.ID, MaxReceiptLen)
+		}
 	}
-	if err := first(checkID("device ID", p.Device)); err != nil {
-		return err
-	}
-	if len(p.Receipt) == 0 || len(p.Receipt) > MaxReceiptLen || len(p.Countersign) == 0 || len(p.Countersign) > MaxReceiptLen {
-		return invalid("delivery %q: a proof needs a receipt and a countersignature of at most %d bytes each", d.ID, MaxReceiptLen)
+	if len(ws) == 0 {
+		return nil, nil
 	}
 	defer s.chainLock()()
+	var results []error
 	err := inTx(ctx, s.e, isAuditRace, func(q querier) error {
-		n, err := q.exec(ctx, `UPDATE deliveries SET state = $1, updated_us = $2 WHERE realm = $3 AND id = $4 AND state = $5 AND code_version = $6`,
-			d.State, s.stamp(d.UpdatedAt), d.Realm, d.ID, fromState, int64(fromVersion))
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return errUnchanged
-		}
-		if _, err := q.exec(ctx, `INSERT INTO delivery_proofs (realm, id, code_version, device, receipt, countersign, delivered_us)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, d.Realm, d.ID, int64(p.CodeVersion), p.Device, p.Receipt, p.Countersign, s.stamp(p.DeliveredAt)); err != nil {
-			if err = classify(s.e, err); errors.Is(err, ErrExists) {
-				return errDuplicate
+		results = make([]error, len(ws))
+		var entries []eventlog.Entry
+		for i, w := range ws {
+			d, p := w.Delivery, w.Proof
+			var version int64
+			if err := q.queryRow(ctx, `SELECT code_version FROM deliveries WHERE realm = $1 AND id = $2`, d.Realm, d.ID).Scan(&version); err != nil {
+				if errors.Is(err, sql.ErrNoRows) {
+					results[i] = fmt.Errorf("%w: delivery %q in realm %q", ErrNotFound, d.ID, d.Realm)
+					continue
+				}
+				return err
 			}
-			return err
+			n, err := q.exec(ctx, `INSERT INTO delivery_proofs (realm, id, code_version, device, receipt, countersign, delivered_us)
+				VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (realm, id) DO NOTHING`,
+				d.Realm, d.ID, int64(p.CodeVersion), p.Device, p.Receipt, p.Countersign, s.stamp(p.DeliveredAt))
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				results[i] = fmt.Errorf("%w: delivery %q in realm %q has a proof already", ErrExists, d.ID, d.Realm)
+				continue
+			}
+			n, err = q.exec(ctx, `UPDATE deliveries SET state = $1, updated_us = $2 WHERE realm = $3 AND id = $4 AND state = $5 AND code_version = $6`,
+				d.State, s.stamp(d.UpdatedAt), d.Realm, d.ID, w.FromState, int64(w.FromVersion))
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				if _, err := q.exec(ctx, `DELETE FROM delivery_proofs WHERE realm = $1 AND id = $2`, d.Realm, d.ID); err != nil {
+					return err
+				}
+				results[i] = fmt.Errorf("%w: delivery %q in realm %q changed since it was read", ErrConflict, d.ID, d.Realm)
+				continue
+			}
+			entries = append(entries, w.Entry)
 		}
-		_, err = appendAuditIn(ctx, s, q, []eventlog.Entry{e})
+		_, err := appendAuditIn(ctx, s, q, entries)
 		return err
 	})
-	switch {
-	case errors.Is(err, errDuplicate):
-		return fmt.Errorf("%w: delivery %q in realm %q has a proof already", ErrExists, d.ID, d.Realm)
-	case errors.Is(err, errUnchanged):
-		if _, err := s.GetDelivery(ctx, d.Realm, d.ID); err != nil {
-			return err
-		}
-		return fmt.Errorf("%w: delivery %q in realm %q changed since it was read", ErrConflict, d.ID, d.Realm)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	return results, nil
 }
 
 func (s *sqlStore) GetDeliveryProof(ctx context.Context, realm, id string) (DeliveryProof, error) {

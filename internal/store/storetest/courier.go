@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
@@ -147,6 +148,19 @@ func testCourierManifest(t *testing.T, st store.Store, cs store.CourierStore) {
 	wantErr(t, err, store.ErrNotFound)
 }
 
+// deliver is DeliverWithProofs of one write.
+func deliver(t *testing.T, cs store.CourierStore, d store.Delivery, from string, version uint32, p store.DeliveryProof, e eventlog.Entry) error {
+	t.Helper()
+	res, err := cs.DeliverWithProofs(ctx, []store.ProofWrite{{Delivery: d, FromState: from, FromVersion: version, Proof: p, Entry: e}})
+	if err != nil {
+		return err
+	}
+	if len(res) != 1 {
+		t.Fatalf("%d results for one write", len(res))
+	}
+	return res[0]
+}
+
 func proofOf(d store.Delivery) store.DeliveryProof {
 	return store.DeliveryProof{Realm: d.Realm, ID: d.ID, CodeVersion: d.CodeVersion, Device: d.Device,
 		Receipt: []byte("receipt"), Countersign: []byte("countersign"), DeliveredAt: when}
@@ -161,7 +175,7 @@ func testCourierProof(t *testing.T, st store.Store, cs store.CourierStore) {
 	_, err := cs.GetDeliveryProof(ctx, "r1", "d1")
 	wantErr(t, err, store.ErrNotFound)
 	d.State, d.UpdatedAt = "delivered", when.Add(time.Hour)
-	must(t, cs.DeliverWithProof(ctx, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1")))
+	must(t, deliver(t, cs, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1")))
 	p, err := cs.GetDeliveryProof(ctx, "r1", "d1")
 	must(t, err)
 	if p.Device != "dev-1" || p.CodeVersion != 1 || string(p.Receipt) != "receipt" || string(p.Countersign) != "countersign" || !p.DeliveredAt.Equal(stored(when)) {
@@ -171,16 +185,40 @@ func testCourierProof(t *testing.T, st store.Store, cs store.CourierStore) {
 	if got.State != "delivered" {
 		t.Fatalf("state = %s", got.State)
 	}
-	// The row moved on: a second one is refused, nothing written.
-	wantErr(t, cs.DeliverWithProof(ctx, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1")), store.ErrConflict)
+	// A second one is refused, nothing written.
+	wantErr(t, deliver(t, cs, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1")), store.ErrExists)
 	// A proof already there (whatever the state): ErrExists.
-	wantErr(t, cs.DeliverWithProof(ctx, d, "delivered", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1")), store.ErrExists)
+	wantErr(t, deliver(t, cs, d, "delivered", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1")), store.ErrExists)
 	d.ID = "d9"
-	wantErr(t, cs.DeliverWithProof(ctx, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d9")), store.ErrNotFound)
+	wantErr(t, deliver(t, cs, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d9")), store.ErrNotFound)
 	bad := proofOf(d)
 	bad.Receipt = nil
-	wantErr(t, cs.DeliverWithProof(ctx, d, "out_for_delivery", 1, bad, deliveryEntry("delivery.deliver", "d9")), store.ErrInvalid)
-	if got := auditKinds(t, st); fmt.Sprint(got) != "[delivery.create d1 delivery.deliver d1]" {
+	wantErr(t, deliver(t, cs, d, "out_for_delivery", 1, bad, deliveryEntry("delivery.deliver", "d9")), store.ErrInvalid)
+	// A batch: each write on its own conditions, in one transaction.
+	for _, id := range []string{"b1", "b2"} {
+		b := newDelivery("r1", id)
+		b.State = "out_for_delivery"
+		must(t, ds.CreateDelivery(ctx, b, deliveryEntry("delivery.create", id)))
+	}
+	var ws []store.ProofWrite
+	for _, id := range []string{"b1", "b2", "b1", "nope"} {
+		b := newDelivery("r1", id)
+		b.State = "delivered"
+		ws = append(ws, store.ProofWrite{Delivery: b, FromState: "out_for_delivery", FromVersion: 1, Proof: proofOf(b), Entry: deliveryEntry("delivery.deliver", id)})
+	}
+	ws[1].FromVersion = 2 // b2 is at version 1: a conflict
+	res, err := cs.DeliverWithProofs(ctx, ws)
+	must(t, err)
+	if len(res) != 4 || res[0] != nil {
+		t.Fatalf("batch: %v", res)
+	}
+	wantErr(t, res[1], store.ErrConflict)
+	wantErr(t, res[2], store.ErrExists)
+	wantErr(t, res[3], store.ErrNotFound)
+	if _, err := cs.GetDeliveryProof(ctx, "r1", "b2"); err == nil {
+		t.Fatal("the conflicting write kept its proof")
+	}
+	if got := auditKinds(t, st); fmt.Sprint(got) != "[delivery.create d1 delivery.deliver d1 delivery.create b1 delivery.create b2 delivery.deliver b1]" {
 		t.Errorf("audit = %v", got)
 	}
 }
@@ -199,7 +237,7 @@ func testCourierProofConcurrent(t *testing.T, st store.Store, cs store.CourierSt
 		wg.Go(func() {
 			d := d
 			d.State = "delivered"
-			err := cs.DeliverWithProof(ctx, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1"))
+			err := deliver(t, cs, d, "out_for_delivery", 1, proofOf(d), deliveryEntry("delivery.deliver", "d1"))
 			mu.Lock()
 			defer mu.Unlock()
 			if err == nil {
