@@ -36,6 +36,17 @@
 // label's QR payload, the site and a location go into this device's signed
 // log, and the next sync takes the vouch to the server's roster, once
 // (docs/onboarding.md).
+// # A courier's device
+//
+// The same store serves a courier (docs/deliveries.md): each sync installs
+// the device's route manifest ([Store.InstallManifest]: signed by the
+// server, for this device, newer than the one held), [Store.CheckDelivery]
+// checks a recipient's code or token at the door (a typo costs no attempt;
+// attempts are counted before the check and kept across restarts; every
+// decision is logged; an acceptance writes a receipt signed with the device
+// key), and the next sync uploads the receipts and reports the server's
+// answers (SyncReport.Receipts). [Store.Route] lists the manifest's
+// deliveries.
 //
 // # What a bundle holds
 //

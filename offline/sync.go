@@ -186,6 +186,9 @@ func (s *Store) PrepareUpload(ctx context.Context, opts UploadOptions) ([]byte, 
 	if err := s.syncTable(ctx); err != nil {
 		return nil, UploadInfo{}, err
 	}
+	if err := s.courierTables(ctx); err != nil {
+		return nil, UploadInfo{}, err
+	}
 	validity := opts.Validity
 	if validity <= 0 {
 		validity = syncproto.OnlineValidity
@@ -247,6 +250,10 @@ func (s *Store) PrepareUpload(ctx context.Context, opts UploadOptions) ([]byte, 
 			up.Entries = []eventlog.Entry{}
 		}
 		up.Tokens, err = s.tokenStates(ctx, tx, now)
+		if err != nil {
+			return err
+		}
+		up.Receipts, err = pendingReceipts(ctx, tx, up.After+uint64(len(up.Entries)))
 		return err
 	})
 	if err != nil {
@@ -344,6 +351,10 @@ type SyncReport struct {
 	// an incident (a bundle the server never issued to this device, or a
 	// counter outside it).
 	Ignored []string `json:"ignored,omitempty"`
+	// Manifest: the route manifest installed (courier devices).
+	Manifest *ManifestInfo `json:"manifest,omitempty"`
+	// Receipts: the server's answers to this device's delivery receipts.
+	Receipts []ReceiptAnswer `json:"receipts,omitempty"`
 }
 
 // PendingRefill is a refill the server is computing for a token.
@@ -363,6 +374,10 @@ func (r *SyncReport) merge(o SyncReport) {
 	r.Conflicts = append(r.Conflicts, o.Conflicts...)
 	r.Problems = append(r.Problems, o.Problems...)
 	r.Ignored = append(r.Ignored, o.Ignored...)
+	r.Receipts = append(r.Receipts, o.Receipts...)
+	if o.Manifest != nil {
+		r.Manifest = o.Manifest
+	}
 	r.Pending = o.Pending // the latest answer's: earlier ones may have been collected since
 }
 
@@ -461,6 +476,9 @@ func (s *Store) ApplyResponse(ctx context.Context, data []byte) (SyncReport, err
 	}
 	for _, c := range resp.Ignored {
 		rep.Ignored = append(rep.Ignored, fmt.Sprintf("%s: %d claim(s) ignored (%s): %s", TokenKey{c.Realm, c.User, c.Token}, c.Claims, c.Incident, c.Reason))
+	}
+	if err := s.applyCourier(ctx, resp.Manifest, resp.Receipts, &rep); err != nil {
+		return rep, err
 	}
 	for _, f := range resp.Refills {
 		res, err := s.Import(ctx, f.Bundle)

@@ -81,6 +81,11 @@ check the code offline: hash, fingerprint or token.`,
 		e.apiCmd(apiCall{use: "get ID", short: "Show a delivery (never its recipient nor its code)", args: cobra.ExactArgs(1),
 			example: "  outpost admin delivery get parcel-1 --json",
 			call:    func(a []string) (string, string, any, error) { return "GET", "/v1/deliveries/" + esc(a[0]), nil, nil }}),
+		e.apiCmd(apiCall{use: "proof ID", short: "Fetch a delivery's proof of delivery (check it with 'outpost delivery proof verify')", args: cobra.ExactArgs(1),
+			example: "  outpost admin delivery proof parcel-1 --json > parcel-1.proof",
+			call: func(a []string) (string, string, any, error) {
+				return "GET", "/v1/deliveries/" + esc(a[0]) + "/proof", nil, nil
+			}}),
 		e.apiCmd(apiCall{use: "cancel ID", short: "Cancel a delivery: its code is dead", args: cobra.ExactArgs(1),
 			example: "  outpost admin delivery cancel parcel-1",
 			call: func(a []string) (string, string, any, error) {

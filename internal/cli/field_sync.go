@@ -166,6 +166,16 @@ func (e *env) printSyncReport(rep offline.SyncReport) {
 	for _, p := range rep.Pending {
 		fmt.Fprintf(w, "  %s: refill %s still being computed by the server: run 'outpost field sync' again in a while to collect it\n", p.TokenKey, p.ID)
 	}
+	if m := rep.Manifest; m != nil && !m.Unchanged {
+		fmt.Fprintf(w, "  route manifest %d installed: %d deliveries ('outpost courier route' lists them)\n", m.Serial, m.Deliveries)
+	}
+	for _, a := range rep.Receipts {
+		if a.Status == offline.ReceiptRefused {
+			fmt.Fprintf(w, "WARNING: receipt of delivery %s refused by the server (%s)\n", a.Delivery, a.Reason)
+		} else {
+			fmt.Fprintf(w, "  delivery %s: receipt %s\n", a.Delivery, a.Status)
+		}
+	}
 	for _, p := range rep.Problems {
 		fmt.Fprintf(w, "  PROBLEM: %s\n", p)
 	}

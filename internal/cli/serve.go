@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/outpost-auth/outpost/internal/courierproto"
+	"github.com/outpost-auth/outpost/internal/delivery"
 	"log/slog"
 	"net"
 	"net/http"
@@ -27,6 +29,8 @@ import (
 )
 
 type serveFlags struct {
+	manifestMaxAge      time.Duration
+	deliveryAttempts    int
 	data                dataFlags
 	listen, database    string
 	plaintext, insecure bool
@@ -90,6 +94,8 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fl.IntVar(&f.maxFailures, "max-failures", online.DefaultPolicy.MaxFailures, "consecutive failures before a user is locked (1 to 100)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long to let requests finish on SIGTERM")
+	fl.DurationVar(&f.manifestMaxAge, "manifest-max-age", delivery.DefaultManifestMaxAge, "how long a courier device may check codes offline after the sync that gave it its route manifest (1s to 168h)")
+	fl.IntVar(&f.deliveryAttempts, "delivery-attempts", courierproto.DefaultAttempts, "attempts per delivery on a courier device (1 to 100)")
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the listening URL to FILE once serving (for scripts and tests)")
 	f.checkpoints.register(c)
 	f.retention.register(c)
@@ -154,10 +160,14 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	pol := online.DefaultPolicy
 	pol.MaxFailures = f.maxFailures
+	if f.manifestMaxAge < time.Second || f.manifestMaxAge > courierproto.MaxMaxAge || f.deliveryAttempts < 1 || f.deliveryAttempts > courierproto.MaxAttempts {
+		return usageError{fmt.Errorf("--manifest-max-age must be 1s to %v and --delivery-attempts 1 to %d", courierproto.MaxMaxAge, courierproto.MaxAttempts)}
+	}
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
 		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
 		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout,
-		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace})
+		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace,
+		ManifestMaxAge: f.manifestMaxAge, DeliveryAttempts: f.deliveryAttempts})
 	if err != nil {
 		return usageError{err}
 	}

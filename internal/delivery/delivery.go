@@ -111,6 +111,9 @@ type Service struct {
 	Digits int
 	// Outbox, when set, gives the messages each change writes with it.
 	Outbox Outbox
+	// Courier, when set, is the courier's side (courier.go): registered
+	// devices, mode data, manifests, receipts and proofs.
+	Courier *Courier
 }
 
 // Outbox is what the service asks for the messages of a change
@@ -149,6 +152,9 @@ func (s *Service) Create(ctx context.Context, realm string, r Request, actor str
 	if err := checkRequest(r, now); err != nil {
 		return Delivery{}, "", err
 	}
+	if err := s.checkDevice(ctx, realm, r.Device); err != nil {
+		return Delivery{}, "", err
+	}
 	contact, _ := json.Marshal(r.Recipient)
 	sealed, err := s.box().Seal(contact, recipientAD(realm, r.ID))
 	if err != nil {
@@ -161,6 +167,9 @@ func (s *Service) Create(ctx context.Context, realm string, r Request, actor str
 	d := store.Delivery{Realm: realm, ID: r.ID, Device: r.Device, Mode: string(r.Mode), State: string(Created),
 		CreatedAt: now, UpdatedAt: now, NotAfter: r.NotAfter, CodeVersion: 1, Recipient: sealed}
 	d.CodeMAC = s.mac(realm, r.ID, 1, code)
+	if d.Check, err = s.sealedCheck(d, code); err != nil {
+		return Delivery{}, "", err
+	}
 	msgs, code, err := s.messages(ctx, d, code, now)
 	if err != nil {
 		return Delivery{}, "", err
@@ -208,6 +217,9 @@ func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string)
 	if err := ident.Check("device", device); err != nil {
 		return Delivery{}, "", fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if err := s.checkDevice(ctx, realm, device); err != nil {
+		return Delivery{}, "", err
+	}
 	return s.change(ctx, realm, id, Reassigned, actor, func(d *store.Delivery) (string, error) {
 		code, err := deliverycode.New(s.digits())
 		if err != nil {
@@ -215,7 +227,8 @@ func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string)
 		}
 		d.Device, d.CodeVersion = device, d.CodeVersion+1
 		d.CodeMAC = s.mac(realm, id, d.CodeVersion, code)
-		return code, nil
+		d.Check, err = s.sealedCheck(*d, code)
+		return code, err
 	})
 }
 

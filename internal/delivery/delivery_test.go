@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/codecheck"
+	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -37,8 +40,12 @@ func newService(t *testing.T, dsn string, now *time.Time) (*Service, store.Store
 	if err := st.CreateRealm(ctx, store.Realm{ID: "r1", Name: "r1", CreatedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
-	return &Service{Store: st.(store.DeliveryStore), Master: m, Now: func() time.Time { return *now }}, st
+	return &Service{Store: st.(store.DeliveryStore), Master: m, Now: func() time.Time { return *now }, Courier: &Courier{Costs: cheapCosts}}, st
 }
+
+// cheapCosts are argon2id costs for tests, with a floor they clear.
+var cheapCosts = courierproto.Costs{Hash: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1},
+	Fingerprint: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Floor: &cost.Floor{PerEntry: time.Nanosecond}}
 
 func request(id string) Request {
 	return Request{ID: id, Device: "dev-1", Recipient: Recipient{Email: "ana@example.org"}, NotAfter: t0.Add(48 * time.Hour), Mode: ModeHash}
@@ -48,7 +55,7 @@ func request(id string) Request {
 func TestTransitions(t *testing.T) {
 	all := []State{Created, Notified, OutForDelivery, Delivered, Failed, Expired, Cancelled, Reassigned}
 	allowed := map[[2]State]bool{
-		{Created, Notified}: true, {Created, Cancelled}: true, {Created, Reassigned}: true, {Created, Expired}: true,
+		{Created, Notified}: true, {Created, OutForDelivery}: true, {Reassigned, OutForDelivery}: true, {Created, Cancelled}: true, {Created, Reassigned}: true, {Created, Expired}: true,
 		{Notified, OutForDelivery}: true, {Notified, Cancelled}: true, {Notified, Reassigned}: true, {Notified, Expired}: true,
 		{OutForDelivery, Delivered}: true, {OutForDelivery, Failed}: true, {OutForDelivery, Cancelled}: true,
 		{OutForDelivery, Reassigned}: true, {OutForDelivery, Expired}: true,

@@ -19,12 +19,14 @@ const (
 
 // transitions is the one table of allowed changes: from → the states it
 // may move to. Reassigned is not terminal: the delivery goes on with a new
-// code on its new device (notified again, out for delivery, …).
+// code on its new device (notified again, out for delivery, …). A
+// delivery goes out for delivery when its courier device fetches a route
+// manifest listing it (courier.go), notified or not yet.
 var transitions = map[State][]State{
-	Created:        {Notified, Cancelled, Reassigned, Expired},
+	Created:        {Notified, OutForDelivery, Cancelled, Reassigned, Expired},
 	Notified:       {OutForDelivery, Cancelled, Reassigned, Expired},
 	OutForDelivery: {Delivered, Failed, Cancelled, Reassigned, Expired},
-	Reassigned:     {Notified, Cancelled, Reassigned, Expired},
+	Reassigned:     {Notified, OutForDelivery, Cancelled, Reassigned, Expired},
 	Failed:         {Reassigned},
 	Delivered:      nil,
 	Expired:        nil,

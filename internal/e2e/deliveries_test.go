@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/deliverycode"
+	"github.com/outpost-auth/outpost/internal/keys"
 )
 
 // TestAdminDelivery drives `outpost admin delivery` against a real server:
@@ -17,6 +21,19 @@ func TestAdminDelivery(t *testing.T) {
 	s := startServer(t, dir)
 	env := []string{"OUTPOST_SERVER=" + s.url}
 	auth := []string{"--token-file", filepath.Join(dir, "admin.token"), "--cacert", filepath.Join(dir, "tls", "ca.pem")}
+	for _, dev := range []string{"van-7", "van-9"} { // a delivery's device is a registered field device
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), dev+".pub")
+		if err := os.WriteFile(file, keys.MarshalPublicPEM(pub), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, e, code := outpost(t, env, append([]string{"admin", "device", "register", "--id", dev, "--public-key", file}, auth...)...); code != 0 {
+			t.Fatalf("register %s: %d %s", dev, code, e)
+		}
+	}
 	due := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	add := append([]string{"admin", "delivery", "add", "parcel-1", "--device", "van-7", "--email", "ana@example.org", "--not-after", due, "--json"}, auth...)
 	out, e, code := outpost(t, env, add...)

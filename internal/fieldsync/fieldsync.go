@@ -65,6 +65,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/clockguard"
+	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/ident"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -100,6 +101,12 @@ type Service struct {
 	// inside its transaction: the server's is the roster
 	// (roster.Service.SyncEntries), which takes the vouches.
 	Entries EntrySink
+	// Courier, when set, answers a courier device's side of an applied
+	// upload (internal/delivery): it applies the upload's receipts and
+	// returns the answers and the device's fresh route manifest, which
+	// travel in the signed response. dev is as after the upload (its
+	// acknowledged log entry moved on). Nil: no manifests, receipts unanswered.
+	Courier func(ctx context.Context, dev store.Device, receipts [][]byte) (manifest []byte, acks []courierproto.ReceiptAck, err error)
 
 	jobs refillJobs
 	mu   sync.Mutex
@@ -303,6 +310,13 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 	}
 	res := &Result{Device: out.device, Response: out.resp, New: out.added}
 	s.refill(ctx, out, &u, now)
+	if s.Courier != nil {
+		dv := out.device
+		dv.AckedSeq = max(dv.AckedSeq, out.resp.Acked)
+		if out.resp.Manifest, out.resp.Receipts, err = s.Courier(ctx, dv, u.Receipts); err != nil {
+			return nil, fmt.Errorf("fieldsync: deliveries of device %s: %w", dev.ID, err)
+		}
+	}
 	res.Response = out.resp
 	res.Signed, err = artifact.Sign(s.Signer, artifact.Header{Type: syncproto.ResponseType, Version: syncproto.ResponseVersion,
 		Subject: dev.ID, Serial: h.Serial, IssuedAt: now, NotBefore: now.Add(-syncproto.Skew), NotAfter: now.Add(ResponseValidity)}, out.resp)

@@ -58,15 +58,21 @@ func (s *Server) deliverySvc() (*delivery.Service, error) {
 	return s.deliveries, nil
 }
 
+// deliveryPath returns the delivery service and the id the path names, checked.
+func (s *Server) deliveryPath(r *request) (*delivery.Service, string, error) {
+	svc, err := s.deliverySvc()
+	if err != nil {
+		return nil, "", err
+	}
+	id := r.PathValue("id")
+	return svc, id, validID("delivery", id)
+}
+
 // onDelivery runs call on the delivery the path names (its id checked)
 // and answers with it, and its code when call returns one.
 func (s *Server) onDelivery(r *request, call func(svc *delivery.Service, id string) (delivery.Delivery, string, error)) (int, any, error) {
-	svc, err := s.deliverySvc()
+	svc, id, err := s.deliveryPath(r)
 	if err != nil {
-		return 0, nil, err
-	}
-	id := r.PathValue("id")
-	if err := validID("delivery", id); err != nil {
 		return 0, nil, err
 	}
 	d, code, err := call(svc, id)

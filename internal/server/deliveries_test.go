@@ -1,12 +1,15 @@
 package server
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/deliverycode"
+	"github.com/outpost-auth/outpost/internal/keys"
 )
 
 // TestDeliveriesAPI: create (the code once), duplicate 409, get, list,
@@ -16,6 +19,7 @@ func TestDeliveriesAPI(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, dsn(t))
 			iss, ver := f.client("issuer"), f.client("verifier")
+			f.registerDevice(t, "dev-1")
 			due := f.clock.Now().Add(48 * time.Hour).Format(time.RFC3339)
 			body := map[string]any{"id": "p1", "recipient": map[string]string{"email": "ana@example.org"}, "device": "dev-1", "not_after": due, "mode": "hash"}
 
@@ -46,6 +50,11 @@ func TestDeliveriesAPI(t *testing.T) {
 				t.Fatalf("get unknown: %d %s", r.status, r.raw)
 			}
 
+			if r := f.call(iss, "POST", "/v1/deliveries/p1/reassign", map[string]string{"device": "dev-2"}); r.status != http.StatusBadRequest ||
+				!strings.Contains(string(r.raw), "not a registered field device") {
+				t.Fatalf("reassign to an unregistered device: %d %s", r.status, r.raw)
+			}
+			f.registerDevice(t, "dev-2")
 			r = f.mustCall(http.StatusOK, iss, "POST", "/v1/deliveries/p1/reassign", map[string]string{"device": "dev-2"})
 			if c2, _ := r.body["code"].(string); c2 == "" || c2 == code || r.body["state"] != "reassigned" || r.body["code_version"] != 2.0 {
 				t.Fatalf("reassign: %s", r.raw)
@@ -67,4 +76,15 @@ func TestDeliveriesAPI(t *testing.T) {
 			}
 		})
 	}
+}
+
+// registerDevice registers field device id with a fresh key.
+func (f *fixture) registerDevice(t *testing.T, id string) ed25519.PrivateKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mustCall(http.StatusCreated, f.admin, "POST", "/v1/devices", map[string]string{"id": id, "public_key": string(keys.MarshalPublicPEM(pub))})
+	return priv
 }

@@ -132,6 +132,8 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/roster/{serial}/withdraw", scopes: admin, handler: s.withdrawVouch},
 		{method: "POST", pattern: "/v1/roster/{serial}/approve", scopes: admin, handler: s.approveVouch},
 		{method: "POST", pattern: "/v1/roster/{serial}/reject", scopes: admin, handler: s.rejectVouch},
+		// Proof of delivery (internal/delivery courier.go): courier.go.
+		{method: "GET", pattern: "/v1/deliveries/{id}/proof", scopes: issuer, handler: s.deliveryProof},
 	}
 	// Device onboarding (internal/enrol): onboarding.go. Some are served on
 	// the device listener only (route.on).

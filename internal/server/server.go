@@ -45,6 +45,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/auditcheck"
 	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/enrol"
 	"github.com/outpost-auth/outpost/internal/fieldsync"
@@ -105,6 +106,16 @@ type Config struct {
 	// when zero); DeviceGrace how long after expiry it may still renew
 	// (enrol.DefaultGrace when zero).
 	DeviceValidity, DeviceGrace time.Duration
+	// ManifestMaxAge is how long a courier device may check codes offline
+	// after the sync that gave it its route manifest; 0 means
+	// delivery.DefaultManifestMaxAge. DeliveryAttempts is the attempt limit
+	// per delivery on the device; 0 means courierproto.DefaultAttempts.
+	ManifestMaxAge   time.Duration
+	DeliveryAttempts int
+	// DeliveryCosts are the hash and fingerprint modes' argon2id costs and
+	// floor; the zero value is internal/codecheck's defaults and
+	// cost.DeliveryFloor. (Cheap values are for tests; the floor still applies.)
+	DeliveryCosts courierproto.Costs
 }
 
 // Server is the HTTP API.
@@ -208,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 	s.sites = newSiteAPI(s)
 	if ds, ok := cfg.Store.(store.DeliveryStore); ok {
 		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
+		s.wireCourier(cfg)
 	}
 	s.outbox = s.newOutbox(cfg)
 	if s.cfg.Vouches == nil && s.roster != nil {

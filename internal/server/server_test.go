@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/outpost-auth/outpost/internal/codecheck"
+	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/courierproto"
 	"io"
 	"log/slog"
 	"net/http"
@@ -90,6 +93,11 @@ func engines(t *testing.T) map[string]func(t *testing.T) string {
 	return m
 }
 
+// testDeliveryCosts are cheap argon2id costs for delivery checks, with a
+// floor they clear (the floor still applies).
+var testDeliveryCosts = courierproto.Costs{Hash: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1},
+	Fingerprint: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Floor: &cost.Floor{PerEntry: time.Nanosecond}}
+
 func newFixture(t *testing.T, dsn string) *fixture {
 	t.Helper()
 	st, err := store.Open(context.Background(), dsn)
@@ -104,7 +112,7 @@ func newFixture(t *testing.T, dsn string) *fixture {
 	ck := &fakeClock{t: time.Date(2031, 11, 23, 12, 0, 0, 0, time.UTC)} // years ahead: no test may lean on the wall clock
 	logger := slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pol := online.DefaultPolicy
-	s, err := New(Config{Store: st, Master: m, Policy: pol, Logger: logger, Now: ck.Now, SiteKDF: testSiteKDF})
+	s, err := New(Config{Store: st, Master: m, Policy: pol, Logger: logger, Now: ck.Now, SiteKDF: testSiteKDF, DeliveryCosts: testDeliveryCosts})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,10 @@ type Delivery struct {
 	CodeVersion uint32
 	CodeMAC     []byte
 	Recipient   []byte
+	// Check, when set, is the sealed mode data of the code version
+	// (CourierStore): CreateDelivery and UpdateDelivery store it in the same
+	// transaction. GetDelivery and ListDeliveries leave it empty.
+	Check []byte
 }
 
 // MaxDeliveryNameLen bounds Mode and State.
@@ -75,7 +79,7 @@ func checkDelivery(d Delivery) error {
 	if d.NotAfter.IsZero() || d.CodeVersion == 0 || len(d.CodeMAC) == 0 || len(d.Recipient) == 0 {
 		return invalid("delivery %q needs its expiry, code version, code MAC and sealed recipient", d.ID)
 	}
-	return first(checkBlob("code MAC", d.CodeMAC), checkBlob("sealed recipient", d.Recipient))
+	return first(checkBlob("code MAC", d.CodeMAC), checkBlob("sealed recipient", d.Recipient), checkCheck(d))
 }
 
 const deliveryColumns = `realm, id, device, mode, state, created_us, updated_us, not_after_us, code_version, code_mac, recipient`
@@ -107,6 +111,9 @@ func (s *sqlStore) CreateDelivery(ctx context.Context, d Delivery, e eventlog.En
 			return err
 		}
 		if err := insertOutbox(ctx, q, msgs); err != nil {
+			return err
+		}
+		if err := putCheck(ctx, q, d); err != nil {
 			return err
 		}
 		_, err := appendAuditIn(ctx, s, q, []eventlog.Entry{e})
@@ -160,6 +167,9 @@ func (s *sqlStore) UpdateDelivery(ctx context.Context, d Delivery, fromState str
 			return nil
 		}
 		if err := insertOutbox(ctx, q, msgs); err != nil {
+			return err
+		}
+		if err := putCheck(ctx, q, d); err != nil {
 			return err
 		}
 		_, err = appendAuditIn(ctx, s, q, []eventlog.Entry{e})

@@ -24,3 +24,12 @@ func TestOutboxContract(t *testing.T) {
 		})
 	}
 }
+
+// TestCourierContract runs the courier contract (migration 0007) on both engines.
+func TestCourierContract(t *testing.T) {
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			storetest.RunCourier(t, func(t *testing.T) store.Store { return storetest.Open(t, eng.dsn(t)) })
+		})
+	}
+}

@@ -13,9 +13,12 @@ import (
 	"time"
 )
 
-// Migrations are the files migrations/NNNN_name.sql, numbered from 0001
-// upwards, each applied once, in order, in its own transaction, by
-// every Open. To change the schema, add the next file; never edit one that
+// Migrations are the files migrations/NNNN_name.sql, numbered upwards from
+// 0001, each applied once, in order, in its own transaction, by every Open.
+// Numbers may skip (parallel branches each reserve their own number, and a
+// branch may land before the one holding a lower number): a skipped number
+// is applied when its file arrives, since each version is claimed on its
+// own. To change the schema, add the next file; never edit one that
 // has shipped (Open refuses a database whose recorded checksum of an applied
 // migration differs from the file's). Write each in the SQL all three
 // databases accept: CREATE TABLE / CREATE INDEX / ALTER TABLE ADD COLUMN,
@@ -47,18 +50,13 @@ func migrations() ([]migration, error) {
 		return nil, err
 	}
 	ms := make([]migration, 0, len(names))
-	prev := int64(0)
 	for _, path := range names { // Glob sorts, and the numbers have four digits
 		name := strings.TrimPrefix(path, "migrations/")
 		num, _, ok := strings.Cut(name, "_")
 		v, err := strconv.ParseInt(num, 10, 64)
-		// Numbers only increase. A branch may skip the numbers handed to
-		// branches built beside it (its merge fills them in), so a gap is
-		// allowed; a repeated or misnamed number is not.
-		if !ok || len(num) != 4 || err != nil || v <= prev {
-			return nil, fmt.Errorf("store: migration file %s: want NNNN_name.sql with a number above %04d", name, prev)
+		if !ok || len(num) != 4 || err != nil || v < 1 || (len(ms) > 0 && v <= ms[len(ms)-1].version) {
+			return nil, fmt.Errorf("store: migration file %s: want NNNN_name.sql, numbered upwards from 0001, each number once", name)
 		}
-		prev = v
 		body, err := migrationFiles.ReadFile(path)
 		if err != nil {
 			return nil, err
@@ -104,14 +102,14 @@ func migrate(ctx context.Context, e engine, now func() time.Time) error {
 	if err != nil {
 		return err
 	}
-	byVersion := map[int64]migration{}
+	known := make(map[int64]migration, len(ms))
 	for _, m := range ms {
-		byVersion[m.version] = m
+		known[m.version] = m
 	}
 	for v, sum := range applied {
-		m, ok := byVersion[v]
+		m, ok := known[v]
 		if !ok {
-			return fmt.Errorf("store: the database has schema version %d but this outpost knows versions 1 to %d: run a newer outpost against it", v, ms[len(ms)-1].version)
+			return fmt.Errorf("store: the database has schema version %d, which this outpost does not know: run a newer outpost against it", v)
 		}
 		if !bytes.Equal(sum, m.sum) {
 			return fmt.Errorf("store: migration %s differs from the one applied to this database: migrations must never be edited once shipped; add a new one instead", m.name)

@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/bundlefmt"
+	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/ident"
 )
@@ -125,6 +126,9 @@ type Upload struct {
 	HeadHash []byte `json:"head_hash,omitempty"`
 	// Tokens is the state of every token the device holds.
 	Tokens []TokenState `json:"tokens"`
+	// Receipts are a courier device's delivery receipts the server has not
+	// answered yet (courierproto: each an artifact signed by the device).
+	Receipts [][]byte `json:"receipts,omitempty"`
 }
 
 // TokenState is one token's state on the device (OneSpan's state data block).
@@ -196,6 +200,11 @@ type Response struct {
 	// this device (a token, bundle, counter or step it was never given):
 	// recorded as incidents, applied nowhere.
 	Ignored []IgnoredClaim `json:"ignored,omitempty"`
+	// Manifest is the device's route manifest (courierproto: an artifact
+	// signed by the server), refreshed at every sync of a courier device.
+	Manifest []byte `json:"manifest,omitempty"`
+	// Receipts answers the upload's receipts.
+	Receipts []courierproto.ReceiptAck `json:"receipts,omitempty"`
 }
 
 // ServerToken is a token's online state.
@@ -339,6 +348,14 @@ func (u *Upload) Validate() error {
 	if len(u.Tokens) > MaxTokens {
 		return bad("%d token states, at most %d", len(u.Tokens), MaxTokens)
 	}
+	if len(u.Receipts) > courierproto.MaxReceipts {
+		return bad("%d receipts, at most %d per upload", len(u.Receipts), courierproto.MaxReceipts)
+	}
+	for _, r := range u.Receipts {
+		if len(r) == 0 || len(r) > courierproto.MaxReceiptSize {
+			return bad("a receipt of %d bytes (1 to %d)", len(r), courierproto.MaxReceiptSize)
+		}
+	}
 	seen := make(map[TokenKey]bool, len(u.Tokens))
 	for i := range u.Tokens {
 		t := &u.Tokens[i]
@@ -391,6 +408,14 @@ func (r *Response) Validate() error {
 	if len(r.Tokens) > MaxTokens || len(r.Conflicts) > MaxEntries || len(r.Refills) > MaxRefills || len(r.NoRefill) > MaxTokens || len(r.Pending) > MaxTokens ||
 		len(r.Ignored) > 4*MaxTokens {
 		return bad("too many tokens, conflicts or refills")
+	}
+	if len(r.Manifest) > courierproto.MaxManifestSize || len(r.Receipts) > courierproto.MaxReceipts {
+		return bad("a manifest of %d bytes, %d receipt answers", len(r.Manifest), len(r.Receipts))
+	}
+	for i := range r.Receipts {
+		if err := r.Receipts[i].Validate(); err != nil {
+			return err
+		}
 	}
 	seen := make(map[TokenKey]bool, len(r.Tokens))
 	for _, t := range r.Tokens {
