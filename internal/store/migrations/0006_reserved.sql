@@ -1,0 +1,4 @@
+-- 0006: reserved for another branch of this wave (the ca branch owns
+-- 0009 and needs 0001..0008 present, numbered without gaps). The lead
+-- deletes this placeholder when merging the branch that owns 0006.
+SELECT 1;
