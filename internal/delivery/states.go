@@ -19,12 +19,15 @@ const (
 
 // transitions is the one table of allowed changes: from → the states it
 // may move to. Reassigned is not terminal: the delivery goes on with a new
-// code on its new device (notified again, out for delivery, …).
+// code on its new device (notified again, out for delivery, …). Delivered
+// and Failed are reachable before out_for_delivery too: an online confirm
+// (confirm.go) may come before the courier's device fetched its manifest,
+// and so may the attempt that uses up the limit.
 var transitions = map[State][]State{
-	Created:        {Notified, Cancelled, Reassigned, Expired},
-	Notified:       {OutForDelivery, Cancelled, Reassigned, Expired},
+	Created:        {Notified, Cancelled, Reassigned, Expired, Delivered, Failed},
+	Notified:       {OutForDelivery, Cancelled, Reassigned, Expired, Delivered, Failed},
 	OutForDelivery: {Delivered, Failed, Cancelled, Reassigned, Expired},
-	Reassigned:     {Notified, Cancelled, Reassigned, Expired},
+	Reassigned:     {Notified, Cancelled, Reassigned, Expired, Delivered, Failed},
 	Failed:         {Reassigned},
 	Delivered:      nil,
 	Expired:        nil,
