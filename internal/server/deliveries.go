@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/delivery"
+	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
@@ -16,6 +17,12 @@ import (
 // deliveryAnswers are the delivery service's refusals' statuses and codes.
 var deliveryAnswers = []answer{
 	{delivery.ErrInvalid, http.StatusBadRequest, "invalid_request"},
+	{deliverycode.ErrTypo, http.StatusBadRequest, "typo"},
+	{delivery.ErrWrongDevice, http.StatusForbidden, "wrong_device"},
+	{delivery.ErrAttempts, http.StatusConflict, "attempts_exhausted"},
+	{delivery.ErrWrongCode, http.StatusUnauthorized, "wrong_code"},
+	{delivery.ErrDelivered, http.StatusConflict, "already_delivered"},
+	{delivery.ErrExpired, http.StatusConflict, "expired"},
 	{delivery.ErrState, http.StatusConflict, "invalid_state"},
 	{store.ErrExists, http.StatusConflict, "exists"},
 	{store.ErrNotFound, http.StatusNotFound, "delivery_not_found"},
@@ -40,11 +47,13 @@ type deliveryJSON struct {
 	UpdatedAt   time.Time `json:"updated_at"`
 	// Code is set in the answers of create and reassign only.
 	Code string `json:"code,omitempty"`
+	// Token is set in the answers of create and reassign in token mode.
+	Token *delivery.Token `json:"token,omitempty"`
 }
 
 func toDeliveryJSON(d delivery.Delivery, code string) deliveryJSON {
 	return deliveryJSON{ID: d.ID, Device: d.Device, Mode: string(d.Mode), State: string(d.State), NotAfter: d.NotAfter.UTC(),
-		CodeVersion: d.CodeVersion, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), Code: code}
+		CodeVersion: d.CodeVersion, CreatedAt: d.CreatedAt.UTC(), UpdatedAt: d.UpdatedAt.UTC(), Code: code, Token: d.Token}
 }
 
 // deliverySvc returns the delivery service, or 501 when the store cannot
@@ -155,5 +164,27 @@ func (s *Server) reassignDelivery(r *request) (int, any, error) {
 	}
 	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
 		return svc.Reassign(r.ctx, r.realm(), id, in.Device, r.actor())
+	})
+}
+
+// confirmDelivery is the online confirm (issue 11 part 7): the courier, or
+// the shipper's system on its behalf, sends the code the recipient gave at
+// the door and the device it was entered on. The rules (typo free, assigned
+// device, attempts counted before comparing, delivered once) are
+// delivery.Service.Confirm's.
+func (s *Server) confirmDelivery(r *request) (int, any, error) {
+	var in struct {
+		Code   string `json:"code"`
+		Device string `json:"device"`
+	}
+	if err := r.decode(&in); err != nil {
+		return 0, nil, err
+	}
+	if err := validID("device", in.Device); err != nil {
+		return 0, nil, err
+	}
+	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
+		out, err := svc.Confirm(r.ctx, r.realm(), id, in.Code, in.Device, r.actor())
+		return out.Delivery, "", err
 	})
 }

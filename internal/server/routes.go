@@ -112,6 +112,7 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/v1/deliveries/{id}", scopes: issuer, handler: s.getDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/cancel", scopes: issuer, handler: s.cancelDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
+		{method: "POST", pattern: "/v1/deliveries/{id}/confirm", scopes: issuer, handler: s.confirmDelivery},
 	}
 	return rs
 }

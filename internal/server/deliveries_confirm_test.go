@@ -1,0 +1,144 @@
+package server
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/deliverycode"
+	"github.com/outpost-auth/outpost/internal/deliverytoken"
+	"github.com/outpost-auth/outpost/internal/qr"
+)
+
+// TestDeliveryConfirmAPI: POST /v1/deliveries/{id}/confirm, each answer of
+// the online confirm, on both engines; and the token in a token-mode
+// delivery's answers.
+func TestDeliveryConfirmAPI(t *testing.T) {
+	for name, dsn := range engines(t) {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, dsn(t))
+			iss, ver := f.client("issuer"), f.client("verifier")
+			due := f.clock.Now().Add(48 * time.Hour).Format(time.RFC3339)
+			create := func(id, mode string) map[string]any {
+				r := f.mustCall(http.StatusCreated, iss, "POST", "/v1/deliveries", map[string]any{"id": id,
+					"recipient": map[string]string{"phone": "+33612345678"}, "device": "dev-1", "not_after": due, "mode": mode})
+				return r.body
+			}
+			code := create("p1", "hash")["code"].(string)
+			wrong := "000000000"
+			for wrong[:8] == code[:8] {
+				wrong = "111111111"
+			}
+			wrong = wrong[:8] + string(deliverycode.CheckDigit(wrong[:8]))
+			typo := []byte(code)
+			typo[0] = '0' + (typo[0]-'0'+1)%10
+			path := "/v1/deliveries/p1/confirm"
+
+			tests := []struct {
+				name   string
+				token  string
+				body   map[string]string
+				status int
+				code   string
+			}{
+				{"verifier scope", ver, map[string]string{"code": code, "device": "dev-1"}, http.StatusForbidden, "forbidden"},
+				{"no device", iss, map[string]string{"code": code}, http.StatusBadRequest, "invalid_device"},
+				{"not a code", iss, map[string]string{"code": "hello", "device": "dev-1"}, http.StatusBadRequest, "invalid_request"},
+				{"typo", iss, map[string]string{"code": string(typo), "device": "dev-1"}, http.StatusBadRequest, "typo"},
+				{"another device", iss, map[string]string{"code": code, "device": "dev-2"}, http.StatusForbidden, "wrong_device"},
+				{"wrong code", iss, map[string]string{"code": wrong, "device": "dev-1"}, http.StatusUnauthorized, "wrong_code"},
+				{"right code", iss, map[string]string{"code": code, "device": "dev-1"}, http.StatusOK, ""},
+				{"used code", iss, map[string]string{"code": code, "device": "dev-1"}, http.StatusConflict, "already_delivered"},
+			}
+			for _, tc := range tests {
+				r := f.call(tc.token, "POST", path, tc.body)
+				if r.status != tc.status || r.errCode() != tc.code {
+					t.Fatalf("%s: %d %s", tc.name, r.status, r.raw)
+				}
+				if strings.Contains(string(r.raw), code) {
+					t.Fatalf("%s: the answer repeats the code: %s", tc.name, r.raw)
+				}
+				if tc.status == http.StatusOK && r.body["state"] != "delivered" {
+					t.Fatalf("%s: %s", tc.name, r.raw)
+				}
+			}
+			if r := f.call(iss, "POST", "/v1/deliveries/nope/confirm", map[string]string{"code": code, "device": "dev-1"}); r.errCode() != "delivery_not_found" {
+				t.Fatalf("unknown delivery: %s", r.raw)
+			}
+
+			// The limit: the fifth wrong code fails the delivery.
+			code2 := create("p2", "hash")["code"].(string)
+			w2 := "222222222"
+			if w2[:8] == code2[:8] {
+				w2 = "333333333"
+			}
+			w2 = w2[:8] + string(deliverycode.CheckDigit(w2[:8]))
+			for i := 1; i <= 5; i++ {
+				r := f.call(iss, "POST", "/v1/deliveries/p2/confirm", map[string]string{"code": w2, "device": "dev-1"})
+				want := "wrong_code"
+				if i == 5 {
+					want = "attempts_exhausted"
+				}
+				if r.errCode() != want {
+					t.Fatalf("wrong code %d: %s", i, r.raw)
+				}
+			}
+			r := f.call(iss, "POST", "/v1/deliveries/p2/confirm", map[string]string{"code": code2, "device": "dev-1"})
+			if r.status != http.StatusConflict || r.errCode() != "attempts_exhausted" || !strings.Contains(string(r.raw), "reassign") {
+				t.Fatalf("after the limit: %s", r.raw)
+			}
+			if r := f.mustCall(http.StatusOK, iss, "GET", "/v1/deliveries/p2", nil); r.body["state"] != "failed" {
+				t.Fatalf("state: %s", r.raw)
+			}
+			if n := len(f.auditOf("delivery.attempt")); n != 7 {
+				t.Fatalf("%d attempts audited, want 7", n)
+			}
+			for _, kind := range []string{"delivery.attempt", "delivery.wrong_code", "delivery.deliver", "delivery.fail", "delivery.confirm_refused"} {
+				es := f.auditOf(kind)
+				if len(es) == 0 {
+					t.Fatalf("no %s entry", kind)
+				}
+				for _, e := range es {
+					if strings.Contains(string(e.Data), code) || strings.Contains(string(e.Data), code2) {
+						t.Fatalf("%s holds a code: %s", kind, e.Data)
+					}
+				}
+			}
+
+			// Token mode: the token is in the answer, as text and QR, and
+			// verifies with the realm's key.
+			tb := create("p3", "token")
+			tok, _ := tb["token"].(map[string]any)
+			text, _ := tok["text"].(string)
+			png, err := base64.StdEncoding.DecodeString(tok["png"].(string))
+			if err != nil || !strings.HasPrefix(text, deliverytoken.Prefix) {
+				t.Fatalf("token: %v %s", err, tb)
+			}
+			if scanned, err := qr.Decode(bytes.NewReader(png)); err != nil || scanned != text {
+				t.Fatalf("QR: %q %v", scanned, err)
+			}
+			keys, err := f.srv.deliveries.PublicKeys(DefaultRealm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := deliverytoken.Verify(ed25519.PublicKey(keys.Token), text, f.clock.Now())
+			if err != nil || c.For(DefaultRealm, "p3", 1, "dev-1") != nil {
+				t.Fatalf("verify: %+v %v", c, err)
+			}
+			r = f.mustCall(http.StatusOK, iss, "POST", "/v1/deliveries/p3/reassign", map[string]string{"device": "dev-2"})
+			if tok2, _ := r.body["token"].(map[string]any); tok2 == nil || tok2["text"] == text {
+				t.Fatalf("reassign in token mode: %s", r.raw)
+			}
+			if r := f.mustCall(http.StatusOK, iss, "GET", "/v1/deliveries/p3", nil); r.body["token"] != nil {
+				t.Fatalf("get repeats the token: %s", r.raw)
+			}
+			if _, ok := create("p4", "hash")["token"]; ok {
+				t.Fatal("hash mode answer with a token")
+			}
+		})
+	}
+}
