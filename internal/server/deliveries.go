@@ -156,15 +156,21 @@ func (s *Server) reassignDelivery(r *request) (int, any, error) {
 	var in struct {
 		Device string `json:"device"`
 	}
-	if err := r.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	if err := validID("device", in.Device); err != nil {
-		return 0, nil, err
-	}
-	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
+	return s.onDeliveryDevice(r, &in, &in.Device, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
 		return svc.Reassign(r.ctx, r.realm(), id, in.Device, r.actor())
 	})
+}
+
+// onDeliveryDevice decodes the body into in, checks the device id it holds
+// (*device, a field of in), and runs call as onDelivery does.
+func (s *Server) onDeliveryDevice(r *request, in any, device *string, call func(svc *delivery.Service, id string) (delivery.Delivery, string, error)) (int, any, error) {
+	if err := r.decode(in); err != nil {
+		return 0, nil, err
+	}
+	if err := validID("device", *device); err != nil {
+		return 0, nil, err
+	}
+	return s.onDelivery(r, call)
 }
 
 // confirmDelivery is the online confirm (issue 11 part 7): the courier, or
@@ -177,13 +183,7 @@ func (s *Server) confirmDelivery(r *request) (int, any, error) {
 		Code   string `json:"code"`
 		Device string `json:"device"`
 	}
-	if err := r.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	if err := validID("device", in.Device); err != nil {
-		return 0, nil, err
-	}
-	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
+	return s.onDeliveryDevice(r, &in, &in.Device, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
 		out, err := svc.Confirm(r.ctx, r.realm(), id, in.Code, in.Device, r.actor())
 		return out.Delivery, "", err
 	})
