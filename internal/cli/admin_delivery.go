@@ -13,12 +13,16 @@ import (
 // call of the /v1/deliveries API.
 
 func (e *env) adminDeliveryCmd() *cobra.Command {
-	c := &cobra.Command{Use: "delivery", Short: "Create, list, inspect, cancel and reassign deliveries (one-time recipient codes)"}
+	c := &cobra.Command{Use: "delivery", Short: "Create, list, inspect, cancel, reassign and confirm deliveries (one-time recipient codes)"}
 	var device, email, phone, notAfter, mode, after string
 	var limit int
+	var code string
 	showCode := func(e *env, o map[string]any) error {
 		fmt.Fprintf(e.stdout, "delivery %v on device %v (code version %v, %v until %v)\nrecipient code (shown once, the server keeps no copy): %v\n",
 			o["id"], o["device"], o["code_version"], o["state"], o["not_after"], o["code"])
+		if tok, ok := o["token"].(map[string]any); ok {
+			fmt.Fprintf(e.stdout, "recipient token (token mode; its QR code is in --json): %v\n", tok["text"])
+		}
 		return nil
 	}
 	c.AddCommand(
@@ -93,6 +97,27 @@ check the code offline: hash, fingerprint or token.`,
 				return "POST", "/v1/deliveries/" + esc(a[0]) + "/reassign", map[string]string{"device": device}, nil
 			},
 			text: showCode}),
+		e.apiCmd(apiCall{use: "confirm ID --code C --device D", short: "Confirm a delivery online with the recipient's code (attempts limited)",
+			long: `Check the code the recipient gave at the door against delivery ID at the
+server, as entered on courier device D (the device the delivery is assigned
+to). A mistyped code (its check digit is wrong) is refused without using an
+attempt; each wrong code uses one of the code version's attempts (5 by
+default), and the last one makes the delivery failed: reassign it to issue a
+new code. A right code makes the delivery delivered, once.`,
+			args: cobra.ExactArgs(1), example: "  outpost admin delivery confirm parcel-1 --code '5820 3917 0' --device van-7",
+			flags: func(c *cobra.Command) {
+				c.Flags().StringVar(&code, "code", "", "the recipient's code (spaces and hyphens ignored) (required)")
+				c.Flags().StringVar(&device, "device", "", "the courier device it was entered on (required)")
+				_ = c.MarkFlagRequired("code")
+				_ = c.MarkFlagRequired("device")
+			},
+			call: func(a []string) (string, string, any, error) {
+				return "POST", "/v1/deliveries/" + esc(a[0]) + "/confirm", map[string]string{"code": code, "device": device}, nil
+			},
+			text: func(e *env, o map[string]any) error {
+				fmt.Fprintf(e.stdout, "delivery %v %v (confirmed on device %v)\n", o["id"], o["state"], o["device"])
+				return nil
+			}}),
 	)
 	return c
 }
