@@ -110,6 +110,8 @@ type Service struct {
 	// confirms and sealed codes together, confirm.go); 0 means
 	// DefaultAttemptLimit.
 	AttemptLimit int
+
+	seen seenConfirms // signed confirms received (signedconfirm.go)
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }

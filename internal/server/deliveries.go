@@ -1,7 +1,9 @@
 package server
 
 import (
+	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/delivery"
@@ -18,6 +20,8 @@ import (
 var deliveryAnswers = []answer{
 	{delivery.ErrInvalid, http.StatusBadRequest, "invalid_request"},
 	{deliverycode.ErrTypo, http.StatusBadRequest, "typo"},
+	{delivery.ErrDeviceAuth, http.StatusUnauthorized, "device_unauthenticated"},
+	{delivery.ErrReplayed, http.StatusConflict, "replayed"},
 	{delivery.ErrWrongDevice, http.StatusForbidden, "wrong_device"},
 	{delivery.ErrAttempts, http.StatusConflict, "attempts_exhausted"},
 	{delivery.ErrWrongCode, http.StatusUnauthorized, "wrong_code"},
@@ -185,6 +189,25 @@ func (s *Server) confirmDelivery(r *request) (int, any, error) {
 	}
 	return s.onDeliveryDevice(r, &in, &in.Device, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
 		out, err := svc.Confirm(r.ctx, r.realm(), id, in.Code, in.Device, r.actor())
+		return out.Delivery, "", err
+	})
+}
+
+// deviceConfirmDelivery is the online confirm sent by the courier's device
+// itself: the body is a confirm signed with the device's registered key
+// (delivery.SignConfirm), which is the authentication, as at sync; no API
+// token. delivery.Service.ConfirmSigned checks the signature and runs the
+// same rules as confirmDelivery.
+func (s *Server) deviceConfirmDelivery(r *request) (int, any, error) {
+	return s.onDelivery(r, func(svc *delivery.Service, id string) (delivery.Delivery, string, error) {
+		if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") && ct != "application/octet-stream" {
+			return delivery.Delivery{}, "", errorf(http.StatusUnsupportedMediaType, "unsupported_media_type", "send the signed confirm as application/json")
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(r.w, r.Body, delivery.MaxConfirmSize))
+		if err != nil {
+			return delivery.Delivery{}, "", errorf(http.StatusRequestEntityTooLarge, "body_too_large", "a signed confirm is at most %d bytes", delivery.MaxConfirmSize)
+		}
+		out, err := svc.ConfirmSigned(r.ctx, id, body)
 		return out.Delivery, "", err
 	})
 }

@@ -5,12 +5,15 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/deliverytoken"
+	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/qr"
 )
 
@@ -140,5 +143,59 @@ func TestDeliveryConfirmAPI(t *testing.T) {
 				t.Fatal("hash mode answer with a token")
 			}
 		})
+	}
+}
+
+// TestDeliveryDeviceConfirmAPI: POST /v1/deliveries/{id}/device-confirm,
+// authenticated by the device's own signature as sync is: a registered
+// device confirms its delivery; another device, an unregistered key and a
+// replay are refused.
+func TestDeliveryDeviceConfirmAPI(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "d.db"))
+	iss := f.client("issuer")
+	register := func(id string, seed byte) *keys.Signer {
+		priv := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32))
+		pub := priv.Public().(ed25519.PublicKey)
+		f.mustCall(http.StatusCreated, f.admin, "POST", "/v1/devices", map[string]string{"id": id, "public_key": string(keys.MarshalPublicPEM(pub))})
+		return &keys.Signer{Private: priv, Public: pub, KeyID: keys.KeyID(pub)}
+	}
+	van7, van9 := register("van-7", 7), register("van-9", 9)
+	due := f.clock.Now().Add(48 * time.Hour).Format(time.RFC3339)
+	r := f.mustCall(http.StatusCreated, iss, "POST", "/v1/deliveries", map[string]any{"id": "p1",
+		"recipient": map[string]string{"email": "ana@example.org"}, "device": "van-7", "not_after": due, "mode": "fingerprint"})
+	code := r.body["code"].(string)
+	sign := func(s *keys.Signer, device string) []byte {
+		data, err := delivery.SignConfirm(s, device, delivery.ConfirmBody{Realm: DefaultRealm, Delivery: "p1", Code: code}, f.clock.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	stranger := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{5}, 32))
+	path := "/v1/deliveries/p1/device-confirm"
+	for _, tc := range []struct {
+		name   string
+		data   []byte
+		status int
+		code   string
+	}{
+		{"another registered device", sign(van9, "van-9"), http.StatusForbidden, "wrong_device"},
+		{"an unregistered key", sign(&keys.Signer{Private: stranger, Public: stranger.Public().(ed25519.PublicKey),
+			KeyID: keys.KeyID(stranger.Public().(ed25519.PublicKey))}, "van-7"), http.StatusUnauthorized, "device_unauthenticated"},
+		{"not an artifact", []byte(`{"code":"123"}`), http.StatusUnauthorized, "device_unauthenticated"},
+	} {
+		if r := f.call("", "POST", path, tc.data); r.status != tc.status || r.errCode() != tc.code {
+			t.Fatalf("%s: %d %s", tc.name, r.status, r.raw)
+		}
+	}
+	good := sign(van7, "van-7")
+	if r := f.call("", "POST", path, good); r.status != http.StatusOK || r.body["state"] != "delivered" {
+		t.Fatalf("confirm: %d %s", r.status, r.raw)
+	}
+	if r := f.call("", "POST", path, good); r.status != http.StatusConflict || r.errCode() != "replayed" {
+		t.Fatalf("replay: %d %s", r.status, r.raw)
+	}
+	if es := f.auditOf("delivery.deliver"); len(es) != 1 || es[0].Actor != "device:van-7" {
+		t.Fatalf("deliver entries: %+v", es)
 	}
 }

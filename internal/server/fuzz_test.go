@@ -266,6 +266,7 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/v1/keys/subject-export":         {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
 		"/v1/deliveries":                  {`{"id":"parcel-1","recipient":{"email":"ana@example.org"},"device":"dev-2","not_after":"2031-11-24T12:00:00Z","mode":"hash"}`},
 		"/reassign":                       {`{"device":"dev-3"}`},
+		"/device-confirm":                 {`{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`},
 		"/v1/deliveries/parcel-1/confirm": {`{"code":"582039170","device":"dev-2"}`, `{"code":"5820 3917 1","device":"dev-2"}`},
 	}
 	var out []fuzzSeed

@@ -113,6 +113,7 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/deliveries/{id}/cancel", scopes: issuer, handler: s.cancelDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/confirm", scopes: issuer, handler: s.confirmDelivery},
+		{method: "POST", pattern: "/v1/deliveries/{id}/device-confirm", handler: s.deviceConfirmDelivery},
 	}
 	return rs
 }
