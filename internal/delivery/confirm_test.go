@@ -12,8 +12,10 @@ import (
 	"github.com/outpost-auth/outpost/internal/codecheck"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/deliverytoken"
+	"github.com/outpost-auth/outpost/internal/proctest"
 	"github.com/outpost-auth/outpost/internal/qr"
 	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/store/storetest"
 )
 
 // perEngine runs fn against a fresh service on each engine.
@@ -392,4 +394,26 @@ func TestToken(t *testing.T) {
 			t.Fatal("hash mode with a token")
 		}
 	})
+}
+
+// TestTokenZbarimg: the token's QR code reads back with a real reader
+// (zbarimg) as the exact token text, which then verifies; skipped without
+// zbarimg unless OUTPOST_REQUIRE_INTEROP=1.
+func TestTokenZbarimg(t *testing.T) {
+	now := t0
+	svc, _ := newService(t, storetest.SQLitePath(t), &now)
+	r := request("p1")
+	r.Mode = ModeToken
+	d, _, err := svc.Create(ctx, "r1", r, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := proctest.Zbarimg(t, d.Token.PNG)
+	if text != d.Token.Text {
+		t.Fatalf("zbarimg read %q, want %q", text, d.Token.Text)
+	}
+	pk, _ := svc.PublicKeys("r1")
+	if _, err := deliverytoken.Verify(pk.Token, text, now); err != nil {
+		t.Fatal(err)
+	}
 }
