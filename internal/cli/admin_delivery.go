@@ -118,6 +118,16 @@ new code. A right code makes the delivery delivered, once.`,
 				fmt.Fprintf(e.stdout, "delivery %v %v (confirmed on device %v)\n", o["id"], o["state"], o["device"])
 				return nil
 			}}),
+		e.apiCmd(apiCall{use: "keys", short: "Show the realm's delivery public keys (token verification PEM, HPKE seal key)",
+			long: `Print the public keys courier devices pin for this realm: the Ed25519 key
+that verifies delivery tokens, as PEM (save it to check a token elsewhere), and
+the HPKE (X25519) key devices seal entered codes to in fingerprint mode.`,
+			example: "  outpost admin delivery keys --json",
+			call:    func(a []string) (string, string, any, error) { return "GET", "/v1/keys/deliveries", nil, nil },
+			text: func(e *env, o map[string]any) error {
+				fmt.Fprintf(e.stdout, "%vseal key (HPKE X25519, base64): %v\n", o["token_public_key_pem"], o["seal_public_key"])
+				return nil
+			}}),
 	)
 	return c
 }

@@ -103,4 +103,8 @@ func TestAdminDeliveryConfirm(t *testing.T) {
 	if out, e, code := outpost(t, env, append([]string{"admin", "delivery", "confirm", "--help"}, auth...)...); code != 0 || !strings.Contains(out, "attempt") {
 		t.Fatalf("help: %d %s %s", code, out, e)
 	}
+	if out, e, code := outpost(t, env, append([]string{"admin", "delivery", "keys"}, auth...)...); code != 0 ||
+		!strings.Contains(out, "BEGIN PUBLIC KEY") || !strings.Contains(out, "seal key") {
+		t.Fatalf("keys: %d %s %s", code, out, e)
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
+	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
@@ -210,4 +211,20 @@ func (s *Server) deviceConfirmDelivery(r *request) (int, any, error) {
 		out, err := svc.ConfirmSigned(r.ctx, id, body)
 		return out.Delivery, "", err
 	})
+}
+
+// deliveryKeys answers the caller's realm's delivery public keys (what a
+// courier device pins, delivery.Service.PublicKeys): the token key as PEM,
+// for anyone checking a delivery token, and the HPKE seal key.
+func (s *Server) deliveryKeys(r *request) (int, any, error) {
+	svc, err := s.deliverySvc()
+	if err != nil {
+		return 0, nil, err
+	}
+	k, err := svc.PublicKeys(r.realm())
+	if err != nil {
+		return 0, nil, deliveryError(err)
+	}
+	return http.StatusOK, map[string]any{"realm": r.realm(), "token_key_id": keys.KeyID(k.Token),
+		"token_public_key_pem": string(keys.MarshalPublicPEM(k.Token)), "seal_public_key": k.Seal}, nil
 }

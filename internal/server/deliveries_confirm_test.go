@@ -199,3 +199,23 @@ func TestDeliveryDeviceConfirmAPI(t *testing.T) {
 		t.Fatalf("deliver entries: %+v", es)
 	}
 }
+
+// TestDeliveryKeysAPI: GET /v1/keys/deliveries answers the keys the service
+// derives, the token key as PEM that keys.ParsePublicPEM reads.
+func TestDeliveryKeysAPI(t *testing.T) {
+	f := newFixture(t, filepath.Join(t.TempDir(), "k.db"))
+	iss, ver := f.client("issuer"), f.client("verifier")
+	if r := f.call(ver, "GET", "/v1/keys/deliveries", nil); r.status != http.StatusForbidden {
+		t.Fatalf("verifier: %d", r.status)
+	}
+	r := f.mustCall(http.StatusOK, iss, "GET", "/v1/keys/deliveries", nil)
+	want, err := f.srv.deliveries.PublicKeys(DefaultRealm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := keys.ParsePublicPEM([]byte(r.body["token_public_key_pem"].(string)))
+	seal, _ := base64.StdEncoding.DecodeString(r.body["seal_public_key"].(string))
+	if err != nil || !pub.Equal(want.Token) || !bytes.Equal(seal, want.Seal) || r.body["token_key_id"] != keys.KeyID(want.Token) {
+		t.Fatalf("keys: %v %s", err, r.raw)
+	}
+}

@@ -114,6 +114,7 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/confirm", scopes: issuer, handler: s.confirmDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/device-confirm", handler: s.deviceConfirmDelivery},
+		{method: "GET", pattern: "/v1/keys/deliveries", scopes: issuer, handler: s.deliveryKeys},
 	}
 	return rs
 }
