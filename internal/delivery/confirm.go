@@ -179,10 +179,11 @@ func (s *Service) confirm(ctx context.Context, d store.Delivery, code, device, v
 		return Outcome{}, err
 	}
 	if !taken {
-		if cur, gerr := s.Store.GetDelivery(ctx, d.Realm, d.ID); gerr == nil && State(cur.State) == Delivered {
-			return Outcome{}, fmt.Errorf("%w (delivery %q): the code was used", ErrDelivered, ident.Clip(d.ID))
+		// The attempt that reached the limit failed the delivery if it was
+		// wrong; this one must not (a right code may be committing).
+		if out, ok, err := s.deliveredMeanwhile(ctx, d, code, via, now); ok {
+			return out, err
 		}
-		s.fail(ctx, d, actor, device, now)
 		return Outcome{}, fmt.Errorf("%w: all %d attempts at delivery %q's code are used: reassign it to issue a new code", ErrAttempts, limit, ident.Clip(d.ID))
 	}
 	if !s.codeMatches(d, code) {
@@ -193,13 +194,28 @@ func (s *Service) confirm(ctx context.Context, d store.Delivery, code, device, v
 	if err := s.Store.UpdateDelivery(ctx, d, from, d.CodeVersion, s.confirmEntry(audit.DeliveryDeliver, actor, d, device, via, now,
 		map[string]any{"attempt": n, "at": at.UTC().Format(time.RFC3339Nano)})); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			if cur, gerr := s.Store.GetDelivery(ctx, d.Realm, d.ID); gerr == nil && State(cur.State) == Delivered && cur.CodeVersion == d.CodeVersion {
-				return Outcome{}, fmt.Errorf("%w (delivery %q): confirmed at the same time by another request", ErrDelivered, ident.Clip(d.ID))
+			if out, ok, err := s.deliveredMeanwhile(ctx, d, code, via, now); ok {
+				return out, err
 			}
 		}
 		return Outcome{}, err
 	}
 	return Outcome{Delivery: view(d, now), Attempt: n}, nil
+}
+
+// deliveredMeanwhile reports (ok) whether another request delivered d at
+// its code version since it was read, and what to answer then: for the
+// same sealed code (an upload applied twice at once) Already, as when it
+// is sent again later; otherwise ErrDelivered.
+func (s *Service) deliveredMeanwhile(ctx context.Context, d store.Delivery, code, via string, now time.Time) (Outcome, bool, error) {
+	cur, err := s.Store.GetDelivery(ctx, d.Realm, d.ID)
+	if err != nil || State(cur.State) != Delivered || cur.CodeVersion != d.CodeVersion {
+		return Outcome{}, false, nil
+	}
+	if via == "sealed" && s.codeMatches(cur, code) {
+		return Outcome{Delivery: view(cur, now), Already: true}, true, nil
+	}
+	return Outcome{}, true, fmt.Errorf("%w (delivery %q): the code was used", ErrDelivered, ident.Clip(d.ID))
 }
 
 // wrong records the wrong code of attempt n (an incident when it came

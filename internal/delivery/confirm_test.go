@@ -417,3 +417,46 @@ func TestTokenZbarimg(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestConfirmSealedConcurrent: the same sealed code applied by eight syncs
+// at once (more than the attempt limit) delivers once and never fails the
+// delivery; the others answer Already, or ErrAttempts beyond the limit.
+func TestConfirmSealedConcurrent(t *testing.T) {
+	perEngine(t, func(t *testing.T, svc *Service, st store.Store, now *time.Time) {
+		r := request("p1")
+		r.Mode = ModeFingerprint
+		_, code, _ := svc.Create(ctx, "r1", r, "admin")
+		pk, _ := svc.PublicKeys("r1")
+		sealed := mustSeal(t, pk.Seal, codecheck.Binding{Realm: "r1", Delivery: "p1", Version: 1, Device: "dev-1"}, code)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		delivered, already, refused := 0, 0, 0
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				out, err := svc.ConfirmSealed(ctx, "r1", "p1", 1, "dev-1", sealed, *now, "device:dev-1")
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case errors.Is(err, ErrAttempts):
+					refused++ // beyond the limit while the first was committing
+				case err != nil:
+					t.Errorf("confirm: %v", err)
+				case out.Already:
+					already++
+				default:
+					delivered++
+				}
+			}()
+		}
+		wg.Wait()
+		kinds, _ := auditOf(t, st)
+		if d, _ := svc.Get(ctx, "r1", "p1"); d.State != Delivered {
+			t.Fatalf("state %s", d.State)
+		}
+		if delivered != 1 || already+refused != 7 || strings.Count(strings.Join(kinds, " "), audit.DeliveryDeliver) != 1 {
+			t.Fatalf("delivered %d, already %d, refused %d, audit %v", delivered, already, refused, kinds)
+		}
+	})
+}
