@@ -10,6 +10,8 @@ package audit
 import (
 	"cmp"
 	"context"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -43,6 +45,13 @@ const (
 	// Checkpoint: an admin had the server sign a checkpoint of the log's head
 	// (internal/auditcheck); data holds its seq and hash.
 	Checkpoint = "audit.checkpoint"
+	// Export: entries were written to a signed segment file
+	// (internal/auditcheck.Archive); data holds its range, file and SHA-256.
+	Export = "audit.export"
+	// Prune: exported entries were deleted from the database, in the same
+	// transaction as this entry; data holds "from", "through" (the last seq
+	// deleted), "hash" (its hash, hex) and the segment file.
+	Prune = "audit.prune"
 
 	// VerifyUnknownUser is one realm's tally of verifications for users that
 	// do not exist, written once per interval (online.Service.FlushUnknown).
@@ -97,6 +106,12 @@ type Report struct {
 	Problem  string `json:"problem,omitempty"`
 	// Anchored is the highest seq that a given head (checkpoint) vouches for.
 	Anchored uint64 `json:"anchored,omitempty"`
+	// Read is how many entries were read from the store.
+	Read uint64 `json:"read"`
+	// Pruned is the seq of the last entry pruned from the database (0:
+	// none); entries 1..Pruned are only in exported segments. Heads at or
+	// before it were not checked against the database.
+	Pruned uint64 `json:"pruned,omitempty"`
 }
 
 // VerifyStore recomputes the whole chain, page by page, and reports the first
@@ -104,6 +119,14 @@ type Report struct {
 // catches what the chain alone cannot, a tail rewritten with every later hash
 // recomputed (the entry at the head's seq differs) or cut short (the log
 // ends before it).
+//
+// A log whose oldest entries were pruned (store.AuditPruner) starts from its
+// first entry kept, whose Prev anchors it; Report.Pruned says where. The
+// prune must then be on record: an audit.prune entry in the log must name
+// exactly that anchor (seq and hash), or the report is broken at the first
+// entry kept — rows deleted behind the server's back. Heads before the
+// anchor are not checked here (they are the segments' business,
+// auditcheck.VerifySegments).
 func VerifyStore(ctx context.Context, s store.Store, heads ...Head) (Report, error) {
 	r, _, err := verifyFrom(ctx, s, 0, heads)
 	return r, err
@@ -114,7 +137,9 @@ func VerifyStore(ctx context.Context, s store.Store, heads ...Head) (Report, err
 // those entries, so that a notary can sign the next head without rereading
 // the log; a nil h checks the whole log. It returns the report (Entries
 // counts from the log's start) and, when the log is intact and not empty,
-// its last entry.
+// its last entry. When h's entry itself was the last one pruned, the first
+// entry kept must chain on from h's hash; when later entries were pruned
+// too, the log cannot be checked from h (broken, at h.Seq+1).
 func VerifySince(ctx context.Context, s store.Store, h *Head) (Report, *eventlog.Entry, error) {
 	if h == nil || h.Seq == 0 {
 		return verifyFrom(ctx, s, 0, nil)
@@ -127,6 +152,8 @@ func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) 
 	heads = slices.SortedFunc(slices.Values(heads), func(a, b Head) int { return cmp.Compare(a.Seq, b.Seq) })
 	r := Report{Entries: start}
 	var last *eventlog.Entry
+	var prunes []PruneData // audit.prune entries seen (whole-log checks only)
+	var anchorHash []byte  // the Prev of the first entry kept, when pruned
 	for {
 		page, err := s.ListAudit(ctx, r.Entries, store.MaxListLimit)
 		if err != nil {
@@ -135,10 +162,22 @@ func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) 
 		if len(page) == 0 {
 			break
 		}
-		if last == nil && start > 0 {
-			// The entry at start is not read: the first entry's hash,
-			// checked against a head, commits to its Prev.
-			last = &eventlog.Entry{Seq: start, Hash: page[0].Prev}
+		r.Read += uint64(len(page))
+		if last == nil && page[0].Seq > 1 {
+			// The entry before the first one read is not read (start > 0),
+			// or was pruned: the first entry's hash, checked against a head
+			// or a prune record, commits to its Prev.
+			anchor := page[0].Seq - 1
+			switch {
+			case start == 0:
+				r.Pruned, anchorHash = anchor, page[0].Prev
+			case anchor > start+1:
+				r.Entries = start + 1
+				return r.broken(0, fmt.Errorf("%w: the log now starts at seq %d, after seq %d it was checked from: entries were pruned past it (run the retention on one replica only) or deleted", eventlog.ErrBroken, page[0].Seq, start+1)), nil, nil
+			}
+			r.Entries = anchor
+			last = &eventlog.Entry{Seq: anchor, Hash: page[0].Prev}
+			heads = slices.DeleteFunc(heads, func(h Head) bool { return h.Seq < anchor })
 		}
 		if i, err := eventlog.VerifyChain(last, page, nil); err != nil {
 			return r.broken(i, err), nil, nil
@@ -149,6 +188,9 @@ func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) 
 			}
 			r.Anchored, heads = heads[0].Seq, heads[1:]
 		}
+		if start == 0 {
+			prunes = appendPrunes(prunes, page)
+		}
 		r.Entries += uint64(len(page))
 		last = &page[len(page)-1]
 	}
@@ -156,8 +198,38 @@ func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) 
 		h := heads[len(heads)-1].Seq
 		return r.broken(0, fmt.Errorf("%w: the log ends before seq %d, which a checkpoint holds: entries were cut from its end", eventlog.ErrBroken, h)), nil, nil
 	}
+	if r.Pruned > 0 && !slices.ContainsFunc(prunes, func(p PruneData) bool { return p.matches(r.Pruned, anchorHash) }) {
+		r.Entries = r.Pruned
+		return r.broken(0, fmt.Errorf("%w at seq %d: the log starts after seq %d but no audit.prune entry records pruning exactly that far: entries were deleted behind the server's back", eventlog.ErrBroken, r.Pruned+1, r.Pruned)), nil, nil
+	}
 	r.OK = true
 	return r, last, nil
+}
+
+// PruneData is the data of an audit.prune entry: the range deleted, the
+// hash of its last entry (hex) and the segment file that holds them.
+type PruneData struct {
+	From    uint64 `json:"from"`
+	Through uint64 `json:"through"`
+	Hash    string `json:"hash"`
+	Segment string `json:"segment"`
+}
+
+// appendPrunes adds the prune records of page's audit.prune entries.
+func appendPrunes(out []PruneData, page []eventlog.Entry) []PruneData {
+	for _, e := range page {
+		var p PruneData
+		if e.Kind == Prune && json.Unmarshal(e.Data, &p) == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// matches reports whether p pruned exactly through the anchor seq with hash hash.
+func (p PruneData) matches(seq uint64, hash []byte) bool {
+	h, err := hex.DecodeString(p.Hash)
+	return err == nil && p.Through == seq && subtle.ConstantTimeCompare(h, hash) == 1
 }
 
 // broken reports the problem err at index i of the page after r.Entries.

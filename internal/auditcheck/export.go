@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
@@ -80,23 +78,7 @@ func (x *Exporter) Export(ctx context.Context) (string, error) {
 }
 
 // files lists Dir's checkpoint files, oldest first.
-func (x *Exporter) files() ([]string, error) {
-	ents, err := os.ReadDir(x.Dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, e := range ents {
-		if n := e.Name(); e.Type().IsRegular() && strings.HasPrefix(n, filePrefix) && strings.HasSuffix(n, fileSuffix) {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
-	return names, nil
-}
+func (x *Exporter) files() ([]string, error) { return checkpointNames(x.Dir) }
 
 // prune removes the oldest files beyond Keep.
 func (x *Exporter) prune() error {

@@ -21,9 +21,10 @@ import (
 
 // checkpointFlags are the flags of 'outpost audit verify' that anchor the check.
 type checkpointFlags struct {
-	paths      []string // --checkpoint: files or directories
-	serverKeys []string // --server-key: PEM public keys
-	passFile   string   // to derive the key from --data instead
+	paths      []string      // --checkpoint: files or directories
+	serverKeys []string      // --server-key: PEM public keys
+	passFile   string        // to derive the key from --data instead
+	ring       artifact.Keys // the keys, once read
 }
 
 func (f *checkpointFlags) register(c *cobra.Command) {
@@ -43,7 +44,7 @@ func (f *checkpointFlags) load(e *env, dataDir string) ([]namedCheckpoint, error
 	if len(f.paths) == 0 {
 		return nil, nil
 	}
-	ring, err := f.keyring(e, dataDir)
+	ring, err := f.keyring(e, dataDir, "--checkpoint")
 	if err != nil {
 		return nil, err
 	}
@@ -68,8 +69,12 @@ func (f *checkpointFlags) load(e *env, dataDir string) ([]namedCheckpoint, error
 	return out, nil
 }
 
-// keyring is the --server-key files, or the signing key derived from the data directory.
-func (f *checkpointFlags) keyring(e *env, dataDir string) (artifact.Keys, error) {
+// keyring is the --server-key files, or the signing key derived from the
+// data directory; flag names what needs it.
+func (f *checkpointFlags) keyring(e *env, dataDir, flag string) (artifact.Keys, error) {
+	if f.ring != nil {
+		return f.ring, nil
+	}
 	var ring artifact.Keys
 	for _, path := range f.serverKeys {
 		pem, err := datadir.ReadFileLimit(path, 16<<10)
@@ -83,16 +88,18 @@ func (f *checkpointFlags) keyring(e *env, dataDir string) (artifact.Keys, error)
 		ring = append(ring, pub)
 	}
 	if len(ring) > 0 {
+		f.ring = ring
 		return ring, nil
 	}
 	if dataDir == "" {
-		return nil, usageError{errors.New("--checkpoint needs the server's public key: pass --server-key FILE, or --data DIR holding master.key")}
+		return nil, usageError{errors.New(flag + " needs the server's public key: pass --server-key FILE, or --data DIR holding master.key")}
 	}
 	m, err := e.openMaster(dataFlags{dir: dataDir, passphraseFile: f.passFile})
 	if err != nil {
 		return nil, err
 	}
-	return artifact.Keys{m.Signer(0).Public}, nil
+	f.ring = artifact.Keys{m.Signer(0).Public}
+	return f.ring, nil
 }
 
 // checkpointFiles is path itself, or the *.json files of a directory in name order.

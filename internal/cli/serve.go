@@ -35,6 +35,7 @@ type serveFlags struct {
 	shutdownGrace       time.Duration
 	readyFile           string
 	checkpoints         checkpointExportFlags
+	retention           retentionFlags
 }
 
 func (e *env) serveCmd() *cobra.Command {
@@ -54,6 +55,9 @@ PostgreSQL instead of SQLite; several servers sharing one PostgreSQL database
 (each with a copy of master.key) never accept one code twice.
 Every --audit-checkpoint-every it signs the audit log's head into
 DIR/audit-checkpoints (see 'outpost audit verify --checkpoint').
+With --audit-retain 30d --audit-segment-dir DIR2 it exports audit entries
+older than 30 days to signed segment files in DIR2, reads them back, and
+prunes them from the database (docs/storage.md; run it on one replica).
 SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 		Example: "  outpost serve --data ./outpost-data --listen 127.0.0.1:8443",
 		Args:    cobra.NoArgs,
@@ -76,6 +80,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long to let requests finish on SIGTERM")
 	fl.StringVar(&f.readyFile, "ready-file", "", "write the listening URL to FILE once serving (for scripts and tests)")
 	f.checkpoints.register(c)
+	f.retention.register(c)
 	return c
 }
 
@@ -99,6 +104,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return usageError{errors.New("--tls-cert and --tls-key go together")}
 	}
 	if err := f.checkpoints.validate(); err != nil {
+		return err
+	}
+	if err := f.retention.validate(); err != nil {
 		return err
 	}
 	level := slog.LevelInfo
@@ -125,7 +133,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	pol := online.DefaultPolicy
 	pol.MaxFailures = f.maxFailures
-	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer})
+	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
+		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -134,6 +143,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	}
 	stopCheckpoints := f.checkpoints.start(ctx, f.data.dir, srv, logger)
 	defer stopCheckpoints()
+	stopRetention := f.retention.start(ctx, srv, logger)
+	defer stopRetention()
 
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -44,10 +43,7 @@ func (f checkpointExportFlags) validate() error {
 // unless disabled, exports on schedule until the returned stop is called
 // (which waits for an export in progress).
 func (f checkpointExportFlags) start(ctx context.Context, dataDir string, srv *server.Server, logger *slog.Logger) (stop func()) {
-	dir := f.dir
-	if dir == "" {
-		dir = filepath.Join(dataDir, CheckpointDir)
-	}
+	dir := f.checkpointDir(dataDir)
 	x := &auditcheck.Exporter{Notary: srv.Checkpoints(), Dir: dir, Keep: f.keep, Log: logger}
 	if err := x.Resume(); err != nil {
 		// Not fatal: the server keeps authenticating; new checkpoints then

@@ -7,6 +7,7 @@
 package datadir
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -148,7 +149,7 @@ func syncDir(dir string) error {
 // rename (then syncs the directory): readers see the old or the new content,
 // never a mix, and the temporary file never outlives the call.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return writeViaTemp(path, data, perm, os.Rename)
+	return writeViaTemp(path, writeBytes(data), perm, os.Rename)
 }
 
 // WriteFileAtomicNew is WriteFileAtomic for a file that must not exist yet:
@@ -156,13 +157,24 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 // error matching fs.ErrExist) when path exists, so that it never overwrites
 // and readers never see a partial file.
 func WriteFileAtomicNew(path string, data []byte, perm os.FileMode) error {
-	return writeViaTemp(path, data, perm, os.Link)
+	return writeViaTemp(path, writeBytes(data), perm, os.Link)
 }
 
-// writeViaTemp writes data to a synced temporary file next to path, puts it
+// WriteFileAtomicNewFunc is WriteFileAtomicNew for a file too large to
+// hold in memory: write streams its content. When write fails, nothing
+// is put in place.
+func WriteFileAtomicNewFunc(path string, perm os.FileMode, write func(w io.Writer) error) error {
+	return writeViaTemp(path, write, perm, os.Link)
+}
+
+func writeBytes(data []byte) func(io.Writer) error {
+	return func(w io.Writer) error { _, err := w.Write(data); return err }
+}
+
+// writeViaTemp writes to a synced temporary file next to path, puts it
 // in place with place(tmp, path), syncs the directory, and removes the
 // temporary name.
-func writeViaTemp(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) error {
+func writeViaTemp(path string, write func(io.Writer) error, perm os.FileMode, place func(tmp, path string) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
@@ -172,7 +184,12 @@ func writeViaTemp(path string, data []byte, perm os.FileMode, place func(tmp, pa
 		tmp.Close()
 		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
+	bw := bufio.NewWriterSize(tmp, 64<<10)
+	if err := write(bw); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
 		tmp.Close()
 		return err
 	}

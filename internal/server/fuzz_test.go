@@ -62,7 +62,9 @@ func newFuzzServer(f *testing.F) *fuzzServer {
 	s, err := New(Config{Store: st, Master: m, Policy: online.DefaultPolicy, Logger: logger, Now: ck.Now,
 		BundleKDF: cost.KDF{Time: 1, MemoryKiB: 64, Threads: 1},
 		// Site packages and key files at the smallest sealing cost allowed.
-		SiteKDF: keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1}})
+		SiteKDF: keys.KDFParams{Time: 1, MemoryKiB: 8 << 10, Threads: 1},
+		// Audit export and prune write and read real segment files.
+		AuditSegmentDir: filepath.Join(f.TempDir(), "segments")})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -266,6 +268,8 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/v1/keys/subject-export":         {`{"subject":"tech-1","epoch":0,"passphrase":"a key file passphrase"}`},
 		"/v1/deliveries":                  {`{"id":"parcel-1","recipient":{"email":"ana@example.org"},"device":"dev-2","not_after":"2031-11-24T12:00:00Z","mode":"hash"}`},
 		"/reassign":                       {`{"device":"dev-3"}`},
+		"/v1/audit/export":                {`{"through":3}`},
+		"/v1/audit/prune":                 {`{"before":5}`, `{"older_than":"30d"}`},
 		"/device-confirm":                 {`{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`},
 		"/v1/deliveries/parcel-1/confirm": {`{"code":"582039170","device":"dev-2"}`, `{"code":"5820 3917 1","device":"dev-2"}`},
 	}

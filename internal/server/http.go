@@ -214,7 +214,20 @@ func (s *Server) toAPIError(err error, rid string) *apiError {
 	return errorf(http.StatusInternalServerError, "internal", "internal error (request %s); the server log has details", rid)
 }
 
+// typedBody is a raw body of another content type than JSON.
+type typedBody struct {
+	contentType string
+	b           []byte
+}
+
 func writeJSON(w http.ResponseWriter, status int, body any) {
+	if tb, ok := body.(typedBody); ok {
+		w.Header().Set("Content-Type", tb.contentType)
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(status)
+		_, _ = w.Write(tb.b)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if raw, ok := body.(rawBody); ok {
 		w.Header().Set("Cache-Control", "no-store")

@@ -112,6 +112,15 @@ func (s *Server) routeTable() []route {
 		{method: "GET", pattern: "/v1/deliveries/{id}", scopes: issuer, handler: s.getDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/cancel", scopes: issuer, handler: s.cancelDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/reassign", scopes: issuer, handler: s.reassignDelivery},
+
+		// Audit retention (internal/auditcheck.Archive): audit_segments.go.
+		// After deliveries, for the fuzz corpus's route indices.
+		{method: "POST", pattern: "/v1/audit/export", scopes: admin, handler: s.exportAudit},
+		{method: "POST", pattern: "/v1/audit/prune", scopes: admin, handler: s.pruneAudit},
+		{method: "GET", pattern: "/v1/audit/segments/{name}", scopes: admin, handler: s.getSegment},
+
+		// Delivery confirms and keys (internal/delivery): deliveries.go.
+		// After the audit routes, for the fuzz corpus's route indices.
 		{method: "POST", pattern: "/v1/deliveries/{id}/confirm", scopes: issuer, handler: s.confirmDelivery},
 		{method: "POST", pattern: "/v1/deliveries/{id}/device-confirm", handler: s.deviceConfirmDelivery},
 		{method: "GET", pattern: "/v1/keys/deliveries", scopes: issuer, handler: s.deliveryKeys},

@@ -75,6 +75,11 @@ type Config struct {
 	// SiteKDF is the argon2id cost of site packages and exported key files;
 	// the zero value is keys.DefaultKDF.
 	SiteKDF keys.KDFParams
+	// AuditSegmentDir is where the audit log is exported to signed segments
+	// before it is pruned (docs/storage.md); "" disables export and prune.
+	// AuditCheckpointDir is where scheduled checkpoints are exported
+	// (searched for one to end an export at).
+	AuditSegmentDir, AuditCheckpointDir string
 }
 
 // Server is the HTTP API.
@@ -98,6 +103,9 @@ type Server struct {
 	field *fieldsync.Service
 	// checkpoints signs the audit log's head (audit_checkpoint.go).
 	checkpoints *auditcheck.Notary
+	// archive exports and prunes the audit log (audit_segments.go); nil
+	// without Config.AuditSegmentDir.
+	archive *auditcheck.Archive
 	// sync holds the sync handlers' metrics (sync.go).
 	sync *syncAPI
 	// sites holds the site and key export services (sites.go).
@@ -152,6 +160,9 @@ func New(cfg Config) (*Server, error) {
 		s.bundles.Record = s.field
 	}
 	s.checkpoints = &auditcheck.Notary{Store: cfg.Store, Signer: s.signer, Audit: al, Now: cfg.Now}
+	if cfg.AuditSegmentDir != "" {
+		s.archive = &auditcheck.Archive{Notary: s.checkpoints, Dir: cfg.AuditSegmentDir, CheckpointDir: cfg.AuditCheckpointDir}
+	}
 	s.sites = newSiteAPI(s)
 	if ds, ok := cfg.Store.(store.DeliveryStore); ok {
 		s.deliveries = &delivery.Service{Store: ds, Master: cfg.Master, Now: cfg.Now}
