@@ -13,9 +13,10 @@ import (
 // call of the /v1/deliveries API.
 
 func (e *env) adminDeliveryCmd() *cobra.Command {
-	c := &cobra.Command{Use: "delivery", Short: "Create, list, inspect, cancel and reassign deliveries (one-time recipient codes)"}
+	c := &cobra.Command{Use: "delivery", Short: "Create, list, inspect, cancel, reassign and confirm deliveries (one-time recipient codes)"}
 	var device, email, phone, notAfter, mode, after string
 	var limit int
+	var code string
 	showCode := func(e *env, o map[string]any) error {
 		fmt.Fprintf(e.stdout, "delivery %v on device %v (code version %v, %v until %v)\n",
 			o["id"], o["device"], o["code_version"], o["state"], o["not_after"])
@@ -23,6 +24,9 @@ func (e *env) adminDeliveryCmd() *cobra.Command {
 			fmt.Fprintf(e.stdout, "recipient code (shown once, the server keeps no copy): %v\n", code)
 		} else {
 			fmt.Fprintln(e.stdout, "the recipient's code goes to them through the server's notifier (see 'outpost admin outbox list')")
+		}
+		if tok, ok := o["token"].(map[string]any); ok {
+			fmt.Fprintf(e.stdout, "recipient token (token mode; its QR code is in --json): %v\n", tok["text"])
 		}
 		return nil
 	}
@@ -105,6 +109,37 @@ check the code offline: hash, fingerprint or token.`,
 				return "POST", "/v1/deliveries/" + esc(a[0]) + "/reassign", map[string]string{"device": device}, nil
 			},
 			text: showCode}),
+		e.apiCmd(apiCall{use: "confirm ID --code C --device D", short: "Confirm a delivery online with the recipient's code (attempts limited)",
+			long: `Check the code the recipient gave at the door against delivery ID at the
+server, as entered on courier device D (the device the delivery is assigned
+to). A mistyped code (its check digit is wrong) is refused without using an
+attempt; each wrong code uses one of the code version's attempts (5 by
+default), and the last one makes the delivery failed: reassign it to issue a
+new code. A right code makes the delivery delivered, once.`,
+			args: cobra.ExactArgs(1), example: "  outpost admin delivery confirm parcel-1 --code '5820 3917 0' --device van-7",
+			flags: func(c *cobra.Command) {
+				c.Flags().StringVar(&code, "code", "", "the recipient's code (spaces and hyphens ignored) (required)")
+				c.Flags().StringVar(&device, "device", "", "the courier device it was entered on (required)")
+				_ = c.MarkFlagRequired("code")
+				_ = c.MarkFlagRequired("device")
+			},
+			call: func(a []string) (string, string, any, error) {
+				return "POST", "/v1/deliveries/" + esc(a[0]) + "/confirm", map[string]string{"code": code, "device": device}, nil
+			},
+			text: func(e *env, o map[string]any) error {
+				fmt.Fprintf(e.stdout, "delivery %v %v (confirmed on device %v)\n", o["id"], o["state"], o["device"])
+				return nil
+			}}),
+		e.apiCmd(apiCall{use: "keys", short: "Show the realm's delivery public keys (token verification PEM, HPKE seal key)",
+			long: `Print the public keys courier devices pin for this realm: the Ed25519 key
+that verifies delivery tokens, as PEM (save it to check a token elsewhere), and
+the HPKE (X25519) key devices seal entered codes to in fingerprint mode.`,
+			example: "  outpost admin delivery keys --json",
+			call:    func(a []string) (string, string, any, error) { return "GET", "/v1/keys/deliveries", nil, nil },
+			text: func(e *env, o map[string]any) error {
+				fmt.Fprintf(e.stdout, "%vseal key (HPKE X25519, base64): %v\n", o["token_public_key_pem"], o["seal_public_key"])
+				return nil
+			}}),
 	)
 	return c
 }

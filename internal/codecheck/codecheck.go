@@ -263,7 +263,7 @@ func (b Binding) Check() error {
 			return fmt.Errorf("codecheck: binding: %w", err)
 		}
 	}
-	if b.Version < 1 || b.Version > math.MaxUint32 {
+	if b.Version < 1 || uint64(b.Version) > math.MaxUint32 {
 		return fmt.Errorf("codecheck: binding: version %d (want 1 to %d)", b.Version, uint32(math.MaxUint32))
 	}
 	return nil

@@ -342,7 +342,7 @@ type receiptRun struct {
 // returns the write that makes its delivery delivered.
 func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, data []byte) (courierproto.ReceiptAck, *pendingReceipt, error) {
 	refuse := func(r courierproto.Receipt, kind, reason string) (courierproto.ReceiptAck, *pendingReceipt, error) {
-		ack, err := s.refuse(ctx, c, dev, r, kind, reason)
+		ack, err := s.refuseReceipt(ctx, c, dev, r, kind, reason)
 		return ack, nil, err
 	}
 	now := s.now()
@@ -437,11 +437,11 @@ func (s *Service) proven(ctx context.Context, c *receiptRun, dev store.Device, r
 	if p.Device == dev.ID && subtle.ConstantTimeCompare(courierproto.ReceiptHash(p.Receipt), hash) == 1 {
 		return courierproto.ReceiptAck{Delivery: r.Delivery, Version: r.Version, Status: courierproto.AckDuplicate}, nil
 	}
-	return s.refuse(ctx, c, dev, r, IncidentTwice, fmt.Sprintf("the delivery was confirmed already (version %d, by device %s)", p.CodeVersion, p.Device))
+	return s.refuseReceipt(ctx, c, dev, r, IncidentTwice, fmt.Sprintf("the delivery was confirmed already (version %d, by device %s)", p.CodeVersion, p.Device))
 }
 
 // refuse records an incident about a receipt and answers it refused.
-func (s *Service) refuse(ctx context.Context, c *receiptRun, dev store.Device, r courierproto.Receipt, kind, reason string) (courierproto.ReceiptAck, error) {
+func (s *Service) refuseReceipt(ctx context.Context, c *receiptRun, dev store.Device, r courierproto.Receipt, kind, reason string) (courierproto.ReceiptAck, error) {
 	if c.Incident != nil {
 		c.Incident(kind)
 	}

@@ -99,6 +99,9 @@ type Delivery struct {
 	CreatedAt, UpdatedAt time.Time
 	NotAfter             time.Time
 	CodeVersion          uint32
+	// Token is set by Create and Reassign for a delivery in token mode:
+	// the signed token the recipient's message carries (token.go).
+	Token *Token
 }
 
 // Service keeps deliveries.
@@ -114,6 +117,12 @@ type Service struct {
 	// Courier, when set, is the courier's side (courier.go): registered
 	// devices, mode data, manifests, receipts and proofs.
 	Courier *Courier
+	// AttemptLimit bounds the codes tried against one code version (online
+	// confirms and sealed codes together, confirm.go); 0 means
+	// DefaultAttemptLimit.
+	AttemptLimit int
+
+	seen seenConfirms // signed confirms received (signedconfirm.go)
 }
 
 // Outbox is what the service asks for the messages of a change
@@ -145,7 +154,8 @@ func (s *Service) messages(ctx context.Context, d store.Delivery, code string, n
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
 
 // Create stores a new delivery in state created with a fresh code, audited
-// (delivery.create), and returns it with the code, which is not kept.
+// (delivery.create), and returns it with the code, which is not kept, and
+// in token mode the signed token (Delivery.Token).
 // store.ErrExists when the realm already has the id.
 func (s *Service) Create(ctx context.Context, realm string, r Request, actor string) (Delivery, string, error) {
 	now := s.now()
@@ -170,6 +180,10 @@ func (s *Service) Create(ctx context.Context, realm string, r Request, actor str
 	if d.Check, err = s.sealedCheck(d, code); err != nil {
 		return Delivery{}, "", err
 	}
+	v := view(d, now)
+	if v.Token, err = s.tokenFor(v); err != nil {
+		return Delivery{}, "", err
+	}
 	msgs, code, err := s.messages(ctx, d, code, now)
 	if err != nil {
 		return Delivery{}, "", err
@@ -177,7 +191,7 @@ func (s *Service) Create(ctx context.Context, realm string, r Request, actor str
 	if err := s.Store.CreateDelivery(ctx, d, s.entry(audit.DeliveryCreate, actor, d, now), msgs...); err != nil {
 		return Delivery{}, "", err
 	}
-	return view(d, now), code, nil
+	return v, code, nil
 }
 
 // Get returns realm's delivery id (store.ErrNotFound).
@@ -211,8 +225,11 @@ func (s *Service) Cancel(ctx context.Context, realm, id, actor string) (Delivery
 }
 
 // Reassign moves the delivery to device with a new code version, audited
-// (delivery.reassign), and returns the new code (not kept). The old code
-// is dead. ErrState when the delivery's state does not allow it.
+// (delivery.reassign), and returns the new code (not kept), and in token
+// mode a new token (Delivery.Token). The old code no longer matches and an
+// old token names the old version and device, which devices refuse
+// (deliverytoken.Claims.For). ErrState when the delivery's state does not
+// allow it.
 func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string) (Delivery, string, error) {
 	if err := ident.Check("device", device); err != nil {
 		return Delivery{}, "", fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -220,16 +237,24 @@ func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string)
 	if err := s.checkDevice(ctx, realm, device); err != nil {
 		return Delivery{}, "", err
 	}
-	return s.change(ctx, realm, id, Reassigned, actor, func(d *store.Delivery) (string, error) {
+	var tok *Token
+	d, code, err := s.change(ctx, realm, id, Reassigned, actor, func(d *store.Delivery) (string, error) {
 		code, err := deliverycode.New(s.digits())
 		if err != nil {
 			return "", err
 		}
 		d.Device, d.CodeVersion = device, d.CodeVersion+1
 		d.CodeMAC = s.mac(realm, id, d.CodeVersion, code)
-		d.Check, err = s.sealedCheck(*d, code)
+		if d.Check, err = s.sealedCheck(*d, code); err != nil {
+			return "", err
+		}
+		tok, err = s.tokenFor(view(*d, s.now()))
 		return code, err
 	})
+	if err == nil {
+		d.Token = tok
+	}
+	return d, code, err
 }
 
 // ErrSuperseded: the message is about a code version that is no longer

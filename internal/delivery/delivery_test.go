@@ -56,10 +56,13 @@ func TestTransitions(t *testing.T) {
 	all := []State{Created, Notified, OutForDelivery, Delivered, Failed, Expired, Cancelled, Reassigned}
 	allowed := map[[2]State]bool{
 		{Created, Notified}: true, {Created, OutForDelivery}: true, {Reassigned, OutForDelivery}: true, {Created, Cancelled}: true, {Created, Reassigned}: true, {Created, Expired}: true,
+		{Created, Delivered}: true, {Created, Failed}: true, // online confirm before the manifest
 		{Notified, OutForDelivery}: true, {Notified, Cancelled}: true, {Notified, Reassigned}: true, {Notified, Expired}: true,
+		{Notified, Delivered}: true, {Notified, Failed}: true,
 		{OutForDelivery, Delivered}: true, {OutForDelivery, Failed}: true, {OutForDelivery, Cancelled}: true,
 		{OutForDelivery, Reassigned}: true, {OutForDelivery, Expired}: true,
 		{Reassigned, Notified}: true, {Reassigned, Cancelled}: true, {Reassigned, Reassigned}: true, {Reassigned, Expired}: true,
+		{Reassigned, Delivered}: true, {Reassigned, Failed}: true,
 		{Failed, Reassigned}: true,
 	}
 	for _, from := range all {

@@ -10,17 +10,6 @@ import (
 	"github.com/outpost-auth/outpost/internal/keys"
 )
 
-// The key-derivation labels of the offline modes' keys (internal/keys HKDF
-// tree, context = realm). A label is never reused for anything else.
-const (
-	// purposeTokenSign: seed of the realm's Ed25519 key that signs delivery
-	// tokens (internal/deliverytoken).
-	purposeTokenSign keys.Purpose = "delivery-token-sign"
-	// purposeSeal: seed of the realm's HPKE (X25519) key pair that devices
-	// in fingerprint mode seal entered codes to (internal/codecheck).
-	purposeSeal keys.Purpose = "delivery-seal"
-)
-
 // PublicKeys are what a courier device pins (in the route manifest) for a
 // realm.
 type PublicKeys struct {
@@ -28,7 +17,8 @@ type PublicKeys struct {
 	Seal  []byte            // HPKE public key the fingerprint mode seals entered codes to
 }
 
-// PublicKeys returns realm's public keys, derived from the master key: the
+// PublicKeys returns realm's public keys, derived from the master key
+// (keys.PurposeDeliveryTokenSign and keys.PurposeDeliverySeal): the
 // same master and realm always give the same keys, and no two realms share
 // one. It errs on an invalid realm id or a service without a master key.
 func (s *Service) PublicKeys(realm string) (PublicKeys, error) {
@@ -48,7 +38,7 @@ func (s *Service) tokenKey(realm string) (ed25519.PrivateKey, error) {
 	if err := s.checkRealmKey(realm); err != nil {
 		return nil, err
 	}
-	return ed25519.NewKeyFromSeed(s.Master.Derive(ed25519.SeedSize, purposeTokenSign, 0, realm)), nil
+	return ed25519.NewKeyFromSeed(s.Master.Derive(ed25519.SeedSize, keys.PurposeDeliveryTokenSign, 0, realm)), nil
 }
 
 // sealKeys is realm's HPKE key pair for sealed codes (private half for
@@ -57,7 +47,7 @@ func (s *Service) sealKeys(realm string) (priv, pub []byte, err error) {
 	if err := s.checkRealmKey(realm); err != nil {
 		return nil, nil, err
 	}
-	return codecheck.SealKeyPair(s.Master.Derive(32, purposeSeal, 0, realm))
+	return codecheck.SealKeyPair(s.Master.Derive(32, keys.PurposeDeliverySeal, 0, realm))
 }
 
 func (s *Service) checkRealmKey(realm string) error {

@@ -21,12 +21,15 @@ const (
 // may move to. Reassigned is not terminal: the delivery goes on with a new
 // code on its new device (notified again, out for delivery, …). A
 // delivery goes out for delivery when its courier device fetches a route
-// manifest listing it (courier.go), notified or not yet.
+// manifest listing it (courier.go), notified or not yet. Delivered and
+// Failed are reachable before out_for_delivery too: an online confirm
+// (confirm.go) may come before the courier's device fetched its manifest,
+// and so may the attempt that uses up the limit.
 var transitions = map[State][]State{
-	Created:        {Notified, OutForDelivery, Cancelled, Reassigned, Expired},
-	Notified:       {OutForDelivery, Cancelled, Reassigned, Expired},
+	Created:        {Notified, OutForDelivery, Cancelled, Reassigned, Expired, Delivered, Failed},
+	Notified:       {OutForDelivery, Cancelled, Reassigned, Expired, Delivered, Failed},
 	OutForDelivery: {Delivered, Failed, Cancelled, Reassigned, Expired},
-	Reassigned:     {Notified, OutForDelivery, Cancelled, Reassigned, Expired},
+	Reassigned:     {Notified, OutForDelivery, Cancelled, Reassigned, Expired, Delivered, Failed},
 	Failed:         {Reassigned},
 	Delivered:      nil,
 	Expired:        nil,

@@ -92,7 +92,7 @@ func (c Claims) check() error {
 			return err
 		}
 	}
-	if c.Version < 1 || c.Version > math.MaxUint32 {
+	if c.Version < 1 || uint64(c.Version) > math.MaxUint32 {
 		return fmt.Errorf("version %d (want 1 to %d)", c.Version, uint32(math.MaxUint32))
 	}
 	if s := c.NotAfter.Unix(); s <= 0 || s > math.MaxUint32 {

@@ -65,3 +65,63 @@ func TestAdminDelivery(t *testing.T) {
 		t.Fatalf("list: %d %s %s", code, out, e)
 	}
 }
+
+// TestAdminDeliveryConfirm drives `outpost admin delivery confirm` against
+// a real server: a typo (no attempt), another device, a wrong code, the
+// right code (delivered), the same code again; and the token of a
+// token-mode delivery in `add`'s answer.
+func TestAdminDeliveryConfirm(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	s := startServer(t, dir)
+	env := []string{"OUTPOST_SERVER=" + s.url}
+	auth := []string{"--token-file", filepath.Join(dir, "admin.token"), "--cacert", filepath.Join(dir, "tls", "ca.pem")}
+	due := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
+	out, e, code := outpost(t, env, append([]string{"admin", "delivery", "add", "parcel-1", "--device", "van-7", "--phone", "+33612345678",
+		"--not-after", due, "--mode", "token"}, auth...)...)
+	if code != 0 || !strings.Contains(out, "recipient token") || !strings.Contains(out, "ODT1:") {
+		t.Fatalf("add in token mode: %d %s %s", code, out, e)
+	}
+	var c string
+	for _, line := range strings.Split(out, "\n") {
+		if _, after, ok := strings.Cut(line, "no copy): "); ok {
+			c = after
+		}
+	}
+	if _, err := deliverycode.Parse(c); err != nil {
+		t.Fatalf("no code in %q", out)
+	}
+	typo := []byte(c)
+	typo[0] = '0' + (typo[0]-'0'+1)%10
+	wrong := "12345678"
+	if wrong == c[:8] {
+		wrong = "87654321"
+	}
+	wrong += string(deliverycode.CheckDigit(wrong))
+	confirm := func(code, device string) (string, string, int) {
+		return outpost(t, env, append([]string{"admin", "delivery", "confirm", "parcel-1", "--code", code, "--device", device}, auth...)...)
+	}
+	steps := []struct {
+		name, code, device string
+		exit               int
+		want               string
+	}{
+		{"typo", string(typo), "van-7", 1, "typo"},
+		{"another device", c, "van-9", 1, "wrong_device"},
+		{"wrong code", wrong, "van-7", 1, "1 of 5 attempts used"},
+		{"right code, grouped", c[:4] + " " + c[4:], "van-7", 0, "delivered"},
+		{"used code", c, "van-7", 1, "already_delivered"},
+	}
+	for _, st := range steps {
+		out, e, code := confirm(st.code, st.device)
+		if code != st.exit || !strings.Contains(out+e, st.want) {
+			t.Fatalf("%s: exit %d, %s %s", st.name, code, out, e)
+		}
+	}
+	if out, e, code := outpost(t, env, append([]string{"admin", "delivery", "confirm", "--help"}, auth...)...); code != 0 || !strings.Contains(out, "attempt") {
+		t.Fatalf("help: %d %s %s", code, out, e)
+	}
+	if out, e, code := outpost(t, env, append([]string{"admin", "delivery", "keys"}, auth...)...); code != 0 ||
+		!strings.Contains(out, "BEGIN PUBLIC KEY") || !strings.Contains(out, "seal key") {
+		t.Fatalf("keys: %d %s %s", code, out, e)
+	}
+}

@@ -207,29 +207,6 @@ func (s *Service) count(kind string) {
 	}
 }
 
-// ring resolves an upload's key id to a registered device.
-type ring struct {
-	ctx context.Context
-	st  store.SyncStore
-	dev store.Device
-	err error
-}
-
-func (r *ring) PublicKey(kid string) (ed25519.PublicKey, bool) {
-	d, err := r.st.GetDeviceByKeyID(r.ctx, kid)
-	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			r.err = err
-		}
-		return nil, false
-	}
-	if len(d.PublicKey) != ed25519.PublicKeySize {
-		return nil, false
-	}
-	r.dev = d
-	return ed25519.PublicKey(d.PublicKey), true
-}
-
 // Receive verifies and applies one upload, as described in the package
 // comment. via says where it came from ("http", or "file" with the actor
 // that imported it) for the audit log.
@@ -238,11 +215,11 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 		return nil, fmt.Errorf("%w: %d bytes, the limit is %d: sync more often, or let the client split it", ErrTooLarge, len(data), syncproto.MaxUploadSize)
 	}
 	now := s.now()
-	rg := &ring{ctx: ctx, st: s.Sync}
+	rg := &store.DeviceKeyring{Ctx: ctx, Store: s.Sync}
 	h, body, err := artifact.Verify(data, rg, artifact.Expect{Type: syncproto.UploadType, MaxSize: syncproto.MaxUploadSize})
 	switch {
-	case rg.err != nil:
-		return nil, rg.err
+	case rg.Err != nil:
+		return nil, rg.Err
 	case errors.Is(err, artifact.ErrUnknownKey):
 		s.count(IncidentUnknownKey)
 		return nil, fmt.Errorf("%w: register it first ('outpost admin device register' or an enrolment code)", ErrUnknownDevice)
@@ -254,7 +231,7 @@ func (s *Service) Receive(ctx context.Context, data []byte, via string) (*Result
 	case err != nil:
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	dev := rg.dev
+	dev := rg.Device
 	// Signed by the device's key: from here on, refusals are evidence.
 	if h.Subject != dev.ID {
 		return nil, s.incident(ctx, dev, IncidentSubject, h.Serial, fmt.Errorf("%w: signed by device %s's key but names device %q", ErrMalformed, dev.ID, ident.Clip(h.Subject)), nil)

@@ -64,6 +64,13 @@ const (
 	// PurposeDeliveryCodeMAC: HMAC key of delivery codes (internal/delivery),
 	// context = realm; the server keeps only this MAC of a code.
 	PurposeDeliveryCodeMAC Purpose = "delivery-code-mac"
+	// PurposeDeliveryTokenSign: seed of a realm's Ed25519 key that signs
+	// delivery tokens (internal/deliverytoken), context = realm.
+	PurposeDeliveryTokenSign Purpose = "delivery-token-sign"
+	// PurposeDeliverySeal: seed of a realm's HPKE (X25519) key pair that
+	// courier devices seal entered delivery codes to (internal/codecheck),
+	// context = realm.
+	PurposeDeliverySeal Purpose = "delivery-seal"
 )
 
 // Master is the root key. The zero value is not usable; use [GenerateMaster] or [Open].

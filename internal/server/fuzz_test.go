@@ -307,6 +307,8 @@ func fuzzHandlerSeeds(routes []fuzzRoute) []fuzzSeed {
 		"/v1/enrol":                  {`{"serial":"SN-1","nonce":"00","csr":"MAA=","signature":"MAA="}`},
 		"/v1/device/renew":           {`{"csr":"MAA="}`},
 		"/v1/ca/devices/SN-1/revoke": {`{"reason":"lost"}`},
+		"/device-confirm":                 {`{"outpost_artifact":1,"kid":"ed25519:0000000000000000","payload":"e30=","sig":"AAAA"}`},
+		"/v1/deliveries/parcel-1/confirm": {`{"code":"582039170","device":"dev-2"}`, `{"code":"5820 3917 1","device":"dev-2"}`},
 	}
 	var out []fuzzSeed
 	for i, rt := range routes {

@@ -134,6 +134,12 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/v1/roster/{serial}/reject", scopes: admin, handler: s.rejectVouch},
 		// Proof of delivery (internal/delivery courier.go): courier.go.
 		{method: "GET", pattern: "/v1/deliveries/{id}/proof", scopes: issuer, handler: s.deliveryProof},
+
+		// Delivery confirms and keys (internal/delivery): deliveries.go.
+		// After the audit routes, for the fuzz corpus's route indices.
+		{method: "POST", pattern: "/v1/deliveries/{id}/confirm", scopes: issuer, handler: s.confirmDelivery},
+		{method: "POST", pattern: "/v1/deliveries/{id}/device-confirm", handler: s.deviceConfirmDelivery},
+		{method: "GET", pattern: "/v1/keys/deliveries", scopes: issuer, handler: s.deliveryKeys},
 	}
 	// Device onboarding (internal/enrol): onboarding.go. Some are served on
 	// the device listener only (route.on).
