@@ -174,6 +174,10 @@ func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) 
 			case anchor > start+1:
 				r.Entries = start + 1
 				return r.broken(0, fmt.Errorf("%w: the log now starts at seq %d, after seq %d it was checked from: entries were pruned past it (run the retention on one replica only) or deleted", eventlog.ErrBroken, page[0].Seq, start+1)), nil, nil
+			case anchor == start+1:
+				// Checked from the head at anchor, which was the last entry
+				// pruned: its hash (the head's) anchors the first entry kept.
+				r.Pruned = anchor
 			}
 			r.Entries = anchor
 			last = &eventlog.Entry{Seq: anchor, Hash: page[0].Prev}
@@ -198,7 +202,7 @@ func verifyFrom(ctx context.Context, s store.Store, start uint64, heads []Head) 
 		h := heads[len(heads)-1].Seq
 		return r.broken(0, fmt.Errorf("%w: the log ends before seq %d, which a checkpoint holds: entries were cut from its end", eventlog.ErrBroken, h)), nil, nil
 	}
-	if r.Pruned > 0 && !slices.ContainsFunc(prunes, func(p PruneData) bool { return p.matches(r.Pruned, anchorHash) }) {
+	if start == 0 && r.Pruned > 0 && !slices.ContainsFunc(prunes, func(p PruneData) bool { return p.matches(r.Pruned, anchorHash) }) {
 		r.Entries = r.Pruned
 		return r.broken(0, fmt.Errorf("%w at seq %d: the log starts after seq %d but no audit.prune entry records pruning exactly that far: entries were deleted behind the server's back", eventlog.ErrBroken, r.Pruned+1, r.Pruned)), nil, nil
 	}

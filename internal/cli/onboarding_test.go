@@ -41,8 +41,8 @@ func TestServeDeviceListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := expectCode(t, cli.ExitRefused, nil, "device", "enrol", "--server", devURL, "--root", root, "--key", keyFile, "--serial", "SN-1")
-	if !strings.Contains(r.stderr, "no roster configured") {
-		t.Errorf("enrol without a roster: %s", r)
+	if !strings.Contains(r.stderr, "no live vouch") {
+		t.Errorf("enrol without a vouch: %s", r)
 	}
 	env := []string{"OUTPOST_SERVER=" + url}
 	auth := []string{"--token-file", filepath.Join(data, "admin.token")}

@@ -21,19 +21,7 @@ func TestAdminDelivery(t *testing.T) {
 	s := startServer(t, dir)
 	env := []string{"OUTPOST_SERVER=" + s.url}
 	auth := []string{"--token-file", filepath.Join(dir, "admin.token"), "--cacert", filepath.Join(dir, "tls", "ca.pem")}
-	for _, dev := range []string{"van-7", "van-9"} { // a delivery's device is a registered field device
-		pub, _, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		file := filepath.Join(t.TempDir(), dev+".pub")
-		if err := os.WriteFile(file, keys.MarshalPublicPEM(pub), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if _, e, code := outpost(t, env, append([]string{"admin", "device", "register", "--id", dev, "--public-key", file}, auth...)...); code != 0 {
-			t.Fatalf("register %s: %d %s", dev, code, e)
-		}
-	}
+	registerFieldDevices(t, env, auth, "van-7", "van-9")
 	due := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	add := append([]string{"admin", "delivery", "add", "parcel-1", "--device", "van-7", "--email", "ana@example.org", "--not-after", due, "--json"}, auth...)
 	out, e, code := outpost(t, env, add...)
@@ -75,6 +63,7 @@ func TestAdminDeliveryConfirm(t *testing.T) {
 	s := startServer(t, dir)
 	env := []string{"OUTPOST_SERVER=" + s.url}
 	auth := []string{"--token-file", filepath.Join(dir, "admin.token"), "--cacert", filepath.Join(dir, "tls", "ca.pem")}
+	registerFieldDevices(t, env, auth, "van-7")
 	due := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	out, e, code := outpost(t, env, append([]string{"admin", "delivery", "add", "parcel-1", "--device", "van-7", "--phone", "+33612345678",
 		"--not-after", due, "--mode", "token"}, auth...)...)
@@ -123,5 +112,24 @@ func TestAdminDeliveryConfirm(t *testing.T) {
 	if out, e, code := outpost(t, env, append([]string{"admin", "delivery", "keys"}, auth...)...); code != 0 ||
 		!strings.Contains(out, "BEGIN PUBLIC KEY") || !strings.Contains(out, "seal key") {
 		t.Fatalf("keys: %d %s %s", code, out, e)
+	}
+}
+
+// registerFieldDevices registers each id as a field device with a fresh
+// key (a delivery's device must be a registered field device of the realm).
+func registerFieldDevices(t *testing.T, env, auth []string, ids ...string) {
+	t.Helper()
+	for _, dev := range ids {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), dev+".pub")
+		if err := os.WriteFile(file, keys.MarshalPublicPEM(pub), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, e, code := outpost(t, env, append([]string{"admin", "device", "register", "--id", dev, "--public-key", file}, auth...)...); code != 0 {
+			t.Fatalf("register %s: %d %s", dev, code, e)
+		}
 	}
 }

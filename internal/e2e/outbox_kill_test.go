@@ -121,6 +121,7 @@ func outboxKill(t *testing.T, dsn string) {
 	sh.mu.Lock()
 	sh.secret = []byte(set["secret"].(string))
 	sh.mu.Unlock()
+	registerFieldDevices(t, env, auth, "van-1")
 
 	due := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	create := func(id, email string) {

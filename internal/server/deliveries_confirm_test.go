@@ -24,6 +24,8 @@ func TestDeliveryConfirmAPI(t *testing.T) {
 	for name, dsn := range engines(t) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, dsn(t))
+			f.registerDevice(t, "dev-1")
+			f.registerDevice(t, "dev-2")
 			iss, ver := f.client("issuer"), f.client("verifier")
 			due := f.clock.Now().Add(48 * time.Hour).Format(time.RFC3339)
 			create := func(id, mode string) map[string]any {

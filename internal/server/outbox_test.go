@@ -29,6 +29,7 @@ func TestOutboxAPI(t *testing.T) {
 	for name, dsn := range engines(t) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, dsn(t))
+			f.registerDevice(t, "dev-1")
 			var events atomic.Int32
 			hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				events.Add(1)
