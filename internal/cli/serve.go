@@ -40,6 +40,7 @@ type serveFlags struct {
 	checkpoints         checkpointExportFlags
 	retention           retentionFlags
 	notify              notifyFlags
+	bundles             bundlePoolFlags
 	// The device listener (docs/onboarding.md).
 	deviceAddr, deviceReadyFile string
 	deviceValidity, deviceGrace time.Duration
@@ -94,6 +95,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	f.checkpoints.register(c)
 	f.retention.register(c)
 	f.notify.register(c)
+	f.bundles.register(c)
 	fl.StringVar(&f.deviceAddr, "device-addr", "", "also serve onboarded devices (enrolment, EST, mutual TLS) on ADDR, TLS 1.3 with the device CA")
 	fl.StringVar(&f.deviceReadyFile, "device-ready-file", "", "write the device listener's URL to FILE once serving")
 	fl.DurationVar(&f.deviceValidity, "device-cert-validity", enrol.DefaultValidity, "lifetime of a device certificate")
@@ -130,6 +132,11 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
+	pool, err := f.bundles.pool()
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
 	level := slog.LevelInfo
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level: %w", err)}
@@ -157,7 +164,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
 		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
 		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout,
-		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace})
+		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace,
+		BundlePool: pool})
 	if err != nil {
 		return usageError{err}
 	}

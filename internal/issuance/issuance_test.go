@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/store/storetest"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -664,5 +665,39 @@ func TestRefillThroughSync(t *testing.T) {
 	}
 	if _, err := devStore.Verify(ctx, offline.Attempt{User: "alice", Code: h.code("alice", 7)}); err != nil {
 		t.Fatalf("a refilled entry: %v", err)
+	}
+}
+
+// TestPool: with a bundle pool, bundles, jobs and refills compute through
+// it (never more than its workers at once), and a full queue refuses at
+// once with ErrBusy, before any work, and leaves nothing behind.
+func TestPool(t *testing.T) {
+	h := newHarness(t)
+	pool := workpool.New(workpool.Config{Workers: 1, Queue: 1})
+	defer pool.Close()
+	h.svc.Pool = pool
+	req := issuance.Request{User: "alice", Device: "dev-1", Count: 8}
+	hold, err := pool.Admit() // another bundle holds the only place
+	must(t, err)
+	if _, err := h.svc.Issue(ctx, issuerCaller, req, nil); !errors.Is(err, issuance.ErrBusy) {
+		t.Fatalf("issue with a full queue: %v", err)
+	}
+	if _, err := h.svc.Start(ctx, issuerCaller, req); !errors.Is(err, issuance.ErrBusy) {
+		t.Fatalf("job with a full queue: %v", err)
+	}
+	if h.rec.count("dev-1") != 0 || len(h.audited(audit.BundleIssue)) != 0 {
+		t.Fatal("a refused bundle was recorded or audited")
+	}
+	hold()
+	out, err := h.svc.Issue(ctx, issuerCaller, req, nil)
+	must(t, err)
+	if b := h.decode(out.Bundle, "dev-1"); b.Count() != 8 {
+		t.Fatalf("%d entries", b.Count())
+	}
+	job, err := h.svc.Start(ctx, issuerCaller, req)
+	must(t, err)
+	waitJob(t, h, issuerCaller, job.ID, issuance.JobDone)
+	if st := pool.Stats(); st.Peak != 1 || st.Queued != 0 {
+		t.Fatalf("pool after the work: %+v, want peak 1 and nothing queued", st)
 	}
 }

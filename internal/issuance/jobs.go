@@ -50,10 +50,16 @@ func (s *Service) Start(ctx context.Context, c Caller, req Request) (Started, er
 	if err != nil {
 		return Started{}, err
 	}
+	release, err := s.enter()
+	if err != nil {
+		return Started{}, err
+	}
 	id, ok := s.jobs.start(s, c.Realm, func(ctx context.Context, progress func(int, int)) (Issued, error) {
+		defer release()
 		return s.issue(ctx, c.Actor, a.req, progress)
 	})
 	if !ok {
+		release()
 		return Started{}, refuse(ErrTooManyJobs, "%d bundle jobs are queued or running; wait for one to finish", MaxJobs)
 	}
 	return Started{ID: id, Entries: a.rep.Entries, Estimate: a.wall}, nil

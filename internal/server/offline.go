@@ -73,6 +73,9 @@ func (s *Server) issueError(err error) error {
 	if errors.Is(err, issuance.ErrTooManyJobs) {
 		return &apiError{status: http.StatusTooManyRequests, code: "too_many_jobs", retryAfter: 60, message: err.Error()}
 	}
+	if errors.Is(err, issuance.ErrBusy) {
+		return &apiError{status: http.StatusServiceUnavailable, code: "busy", retryAfter: 30, message: err.Error()}
+	}
 	if e := answerFor(err, issueAnswers); e != nil {
 		return e
 	}

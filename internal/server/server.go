@@ -55,6 +55,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/outbox"
 	"github.com/outpost-auth/outpost/internal/roster"
 	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -105,6 +106,10 @@ type Config struct {
 	// when zero); DeviceGrace how long after expiry it may still renew
 	// (enrol.DefaultGrace when zero).
 	DeviceValidity, DeviceGrace time.Duration
+	// BundlePool bounds the cores, memory and queue of bundle and refill
+	// generation (internal/workpool; `outpost serve --bundle-workers`); nil
+	// computes one bundle at a time on every core. The caller closes it.
+	BundlePool *workpool.Pool
 }
 
 // Server is the HTTP API.
@@ -190,7 +195,7 @@ func New(cfg Config) (*Server, error) {
 	s.svc = &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
 		Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)}
 	s.bundles = &issuance.Service{Store: cfg.Store, Online: s.svc, Audit: al, Signer: s.signer,
-		KDF: cfg.BundleKDF, Floor: cfg.BundleFloor, Now: cfg.Now, Slots: make(chan struct{}, 1)}
+		KDF: cfg.BundleKDF, Floor: cfg.BundleFloor, Now: cfg.Now, Slots: make(chan struct{}, 1), Pool: cfg.BundlePool}
 	s.roster = newRoster(cfg, cfg.Registry)
 	if ss, ok := cfg.Store.(store.SyncStore); ok {
 		s.field = &fieldsync.Service{Store: cfg.Store, Sync: ss, Audit: al, Signer: s.signer, Now: cfg.Now,
