@@ -77,6 +77,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/pin"
+	"github.com/outpost-auth/outpost/internal/secretbox"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/outpost-auth/outpost/otp"
@@ -162,6 +163,17 @@ type Service struct {
 	// Pool, when set, bounds the bundle work of this service (and of every
 	// service sharing it): cores, memory and queue; Slots is then unused.
 	Pool *workpool.Pool
+	// Durable, when set, keeps jobs in the store (durable.go): any process
+	// running Work on the database computes them, every replica reports
+	// them. Box seals their requests (JobBox); Lease is a claim's lease
+	// (0: DefaultLease).
+	Durable store.BundleJobStore
+	Box     *secretbox.Box
+	Lease   time.Duration
+	// EnqueueOnly: this process computes no bundle (`outpost serve
+	// --bundle-workers 0`, beside an `outpost worker`): Start enqueues
+	// durable jobs; Issue, Login and Refill are refused with ErrBusy.
+	EnqueueOnly bool
 	// JobTimeout bounds a job's work (0: DefaultJobTimeout); a job past it
 	// is cancelled and reports failed.
 	JobTimeout time.Duration
@@ -431,6 +443,9 @@ func (s *Service) nextSerial(now time.Time) uint64 {
 // enter admits one bundle to the pool's queue (release when it is done);
 // without a pool every bundle is admitted.
 func (s *Service) enter() (release func(), err error) {
+	if s.EnqueueOnly {
+		return nil, refuse(ErrBusy, "this server computes no bundles (--bundle-workers 0): request it with ?async=true, a bundle worker computes it")
+	}
 	if s.Pool == nil {
 		return func() {}, nil
 	}

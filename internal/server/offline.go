@@ -132,7 +132,7 @@ type jobJSON struct {
 }
 
 func (s *Server) getJob(r *request) (int, any, error) {
-	st, err := s.bundles.Job(r.caller(), r.PathValue("id"))
+	st, err := s.bundles.Job(r.ctx, r.caller(), r.PathValue("id"))
 	if err != nil {
 		return 0, nil, s.issueError(err)
 	}
@@ -140,7 +140,7 @@ func (s *Server) getJob(r *request) (int, any, error) {
 }
 
 func (s *Server) getJobBundle(r *request) (int, any, error) {
-	out, err := s.bundles.JobBundle(r.caller(), r.PathValue("id"))
+	out, err := s.bundles.JobBundle(r.ctx, r.caller(), r.PathValue("id"))
 	if err != nil {
 		return 0, nil, s.issueError(err)
 	}
