@@ -136,7 +136,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	if pool != nil {
+		defer pool.Close()
+	}
 	level := slog.LevelInfo
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level: %w", err)}
@@ -165,7 +167,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
 		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout,
 		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace,
-		BundlePool: pool})
+		BundlePool: pool, DurableJobs: true, EnqueueOnly: pool == nil})
 	if err != nil {
 		return usageError{err}
 	}
@@ -176,6 +178,10 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	defer stopCheckpoints()
 	stopRetention := f.retention.start(ctx, srv, logger)
 	defer stopRetention()
+	if pool != nil {
+		stopJobs := workBundles(ctx, srv, workerOwner(), logger)
+		defer stopJobs()
+	}
 
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,

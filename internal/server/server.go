@@ -115,6 +115,8 @@ type Config struct {
 	// the database computes them. EnqueueOnly computes no bundle here
 	// (`outpost serve --bundle-workers 0` beside `outpost worker`).
 	DurableJobs, EnqueueOnly bool
+	// BundleJobLease is a claimed job's lease (0: issuance.DefaultLease).
+	BundleJobLease time.Duration
 }
 
 // Server is the HTTP API.
@@ -204,7 +206,7 @@ func New(cfg Config) (*Server, error) {
 	if js, ok := cfg.Store.(store.BundleJobStore); ok && cfg.DurableJobs {
 		s.bundles.Durable, s.bundles.Box = js, issuance.JobBox(cfg.Master)
 	}
-	s.bundles.EnqueueOnly = cfg.EnqueueOnly
+	s.bundles.EnqueueOnly, s.bundles.Lease = cfg.EnqueueOnly, cfg.BundleJobLease
 	s.roster = newRoster(cfg, cfg.Registry)
 	if ss, ok := cfg.Store.(store.SyncStore); ok {
 		s.field = &fieldsync.Service{Store: cfg.Store, Sync: ss, Audit: al, Signer: s.signer, Now: cfg.Now,
