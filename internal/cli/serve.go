@@ -149,13 +149,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	dsn := f.database
-	if dsn == "" {
-		dsn = filepath.Join(f.data.dir, datadir.DatabaseFile)
-	}
-	st, err := store.Open(ctx, dsn)
+	st, err := openDatabase(ctx, f.data.dir, f.database)
 	if err != nil {
-		return fmt.Errorf("opening the database: %w", err)
+		return err
 	}
 	defer st.Close()
 	if err := e.migrateSitesOnStart(ctx, st, f.data.dir, logger); err != nil {

@@ -91,13 +91,9 @@ func (e *env) worker(ctx context.Context, f workerFlags) error {
 	if err != nil {
 		return err
 	}
-	dsn := f.database
-	if dsn == "" {
-		dsn = filepath.Join(f.data.dir, datadir.DatabaseFile)
-	}
-	st, err := store.Open(ctx, dsn)
+	st, err := openDatabase(ctx, f.data.dir, f.database)
 	if err != nil {
-		return fmt.Errorf("opening the database: %w", err)
+		return err
 	}
 	defer st.Close()
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: online.DefaultPolicy, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
@@ -114,4 +110,17 @@ func (e *env) worker(ctx context.Context, f workerFlags) error {
 	stopJobs()
 	logger.Info("stopped")
 	return nil
+}
+
+// openDatabase opens --database, or DIR's SQLite file when it is empty.
+func openDatabase(ctx context.Context, dir, database string) (store.Store, error) {
+	dsn := database
+	if dsn == "" {
+		dsn = filepath.Join(dir, datadir.DatabaseFile)
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("opening the database: %w", err)
+	}
+	return st, nil
 }

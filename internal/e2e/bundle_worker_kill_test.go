@@ -1,15 +1,13 @@
 package e2e
 
 import (
-	"bytes"
 	"net/http"
 	"os/exec"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/proctest"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -83,15 +81,13 @@ func TestBundleWorkerKilledJobTakenOver(t *testing.T) {
 		if st.Done == st.Total {
 			t.Fatalf("the first worker finished before it was killed (%+v): raise the count", st)
 		}
-		_ = first.cmd.Process.Signal(syscall.SIGKILL)
-		_ = first.cmd.Wait()
+		_ = first.Cmd.Process.Signal(syscall.SIGKILL) // its lease is left to run out
 		killedAt := poll(func(status) bool { return true }, "answered").Done
 
 		second := startWorker(t, s)
-		defer second.stop()
 		st = poll(func(st status) bool { return st.State != "running" }, "ended")
 		if st.State != "done" || st.Done != st.Total || st.Total != 12 {
-			t.Fatalf("after the take-over: %+v (killed at %d)\nfirst worker:\n%s\nsecond:\n%s", st, killedAt, first.logs(), second.logs())
+			t.Fatalf("after the take-over: %+v (killed at %d)\nfirst worker:\n%s\nsecond:\n%s", st, killedAt, first.Logs, second.Logs)
 		}
 		if code := s.api("GET", "/v1/offline/jobs/"+job.Job+"/bundle", nil, nil); code != http.StatusOK {
 			t.Fatalf("bundle: %d", code)
@@ -99,50 +95,12 @@ func TestBundleWorkerKilledJobTakenOver(t *testing.T) {
 	})
 }
 
-// workerProc is a running `outpost worker`.
-type workerProc struct {
-	cmd *exec.Cmd
-	mu  sync.Mutex
-	out bytes.Buffer
-}
-
-func (w *workerProc) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.Write(p)
-}
-
-func (w *workerProc) logs() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.out.String()
-}
-
-func (w *workerProc) stop() {
-	_ = w.cmd.Process.Signal(syscall.SIGTERM)
-	_ = w.cmd.Wait()
-}
-
 // startWorker starts `outpost worker` on s's database with a short lease.
-func startWorker(t *testing.T, s *killServer) *workerProc {
+func startWorker(t *testing.T, s *killServer) *proctest.Process {
 	t.Helper()
 	args := []string{"worker", "--data", s.dir, "--lease", "2s", "--bundle-workers", "1", "--log-level", "warn"}
 	if s.dsn != "" {
 		args = append(args, "--database", s.dsn)
 	}
-	w := &workerProc{cmd: exec.Command(bin, args...)}
-	w.cmd.Stdout, w.cmd.Stderr = w, w
-	if err := w.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if w.cmd.ProcessState == nil {
-			_ = w.cmd.Process.Kill()
-			_ = w.cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("worker %d:\n%s", w.cmd.Process.Pid, strings.TrimSpace(w.logs()))
-		}
-	})
-	return w
+	return proctest.Start(t, exec.Command(bin, args...))
 }
