@@ -99,7 +99,8 @@ func TestDurableJobTakenOver(t *testing.T) {
 }
 
 // TestEnqueueOnly: a server that computes no bundle refuses a synchronous
-// bundle with ErrBusy and still enqueues a job.
+// bundle and a login bundle with ErrBusy (before the login's code is
+// looked at) and still enqueues a job.
 func TestEnqueueOnly(t *testing.T) {
 	h := newHarness(t)
 	durable(t, h)
@@ -107,6 +108,13 @@ func TestEnqueueOnly(t *testing.T) {
 	req := issuance.Request{User: "alice", Device: "dev-1", Count: 6}
 	if _, err := h.svc.Issue(ctx, issuerCaller, req, nil); !errors.Is(err, issuance.ErrBusy) {
 		t.Fatalf("issue: %v", err)
+	}
+	login := issuance.LoginRequest{Request: issuance.Request{User: "carol", Device: "dev-1", PIN: carolPIN}, Code: "123456"}
+	if _, err := h.svc.Login(ctx, issuerCaller, login, nil); !errors.Is(err, issuance.ErrBusy) {
+		t.Fatalf("login: %v", err)
+	}
+	if len(h.audited(audit.VerifyFail)) != 0 {
+		t.Fatal("a refused login spent or counted a code")
 	}
 	if _, err := h.svc.Start(ctx, issuerCaller, req); err != nil {
 		t.Fatalf("start: %v", err)
