@@ -33,6 +33,12 @@ const jobBoxName = "bundle_jobs.request"
 // master key.
 func JobBox(m *keys.Master) *secretbox.Box { return secretbox.New(m, 0, jobBoxName) }
 
+// wakeup is the channel Start nudges this process's Work loop on.
+func (s *Service) wakeup() chan struct{} {
+	s.wakeOnce.Do(func() { s.wake = make(chan struct{}, 1) })
+	return s.wake
+}
+
 // sealedJob is what a durable job holds: who asked, and what.
 type sealedJob struct {
 	Caller  Caller  `json:"caller"`
@@ -63,6 +69,10 @@ func (s *Service) startDurable(ctx context.Context, c Caller, in Request, a admi
 	}
 	if err := s.Durable.CreateBundleJob(ctx, store.BundleJob{ID: id, Realm: c.Realm, Request: sealed, Total: a.rep.Entries, CreatedAt: now}); err != nil {
 		return Started{}, err
+	}
+	select {
+	case s.wakeup() <- struct{}{}: // this process's Work looks at once
+	default:
 	}
 	return Started{ID: id, Entries: a.rep.Entries, Estimate: a.wall}, nil
 }
@@ -111,6 +121,8 @@ func (s *Service) Work(ctx context.Context, owner string, poll time.Duration) er
 			t.Stop()
 			return ctx.Err()
 		case <-t.C:
+		case <-s.wakeup():
+			t.Stop()
 		}
 	}
 }

@@ -2,6 +2,7 @@ package issuance_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -118,5 +119,22 @@ func TestEnqueueOnly(t *testing.T) {
 	}
 	if _, err := h.svc.Start(ctx, issuerCaller, req); err != nil {
 		t.Fatalf("start: %v", err)
+	}
+}
+
+// TestWorkLoop: a Work loop of the process that queued a job starts it at
+// once (not at its next poll), and stops when its context ends.
+func TestWorkLoop(t *testing.T) {
+	h := newHarness(t)
+	durable(t, h)
+	wctx, cancel := context.WithCancel(ctx)
+	stopped := make(chan error, 1)
+	go func() { stopped <- h.svc.Work(wctx, "w1", time.Hour) }()
+	job, err := h.svc.Start(ctx, issuerCaller, issuance.Request{User: "alice", Device: "dev-1", Count: 6})
+	must(t, err)
+	waitJob(t, h, issuerCaller, job.ID, issuance.JobDone)
+	cancel()
+	if err := <-stopped; !errors.Is(err, context.Canceled) {
+		t.Fatalf("work stopped with %v", err)
 	}
 }

@@ -180,6 +180,8 @@ type Service struct {
 
 	once       sync.Once
 	jobs       jobs
+	wakeOnce   sync.Once
+	wake       chan struct{}
 	lastSerial atomic.Uint64
 }
 
