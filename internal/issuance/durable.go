@@ -182,7 +182,19 @@ func (s *Service) runDurable(ctx context.Context, cancel context.CancelFunc, own
 	if err != nil {
 		return Issued{}, err
 	}
+	// A job waits for room in the pool's queue (synchronous bundles may
+	// hold it) rather than fail; a process that computes nothing fails it.
 	release, err := s.enter()
+	for errors.Is(err, ErrBusy) && !s.EnqueueOnly {
+		t := time.NewTimer(time.Second)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Issued{}, ctx.Err()
+		case <-t.C:
+		}
+		release, err = s.enter()
+	}
 	if err != nil {
 		return Issued{}, err
 	}

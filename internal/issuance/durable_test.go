@@ -11,6 +11,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/issuance"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/workpool"
 )
 
 // durable makes h's service keep its jobs in the store.
@@ -136,5 +137,30 @@ func TestWorkLoop(t *testing.T) {
 	cancel()
 	if err := <-stopped; !errors.Is(err, context.Canceled) {
 		t.Fatalf("work stopped with %v", err)
+	}
+}
+
+// TestDurableJobWaitsForQueue: a claimed job whose pool queue is full waits
+// for room instead of failing.
+func TestDurableJobWaitsForQueue(t *testing.T) {
+	h := newHarness(t)
+	durable(t, h)
+	pool := workpool.New(workpool.Config{Workers: 1, Queue: 1})
+	defer pool.Close()
+	h.svc.Pool = pool
+	job, err := h.svc.Start(ctx, issuerCaller, issuance.Request{User: "alice", Device: "dev-1", Count: 6})
+	must(t, err)
+	hold, err := pool.Admit()
+	must(t, err)
+	done := make(chan error, 1)
+	go func() { _, err := h.svc.WorkOne(ctx, "w1"); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	if st, _ := h.svc.Job(ctx, issuerCaller, job.ID); st.State != issuance.JobRunning {
+		t.Fatalf("while the queue is full: %+v", st)
+	}
+	hold()
+	must(t, <-done)
+	if st, _ := h.svc.Job(ctx, issuerCaller, job.ID); st.State != issuance.JobDone {
+		t.Fatalf("after: %+v", st)
 	}
 }

@@ -45,8 +45,9 @@ type JobStatus struct {
 
 // Start checks req like [Service.Issue] (without its time limit) and
 // issues the bundle in the background; poll [Service.Job] and collect it
-// with [Service.JobBundle]. Jobs live in this service's memory, for an
-// hour after they finish, and are seen only from the caller's realm.
+// with [Service.JobBundle]. Jobs live in this service's memory, or with
+// [Service.Durable] in the store (durable.go), for an hour after they
+// finish, and are seen only from the caller's realm.
 func (s *Service) Start(ctx context.Context, c Caller, req Request) (Started, error) {
 	a, err := s.admit(ctx, c, req, 0, "")
 	if err != nil {
