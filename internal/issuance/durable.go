@@ -193,6 +193,9 @@ func (s *Service) runDurable(ctx context.Context, cancel context.CancelFunc, own
 			return Issued{}, ctx.Err()
 		case <-t.C:
 		}
+		if err := s.Durable.ProgressBundleJob(ctx, j.ID, owner, 0, j.Total, s.now(), lease); err != nil {
+			return Issued{}, err // the lease is renewed while waiting; lost, the job is another's
+		}
 		release, err = s.enter()
 	}
 	if err != nil {
