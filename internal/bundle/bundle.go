@@ -97,6 +97,12 @@ type Request struct {
 	Serial uint64
 	// Workers is the number of goroutines computing entries; 0 = runtime.NumCPU().
 	Workers int
+	// Run, when set, runs each entry's computation fn (one argon2id
+	// evaluation of memKiB KiB) and waits for it, or returns an error without
+	// running it: the issuer's bounded pool (workpool.Pool.Do) sets it so
+	// that every bundle and refill of a server shares one bound on cores
+	// and memory. Nil runs fn on the calling worker goroutine.
+	Run func(ctx context.Context, memKiB int64, fn func()) error
 
 	// Floor is the attack-cost floor; nil means cost.DefaultFloor.
 	// (An extension of the shape agreed with the server: the floor is
@@ -262,7 +268,7 @@ func Issue(ctx context.Context, req Request, signer *keys.Signer, progress func(
 	if _, err := rand.Read(release); err != nil {
 		return nil, p.report, fmt.Errorf("bundle: %w", err)
 	}
-	if err := computeEntries(ctx, b, req.Secret, req.PIN, release, req.Workers, progress); err != nil {
+	if err := computeEntries(ctx, b, req.Secret, req.PIN, release, req.Workers, req.Run, progress); err != nil {
 		return nil, p.report, err
 	}
 	if err := b.SealSecrets(release, req.Secrets); err != nil {
@@ -276,8 +282,13 @@ func Issue(ctx context.Context, req Request, signer *keys.Signer, progress func(
 }
 
 // computeEntries fills every entry of b, on workers goroutines.
-func computeEntries(ctx context.Context, b *bundlefmt.Bundle, secret []byte, pin string, release []byte, workers int, progress func(done, total int)) error {
+func computeEntries(ctx context.Context, b *bundlefmt.Bundle, secret []byte, pin string, release []byte, workers int,
+	run func(context.Context, int64, func()) error, progress func(done, total int)) error {
 	total := b.Count()
+	if run == nil {
+		run = func(_ context.Context, _ int64, fn func()) error { fn(); return nil }
+	}
+	memKiB := int64(b.KDF.MemoryKiB)
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
@@ -292,9 +303,15 @@ func computeEntries(ctx context.Context, b *bundlefmt.Bundle, secret []byte, pin
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				code, err := otp.HOTP(b.Params.Algorithm, secret, b.First+uint64(i), b.Params.Digits)
-				if err == nil {
-					err = b.SealEntry(i, code, pin, release)
+				var err error
+				if rerr := run(ctx, memKiB, func() {
+					code, e := otp.HOTP(b.Params.Algorithm, secret, b.First+uint64(i), b.Params.Digits)
+					if e == nil {
+						e = b.SealEntry(i, code, pin, release)
+					}
+					err = e
+				}); rerr != nil {
+					err = rerr
 				}
 				select {
 				case done <- err:

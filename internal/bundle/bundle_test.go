@@ -275,14 +275,35 @@ func TestWorkersAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel := make([]byte, 32)
-	if err := computeEntries(context.Background(), p1.b, seed, "", rel, 1, nil); err != nil {
+	if err := computeEntries(context.Background(), p1.b, seed, "", rel, 1, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := computeEntries(context.Background(), p4.b, seed, "", rel, 4, nil); err != nil {
+	if err := computeEntries(context.Background(), p4.b, seed, "", rel, 4, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if string(p1.b.Entries) != string(p4.b.Entries) {
 		t.Fatal("entries differ between 1 and 4 workers")
+	}
+	// Through a pool (Request.Run): the same entries, every one run by
+	// it, each declaring the KDF's memory.
+	pp, err := newPlan(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var runs atomic.Int64
+	run := func(_ context.Context, memKiB int64, fn func()) error {
+		if memKiB != int64(pp.b.KDF.MemoryKiB) {
+			t.Errorf("declared %d KiB, want %d", memKiB, pp.b.KDF.MemoryKiB)
+		}
+		runs.Add(1)
+		fn()
+		return nil
+	}
+	if err := computeEntries(context.Background(), pp.b, seed, "", rel, 3, run, nil); err != nil {
+		t.Fatal(err)
+	}
+	if string(pp.b.Entries) != string(p1.b.Entries) || runs.Load() != int64(pp.b.Count()) {
+		t.Fatalf("through a pool: %d runs for %d entries, same entries %v", runs.Load(), pp.b.Count(), string(pp.b.Entries) == string(p1.b.Entries))
 	}
 }
 

@@ -1,13 +1,16 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"text/tabwriter"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/bench/onlinebench"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/spf13/cobra"
 )
 
@@ -16,6 +19,7 @@ func (e *env) benchOnlineCmd() *cobra.Command {
 	var pg string
 	var asJSON bool
 	var cpuProfile string
+	var childEntries int
 	c := &cobra.Command{
 		Use:   "online [--postgres DSN]",
 		Short: "Online verifications per second over loopback HTTP, next to a no-op handler",
@@ -27,10 +31,22 @@ the same requests to /v1/verify with a code that is not digits, which the
 server authenticates, decodes and refuses (400) before any store work.
 Prints requests/s, p50 and p99 latency and verify's share of the no-op
 rate, for SQLite and, with --postgres (or $OUTPOST_BENCH_POSTGRES_DSN), for
-PostgreSQL. Use an empty database or schema: the benchmark bootstraps it.`,
+PostgreSQL. Use an empty database or schema: the benchmark bootstraps it.
+With --during-bundle it then drives verify again while a bundle of
+--bundle-entries (default a 1-day 30 s TOTP bundle, 2,880 entries, at the
+default argon2id profile) computes: on every core (the server before the
+bundle pool), through a pool of --bundle-workers (outpost serve's), and in a
+separate process at niceness 10 (as a bundle worker process would run), and
+prints each rate beside verify's alone (target >= 0.9).`,
 		Example: "  outpost bench online --duration 10s --postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable&search_path=bench'",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if childEntries > 0 {
+				return e.benchBundleChild(c.Context(), childEntries)
+			}
+			if cfg.DuringBundle {
+				cfg.ChildArgs = []string{"bench", "online", "--bundle-child-entries"}
+			}
 			dsns := benchDSNs(pg)
 			stop, err := startCPUProfile(cpuProfile)
 			if err != nil {
@@ -60,7 +76,12 @@ PostgreSQL. Use an empty database or schema: the benchmark bootstraps it.`,
 				if r.Handler != "noop" && noop > 0 {
 					ratio = fmt.Sprintf("%.0f%%", 100*r.Rate/noop)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t\n", r.Engine, r.Handler, r.Requests, r.Errors, r.Rate,
+				handler := r.Handler
+				if r.Beside != "" {
+					handler += " + bundle (" + r.Beside + ")"
+					ratio = fmt.Sprintf("%.2fx alone, load %s", r.VsAlone, r.Load)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t\n", r.Engine, handler, r.Requests, r.Errors, r.Rate,
 					r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), ratio)
 			}
 			return tw.Flush()
@@ -72,6 +93,13 @@ PostgreSQL. Use an empty database or schema: the benchmark bootstraps it.`,
 	c.Flags().DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to drive each handler")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	c.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof)")
+	c.Flags().BoolVar(&cfg.DuringBundle, "during-bundle", false, "also drive verify beside bundle work: all cores, the bundle pool, a separate niced process")
+	c.Flags().IntVar(&cfg.BundleEntries, "bundle-entries", onlinebench.DayEntries, "entries of the bundle computed beside verify (--during-bundle)")
+	c.Flags().IntVar(&cfg.BundleWorkers, "bundle-workers", workpool.DefaultWorkers(), "workers of the bundle pool (--during-bundle; as outpost serve --bundle-workers)")
+	// --bundle-child-entries runs the separate bundle process: the
+	// benchmark re-runs this command with it.
+	c.Flags().IntVar(&childEntries, "bundle-child-entries", 0, "internal: compute a bundle of N entries at niceness 10")
+	_ = c.Flags().MarkHidden("bundle-child-entries")
 	return c
 }
 
@@ -102,4 +130,14 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// benchBundleChild is the separate bundle process of --during-bundle: it
+// lowers its priority (workpool.Nice; at normal priority if refused) and
+// computes a bundle on every core until done or killed.
+func (e *env) benchBundleChild(ctx context.Context, entries int) error {
+	if _, err := workpool.Nice(onlinebench.BundleWorkNice); err != nil {
+		fmt.Fprintf(e.stderr, "bundle process at normal priority: %v\n", err)
+	}
+	return onlinebench.BundleWork(ctx, entries, runtime.NumCPU(), nil, nil)
 }

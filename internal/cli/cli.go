@@ -158,7 +158,8 @@ because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, Examp
 	bench.AddCommand(e.benchOnboardingCmd()) // device onboarding: bench_onboarding.go
 	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.serveCmd(), e.auditCmd(),
 		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), newDeviceCmd(), admin, bench, e.courierCmd(), e.deliveryCmd())
-	root.AddCommand(e.caCmd()) // device onboarding: ca.go
+	root.AddCommand(e.caCmd())     // device onboarding: ca.go
+	root.AddCommand(e.workerCmd()) // bundle jobs beside the servers: worker.go
 	usageArgs(root)
 	groupExamples(root)
 	unknownSubcommands(root)

@@ -44,6 +44,7 @@ type serveFlags struct {
 	checkpoints         checkpointExportFlags
 	retention           retentionFlags
 	notify              notifyFlags
+	bundles             bundlePoolFlags
 	// The device listener (docs/onboarding.md).
 	deviceAddr, deviceReadyFile string
 	deviceValidity, deviceGrace time.Duration
@@ -100,6 +101,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	f.checkpoints.register(c)
 	f.retention.register(c)
 	f.notify.register(c)
+	f.bundles.register(c)
 	fl.StringVar(&f.deviceAddr, "device-addr", "", "also serve onboarded devices (enrolment, EST, mutual TLS) on ADDR, TLS 1.3 with the device CA")
 	fl.StringVar(&f.deviceReadyFile, "device-ready-file", "", "write the device listener's URL to FILE once serving")
 	fl.DurationVar(&f.deviceValidity, "device-cert-validity", enrol.DefaultValidity, "lifetime of a device certificate")
@@ -136,6 +138,13 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
+	pool, err := f.bundles.pool()
+	if err != nil {
+		return err
+	}
+	if pool != nil {
+		defer pool.Close()
+	}
 	level := slog.LevelInfo
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level: %w", err)}
@@ -146,13 +155,9 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	if err != nil {
 		return err
 	}
-	dsn := f.database
-	if dsn == "" {
-		dsn = filepath.Join(f.data.dir, datadir.DatabaseFile)
-	}
-	st, err := store.Open(ctx, dsn)
+	st, err := openDatabase(ctx, f.data.dir, f.database)
 	if err != nil {
-		return fmt.Errorf("opening the database: %w", err)
+		return err
 	}
 	defer st.Close()
 	if err := e.migrateSitesOnStart(ctx, st, f.data.dir, logger); err != nil {
@@ -167,7 +172,8 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
 		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout,
 		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace,
-		ManifestMaxAge: f.manifestMaxAge, DeliveryAttempts: f.deliveryAttempts})
+		ManifestMaxAge: f.manifestMaxAge, DeliveryAttempts: f.deliveryAttempts,
+		BundlePool: pool, DurableJobs: true, EnqueueOnly: pool == nil})
 	if err != nil {
 		return usageError{err}
 	}
@@ -178,6 +184,10 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 	defer stopCheckpoints()
 	stopRetention := f.retention.start(ctx, srv, logger)
 	defer stopRetention()
+	if pool != nil {
+		stopJobs := workBundles(ctx, srv, workerOwner(), logger)
+		defer stopJobs()
+	}
 
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,

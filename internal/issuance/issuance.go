@@ -43,8 +43,12 @@
 //     ([Service.Record], fieldsync.Service.RecordIssued) before it leaves
 //     the service: sync accepts the device's claims only within it. Every
 //     bundle is written to the audit log (offline.bundle_issue).
-//   - Work. One bundle computes at a time ([Service.Slots]): each uses
-//     every core. At most [MaxJobs] jobs are queued or running.
+//   - Work. With a [Service.Pool] (internal/workpool), every bundle, job
+//     and refill computes through it: at most its Workers argon2id
+//     evaluations and its memory budget at once, at most its Queue bundles
+//     admitted, beyond which a request is refused with [ErrBusy]. Without
+//     one, one bundle computes at a time ([Service.Slots]) on every core. At
+//     most [MaxJobs] jobs are queued or running.
 //
 // Refusals wrap one of the sentinel errors below (callers branch with
 // errors.Is, and show Error(), which says what to do next); the bundle
@@ -73,7 +77,9 @@ import (
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/pin"
+	"github.com/outpost-auth/outpost/internal/secretbox"
 	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -106,9 +112,11 @@ var (
 	// ErrTooSlow: the bundle would take longer than the path allows.
 	ErrTooSlow     = errors.New("issuance: bundle too slow to compute here")
 	ErrTooManyJobs = errors.New("issuance: too many bundle jobs")
-	ErrUnknownJob  = errors.New("issuance: no such job")
-	ErrJobRunning  = errors.New("issuance: job still running")
-	ErrJobFailed   = errors.New("issuance: job failed")
+	// ErrBusy: the bundle pool's queue is full (workpool.ErrBusy); retry later.
+	ErrBusy       = errors.New("issuance: bundle work queue full")
+	ErrUnknownJob = errors.New("issuance: no such job")
+	ErrJobRunning = errors.New("issuance: job still running")
+	ErrJobFailed  = errors.New("issuance: job failed")
 )
 
 // refusal is a sentinel with the message for the person asking.
@@ -152,12 +160,28 @@ type Service struct {
 	// (nil: one slot of the service's own). Services that use every core
 	// may share one channel.
 	Slots chan struct{}
+	// Pool, when set, bounds the bundle work of this service (and of every
+	// service sharing it): cores, memory and queue; Slots is then unused.
+	Pool *workpool.Pool
+	// Durable, when set, keeps jobs in the store (durable.go): any process
+	// running Work on the database computes them, every replica reports
+	// them. Box seals their requests (JobBox); Lease is a claim's lease
+	// (0: DefaultLease).
+	Durable store.BundleJobStore
+	Box     *secretbox.Box
+	Lease   time.Duration
+	// EnqueueOnly: this process computes no bundle (`outpost serve
+	// --bundle-workers 0`, beside an `outpost worker`): Start enqueues
+	// durable jobs; Issue, Login and Refill are refused with ErrBusy.
+	EnqueueOnly bool
 	// JobTimeout bounds a job's work (0: DefaultJobTimeout); a job past it
 	// is cancelled and reports failed.
 	JobTimeout time.Duration
 
 	once       sync.Once
 	jobs       jobs
+	wakeOnce   sync.Once
+	wake       chan struct{}
 	lastSerial atomic.Uint64
 }
 
@@ -217,6 +241,11 @@ func (s *Service) Issue(ctx context.Context, c Caller, req Request, onStart func
 	if err != nil {
 		return Issued{}, err
 	}
+	release, err := s.enter()
+	if err != nil {
+		return Issued{}, err
+	}
+	defer release()
 	if onStart != nil {
 		onStart(a.wall)
 	}
@@ -369,6 +398,9 @@ func bundleSecrets(in map[string]string) (map[string][]byte, error) {
 func (s *Service) estimate(req bundle.Request) (time.Duration, cost.Report) {
 	rep, _ := bundle.Plan(req)
 	cores := s.Cores
+	if s.Pool != nil {
+		cores = s.Pool.Workers()
+	}
 	if cores <= 0 {
 		cores = runtime.NumCPU()
 	}
@@ -410,18 +442,39 @@ func (s *Service) nextSerial(now time.Time) uint64 {
 	}
 }
 
+// enter admits one bundle to the pool's queue (release when it is done);
+// without a pool every bundle is admitted.
+func (s *Service) enter() (release func(), err error) {
+	if s.EnqueueOnly {
+		return nil, refuse(ErrBusy, "this server computes no bundles (--bundle-workers 0): request it with ?async=true, a bundle worker computes it")
+	}
+	if s.Pool == nil {
+		return func() {}, nil
+	}
+	release, err = s.Pool.Admit()
+	if err != nil {
+		return nil, refuse(ErrBusy, "%d bundles are queued or computing on this server: retry later, or start a job (?async=true) then", s.Pool.Stats().Queued)
+	}
+	return release, nil
+}
+
 // issue runs the KDF work, records what was issued to the device (before
 // the bundle leaves the service: sync accepts the device's claims only
 // within it) and records it in the audit log. Every bundle is issued here.
 func (s *Service) issue(ctx context.Context, actor string, req bundle.Request, progress func(done, total int)) (Issued, error) {
-	slots := s.slots()
-	select {
-	case slots <- struct{}{}: // one bundle computes at a time: it uses every core
-	case <-ctx.Done():
-		return Issued{}, ctx.Err()
+	if s.Pool != nil {
+		// Each bundle feeds every worker; the pool bounds them all together.
+		req.Workers, req.Run = s.Pool.Workers(), s.Pool.Do
+	} else {
+		slots := s.slots()
+		select {
+		case slots <- struct{}{}: // one bundle computes at a time: it uses every core
+		case <-ctx.Done():
+			return Issued{}, ctx.Err()
+		}
+		defer func() { <-slots }()
+		req.Workers = s.Cores
 	}
-	defer func() { <-slots }()
-	req.Workers = s.Cores
 	data, rep, err := bundle.Issue(ctx, req, s.Signer, progress)
 	if err != nil {
 		return Issued{}, err

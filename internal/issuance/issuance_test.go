@@ -19,6 +19,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/store/storetest"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/outpost-auth/outpost/offline"
 	"github.com/outpost-auth/outpost/otp"
 )
@@ -382,7 +383,7 @@ func TestIssueTooSlowForSync(t *testing.T) {
 func waitJob(t *testing.T, h *harness, c issuance.Caller, id, state string) issuance.JobStatus {
 	t.Helper()
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		st, err := h.svc.Job(c, id)
+		st, err := h.svc.Job(ctx, c, id)
 		must(t, err)
 		if st.State == state {
 			return st
@@ -406,10 +407,10 @@ func TestJobs(t *testing.T) {
 		if job.Entries != 20 {
 			t.Errorf("%d entries", job.Entries)
 		}
-		if st, err := h.svc.Job(issuerCaller, job.ID); err != nil || st != (issuance.JobStatus{State: issuance.JobRunning}) {
+		if st, err := h.svc.Job(ctx, issuerCaller, job.ID); err != nil || st != (issuance.JobStatus{State: issuance.JobRunning}) {
 			t.Fatalf("waiting: %+v %v", st, err)
 		}
-		if _, err := h.svc.JobBundle(issuerCaller, job.ID); !errors.Is(err, issuance.ErrJobRunning) {
+		if _, err := h.svc.JobBundle(ctx, issuerCaller, job.ID); !errors.Is(err, issuance.ErrJobRunning) {
 			t.Fatalf("bundle of a running job: %v", err)
 		}
 		<-h.svc.Slots
@@ -417,7 +418,7 @@ func TestJobs(t *testing.T) {
 		if st.Done != 20 || st.Total != 20 {
 			t.Errorf("done: %+v", st)
 		}
-		out, err := h.svc.JobBundle(issuerCaller, job.ID)
+		out, err := h.svc.JobBundle(ctx, issuerCaller, job.ID)
 		must(t, err)
 		if b := h.decode(out.Bundle, "dev-1"); b.Count() != 20 || out.Report.Entries != 20 {
 			t.Errorf("%d entries", b.Count())
@@ -426,14 +427,14 @@ func TestJobs(t *testing.T) {
 			t.Error("the job's bundle is not recorded and audited once")
 		}
 		other := issuance.Caller{Realm: "other", Actor: "api:x"}
-		if _, err := h.svc.Job(other, job.ID); !errors.Is(err, issuance.ErrUnknownJob) {
+		if _, err := h.svc.Job(ctx, other, job.ID); !errors.Is(err, issuance.ErrUnknownJob) {
 			t.Errorf("another realm sees the job: %v", err)
 		}
-		if _, err := h.svc.JobBundle(other, job.ID); !errors.Is(err, issuance.ErrUnknownJob) {
+		if _, err := h.svc.JobBundle(ctx, other, job.ID); !errors.Is(err, issuance.ErrUnknownJob) {
 			t.Errorf("another realm collects the bundle: %v", err)
 		}
 		h.clock.Add(61 * time.Minute)
-		if _, err := h.svc.Job(issuerCaller, job.ID); !errors.Is(err, issuance.ErrUnknownJob) {
+		if _, err := h.svc.Job(ctx, issuerCaller, job.ID); !errors.Is(err, issuance.ErrUnknownJob) {
 			t.Errorf("the job outlived an hour after it finished: %v", err)
 		}
 	})
@@ -448,7 +449,7 @@ func TestJobs(t *testing.T) {
 		if !strings.Contains(st.Error, "deadline") {
 			t.Errorf("failed with %q", st.Error)
 		}
-		if _, err := h.svc.JobBundle(issuerCaller, job.ID); !errors.Is(err, issuance.ErrJobFailed) {
+		if _, err := h.svc.JobBundle(ctx, issuerCaller, job.ID); !errors.Is(err, issuance.ErrJobFailed) {
 			t.Errorf("bundle of a failed job: %v", err)
 		}
 		if h.rec.count("dev-1") != 0 || len(h.audited(audit.BundleIssue)) != 0 {
@@ -664,5 +665,39 @@ func TestRefillThroughSync(t *testing.T) {
 	}
 	if _, err := devStore.Verify(ctx, offline.Attempt{User: "alice", Code: h.code("alice", 7)}); err != nil {
 		t.Fatalf("a refilled entry: %v", err)
+	}
+}
+
+// TestPool: with a bundle pool, bundles, jobs and refills compute through
+// it (never more than its workers at once), and a full queue refuses at
+// once with ErrBusy, before any work, and leaves nothing behind.
+func TestPool(t *testing.T) {
+	h := newHarness(t)
+	pool := workpool.New(workpool.Config{Workers: 1, Queue: 1})
+	defer pool.Close()
+	h.svc.Pool = pool
+	req := issuance.Request{User: "alice", Device: "dev-1", Count: 8}
+	hold, err := pool.Admit() // another bundle holds the only place
+	must(t, err)
+	if _, err := h.svc.Issue(ctx, issuerCaller, req, nil); !errors.Is(err, issuance.ErrBusy) {
+		t.Fatalf("issue with a full queue: %v", err)
+	}
+	if _, err := h.svc.Start(ctx, issuerCaller, req); !errors.Is(err, issuance.ErrBusy) {
+		t.Fatalf("job with a full queue: %v", err)
+	}
+	if h.rec.count("dev-1") != 0 || len(h.audited(audit.BundleIssue)) != 0 {
+		t.Fatal("a refused bundle was recorded or audited")
+	}
+	hold()
+	out, err := h.svc.Issue(ctx, issuerCaller, req, nil)
+	must(t, err)
+	if b := h.decode(out.Bundle, "dev-1"); b.Count() != 8 {
+		t.Fatalf("%d entries", b.Count())
+	}
+	job, err := h.svc.Start(ctx, issuerCaller, req)
+	must(t, err)
+	waitJob(t, h, issuerCaller, job.ID, issuance.JobDone)
+	if st := pool.Stats(); st.Peak != 1 || st.Queued != 0 {
+		t.Fatalf("pool after the work: %+v, want peak 1 and nothing queued", st)
 	}
 }

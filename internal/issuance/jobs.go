@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"sync"
 	"time"
+
+	"github.com/outpost-auth/outpost/internal/store"
 )
 
 // MaxJobs bounds the bundle jobs queued or running in one service: each
@@ -43,24 +45,41 @@ type JobStatus struct {
 
 // Start checks req like [Service.Issue] (without its time limit) and
 // issues the bundle in the background; poll [Service.Job] and collect it
-// with [Service.JobBundle]. Jobs live in this service's memory, for an
-// hour after they finish, and are seen only from the caller's realm.
+// with [Service.JobBundle]. Jobs live in this service's memory, or with
+// [Service.Durable] in the store (durable.go), for an hour after they
+// finish, and are seen only from the caller's realm.
 func (s *Service) Start(ctx context.Context, c Caller, req Request) (Started, error) {
 	a, err := s.admit(ctx, c, req, 0, "")
 	if err != nil {
 		return Started{}, err
 	}
+	if s.Durable != nil {
+		return s.startDurable(ctx, c, req, a)
+	}
+	release, err := s.enter()
+	if err != nil {
+		return Started{}, err
+	}
 	id, ok := s.jobs.start(s, c.Realm, func(ctx context.Context, progress func(int, int)) (Issued, error) {
+		defer release()
 		return s.issue(ctx, c.Actor, a.req, progress)
 	})
 	if !ok {
+		release()
 		return Started{}, refuse(ErrTooManyJobs, "%d bundle jobs are queued or running; wait for one to finish", MaxJobs)
 	}
 	return Started{ID: id, Entries: a.rep.Entries, Estimate: a.wall}, nil
 }
 
 // Job reports the progress of job id of the caller's realm.
-func (s *Service) Job(c Caller, id string) (JobStatus, error) {
+func (s *Service) Job(ctx context.Context, c Caller, id string) (JobStatus, error) {
+	if s.Durable != nil {
+		j, err := s.durableJob(ctx, c, id)
+		if err != nil {
+			return JobStatus{}, err
+		}
+		return durableStatus(j), nil
+	}
 	j, ok := s.jobs.get(s, id, c.Realm)
 	if !ok {
 		return JobStatus{}, refuse(ErrUnknownJob, "no such job (jobs live in one server's memory for an hour)")
@@ -69,17 +88,30 @@ func (s *Service) Job(c Caller, id string) (JobStatus, error) {
 }
 
 // JobBundle returns the bundle of job id of the caller's realm once it is done.
-func (s *Service) JobBundle(c Caller, id string) (Issued, error) {
+func (s *Service) JobBundle(ctx context.Context, c Caller, id string) (Issued, error) {
+	var st JobStatus
+	var dj store.BundleJob
 	j, ok := s.jobs.get(s, id, c.Realm)
-	if !ok {
+	switch {
+	case s.Durable != nil:
+		var err error
+		if dj, err = s.durableJob(ctx, c, id); err != nil {
+			return Issued{}, err
+		}
+		st = durableStatus(dj)
+	case !ok:
 		return Issued{}, refuse(ErrUnknownJob, "no such job")
+	default:
+		st = j.status()
 	}
-	st := j.status()
 	switch st.State {
 	case JobRunning:
 		return Issued{}, refuse(ErrJobRunning, "the bundle is %d of %d entries done", st.Done, st.Total)
 	case JobFailed:
 		return Issued{}, refuse(ErrJobFailed, "%s", st.Error)
+	}
+	if s.Durable != nil {
+		return Issued{Bundle: dj.Bundle}, nil
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -44,6 +44,12 @@ func (s *Service) Login(ctx context.Context, c Caller, in LoginRequest, onStart 
 	if in.OverrideFloor {
 		return LoggedIn{}, refuse(ErrNotAllowed, "a login bundle cannot override the floor")
 	}
+	// Admitted to the bundle queue first: a busy server spends no code.
+	release, err := s.enter()
+	if err != nil {
+		return LoggedIn{}, err
+	}
+	defer release()
 	var req bundle.Request
 	var wall time.Duration
 	res, err := s.Online.Login(ctx, c.Realm, in.User, in.Code, in.PIN, c.Actor, func(t store.Token) error {

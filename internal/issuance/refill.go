@@ -38,6 +38,11 @@ func (s *Service) Refill(ctx context.Context, need fieldsync.RefillNeed) ([]byte
 	if err != nil {
 		return nil, err
 	}
+	release, err := s.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	out, err := s.issue(ctx, c.Actor, a.req, nil)
 	return out.Bundle, err
 }

@@ -73,6 +73,9 @@ func (s *Server) issueError(err error) error {
 	if errors.Is(err, issuance.ErrTooManyJobs) {
 		return &apiError{status: http.StatusTooManyRequests, code: "too_many_jobs", retryAfter: 60, message: err.Error()}
 	}
+	if errors.Is(err, issuance.ErrBusy) {
+		return &apiError{status: http.StatusServiceUnavailable, code: "busy", retryAfter: 30, message: err.Error()}
+	}
 	if e := answerFor(err, issueAnswers); e != nil {
 		return e
 	}
@@ -129,7 +132,7 @@ type jobJSON struct {
 }
 
 func (s *Server) getJob(r *request) (int, any, error) {
-	st, err := s.bundles.Job(r.caller(), r.PathValue("id"))
+	st, err := s.bundles.Job(r.ctx, r.caller(), r.PathValue("id"))
 	if err != nil {
 		return 0, nil, s.issueError(err)
 	}
@@ -137,7 +140,7 @@ func (s *Server) getJob(r *request) (int, any, error) {
 }
 
 func (s *Server) getJobBundle(r *request) (int, any, error) {
-	out, err := s.bundles.JobBundle(r.caller(), r.PathValue("id"))
+	out, err := s.bundles.JobBundle(r.ctx, r.caller(), r.PathValue("id"))
 	if err != nil {
 		return 0, nil, s.issueError(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/bundlefmt"
 	"github.com/outpost-auth/outpost/internal/cost"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/outpost-auth/outpost/offline"
 )
 
@@ -237,5 +238,32 @@ func TestLoginBundleExcludesLoginCode(t *testing.T) {
 	}
 	if _, err := dev.Verify(ctx, offline.Attempt{User: "pia", Code: code, PIN: "480213579"}); !errors.Is(err, offline.ErrRefused) {
 		t.Fatalf("the login code again, offline: %v", err)
+	}
+}
+
+// TestBundleQueueFullIsBusy: with the bundle pool's queue full, a bundle
+// request and a job are answered 503 busy with Retry-After, and a request
+// once the queue has room is served.
+func TestBundleQueueFullIsBusy(t *testing.T) {
+	f := bundleFixture(t)
+	pool := workpool.New(workpool.Config{Workers: 1, Queue: 1})
+	defer pool.Close()
+	f.srv.bundles.Pool = pool
+	issuer := f.client("issuer")
+	f.enrol("ivy", map[string]any{"type": "hotp"})
+	body := map[string]any{"user": "ivy", "device": "dev-1", "count": 5}
+	hold, err := pool.Admit()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/v1/offline/bundles", "/v1/offline/bundles?async=true"} {
+		r := f.call(issuer, "POST", path, body)
+		if r.status != 503 || r.errCode() != "busy" || r.header.Get("Retry-After") == "" {
+			t.Fatalf("%s with a full queue: %d %s Retry-After=%q", path, r.status, r.raw, r.header.Get("Retry-After"))
+		}
+	}
+	hold()
+	if r := f.call(issuer, "POST", "/v1/offline/bundles", body); r.status != 200 {
+		t.Fatalf("after the queue emptied: %d %s", r.status, r.raw)
 	}
 }

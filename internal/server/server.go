@@ -56,6 +56,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/outbox"
 	"github.com/outpost-auth/outpost/internal/roster"
 	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -116,6 +117,17 @@ type Config struct {
 	// floor; the zero value is internal/codecheck's defaults and
 	// cost.DeliveryFloor. (Cheap values are for tests; the floor still applies.)
 	DeliveryCosts courierproto.Costs
+	// BundlePool bounds the cores, memory and queue of bundle and refill
+	// generation (internal/workpool; `outpost serve --bundle-workers`); nil
+	// computes one bundle at a time on every core. The caller closes it.
+	BundlePool *workpool.Pool
+	// DurableJobs keeps bundle jobs in the store (issuance.Service.Durable):
+	// every replica reports every job, and a process running WorkBundles on
+	// the database computes them. EnqueueOnly computes no bundle here
+	// (`outpost serve --bundle-workers 0` beside `outpost worker`).
+	DurableJobs, EnqueueOnly bool
+	// BundleJobLease is a claimed job's lease (0: issuance.DefaultLease).
+	BundleJobLease time.Duration
 }
 
 // Server is the HTTP API.
@@ -201,7 +213,11 @@ func New(cfg Config) (*Server, error) {
 	s.svc = &online.Service{Store: cfg.Store, Seeds: online.NewSeeds(cfg.Master), Policy: cfg.Policy,
 		Audit: al, Now: cfg.Now, UnknownKey: cfg.Master.Derive(keys.Size, keys.PurposeAuditUserMAC, 0)}
 	s.bundles = &issuance.Service{Store: cfg.Store, Online: s.svc, Audit: al, Signer: s.signer,
-		KDF: cfg.BundleKDF, Floor: cfg.BundleFloor, Now: cfg.Now, Slots: make(chan struct{}, 1)}
+		KDF: cfg.BundleKDF, Floor: cfg.BundleFloor, Now: cfg.Now, Slots: make(chan struct{}, 1), Pool: cfg.BundlePool}
+	if js, ok := cfg.Store.(store.BundleJobStore); ok && cfg.DurableJobs {
+		s.bundles.Durable, s.bundles.Box = js, issuance.JobBox(cfg.Master)
+	}
+	s.bundles.EnqueueOnly, s.bundles.Lease = cfg.EnqueueOnly, cfg.BundleJobLease
 	s.roster = newRoster(cfg, cfg.Registry)
 	if ss, ok := cfg.Store.(store.SyncStore); ok {
 		s.field = &fieldsync.Service{Store: cfg.Store, Sync: ss, Audit: al, Signer: s.signer, Now: cfg.Now,
@@ -286,3 +302,13 @@ func (s *Server) Bootstrap(ctx context.Context) (string, error) {
 
 // DefaultRealm is the realm created at bootstrap.
 const DefaultRealm = "default"
+
+// WorkBundles claims durable bundle jobs as owner and computes them until
+// ctx ends (issuance.Service.Work): `outpost worker`, and `outpost serve`
+// with bundle workers. Needs Config.DurableJobs.
+func (s *Server) WorkBundles(ctx context.Context, owner string) error {
+	if s.bundles.Durable == nil {
+		return errors.New("server: bundle jobs are not durable here (Config.DurableJobs)")
+	}
+	return s.bundles.Work(ctx, owner, 0)
+}

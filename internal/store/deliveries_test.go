@@ -33,3 +33,12 @@ func TestCourierContract(t *testing.T) {
 		})
 	}
 }
+
+// TestBundleJobsContract runs the durable bundle job contract on both engines.
+func TestBundleJobsContract(t *testing.T) {
+	for _, eng := range engines {
+		t.Run(eng.name, func(t *testing.T) {
+			storetest.RunBundleJobs(t, func(t *testing.T) store.Store { return storetest.Open(t, eng.dsn(t)) })
+		})
+	}
+}

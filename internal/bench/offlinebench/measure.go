@@ -98,15 +98,3 @@ func cpuSeconds() float64 {
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (u + st) / 100
 }
-
-// loadAvg returns the 1-minute load average (Linux), or "".
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	if f := strings.Fields(string(b)); len(f) > 0 {
-		return f[0]
-	}
-	return ""
-}

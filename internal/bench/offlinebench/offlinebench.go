@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/bench"
 	"github.com/outpost-auth/outpost/internal/bundle"
 	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -128,8 +129,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	}
 	r := &run{Config: cfg, signer: m.Signer(0), seed: make([]byte, 20), progress: progress}
 	rand.Read(r.seed)
-	r.res = &Result{KDF: cfg.KDF, CPUs: runtime.NumCPU(), Rounds: cfg.Rounds, GenEntries: cfg.Entries, LoadBefore: loadAvg()}
-	defer func() { r.res.LoadAfter = loadAvg() }()
+	r.res = &Result{KDF: cfg.KDF, CPUs: runtime.NumCPU(), Rounds: cfg.Rounds, GenEntries: cfg.Entries, LoadBefore: bench.LoadAvg()}
+	defer func() { r.res.LoadAfter = bench.LoadAvg() }()
 	for _, step := range []func(context.Context) error{r.generation, r.beyondKDF, r.bundles, r.verification} {
 		if err := step(ctx); err != nil {
 			return nil, err

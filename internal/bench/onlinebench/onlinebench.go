@@ -53,6 +53,15 @@ type Config struct {
 	Users       int
 	Concurrency int
 	Duration    time.Duration
+	// DuringBundle adds verify runs beside bundle work (contention.go):
+	// a bundle of BundleEntries (0: DayEntries) on every core, through a
+	// pool of BundleWorkers (0: workpool.DefaultWorkers()), and, with
+	// ChildArgs (this binary's arguments that run BundleWork niced, given
+	// the entries as a last argument), in a separate process.
+	DuringBundle  bool
+	BundleEntries int
+	BundleWorkers int
+	ChildArgs     []string
 }
 
 // Result of one handler's run.
@@ -69,6 +78,14 @@ type Result struct {
 	P99    time.Duration `json:"p99_ns"`
 	// FirstError is the first unexpected answer, for diagnosis.
 	FirstError string `json:"first_error,omitempty"`
+	// Beside is the bundle work running meanwhile (Place*; "" for none),
+	// BundleEntries how many of its entries were computed during the run
+	// (0 when not seen: the separate process), VsAlone the rate over
+	// verify's alone, Load the 1-minute load average after the run.
+	Beside        string  `json:"beside_bundle,omitempty"`
+	BundleEntries int64   `json:"bundle_entries,omitempty"`
+	VsAlone       float64 `json:"vs_alone,omitempty"`
+	Load          string  `json:"load,omitempty"`
 }
 
 // BaselineCode is the baseline's code: six characters, as many as the
@@ -140,6 +157,16 @@ func run(ctx context.Context, st store.Store, cfg Config, progress io.Writer) ([
 		if after != before {
 			return nil, fmt.Errorf("the baseline wrote %d audit entries: /v1/verify no longer refuses a malformed code before the store, so it is no baseline (see internal/bench/onlinebench)", after-before)
 		}
+	}
+	if cfg.DuringBundle {
+		if cfg.BundleEntries <= 0 {
+			cfg.BundleEntries = DayEntries
+		}
+		rs, err := contention(ctx, f, cfg, out[len(out)-1], progress)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rs...)
 	}
 	return out, nil
 }

@@ -32,6 +32,29 @@ func TestRunQuick(t *testing.T) {
 	}
 }
 
+// TestDuringBundle runs verify beside a small bundle on every core and in
+// the pool (the separate process needs the outpost
+// binary): each run reports its placement, its ratio to verify alone and
+// the load average.
+func TestDuringBundle(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	rs, err := Run(context.Background(), Config{Users: 20, Concurrency: 4, Duration: 300 * time.Millisecond,
+		DuringBundle: true, BundleEntries: 40, BundleWorkers: 1}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 4 || rs[2].Beside != PlaceAllCores || rs[3].Beside != PlacePool {
+		t.Fatalf("results %+v", rs)
+	}
+	for _, r := range rs[2:] {
+		if r.Handler != "verify" || r.Requests == 0 || r.Errors != 0 || r.VsAlone <= 0 || r.Load == "" {
+			t.Errorf("%s: %+v", r.Beside, r)
+		}
+	}
+}
+
 // countingStore counts the calls a verification makes to the store.
 type countingStore struct {
 	store.Store
