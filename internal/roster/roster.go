@@ -25,7 +25,9 @@
 //     and believes nothing else the entry says about the device.
 //   - A vouch for a serial that has a live, enrolled or held vouch with
 //     another key is an incident: it is held for review and audited, never
-//     a replacement. A vouch for a serial the realm does not expect, when
+//     a replacement; the other keys' live vouches (not enrolled yet) are
+//     held too, so that whichever vouch came first, no key enrols the
+//     serial before an administrator decides which is the device's. A vouch for a serial the realm does not expect, when
 //     the realm expects any ([Service.Expect]), is held too. An
 //     administrator approves or rejects held vouches.
 //   - A vouch expires Expiry (default 90 days) after it was made, counted
