@@ -224,6 +224,10 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool) {
 	}
 	if len(mismatch) > 0 {
 		st, reason = StateHeld, "another key is vouched for this serial"
+	} else if withdrawnBefore(existing) {
+		// An administrator withdrew (or rejected) this serial: a staff
+		// device, perhaps the lost one, cannot bring it back on its own word.
+		st, reason = StateHeld, "the serial was withdrawn before"
 	} else if b.anyExpected && !b.expected[serial] {
 		st, reason = StateHeld, "serial not expected"
 	}
@@ -249,6 +253,17 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool) {
 				map[string]any{"fingerprint": v.Fingerprint, "others": mismatch, "held": rivals})...), true
 	}
 	return []eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))}, st == StateHeld
+}
+
+// withdrawnBefore reports whether any of a serial's vouches was withdrawn
+// (by a withdrawal or a rejection).
+func withdrawnBefore(vs []store.Vouch) bool {
+	for _, v := range vs {
+		if v.State == StateWithdrawn {
+			return true
+		}
+	}
+	return false
 }
 
 func vouchData(ref map[string]any, v store.Vouch, fingerprint string) map[string]any {

@@ -36,7 +36,9 @@
 //     stays live until withdrawn. Expiry is read with the injected clock:
 //     no job is needed.
 //   - Withdrawing a serial withdraws every vouch of it and calls OnWithdraw
-//     (the server revokes the device's certificates there).
+//     (the server revokes the device's certificates there). A later vouch
+//     for a serial that has a withdrawn (or rejected) vouch is held: a
+//     withdrawal is undone only by an administrator's approval.
 //
 // Every change is audited in the same transaction as the change.
 package roster

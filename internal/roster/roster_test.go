@@ -198,6 +198,31 @@ func TestWithdraw(t *testing.T) {
 	})
 }
 
+// TestAttackRevouchWithdrawn: a device stolen before it enrolled is
+// withdrawn; the thief, holding an allowed staff device too (the lost
+// phone), vouches for the same label again, signed with the phone's own
+// key. The vouch is held, not live: the device cannot enrol until an
+// administrator approves it.
+func TestAttackRevouchWithdrawn(t *testing.T) {
+	forEngine(t, func(t *testing.T, h *harness) {
+		d := h.staff("phone-1", true)
+		p, k := label(t, "SN-1")
+		d.vouch(p)
+		d.sync()
+		_, err := h.roster.Withdraw(ctx, realm, "SN-1", "stolen from the van", "admin")
+		must(t, err)
+		v, err := vouchwire.New(p, "site-9", "")
+		must(t, err)
+		_, err = h.sync.Receive(ctx, d.forge(100, v.Data), "test")
+		must(t, err)
+		wantErr(t, h.roster.Live(ctx, realm, "SN-1", k), roster.ErrHeld)
+		// The administrator's approval is the way back.
+		_, err = h.roster.Approve(ctx, realm, "SN-1", "", "admin")
+		must(t, err)
+		must(t, h.roster.Live(ctx, realm, "SN-1", k))
+	})
+}
+
 // TestAttackNotAllowed: a registered device no administrator allowed to
 // vouch signs a vouch with its own key: an incident, nothing stored.
 func TestAttackNotAllowed(t *testing.T) {
