@@ -11,10 +11,9 @@
 //     (`bench site`);
 //   - notifybench: code mails to a real SMTP server, alone and through
 //     the outbox (`bench notify`).
-//   - vouchbench: vouches ingested through sync into the roster, beside
-//     plain log entries (`bench vouch`).
-//   - onboardbench: device enrolments and mutual-TLS handshakes beside
-//     server-only TLS (`bench onboarding`).
+//   - vouchbench and onboardbench, both run by `bench onboarding`: vouches
+//     ingested through sync into the roster beside plain log entries;
+//     device enrolments and mutual-TLS handshakes beside server-only TLS.
 //
 // Each takes a Config, measures with the wall clock (timing is their job:
 // internal/clock's wall-clock scan allows this directory as a whole) and

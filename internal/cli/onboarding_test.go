@@ -12,9 +12,9 @@ import (
 )
 
 // TestServeDeviceListener: the real binary serves the device listener
-// (--device-addr), exports the device root, and, with no roster wired,
-// refuses enrolment with "no roster configured" (exit 3); the admin
-// mirrors answer.
+// (--device-addr), exports the device root, and refuses enrolment of a
+// serial nobody vouched for with no_vouch (exit 3); the admin mirrors
+// answer. The whole story is internal/e2e's TestOnboardingStory.
 func TestServeDeviceListener(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a server")
@@ -41,7 +41,7 @@ func TestServeDeviceListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := expectCode(t, cli.ExitRefused, nil, "device", "enrol", "--server", devURL, "--root", root, "--key", keyFile, "--serial", "SN-1")
-	if !strings.Contains(r.stderr, "no live vouch") {
+	if !strings.Contains(r.stderr, "no_vouch") || !strings.Contains(r.stderr, "outpost field vouch") {
 		t.Errorf("enrol without a vouch: %s", r)
 	}
 	env := []string{"OUTPOST_SERVER=" + url}

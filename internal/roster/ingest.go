@@ -81,23 +81,45 @@ type batch struct {
 	expected             map[string]bool
 	// known are the vouches of the batch's serials, those of this batch included.
 	known map[string][]store.Vouch
-	// rows are the vouches to store.
-	rows []store.Vouch
+	// rows are the vouches to store; holds the stored live vouches to hold.
+	rows, holds []store.Vouch
 }
 
-// store writes the batch's new vouches.
+// reasonRival is the reason of a live vouch held because another key was
+// vouched for its serial.
+const reasonRival = "another key was vouched for this serial"
+
+// hold holds a live vouch that another key's vouch contests: in the batch's
+// rows when it is one of them, else in the store when the batch is stored.
+func (b *batch) hold(v *store.Vouch) {
+	v.State, v.Reason, v.UpdatedAt = StateHeld, reasonRival, b.now
+	for i := range b.rows {
+		if b.rows[i].StaffDevice == v.StaffDevice && b.rows[i].DeviceSeq == v.DeviceSeq {
+			b.rows[i] = *v
+			return
+		}
+	}
+	b.holds = append(b.holds, *v)
+}
+
+// store writes the batch's new vouches and holds the contested ones.
 func (b *batch) store() error {
-	if len(b.rows) == 0 {
-		return nil
+	if len(b.rows) > 0 {
+		n, err := b.rt.PutVouches(b.rows)
+		if err != nil {
+			return err
+		}
+		if n != len(b.rows) {
+			// Only a log entry recorded twice could do this, which the sync's
+			// acknowledgement rules out: fail, rather than audit what was not stored.
+			return fmt.Errorf("roster: %d of %d vouches of device %s were stored already", len(b.rows)-n, len(b.rows), b.dev.ID)
+		}
 	}
-	n, err := b.rt.PutVouches(b.rows)
-	if err != nil {
-		return err
-	}
-	if n != len(b.rows) {
-		// Only a log entry recorded twice could do this, which the sync's
-		// acknowledgement rules out: fail, rather than audit what was not stored.
-		return fmt.Errorf("roster: %d of %d vouches of device %s were stored already", len(b.rows)-n, len(b.rows), b.dev.ID)
+	for _, v := range b.holds {
+		// A vouch that enrolled or was withdrawn meanwhile keeps its state.
+		if _, err := b.rt.SetVouchState(v.Realm, v.StaffDevice, v.DeviceSeq, StateLive, StateHeld, reasonRival, b.now); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -186,14 +208,26 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool) {
 		}
 	}
 	st, reason := StateLive, ""
-	var mismatch []string
-	for _, o := range existing {
-		if ost := state(o, now); !sameKey(o.SPKI, v.SPKI) && (ost == StateLive || ost == StateEnrolled || ost == StateHeld) {
-			mismatch = append(mismatch, vouchID(o.StaffDevice, o.DeviceSeq))
+	var mismatch, rivals []string
+	for i, o := range existing {
+		ost := state(o, now)
+		if sameKey(o.SPKI, v.SPKI) || (ost != StateLive && ost != StateEnrolled && ost != StateHeld) {
+			continue
+		}
+		mismatch = append(mismatch, vouchID(o.StaffDevice, o.DeviceSeq))
+		if ost == StateLive {
+			// Not enrolled yet: which key is the serial's is now an
+			// administrator's call, so neither may enrol before it.
+			rivals = append(rivals, vouchID(o.StaffDevice, o.DeviceSeq))
+			b.hold(&existing[i])
 		}
 	}
 	if len(mismatch) > 0 {
 		st, reason = StateHeld, "another key is vouched for this serial"
+	} else if withdrawnBefore(existing) {
+		// An administrator withdrew (or rejected) this serial: a staff
+		// device, perhaps the lost one, cannot bring it back on its own word.
+		st, reason = StateHeld, "the serial was withdrawn before"
 	} else if b.anyExpected && !b.expected[serial] {
 		st, reason = StateHeld, "serial not expected"
 	}
@@ -215,10 +249,21 @@ func (b *batch) ingest(it *item) ([]eventlog.Entry, bool) {
 		// Recorded as a held vouch AND an incident: a copied label or a
 		// swapped device, for an administrator to look at.
 		return append([]eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))},
-			incident(IncidentKeyMismatch, serial, fmt.Errorf("serial %s already has vouches for another key (%v): this vouch is held for review", serial, mismatch),
-				map[string]any{"fingerprint": v.Fingerprint, "others": mismatch})...), true
+			incident(IncidentKeyMismatch, serial, fmt.Errorf("serial %s already has vouches for another key (%v): this vouch is held for review, and so are the others not enrolled yet (%v)", serial, mismatch, rivals),
+				map[string]any{"fingerprint": v.Fingerprint, "others": mismatch, "held": rivals})...), true
 	}
 	return []eventlog.Entry{entry(now, KindVouch, actor, serial, vouchData(ref, row, v.Fingerprint))}, st == StateHeld
+}
+
+// withdrawnBefore reports whether any of a serial's vouches was withdrawn
+// (by a withdrawal or a rejection).
+func withdrawnBefore(vs []store.Vouch) bool {
+	for _, v := range vs {
+		if v.State == StateWithdrawn {
+			return true
+		}
+	}
+	return false
 }
 
 func vouchData(ref map[string]any, v store.Vouch, fingerprint string) map[string]any {

@@ -25,7 +25,9 @@
 //     and believes nothing else the entry says about the device.
 //   - A vouch for a serial that has a live, enrolled or held vouch with
 //     another key is an incident: it is held for review and audited, never
-//     a replacement. A vouch for a serial the realm does not expect, when
+//     a replacement; the other keys' live vouches (not enrolled yet) are
+//     held too, so that whichever vouch came first, no key enrols the
+//     serial before an administrator decides which is the device's. A vouch for a serial the realm does not expect, when
 //     the realm expects any ([Service.Expect]), is held too. An
 //     administrator approves or rejects held vouches.
 //   - A vouch expires Expiry (default 90 days) after it was made, counted
@@ -34,7 +36,9 @@
 //     stays live until withdrawn. Expiry is read with the injected clock:
 //     no job is needed.
 //   - Withdrawing a serial withdraws every vouch of it and calls OnWithdraw
-//     (the server revokes the device's certificates there).
+//     (the server revokes the device's certificates there). A later vouch
+//     for a serial that has a withdrawn (or rejected) vouch is held: a
+//     withdrawal is undone only by an administrator's approval.
 //
 // Every change is audited in the same transaction as the change.
 package roster

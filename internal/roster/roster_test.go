@@ -198,6 +198,31 @@ func TestWithdraw(t *testing.T) {
 	})
 }
 
+// TestAttackRevouchWithdrawn: a device stolen before it enrolled is
+// withdrawn; the thief, holding an allowed staff device too (the lost
+// phone), vouches for the same label again, signed with the phone's own
+// key. The vouch is held, not live: the device cannot enrol until an
+// administrator approves it.
+func TestAttackRevouchWithdrawn(t *testing.T) {
+	forEngine(t, func(t *testing.T, h *harness) {
+		d := h.staff("phone-1", true)
+		p, k := label(t, "SN-1")
+		d.vouch(p)
+		d.sync()
+		_, err := h.roster.Withdraw(ctx, realm, "SN-1", "stolen from the van", "admin")
+		must(t, err)
+		v, err := vouchwire.New(p, "site-9", "")
+		must(t, err)
+		_, err = h.sync.Receive(ctx, d.forge(100, v.Data), "test")
+		must(t, err)
+		wantErr(t, h.roster.Live(ctx, realm, "SN-1", k), roster.ErrHeld)
+		// The administrator's approval is the way back.
+		_, err = h.roster.Approve(ctx, realm, "SN-1", "", "admin")
+		must(t, err)
+		must(t, h.roster.Live(ctx, realm, "SN-1", k))
+	})
+}
+
 // TestAttackNotAllowed: a registered device no administrator allowed to
 // vouch signs a vouch with its own key: an incident, nothing stored.
 func TestAttackNotAllowed(t *testing.T) {
@@ -216,7 +241,8 @@ func TestAttackNotAllowed(t *testing.T) {
 // TestAttackCopiedLabel: a staff device's holder forges a vouch, signed
 // with the device's own key, for a serial already vouched with another key
 // (a copied label on a rogue device, or a swapped device): held and an
-// incident, never a replacement; the real device stays live.
+// incident, never a replacement; the first vouch, not enrolled yet, is held
+// too, until an administrator approves the real one.
 func TestAttackCopiedLabel(t *testing.T) {
 	forEngine(t, func(t *testing.T, h *harness) {
 		honest := h.staff("phone-1", true)
@@ -230,13 +256,20 @@ func TestAttackCopiedLabel(t *testing.T) {
 		must(t, err)
 		_, err = h.sync.Receive(ctx, rogue.forge(100, v.Data), "test")
 		must(t, err)
-		must(t, h.roster.Live(ctx, realm, "SN-1", k))
+		wantErr(t, h.roster.Live(ctx, realm, "SN-1", k), roster.ErrHeld)
 		wantErr(t, h.roster.Live(ctx, realm, "SN-1", fakeKey), roster.ErrHeld)
 		if got := incidentKinds(t, h.audit(roster.KindIncident)); len(got) != 1 || got[0] != roster.IncidentKeyMismatch {
 			t.Fatalf("incidents = %v, want [%s]", got, roster.IncidentKeyMismatch)
 		}
-		// Approving the held key while the real one is live is refused.
+		// The administrator approves the real one; the forged one stays held,
+		// and approving it while the real one is live is refused.
 		_, err = h.roster.Approve(ctx, realm, "SN-1", "", "admin")
+		wantErr(t, err, roster.ErrState) // two held vouches: say which
+		_, err = h.roster.Approve(ctx, realm, "SN-1", heldID(t, h, "SN-1", "phone-1"), "admin")
+		must(t, err)
+		must(t, h.roster.Live(ctx, realm, "SN-1", k))
+		wantErr(t, h.roster.Live(ctx, realm, "SN-1", fakeKey), roster.ErrHeld)
+		_, err = h.roster.Approve(ctx, realm, "SN-1", heldID(t, h, "SN-1", "phone-2"), "admin")
 		wantErr(t, err, roster.ErrState)
 		// A device presenting the serial with a key nobody vouched for: an incident at enrolment.
 		_, stranger := label(t, "SN-1")
@@ -315,4 +348,70 @@ func TestAttackClockAhead(t *testing.T) {
 		h.clock.Advance(roster.DefaultExpiry)
 		wantErr(t, h.roster.Live(ctx, realm, "SN-1", k), roster.ErrExpired)
 	})
+}
+
+// TestAttackVouchFirst: a rogue staff device vouches for an expected serial
+// with its holder's own key before the installer vouches for the real
+// device. When the real vouch arrives, the rogue key, not enrolled yet, is
+// held with it: whoever vouched first, no key enrols the serial before an
+// administrator decides; one that enrolled already is left to the
+// incident and a withdrawal.
+func TestAttackVouchFirst(t *testing.T) {
+	forEngine(t, func(t *testing.T, h *harness) {
+		rogue := h.staff("phone-2", true)
+		honest := h.staff("phone-1", true)
+		fake, fakeKey := label(t, "SN-1")
+		rogue.vouch(fake)
+		rogue.sync()
+		must(t, h.roster.Live(ctx, realm, "SN-1", fakeKey)) // alone, it is live
+		p, k := label(t, "SN-1")
+		honest.vouch(p)
+		honest.sync()
+		wantErr(t, h.roster.Live(ctx, realm, "SN-1", fakeKey), roster.ErrHeld)
+		wantErr(t, h.roster.Live(ctx, realm, "SN-1", k), roster.ErrHeld)
+		e, err := h.roster.Get(ctx, realm, "SN-1")
+		must(t, err)
+		for _, v := range e.Vouches {
+			if v.State != roster.StateHeld || v.Reason == "" {
+				t.Errorf("vouch %s: %s (%q), want held with a reason", v.ID, v.State, v.Reason)
+			}
+		}
+		if got := incidentKinds(t, h.audit(roster.KindIncident)); len(got) != 1 || got[0] != roster.IncidentKeyMismatch {
+			t.Fatalf("incidents = %v, want [%s]", got, roster.IncidentKeyMismatch)
+		}
+
+		// Both in one upload: the same.
+		p2, k2 := label(t, "SN-2")
+		f2, fk2 := label(t, "SN-2")
+		rogue.vouch(f2)
+		rogue.vouch(p2)
+		rogue.sync()
+		wantErr(t, h.roster.Live(ctx, realm, "SN-2", k2), roster.ErrHeld)
+		wantErr(t, h.roster.Live(ctx, realm, "SN-2", fk2), roster.ErrHeld)
+
+		// A key that enrolled already keeps its state: the incident says so.
+		p3, k3 := label(t, "SN-3")
+		rogue.vouch(p3)
+		rogue.sync()
+		must(t, h.roster.Enrolled(ctx, realm, "SN-3", k3))
+		f3, fk3 := label(t, "SN-3")
+		honest.vouch(f3)
+		honest.sync()
+		must(t, h.roster.Live(ctx, realm, "SN-3", k3))
+		wantErr(t, h.roster.Live(ctx, realm, "SN-3", fk3), roster.ErrHeld)
+	})
+}
+
+// heldID is the id of serial's held vouch made by staff device staff.
+func heldID(t *testing.T, h *harness, serial, staff string) string {
+	t.Helper()
+	e, err := h.roster.Get(ctx, realm, serial)
+	must(t, err)
+	for _, v := range e.Vouches {
+		if v.StaffDevice == staff && v.State == roster.StateHeld {
+			return v.ID
+		}
+	}
+	t.Fatalf("no held vouch of %s by %s in %+v", serial, staff, e)
+	return ""
 }

@@ -302,3 +302,53 @@ func pemNext(b []byte) ([]byte, []byte) {
 	}
 	return blk.Bytes, rest
 }
+
+// TestRevokedDeviceCannotResume is the attacker's test of revocation at
+// the handshake: a device (its own key and certificate) that resumes a TLS
+// 1.3 session made before its revocation, so that no certificate is sent
+// again, is still refused: the device listener checks the device at every
+// handshake, resumptions included, and at every request.
+func TestRevokedDeviceCannotResume(t *testing.T) {
+	o := newOnboardFixture(t, &fakeClock{t: time.Date(2031, 11, 23, 12, 0, 0, 0, time.UTC)}, true)
+	key := o.roster.vouch(t, "SN-R")
+	a, err := o.client(key).Enrol(context.Background(), "SN-R")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{RootCAs: o.roots, ServerName: "127.0.0.1", Time: o.clock.Now, MinVersion: tls.VersionTLS13,
+		Certificates: []tls.Certificate{*withCert(o.client(key), a, key).Certificate}, ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	// whoami dials a new connection, asks GET /v1/device/whoami and says
+	// whether the session was resumed and the request answered 200.
+	whoami := func() (resumed bool, status int, err error) {
+		c, err := tls.Dial("tcp", strings.TrimPrefix(o.device, "https://"), cfg)
+		if err != nil {
+			return false, 0, err
+		}
+		defer c.Close()
+		req, _ := http.NewRequest("GET", "https://device/v1/device/whoami", nil)
+		if err := req.Write(c); err != nil {
+			return c.ConnectionState().DidResume, 0, err
+		}
+		res, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			return c.ConnectionState().DidResume, 0, err
+		}
+		res.Body.Close()
+		return c.ConnectionState().DidResume, res.StatusCode, nil
+	}
+	if _, st, err := whoami(); err != nil || st != 200 {
+		t.Fatalf("first whoami: %d %v", st, err)
+	}
+	resumed, st, err := whoami()
+	if err != nil || st != 200 {
+		t.Fatalf("second whoami: %d %v", st, err)
+	}
+	if !resumed {
+		t.Fatal("the second connection did not resume the session: the test proves nothing")
+	}
+	o.mustCall(200, o.admin, "POST", "/v1/ca/devices/SN-R/revoke", map[string]string{"reason": "stolen"})
+	resumed, st, err = whoami()
+	if err == nil && st == 200 {
+		t.Fatalf("a revoked device resumed its session and was answered (resumed %v)", resumed)
+	}
+}

@@ -99,9 +99,10 @@ type Config struct {
 	// VouchExpiry is how long a device's vouch waits for it to enrol; 0
 	// means roster.DefaultExpiry.
 	VouchExpiry time.Duration
-	// Vouches is the roster of vouched devices that onboarding asks
-	// (internal/roster implements it); nil refuses every enrolment with
-	// "no roster configured".
+	// Vouches is the roster of vouched devices that onboarding asks; nil
+	// means the server's own roster (the one sync fills), when its store
+	// holds one, else every enrolment is refused with "no roster
+	// configured".
 	Vouches enrol.Vouches
 	// DeviceValidity is a device certificate's lifetime (enrol.DefaultValidity
 	// when zero); DeviceGrace how long after expiry it may still renew

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
@@ -175,6 +176,9 @@ func (s *sqlStore) ClaimOutbox(ctx context.Context, owner string, now time.Time,
 	if s.e.name() == "postgres" {
 		lock = " FOR UPDATE SKIP LOCKED"
 	}
+	// A write whose ctx ends while it is being applied returns at once and
+	// is applied later (committer.do): the result crosses under mu.
+	var mu sync.Mutex
 	var out []OutboxMessage
 	err := s.e.write(ctx, func(q querier) error {
 		rs, err := q.query(ctx, `UPDATE outbox SET lease_owner = $1, lease_until_us = $2, attempts = attempts + 1, updated_us = $3
@@ -182,10 +186,18 @@ func (s *sqlStore) ClaimOutbox(ctx context.Context, owner string, now time.Time,
 				ORDER BY next_us, id LIMIT $4`+lock+`)
 			AND state = 'pending' AND lease_until_us <= $3
 			RETURNING `+outboxColumns, owner, micros(now.Add(lease)), micros(now), int64(limit))
-		out, err = collect(s, rs, err, scanOutbox)
+		ms, err := collect(s, rs, err, scanOutbox)
+		mu.Lock()
+		out = ms
+		mu.Unlock()
 		return err
 	})
-	return out, classify(s.e, err)
+	if err != nil {
+		return nil, classify(s.e, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return out, nil
 }
 
 func (s *sqlStore) FinishOutbox(ctx context.Context, f OutboxFinish) error {

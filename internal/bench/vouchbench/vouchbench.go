@@ -1,7 +1,7 @@
-// Package vouchbench measures vouch ingest through sync ('outpost bench
-// vouch'): vouches per second taken from field devices' uploads into the
-// roster by the server's sync path (fieldsync.Service.Receive with the
-// roster as its entry sink: signature and chain checks, one transaction per
+// Package vouchbench measures vouch ingest through sync (the first part of
+// 'outpost bench onboarding'): vouches per second taken from field
+// devices' uploads into the roster by the server's sync path
+// (fieldsync.Service.Receive with the roster as its entry sink: signature and chain checks, one transaction per
 // upload, each vouch's label decoded again, the serial's vouches read, the
 // vouch stored and audited), next to the same path with log entries that
 // are not vouches (the sync's own cost) in the same run.
