@@ -29,6 +29,12 @@ type Costs struct {
 	Floor *cost.Floor
 }
 
+// TestCosts are argon2id costs for tests only (64 KiB, one pass), with a
+// floor they clear: a delivery check costs microseconds instead of the
+// defaults' seconds. Never configure a server with them.
+var TestCosts = Costs{Hash: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1},
+	Fingerprint: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Floor: &cost.Floor{PerEntry: time.Nanosecond}}
+
 // MakeCheck computes the mode data of code for b (the server, at issue
 // time, when the code exists in the clear): a salted slow hash (hash), a
 // short fingerprint (fingerprint), nothing (token). code is canonical

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-auth/outpost/internal/codecheck"
-	"github.com/outpost-auth/outpost/internal/cost"
 	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -40,12 +38,8 @@ func newService(t *testing.T, dsn string, now *time.Time) (*Service, store.Store
 	if err := st.CreateRealm(ctx, store.Realm{ID: "r1", Name: "r1", CreatedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
-	return &Service{Store: st.(store.DeliveryStore), Master: m, Now: func() time.Time { return *now }, Courier: &Courier{Costs: cheapCosts}}, st
+	return &Service{Store: st.(store.DeliveryStore), Master: m, Now: func() time.Time { return *now }, Courier: &Courier{Costs: courierproto.TestCosts}}, st
 }
-
-// cheapCosts are argon2id costs for tests, with a floor they clear.
-var cheapCosts = courierproto.Costs{Hash: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1},
-	Fingerprint: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Floor: &cost.Floor{PerEntry: time.Nanosecond}}
 
 func request(id string) Request {
 	return Request{ID: id, Device: "dev-1", Recipient: Recipient{Email: "ana@example.org"}, NotAfter: t0.Add(48 * time.Hour), Mode: ModeHash}

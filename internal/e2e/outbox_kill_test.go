@@ -128,7 +128,7 @@ func outboxKill(t *testing.T, dsn string) {
 		t.Helper()
 		var d map[string]any
 		if st := s.api("POST", "/v1/deliveries", map[string]any{"id": id, "recipient": map[string]string{"email": email},
-			"device": "van-1", "not_after": due, "mode": "hash"}, &d); st != http.StatusCreated {
+			"device": "van-1", "not_after": due, "mode": "fingerprint"}, &d); st != http.StatusCreated {
 			t.Fatalf("create %s: %d %v", id, st, d)
 		}
 		if _, ok := d["code"]; ok {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/courierproto"
+
 	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/keys"
@@ -50,7 +52,7 @@ func newFixture(t *testing.T, dsn string, ch notify.Channels) *fixture {
 		t.Fatal(err)
 	}
 	clk := func() time.Time { return f.now }
-	f.ds = &delivery.Service{Store: f.st.(store.DeliveryStore), Master: m, Now: clk}
+	f.ds = &delivery.Service{Store: f.st.(store.DeliveryStore), Master: m, Now: clk, Courier: &delivery.Courier{Costs: courierproto.TestCosts}}
 	f.ob = &Service{Store: f.st.(store.OutboxStore), Deliveries: f.ds, Master: m, Channels: ch, Now: clk, Owner: "test",
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Policy: Policy{MaxAttempts: 3, BaseDelay: time.Second, MaxDelay: time.Minute, Lease: time.Minute}, WebhookTimeout: 300 * time.Millisecond}
 	f.ds.Outbox = f.ob
@@ -512,7 +514,7 @@ func TestWorkersShareOneDatabase(t *testing.T) {
 			var wg sync.WaitGroup
 			for w := range 4 {
 				st := storetest.Open(t, db) // another process's pool
-				ds := &delivery.Service{Store: st.(store.DeliveryStore), Master: f.ds.Master, Now: f.ds.Now}
+				ds := &delivery.Service{Store: st.(store.DeliveryStore), Master: f.ds.Master, Now: f.ds.Now, Courier: f.ds.Courier}
 				ob := &Service{Store: st.(store.OutboxStore), Deliveries: ds, Master: f.ob.Master, Channels: f.ob.Channels,
 					Now: f.ob.Now, Owner: fmt.Sprintf("w%d", w), Log: f.ob.Log, Policy: Policy{Batch: 2}}
 				ds.Outbox = ob

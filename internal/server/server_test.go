@@ -5,9 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/outpost-auth/outpost/internal/codecheck"
-	"github.com/outpost-auth/outpost/internal/cost"
-	"github.com/outpost-auth/outpost/internal/courierproto"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/outpost-auth/outpost/internal/courierproto"
 
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/online"
@@ -93,11 +92,6 @@ func engines(t *testing.T) map[string]func(t *testing.T) string {
 	return m
 }
 
-// testDeliveryCosts are cheap argon2id costs for delivery checks, with a
-// floor they clear (the floor still applies).
-var testDeliveryCosts = courierproto.Costs{Hash: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1},
-	Fingerprint: codecheck.Params{Time: 1, MemoryKiB: 64, Threads: 1}, Floor: &cost.Floor{PerEntry: time.Nanosecond}}
-
 func newFixture(t *testing.T, dsn string) *fixture {
 	t.Helper()
 	st, err := store.Open(context.Background(), dsn)
@@ -112,7 +106,7 @@ func newFixture(t *testing.T, dsn string) *fixture {
 	ck := &fakeClock{t: time.Date(2031, 11, 23, 12, 0, 0, 0, time.UTC)} // years ahead: no test may lean on the wall clock
 	logger := slog.New(slog.NewJSONHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	pol := online.DefaultPolicy
-	s, err := New(Config{Store: st, Master: m, Policy: pol, Logger: logger, Now: ck.Now, SiteKDF: testSiteKDF, DeliveryCosts: testDeliveryCosts})
+	s, err := New(Config{Store: st, Master: m, Policy: pol, Logger: logger, Now: ck.Now, SiteKDF: testSiteKDF, DeliveryCosts: courierproto.TestCosts})
 	if err != nil {
 		t.Fatal(err)
 	}
