@@ -37,6 +37,7 @@ type serveFlags struct {
 	tlsCert, tlsKey     string
 	sans                []string
 	issuer, logLevel    string
+	accessLog           string
 	maxFailures         int
 	shutdownGrace       time.Duration
 	vouchExpiry         time.Duration
@@ -93,6 +94,7 @@ SIGTERM or SIGINT stops it gracefully. Logs are JSON lines on standard error.`,
 	fl.StringVar(&f.issuer, "issuer", "Outpost", "issuer name shown in authenticator apps")
 	fl.DurationVar(&f.vouchExpiry, "vouch-expiry", roster.DefaultExpiry, "how long a device's vouch waits for the device to enrol")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fl.StringVar(&f.accessLog, "access-log", "all", "which requests the access log records: all, errors, none, or 1/N (one successful request in N, every failure)")
 	fl.IntVar(&f.maxFailures, "max-failures", online.DefaultPolicy.MaxFailures, "consecutive failures before a user is locked (1 to 100)")
 	fl.DurationVar(&f.shutdownGrace, "shutdown-grace", 15*time.Second, "how long to let requests finish on SIGTERM")
 	fl.DurationVar(&f.manifestMaxAge, "manifest-max-age", delivery.DefaultManifestMaxAge, "how long a courier device may check codes offline after the sync that gave it its route manifest (1s to 168h)")
@@ -150,6 +152,10 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return usageError{fmt.Errorf("--log-level: %w", err)}
 	}
 	logger := slog.New(slog.NewJSONHandler(e.stderr, &slog.HandlerOptions{Level: level}))
+	access, err := server.ParseAccessLog(f.accessLog)
+	if err != nil {
+		return usageError{fmt.Errorf("--access-log: %w", err)}
+	}
 
 	m, err := e.initOrOpenMaster(f, logger)
 	if err != nil {
@@ -169,7 +175,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		return usageError{fmt.Errorf("--manifest-max-age must be 1s to %v and --delivery-attempts 1 to %d", courierproto.MaxMaxAge, courierproto.MaxAttempts)}
 	}
 	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: logger, Issuer: f.issuer,
-		AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
+		AccessLog: access, AuditSegmentDir: f.retention.dir, AuditCheckpointDir: f.checkpoints.checkpointDir(f.data.dir),
 		Notify: channels, Outbox: f.notify.policy, WebhookTimeout: f.notify.webhookTimeout,
 		VouchExpiry: f.vouchExpiry, DeviceValidity: f.deviceValidity, DeviceGrace: f.deviceGrace,
 		ManifestMaxAge: f.manifestMaxAge, DeliveryAttempts: f.deliveryAttempts,

@@ -132,6 +132,9 @@ func (s *Server) wrap(rt route) http.Handler {
 				writeError(w, errorf(status, "internal", "internal error (request %s)", rid))
 			}
 			s.observe(hr, label, status, start)
+			if !s.access.log(status) {
+				return
+			}
 			s.log.Info("request", "request_id", rid, "method", hr.Method, "route", rt.pattern,
 				"status", status, "duration_ms", float64(time.Since(start).Microseconds())/1000, "remote", hr.RemoteAddr)
 		}()

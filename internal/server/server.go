@@ -69,6 +69,9 @@ type Config struct {
 	Master *keys.Master
 	Policy online.Policy
 	Logger *slog.Logger
+	// AccessLog says which requests the access log records (accesslog.go);
+	// the zero value records every request.
+	AccessLog AccessLog
 	// Issuer is the name shown in authenticator apps (otpauth issuer).
 	Issuer string
 	// Registry receives the server's Prometheus metrics; nil makes a new one.
@@ -138,6 +141,7 @@ type Server struct {
 	tokens   *apitoken.Hasher
 	signer   *keys.Signer
 	log      *slog.Logger
+	access   *sampler
 	mux      *http.ServeMux
 	metrics  *metrics
 	registry *prometheus.Registry
@@ -201,6 +205,7 @@ func New(cfg Config) (*Server, error) {
 		tokens:   apitoken.NewHasher(cfg.Master),
 		signer:   cfg.Master.Signer(0),
 		log:      cfg.Logger,
+		access:   &sampler{AccessLog: cfg.AccessLog},
 		registry: cfg.Registry,
 	}
 	s.metrics = newMetrics(cfg.Registry)
