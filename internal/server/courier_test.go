@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/devicelog"
@@ -158,7 +159,7 @@ func TestCourierFlow(t *testing.T) {
 			if rep = f.sync("van-1"); len(rep.Receipts) != 0 {
 				t.Fatalf("third sync re-sent receipts: %+v", rep.Receipts)
 			}
-			incidents := f.audit(t, delivery.KindIncident)
+			incidents := f.audit(t, audit.DeliveryIncident)
 			if !strings.Contains(incidents, delivery.IncidentCancelled) || !strings.Contains(incidents, delivery.IncidentReassigned) {
 				t.Fatalf("incidents: %s", incidents)
 			}
@@ -316,12 +317,12 @@ func TestCourierAttacks(t *testing.T) {
 	for i := range flood {
 		flood[i] = f.forgeReceipt("van-1", claim("theirs", i+2))
 	}
-	before := strings.Count(f.audit(t, delivery.KindIncident), "\n")
+	before := strings.Count(f.audit(t, audit.DeliveryIncident), "\n")
 	if acks := f.upload("van-1", flood...); len(acks) != len(flood) || acks[len(acks)-1].Status != courierproto.AckRefused {
 		t.Fatalf("flood: %d answers", len(acks))
 	}
-	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n") - before; n != delivery.MaxIncidentsPerUpload+1 ||
-		!strings.Contains(f.audit(t, delivery.KindIncident), delivery.IncidentCapped) {
+	if n := strings.Count(f.audit(t, audit.DeliveryIncident), "\n") - before; n != delivery.MaxIncidentsPerUpload+1 ||
+		!strings.Contains(f.audit(t, audit.DeliveryIncident), delivery.IncidentCapped) {
 		t.Fatalf("flood: %d incident entries, want %d", n, delivery.MaxIncidentsPerUpload+1)
 	}
 	// The same delivery confirmed on two devices: van-2 delivers the
@@ -336,10 +337,10 @@ func TestCourierAttacks(t *testing.T) {
 	if acks := f.upload("van-1", forged["moved"]); len(acks) != 1 || !strings.HasPrefix(acks[0].Reason, delivery.IncidentTwice) {
 		t.Fatalf("van-1's receipt after van-2 delivered: %+v", acks)
 	}
-	if n := strings.Count(f.audit(t, delivery.KindDeliver), "\n"); n != 2 {
+	if n := strings.Count(f.audit(t, audit.DeliveryDeliver), "\n"); n != 2 {
 		t.Fatalf("%d deliver entries, want 2", n)
 	}
-	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n"); n != len(forged)+2+delivery.MaxIncidentsPerUpload+1 {
+	if n := strings.Count(f.audit(t, audit.DeliveryIncident), "\n"); n != len(forged)+2+delivery.MaxIncidentsPerUpload+1 {
 		t.Fatalf("%d incidents, want %d", n, len(forged)+2+delivery.MaxIncidentsPerUpload+1)
 	}
 	m := f.call("", "GET", "/metrics", nil)
