@@ -386,8 +386,30 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 		return refuse(r, IncidentReceiptTiming, "the receipt's time is outside the delivery's window (after expiry, before the manifest, or ahead of the server)")
 	}
 	if r.Mode == string(ModeFingerprint) {
+		// The sealed code is checked as ConfirmSealed checks one: one
+		// attempt of the code version's limit is taken first, so that a
+		// courier holding the device key cannot sign receipts with guess
+		// after guess (the fingerprint leaves tens of thousands of
+		// candidates) until one delivers; the attempt that uses up the
+		// limit fails the delivery.
+		as, ok := s.Store.(store.DeliveryAttemptStore)
+		if !ok {
+			return courierproto.ReceiptAck{}, nil, errors.New("delivery: the store does not count attempts")
+		}
+		limit := s.attemptLimit()
+		n, taken, err := as.TakeDeliveryAttempt(ctx, d.Realm, d.ID, d.CodeVersion, limit,
+			s.confirmEntry(audit.DeliveryAttempt, "device:"+dev.ID, d, dev.ID, "receipt", now, nil))
+		if err != nil {
+			return courierproto.ReceiptAck{}, nil, err
+		}
+		if !taken {
+			return refuse(r, IncidentFraud, fmt.Sprintf("all %d attempts at the delivery's code are used", limit))
+		}
 		if _, err := s.openSealed(d, r.Binding(), r.Sealed); err != nil {
-			return refuse(r, IncidentFraud, "the code entered at the door passed the fingerprint but is not the delivery's code")
+			if n >= limit {
+				s.fail(ctx, d, "device:"+dev.ID, dev.ID, now)
+			}
+			return refuse(r, IncidentFraud, fmt.Sprintf("the code entered at the door passed the fingerprint but is not the delivery's code (attempt %d of %d)", n, limit))
 		}
 	}
 	cs := courierproto.Countersign{Realm: r.Realm, Delivery: r.Delivery, Version: r.Version, Device: dev.ID, DeviceKey: dev.PublicKey,

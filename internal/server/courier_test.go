@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/delivery"
+	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -392,5 +394,63 @@ func TestCourierManifestAttacks(t *testing.T) {
 	f.clock.Add(delivery.DefaultManifestMaxAge + time.Minute)
 	if _, err := dev.CheckDelivery(ctx, offline.DeliveryAttempt{Delivery: "p1", Code: "000000000"}); !errors.Is(err, offline.ErrManifestTooOld) {
 		t.Errorf("old manifest: %v", err)
+	}
+}
+
+// TestCourierReceiptGuessing: a courier holding the device key signs
+// fingerprint-mode receipts with guess after guess (each sealed with the
+// right binding): each takes one attempt of the code version's limit, the
+// one that uses it up fails the delivery, and then even the right code is
+// refused. Without the count, the ~10^5 candidates the fingerprint leaves
+// could be tried through sync until one delivered.
+func TestCourierReceiptGuessing(t *testing.T) {
+	ctx := context.Background()
+	f := newCourierFixture(t, engines(t)["sqlite"](t), "van-1")
+	code := f.create("fp", "van-1", "fingerprint")
+	f.sync("van-1")
+	m, err := f.srv.deliveries.Manifest(ctx, f.realm, "van-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := artifact.Verify(m, artifact.Keys{f.srv.signer.Public}, artifact.Expect{Type: courierproto.ManifestType})
+	man, _ := courierproto.DecodeManifest(body)
+	receipt := func(guess string) []byte {
+		r := courierproto.Receipt{Realm: f.realm, Delivery: "fp", Version: 1, Device: "van-1", Mode: "fingerprint", Time: f.clock.Now(),
+			Manifest: 1, LogSeq: 1, LogHash: bytes.Repeat([]byte{7}, 32)}
+		if r.Sealed, err = courierproto.SealCode(man.Keys.Seal, r.Binding(), guess); err != nil {
+			t.Fatal(err)
+		}
+		return f.forgeReceipt("van-1", r)
+	}
+	var guesses [][]byte
+	for i := range delivery.DefaultAttemptLimit + 2 {
+		g := fmt.Sprintf("%08d", 11111111*(i%9+1))
+		g += string(deliverycode.CheckDigit(g))
+		if g == code {
+			g = "000000000"
+		}
+		guesses = append(guesses, receipt(g))
+	}
+	acks := f.upload("van-1", guesses...)
+	if len(acks) != len(guesses) {
+		t.Fatalf("%d answers to %d receipts", len(acks), len(guesses))
+	}
+	for i, a := range acks {
+		want := delivery.IncidentFraud
+		if i >= delivery.DefaultAttemptLimit {
+			want = delivery.IncidentReceiptState // failed by then
+		}
+		if a.Status != courierproto.AckRefused || !strings.HasPrefix(a.Reason, want) {
+			t.Fatalf("guess %d: %+v, want refused %s", i, a, want)
+		}
+	}
+	if st := f.state("fp"); st != "failed" {
+		t.Fatalf("after %d wrong sealed codes the delivery is %s, want failed", len(guesses), st)
+	}
+	if acks := f.upload("van-1", receipt(code)); len(acks) != 1 || acks[0].Status != courierproto.AckRefused {
+		t.Fatalf("the right code after the limit: %+v", acks)
+	}
+	if st := f.state("fp"); st != "failed" {
+		t.Fatalf("the right code after the limit made it %s", st)
 	}
 }
