@@ -385,7 +385,17 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 	case !r.Time.Before(d.NotAfter) || r.Time.Before(issued.Add(-syncproto.Skew)) || r.Time.After(now.Add(syncproto.Skew)):
 		return refuse(r, IncidentReceiptTiming, "the receipt's time is outside the delivery's window (after expiry, before the manifest, or ahead of the server)")
 	}
-	if r.Mode == string(ModeFingerprint) {
+	if r.Mode == string(ModeToken) {
+		// The recipient's token, signed by the server for this delivery,
+		// version and device: the device's word alone delivers nothing.
+		pk, err := s.PublicKeys(r.Realm)
+		if err != nil {
+			return courierproto.ReceiptAck{}, nil, err
+		}
+		if err := courierproto.VerifyToken(pk.Token, r.Token, r.Time, r.Binding()); err != nil {
+			return refuse(r, IncidentFraud, "the receipt carries no valid token for this delivery, version and device")
+		}
+	} else {
 		// The sealed code is checked as ConfirmSealed checks one: one
 		// attempt of the code version's limit is taken first, so that a
 		// courier holding the device key cannot sign receipts with guess

@@ -454,3 +454,59 @@ func TestCourierReceiptGuessing(t *testing.T) {
 		t.Fatalf("the right code after the limit made it %s", st)
 	}
 }
+
+// TestCourierReceiptWithoutProof: a courier holding the device key signs a
+// receipt for a delivery really in its manifest, but without what the
+// recipient gave: no sealed code (hash mode), a sealed wrong code, no
+// token or another delivery's token (token mode). None delivers: the
+// device's word alone is believed about nothing.
+func TestCourierReceiptWithoutProof(t *testing.T) {
+	ctx := context.Background()
+	f := newCourierFixture(t, engines(t)["sqlite"](t), "van-1")
+	code := f.create("h", "van-1", "hash")
+	f.create("tk", "van-1", "token")
+	other := f.mustCall(http.StatusCreated, f.iss, "POST", "/v1/deliveries", map[string]any{"id": "tk2", "device": "van-1",
+		"not_after": f.clock.Now().Add(48 * time.Hour).Format(time.RFC3339), "mode": "token",
+		"recipient": map[string]string{"email": "ana.recipient@example.org"}}).body["token"].(map[string]any)["text"].(string)
+	f.sync("van-1")
+	m, err := f.srv.deliveries.Manifest(ctx, f.realm, "van-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := artifact.Verify(m, artifact.Keys{f.srv.signer.Public}, artifact.Expect{Type: courierproto.ManifestType})
+	man, _ := courierproto.DecodeManifest(body)
+	claim := func(id, mode string) courierproto.Receipt {
+		return courierproto.Receipt{Realm: f.realm, Delivery: id, Version: 1, Device: "van-1", Mode: mode, Time: f.clock.Now(),
+			Manifest: 1, LogSeq: 1, LogHash: bytes.Repeat([]byte{7}, 32)}
+	}
+	wrong := claim("h", "hash")
+	g := "1234567"
+	g += "0" + string(deliverycode.CheckDigit(g+"0"))
+	if g == code {
+		t.Skip("improbable")
+	}
+	if wrong.Sealed, err = courierproto.SealCode(man.Keys.Seal, wrong.Binding(), g); err != nil {
+		t.Fatal(err)
+	}
+	stolen := claim("tk", "token")
+	stolen.Token = other
+	for name, r := range map[string]courierproto.Receipt{"hash, no code": claim("h", "hash"), "hash, wrong code": wrong,
+		"token, none": claim("tk", "token"), "token of another delivery": stolen} {
+		acks := f.upload("van-1", f.forgeReceipt("van-1", r))
+		if len(acks) != 1 || acks[0].Status != courierproto.AckRefused {
+			t.Errorf("%s: %+v, want refused", name, acks)
+		}
+	}
+	for _, id := range []string{"h", "tk"} {
+		if st := f.state(id); st == "delivered" {
+			t.Fatalf("%s delivered on the device's word", id)
+		}
+	}
+	// The real check at the door still delivers.
+	if _, err := f.devs["van-1"].CheckDelivery(ctx, offline.DeliveryAttempt{Delivery: "h", Code: code}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := f.sync("van-1"); acksOf(rep)["h"] != courierproto.AckDelivered {
+		t.Fatalf("the real receipt: %+v", rep.Receipts)
+	}
+}
