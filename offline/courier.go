@@ -351,14 +351,14 @@ func (s *Store) admitDelivery(ctx context.Context, m courierproto.Manifest, md *
 	return err
 }
 
-// matchDelivery runs the mode's check; for the fingerprint mode it also
-// seals the code to the server.
+// matchDelivery runs the mode's check; for the hash and fingerprint modes
+// it also seals the code to the server, which confirms it at sync.
 func (s *Store) matchDelivery(m courierproto.Manifest, md *courierproto.ManifestDelivery, b courierproto.Binding, code, token string, now time.Time) (bool, []byte, error) {
 	if md.Mode == courierproto.ModeToken {
 		return courierproto.VerifyToken(m.Keys.Token, token, now, b) == nil, nil, nil
 	}
 	ok, err := courierproto.MatchCheck(md.Mode, md.Check, code, b)
-	if err != nil || !ok || md.Mode != courierproto.ModeFingerprint {
+	if err != nil || !ok {
 		return ok, nil, err
 	}
 	sealed, err := courierproto.SealCode(m.Keys.Seal, b, code)
@@ -399,6 +399,9 @@ func (s *Store) settleDelivery(ctx context.Context, m courierproto.Manifest, ser
 		}
 		r := courierproto.Receipt{Realm: m.Realm, Delivery: md.ID, Version: md.Version, Device: s.device, Mode: md.Mode, Time: done.UTC(),
 			Location: a.Location, Manifest: serial, LogSeq: e.Seq, LogHash: e.Hash, Sealed: sealed}
+		if md.Mode == courierproto.ModeToken {
+			r.Token = a.Token
+		}
 		signer := &keys.Signer{Private: s.id.Private, Public: s.id.Public, KeyID: s.id.KeyID}
 		receipt, err := artifact.Sign(signer, artifact.Header{Type: courierproto.ReceiptType, Version: courierproto.ReceiptVersion, Subject: s.device,
 			Serial: e.Seq, IssuedAt: done, NotBefore: done, NotAfter: done.Add(courierproto.CountersignValidity)}, r)

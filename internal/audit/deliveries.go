@@ -25,4 +25,7 @@ const (
 	// confirming a delivery it does not hold ("wrong_device",
 	// "stale_version").
 	DeliveryIncident = "delivery.incident"
+	// DeliveryOutForDelivery: the delivery was listed in its courier
+	// device's route manifest (created/notified/reassigned → out_for_delivery).
+	DeliveryOutForDelivery = "delivery.out_for_delivery"
 )

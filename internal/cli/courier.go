@@ -152,12 +152,12 @@ func (e *env) courierRouteCmd() *cobra.Command {
 }
 
 func (e *env) deliveryCmd() *cobra.Command {
-	c := &cobra.Command{Use: "delivery", Short: "Check proofs of delivery with public keys alone",
-		Example: "  outpost delivery proof verify parcel-1.proof --server-key server.pub"}
+	c := &cobra.Command{Use: "delivery", Short: "Check proofs of delivery and delivery tokens with public keys alone",
+		Example: "  outpost delivery proof verify parcel-1.proof --server-key server.pub\n  outpost delivery token verify --key token.pub --scan photo.png"}
 	proof := &cobra.Command{Use: "proof", Short: "Proofs of delivery (GET /v1/deliveries/{id}/proof)",
 		Example: "  outpost delivery proof verify parcel-1.proof --server-key server.pub"}
 	proof.AddCommand(e.deliveryProofVerifyCmd())
-	c.AddCommand(proof)
+	c.AddCommand(proof, e.deliveryTokenCmd())
 	return c
 }
 

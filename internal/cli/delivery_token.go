@@ -15,9 +15,8 @@ import (
 )
 
 // deliveryTokenCmd is 'outpost delivery token': checking a delivery token
-// (token mode, docs/deliveries.md) with the realm's public key alone. It
-// belongs under the 'outpost delivery' group (the courier branch's
-// deliveryCmd): c.AddCommand(proof, e.deliveryTokenCmd()).
+// (token mode, docs/deliveries.md) with the realm's public key alone,
+// under the 'outpost delivery' group (deliveryCmd).
 func (e *env) deliveryTokenCmd() *cobra.Command {
 	c := &cobra.Command{Use: "token", Short: "Delivery tokens (token mode): check one with the realm's public key",
 		Example: "  outpost delivery token verify --key delivery-token.pub --scan photo.jpg"}

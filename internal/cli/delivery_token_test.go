@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,6 +84,18 @@ func TestDeliveryTokenVerify(t *testing.T) {
 		out, code := run(tc.at, tc.args...)
 		if code != tc.exit || !strings.Contains(out, tc.want) {
 			t.Errorf("%s: exit %d, want %d; %s", tc.name, code, tc.exit, out)
+		}
+	}
+}
+
+// TestDeliveryTokenRegistered: 'outpost delivery token verify' is reachable
+// from the root command, beside 'outpost delivery proof verify'.
+func TestDeliveryTokenRegistered(t *testing.T) {
+	root := newRoot(strings.NewReader(""), io.Discard, io.Discard)
+	for _, path := range [][]string{{"delivery", "token", "verify"}, {"delivery", "proof", "verify"}} {
+		c, _, err := root.Find(path)
+		if err != nil || c.Name() != "verify" || c.Parent().Name() != path[1] {
+			t.Errorf("outpost %s: not registered (%v)", strings.Join(path, " "), err)
 		}
 	}
 }

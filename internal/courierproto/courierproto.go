@@ -68,6 +68,8 @@ const (
 	MaxReceiptSize = 8 << 10
 	// MaxSealedSize bounds a sealed code in a receipt.
 	MaxSealedSize = 512
+	// MaxReceiptToken bounds a token in a receipt (deliverytoken's longest is 1,274 characters).
+	MaxReceiptToken = 2048
 	// MaxLocation bounds a receipt's location ("lat,lon").
 	MaxLocation = 64
 	// MaxProofSize bounds a proof file.
@@ -152,9 +154,13 @@ type Receipt struct {
 	// LogSeq and LogHash are the device log entry that recorded the decision.
 	LogSeq  uint64 `json:"log_seq"`
 	LogHash []byte `json:"log_hash"`
-	// Sealed is the entered code sealed to the server (fingerprint mode):
-	// the server confirms it at sync.
+	// Sealed is the entered code sealed to the server (hash and
+	// fingerprint modes): the server confirms it at sync, so that the
+	// device's word alone delivers nothing.
 	Sealed []byte `json:"sealed,omitempty"`
+	// Token is the recipient's delivery token (token mode): the server
+	// checks its signature and binding at sync.
+	Token string `json:"token,omitempty"`
 }
 
 // Binding is the receipt's binding.
@@ -293,8 +299,10 @@ func (r *Receipt) Validate() error {
 		return bad("log entry %d with a %d-byte hash", r.LogSeq, len(r.LogHash))
 	case len(r.Sealed) > MaxSealedSize:
 		return bad("sealed code of %d bytes", len(r.Sealed))
-	case (r.Mode == ModeFingerprint) != (len(r.Sealed) > 0):
-		return bad("a sealed code comes with the fingerprint mode only, and always with it")
+	case len(r.Token) > MaxReceiptToken:
+		return bad("token of %d bytes", len(r.Token))
+	case r.Mode == ModeToken && len(r.Sealed) > 0, r.Mode != ModeToken && r.Token != "":
+		return bad("a sealed code comes with the hash and fingerprint modes, a token with the token mode")
 	case r.Manifest == 0:
 		return bad("no manifest serial")
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/codecheck"
+	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/ident"
@@ -36,8 +37,9 @@ import (
 // device (or the device never checked it), so the courier's device holds a
 // code that is not the recipient's.
 
-// DefaultAttemptLimit is the codes one code version may be tried with.
-const DefaultAttemptLimit = 5
+// DefaultAttemptLimit is the codes one code version may be tried with,
+// online and on the courier's device alike (the manifest's attempt limit).
+const DefaultAttemptLimit = courierproto.DefaultAttempts
 
 // SealedWindow bounds how far back the time a device states for a sealed
 // code (ConfirmSealed's at) is believed: a device syncs at least this often.
@@ -137,16 +139,14 @@ func (s *Service) ConfirmSealed(ctx context.Context, realm, id string, version i
 		return Outcome{}, s.refuse(ctx, audit.DeliveryIncident, "stale_version", actor, d, device, now,
 			fmt.Errorf("%w: a code for version %d of delivery %q, whose code is at version %d (reassigned since)", ErrWrongDevice, version, ident.Clip(id), d.CodeVersion))
 	}
-	priv, _, err := s.sealKeys(realm)
-	if err != nil {
-		return Outcome{}, err
-	}
-	code, err := codecheck.Open(priv, codecheck.Binding{Realm: realm, Delivery: id, Version: version, Device: device}, sealed)
-	if err != nil {
+	code, err := s.openSealed(d, codecheck.Binding{Realm: realm, Delivery: id, Version: version, Device: device}, sealed)
+	switch {
+	case code == "" && errors.Is(err, errSealedWrong):
 		return Outcome{}, s.refuse(ctx, audit.DeliveryIncident, "bad_seal", actor, d, device, now,
-			fmt.Errorf("%w: %w", ErrSealed, err))
-	}
-	if State(d.State) == Delivered && s.codeMatches(d, code) {
+			fmt.Errorf("%w: %w", ErrSealed, errors.Unwrap(err)))
+	case code == "" && err != nil:
+		return Outcome{}, err
+	case err == nil && State(d.State) == Delivered:
 		return Outcome{Delivery: view(d, now), Already: true}, nil
 	}
 	if at.After(now) || now.Sub(at) > SealedWindow {
@@ -191,8 +191,12 @@ func (s *Service) confirm(ctx context.Context, d store.Delivery, code, device, v
 	}
 	from := d.State
 	d.State, d.UpdatedAt = string(Delivered), now
+	msgs, _, err := s.messages(ctx, d, "", now)
+	if err != nil {
+		return Outcome{}, err
+	}
 	if err := s.Store.UpdateDelivery(ctx, d, from, d.CodeVersion, s.confirmEntry(audit.DeliveryDeliver, actor, d, device, via, now,
-		map[string]any{"attempt": n, "at": at.UTC().Format(time.RFC3339Nano)})); err != nil {
+		map[string]any{"attempt": n, "at": at.UTC().Format(time.RFC3339Nano)}), msgs...); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			if out, ok, err := s.deliveredMeanwhile(ctx, d, code, via, now); ok {
 				return out, err
@@ -245,8 +249,12 @@ func (s *Service) fail(ctx context.Context, d store.Delivery, actor, device stri
 		return
 	}
 	d.State, d.UpdatedAt = string(Failed), now
+	msgs, _, err := s.messages(ctx, d, "", now)
+	if err != nil {
+		return
+	}
 	_ = s.Store.UpdateDelivery(ctx, d, from, d.CodeVersion, s.confirmEntry(audit.DeliveryFail, actor, d, device, "", now,
-		map[string]any{"reason": "attempt limit"}))
+		map[string]any{"reason": "attempt limit"}), msgs...)
 }
 
 // refuse audits a confirm refused before any attempt (kind

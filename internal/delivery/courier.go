@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/codecheck"
 	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/eventlog"
@@ -31,13 +32,6 @@ import (
 	"github.com/outpost-auth/outpost/internal/secretbox"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
-)
-
-// Event kinds of the courier's side (audit log).
-const (
-	KindOutForDelivery = "delivery.out_for_delivery"
-	KindDeliver        = "delivery.deliver"
-	KindIncident       = "delivery.incident"
 )
 
 // Incidents of receipts (audit data "incident"; Service.Incident's kind).
@@ -84,7 +78,8 @@ type Courier struct {
 	Incident func(kind string)
 	// MaxAge is the manifest max age; 0 means DefaultManifestMaxAge.
 	MaxAge time.Duration
-	// Attempts is the attempt limit per delivery; 0 means courierproto.DefaultAttempts.
+	// Attempts is the attempt limit per delivery on the device; 0 means the
+	// Service's attempt limit (Service.AttemptLimit, DefaultAttemptLimit).
 	Attempts int
 	// Costs are the hash and fingerprint modes' argon2id parameters and
 	// floor; the zero value is codecheck's defaults and cost.DeliveryFloor.
@@ -207,7 +202,7 @@ func (s *Service) manifest(ctx context.Context, realm, device string, always boo
 	}
 	attempts := c.Attempts
 	if attempts <= 0 {
-		attempts = courierproto.DefaultAttempts
+		attempts = s.attemptLimit()
 	}
 	m := courierproto.Manifest{Realm: realm, Device: device, IssuedAt: now.UTC(), MaxAge: int64(maxAge / time.Second), Keys: keys,
 		Deliveries: make([]courierproto.ManifestDelivery, 0, len(ds))}
@@ -231,9 +226,13 @@ func (s *Service) manifest(ctx context.Context, realm, device string, always boo
 		items = append(items, store.ManifestItem{ID: d.ID, CodeVersion: d.CodeVersion})
 		if d.State != string(OutForDelivery) && Allowed(State(d.State), OutForDelivery) {
 			moved := d
-			moved.State = string(OutForDelivery)
+			moved.State, moved.UpdatedAt = string(OutForDelivery), now
+			msgs, _, err := s.messages(ctx, moved, "", now)
+			if err != nil {
+				return nil, err
+			}
 			moves = append(moves, store.StateMove{ID: d.ID, From: d.State, To: string(OutForDelivery), CodeVersion: d.CodeVersion,
-				Entry: s.entry(KindOutForDelivery, "device:"+device, moved, now)})
+				Entry: s.entry(audit.DeliveryOutForDelivery, "device:"+device, moved, now), Msgs: msgs})
 		}
 	}
 	if err := m.Validate(); err != nil {
@@ -309,7 +308,7 @@ func (s *Service) Receipts(ctx context.Context, dev store.Device, receipts [][]b
 	if len(run.capped) > 0 {
 		data, _ := json.Marshal(map[string]any{"incident": IncidentCapped, "realm": dev.Realm, "device": dev.ID, "kinds": run.capped,
 			"reason": fmt.Sprintf("more than %d refused receipts in one upload: the rest are counted here", MaxIncidentsPerUpload)})
-		if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: KindIncident, Actor: "device:" + dev.ID, Subject: dev.ID, Data: data}); err != nil {
+		if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: audit.DeliveryIncident, Actor: "device:" + dev.ID, Subject: dev.ID, Data: data}); err != nil {
 			return acks, err
 		}
 	}
@@ -386,9 +385,41 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 	case !r.Time.Before(d.NotAfter) || r.Time.Before(issued.Add(-syncproto.Skew)) || r.Time.After(now.Add(syncproto.Skew)):
 		return refuse(r, IncidentReceiptTiming, "the receipt's time is outside the delivery's window (after expiry, before the manifest, or ahead of the server)")
 	}
-	if r.Mode == string(ModeFingerprint) {
-		if err := s.confirmSealed(d, r); err != nil {
-			return refuse(r, IncidentFraud, "the code entered at the door passed the fingerprint but is not the delivery's code")
+	if r.Mode == string(ModeToken) {
+		// The recipient's token, signed by the server for this delivery,
+		// version and device: the device's word alone delivers nothing.
+		pk, err := s.PublicKeys(r.Realm)
+		if err != nil {
+			return courierproto.ReceiptAck{}, nil, err
+		}
+		if err := courierproto.VerifyToken(pk.Token, r.Token, r.Time, r.Binding()); err != nil {
+			return refuse(r, IncidentFraud, "the receipt carries no valid token for this delivery, version and device")
+		}
+	} else {
+		// The sealed code is checked as ConfirmSealed checks one: one
+		// attempt of the code version's limit is taken first, so that a
+		// courier holding the device key cannot sign receipts with guess
+		// after guess (the fingerprint leaves tens of thousands of
+		// candidates) until one delivers; the attempt that uses up the
+		// limit fails the delivery.
+		as, ok := s.Store.(store.DeliveryAttemptStore)
+		if !ok {
+			return courierproto.ReceiptAck{}, nil, errors.New("delivery: the store does not count attempts")
+		}
+		limit := s.attemptLimit()
+		n, taken, err := as.TakeDeliveryAttempt(ctx, d.Realm, d.ID, d.CodeVersion, limit,
+			s.confirmEntry(audit.DeliveryAttempt, "device:"+dev.ID, d, dev.ID, "receipt", now, nil))
+		if err != nil {
+			return courierproto.ReceiptAck{}, nil, err
+		}
+		if !taken {
+			return refuse(r, IncidentFraud, fmt.Sprintf("all %d attempts at the delivery's code are used", limit))
+		}
+		if _, err := s.openSealed(d, r.Binding(), r.Sealed); err != nil {
+			if n >= limit {
+				s.fail(ctx, d, "device:"+dev.ID, dev.ID, now)
+			}
+			return refuse(r, IncidentFraud, fmt.Sprintf("the code entered at the door passed the fingerprint but is not the delivery's code (attempt %d of %d)", n, limit))
 		}
 	}
 	cs := courierproto.Countersign{Realm: r.Realm, Delivery: r.Delivery, Version: r.Version, Device: dev.ID, DeviceKey: dev.PublicKey,
@@ -400,31 +431,40 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 	}
 	from := d.State
 	d.State, d.UpdatedAt = string(Delivered), now
-	entry := s.entry(KindDeliver, "device:"+dev.ID, d, now)
+	entry := s.entry(audit.DeliveryDeliver, "device:"+dev.ID, d, now)
 	var extra map[string]any
 	_ = json.Unmarshal(entry.Data, &extra)
 	extra["log_seq"], extra["receipt_hash"], extra["manifest"] = r.LogSeq, hash, serial
 	entry.Data, _ = json.Marshal(extra)
+	msgs, _, err := s.messages(ctx, d, "", now)
+	if err != nil {
+		return courierproto.ReceiptAck{}, nil, err
+	}
 	return courierproto.ReceiptAck{}, &pendingReceipt{r: r, hash: hash, write: store.ProofWrite{Delivery: d, FromState: from, FromVersion: d.CodeVersion,
 		Proof: store.DeliveryProof{Realm: r.Realm, ID: r.Delivery, CodeVersion: d.CodeVersion, Device: dev.ID, Receipt: data, Countersign: signed, DeliveredAt: now},
-		Entry: entry}}, nil
+		Entry: entry, Msgs: msgs}}, nil
 }
 
-// errSealedWrong: the sealed code is not the delivery's code.
+// errSealedWrong: the sealed code does not open, or is not the delivery's code.
 var errSealedWrong = errors.New("the sealed code is not the delivery's code")
 
-// confirmSealed opens a fingerprint-mode receipt's sealed code with the
-// realm's seal key and checks it against the delivery's code MAC.
-func (s *Service) confirmSealed(d store.Delivery, r courierproto.Receipt) error {
+// openSealed is the one check of a sealed code (a fingerprint-mode
+// receipt's, and ConfirmSealed's): it opens sealed, bound to b, with the
+// realm's seal key and returns the code; errSealedWrong (wrapping the
+// reason) when it does not open or is not d's current code.
+func (s *Service) openSealed(d store.Delivery, b codecheck.Binding, sealed []byte) (string, error) {
 	priv, _, err := s.sealKeys(d.Realm)
 	if err != nil {
-		return err
+		return "", err
 	}
-	code, err := codecheck.Open(priv, r.Binding(), r.Sealed)
-	if err != nil || !s.codeMatches(d, code) {
-		return errSealedWrong
+	code, err := codecheck.Open(priv, b, sealed)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", errSealedWrong, err)
 	}
-	return nil
+	if !s.codeMatches(d, code) {
+		return code, errSealedWrong
+	}
+	return code, nil
 }
 
 // errNotLogged: the receipt's log entry is not in the server's copy of
@@ -453,7 +493,7 @@ func (s *Service) refuseReceipt(ctx context.Context, c *receiptRun, dev store.De
 	}
 	if c.audited < MaxIncidentsPerUpload {
 		c.audited++
-		if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: KindIncident, Actor: "device:" + dev.ID, Subject: subject, Data: data}); err != nil {
+		if err := c.Audit(ctx, eventlog.Entry{Time: s.now(), Kind: audit.DeliveryIncident, Actor: "device:" + dev.ID, Subject: subject, Data: data}); err != nil {
 			return courierproto.ReceiptAck{}, err
 		}
 	} else {

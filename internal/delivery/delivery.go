@@ -155,7 +155,8 @@ func (s *Service) now() time.Time { return clock.Or(s.Now)() }
 
 // Create stores a new delivery in state created with a fresh code, audited
 // (delivery.create), and returns it with the code, which is not kept, and
-// in token mode the signed token (Delivery.Token).
+// in token mode the signed token (Delivery.Token); neither when the
+// recipient's message carries them (an Outbox with a notifier).
 // store.ErrExists when the realm already has the id.
 func (s *Service) Create(ctx context.Context, realm string, r Request, actor string) (Delivery, string, error) {
 	now := s.now()
@@ -187,6 +188,9 @@ func (s *Service) Create(ctx context.Context, realm string, r Request, actor str
 	msgs, code, err := s.messages(ctx, d, code, now)
 	if err != nil {
 		return Delivery{}, "", err
+	}
+	if code == "" {
+		v.Token = nil // the recipient's message carries it: it is their credential
 	}
 	if err := s.Store.CreateDelivery(ctx, d, s.entry(audit.DeliveryCreate, actor, d, now), msgs...); err != nil {
 		return Delivery{}, "", err
@@ -251,7 +255,7 @@ func (s *Service) Reassign(ctx context.Context, realm, id, device, actor string)
 		tok, err = s.tokenFor(view(*d, s.now()))
 		return code, err
 	})
-	if err == nil {
+	if err == nil && code != "" { // else the recipient's message carries it
 		d.Token = tok
 	}
 	return d, code, err
@@ -264,9 +268,16 @@ var ErrSuperseded = errors.New("delivery has moved on: the message is no longer 
 
 // Notified records that the recipient's message of code version version
 // was sent: created or reassigned → notified, audited (delivery.notify),
-// with its shipper event. ErrSuperseded when the delivery has moved on
+// with its shipper event. A delivery out for delivery at that version
+// stays so, unchanged (its device fetched its manifest before the message
+// went out), with no error. ErrSuperseded when the delivery has moved on
 // (another version, or a state that cannot become notified).
 func (s *Service) Notified(ctx context.Context, realm, id string, version uint32, actor string) (Delivery, error) {
+	if d, err := s.Store.GetDelivery(ctx, realm, id); err == nil && d.CodeVersion == version && current(d, s.now()) == OutForDelivery {
+		// The courier's device fetched its manifest before the message went
+		// out: the message is still the recipient's, and the state stays.
+		return view(d, s.now()), nil
+	}
 	d, _, err := s.change(ctx, realm, id, Notified, actor, func(d *store.Delivery) (string, error) {
 		if d.CodeVersion != version {
 			return "", fmt.Errorf("%w: delivery %q is at code version %d, not %d", ErrSuperseded, ident.Clip(id), d.CodeVersion, version)

@@ -27,12 +27,7 @@ func (s *Service) tokenFor(d Delivery) (*Token, error) {
 	if d.Mode != ModeToken {
 		return nil, nil
 	}
-	priv, err := s.tokenKey(d.Realm)
-	if err != nil {
-		return nil, err
-	}
-	text, err := deliverytoken.Sign(priv, deliverytoken.Claims{Realm: d.Realm, Delivery: d.ID, Version: int(d.CodeVersion),
-		Device: d.Device, NotAfter: d.NotAfter})
+	text, err := s.TokenText(d)
 	if err != nil {
 		return nil, fmt.Errorf("delivery: signing the token: %w", err)
 	}
@@ -41,4 +36,19 @@ func (s *Service) tokenFor(d Delivery) (*Token, error) {
 		return nil, fmt.Errorf("delivery: drawing the token's QR code: %w", err)
 	}
 	return &Token{Text: text, PNG: png}, nil
+}
+
+// TokenText returns the signed token of d, in token mode, for its current
+// code version and device: what the recipient's message carries (the
+// outbox's Token hook). ErrInvalid for a delivery in another mode.
+func (s *Service) TokenText(d Delivery) (string, error) {
+	if d.Mode != ModeToken {
+		return "", fmt.Errorf("%w: delivery %q is in %s mode, not token", ErrInvalid, d.ID, d.Mode)
+	}
+	priv, err := s.tokenKey(d.Realm)
+	if err != nil {
+		return "", err
+	}
+	return deliverytoken.Sign(priv, deliverytoken.Claims{Realm: d.Realm, Delivery: d.ID, Version: int(d.CodeVersion),
+		Device: d.Device, NotAfter: d.NotAfter})
 }

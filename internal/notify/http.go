@@ -53,16 +53,23 @@ func (s *SMSWebhook) Notify(ctx context.Context, m Message) error {
 // PostSigned POSTs the JSON body to url with the webhook signature of
 // body at now under secret, and an Idempotency-Key header of id. A 2xx
 // answer is success; 408, 429, 5xx and network errors (timeouts included)
-// may be retried; other answers wrap ErrPermanent. client nil is a new
-// client; timeout 0 is 10 seconds. The error names the status, never
+// may be retried; other answers, redirects included (never followed),
+// wrap ErrPermanent. client nil is a new client; timeout 0 is 10 seconds. The error names the status, never
 // the body sent.
 func PostSigned(ctx context.Context, client *http.Client, timeout time.Duration, url string, secret, body []byte, now time.Time, id string) error {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	if client == nil {
-		client = &http.Client{}
+	c := http.Client{}
+	if client != nil {
+		c = *client
 	}
+	// A redirect is not followed: the endpoint (a shipper's, a gateway's)
+	// could point this server's signed POSTs, or a GET, at any host it can
+	// reach, internal ones included. It is a final answer (a dead letter
+	// the admin sees; set the URL the endpoint redirects to).
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client = &c
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))

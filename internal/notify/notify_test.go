@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/mail"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,5 +137,27 @@ func TestPostSignedStatuses(t *testing.T) {
 		case err != nil && strings.Contains(err.Error(), "gateway-api-key"):
 			t.Errorf("%d: the URL's query leaked: %v", status, err)
 		}
+	}
+}
+
+// TestPostSignedNoRedirect: a malicious endpoint's redirect (307 keeps the
+// POST and its body, 302 turns it into a GET) is not followed, so it cannot
+// aim the server's requests at another host; it is a final answer.
+func TestPostSignedNoRedirect(t *testing.T) {
+	var hits atomic.Int32
+	inner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer inner.Close()
+	for _, status := range []int{http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, inner.URL+"/internal", status)
+		}))
+		err := PostSigned(context.Background(), &http.Client{}, time.Second, evil.URL, []byte("k"), []byte("{}"), t0, "id-1")
+		evil.Close()
+		if !errors.Is(err, ErrPermanent) {
+			t.Errorf("%d: %v, want a final refusal", status, err)
+		}
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("the redirect was followed %d times", hits.Load())
 	}
 }

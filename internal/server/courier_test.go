@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -11,8 +12,10 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/audit"
 	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/delivery"
+	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/keys"
 	"github.com/outpost-auth/outpost/internal/store"
@@ -158,7 +161,7 @@ func TestCourierFlow(t *testing.T) {
 			if rep = f.sync("van-1"); len(rep.Receipts) != 0 {
 				t.Fatalf("third sync re-sent receipts: %+v", rep.Receipts)
 			}
-			incidents := f.audit(t, delivery.KindIncident)
+			incidents := f.audit(t, audit.DeliveryIncident)
 			if !strings.Contains(incidents, delivery.IncidentCancelled) || !strings.Contains(incidents, delivery.IncidentReassigned) {
 				t.Fatalf("incidents: %s", incidents)
 			}
@@ -316,12 +319,12 @@ func TestCourierAttacks(t *testing.T) {
 	for i := range flood {
 		flood[i] = f.forgeReceipt("van-1", claim("theirs", i+2))
 	}
-	before := strings.Count(f.audit(t, delivery.KindIncident), "\n")
+	before := strings.Count(f.audit(t, audit.DeliveryIncident), "\n")
 	if acks := f.upload("van-1", flood...); len(acks) != len(flood) || acks[len(acks)-1].Status != courierproto.AckRefused {
 		t.Fatalf("flood: %d answers", len(acks))
 	}
-	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n") - before; n != delivery.MaxIncidentsPerUpload+1 ||
-		!strings.Contains(f.audit(t, delivery.KindIncident), delivery.IncidentCapped) {
+	if n := strings.Count(f.audit(t, audit.DeliveryIncident), "\n") - before; n != delivery.MaxIncidentsPerUpload+1 ||
+		!strings.Contains(f.audit(t, audit.DeliveryIncident), delivery.IncidentCapped) {
 		t.Fatalf("flood: %d incident entries, want %d", n, delivery.MaxIncidentsPerUpload+1)
 	}
 	// The same delivery confirmed on two devices: van-2 delivers the
@@ -336,10 +339,10 @@ func TestCourierAttacks(t *testing.T) {
 	if acks := f.upload("van-1", forged["moved"]); len(acks) != 1 || !strings.HasPrefix(acks[0].Reason, delivery.IncidentTwice) {
 		t.Fatalf("van-1's receipt after van-2 delivered: %+v", acks)
 	}
-	if n := strings.Count(f.audit(t, delivery.KindDeliver), "\n"); n != 2 {
+	if n := strings.Count(f.audit(t, audit.DeliveryDeliver), "\n"); n != 2 {
 		t.Fatalf("%d deliver entries, want 2", n)
 	}
-	if n := strings.Count(f.audit(t, delivery.KindIncident), "\n"); n != len(forged)+2+delivery.MaxIncidentsPerUpload+1 {
+	if n := strings.Count(f.audit(t, audit.DeliveryIncident), "\n"); n != len(forged)+2+delivery.MaxIncidentsPerUpload+1 {
 		t.Fatalf("%d incidents, want %d", n, len(forged)+2+delivery.MaxIncidentsPerUpload+1)
 	}
 	m := f.call("", "GET", "/metrics", nil)
@@ -391,5 +394,119 @@ func TestCourierManifestAttacks(t *testing.T) {
 	f.clock.Add(delivery.DefaultManifestMaxAge + time.Minute)
 	if _, err := dev.CheckDelivery(ctx, offline.DeliveryAttempt{Delivery: "p1", Code: "000000000"}); !errors.Is(err, offline.ErrManifestTooOld) {
 		t.Errorf("old manifest: %v", err)
+	}
+}
+
+// TestCourierReceiptGuessing: a courier holding the device key signs
+// fingerprint-mode receipts with guess after guess (each sealed with the
+// right binding): each takes one attempt of the code version's limit, the
+// one that uses it up fails the delivery, and then even the right code is
+// refused. Without the count, the ~10^5 candidates the fingerprint leaves
+// could be tried through sync until one delivered.
+func TestCourierReceiptGuessing(t *testing.T) {
+	ctx := context.Background()
+	f := newCourierFixture(t, engines(t)["sqlite"](t), "van-1")
+	code := f.create("fp", "van-1", "fingerprint")
+	f.sync("van-1")
+	m, err := f.srv.deliveries.Manifest(ctx, f.realm, "van-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := artifact.Verify(m, artifact.Keys{f.srv.signer.Public}, artifact.Expect{Type: courierproto.ManifestType})
+	man, _ := courierproto.DecodeManifest(body)
+	receipt := func(guess string) []byte {
+		r := courierproto.Receipt{Realm: f.realm, Delivery: "fp", Version: 1, Device: "van-1", Mode: "fingerprint", Time: f.clock.Now(),
+			Manifest: 1, LogSeq: 1, LogHash: bytes.Repeat([]byte{7}, 32)}
+		if r.Sealed, err = courierproto.SealCode(man.Keys.Seal, r.Binding(), guess); err != nil {
+			t.Fatal(err)
+		}
+		return f.forgeReceipt("van-1", r)
+	}
+	var guesses [][]byte
+	for i := range delivery.DefaultAttemptLimit + 2 {
+		g := fmt.Sprintf("%08d", 11111111*(i%9+1))
+		g += string(deliverycode.CheckDigit(g))
+		if g == code {
+			g = "000000000"
+		}
+		guesses = append(guesses, receipt(g))
+	}
+	acks := f.upload("van-1", guesses...)
+	if len(acks) != len(guesses) {
+		t.Fatalf("%d answers to %d receipts", len(acks), len(guesses))
+	}
+	for i, a := range acks {
+		want := delivery.IncidentFraud
+		if i >= delivery.DefaultAttemptLimit {
+			want = delivery.IncidentReceiptState // failed by then
+		}
+		if a.Status != courierproto.AckRefused || !strings.HasPrefix(a.Reason, want) {
+			t.Fatalf("guess %d: %+v, want refused %s", i, a, want)
+		}
+	}
+	if st := f.state("fp"); st != "failed" {
+		t.Fatalf("after %d wrong sealed codes the delivery is %s, want failed", len(guesses), st)
+	}
+	if acks := f.upload("van-1", receipt(code)); len(acks) != 1 || acks[0].Status != courierproto.AckRefused {
+		t.Fatalf("the right code after the limit: %+v", acks)
+	}
+	if st := f.state("fp"); st != "failed" {
+		t.Fatalf("the right code after the limit made it %s", st)
+	}
+}
+
+// TestCourierReceiptWithoutProof: a courier holding the device key signs a
+// receipt for a delivery really in its manifest, but without what the
+// recipient gave: no sealed code (hash mode), a sealed wrong code, no
+// token or another delivery's token (token mode). None delivers: the
+// device's word alone is believed about nothing.
+func TestCourierReceiptWithoutProof(t *testing.T) {
+	ctx := context.Background()
+	f := newCourierFixture(t, engines(t)["sqlite"](t), "van-1")
+	code := f.create("h", "van-1", "hash")
+	f.create("tk", "van-1", "token")
+	other := f.mustCall(http.StatusCreated, f.iss, "POST", "/v1/deliveries", map[string]any{"id": "tk2", "device": "van-1",
+		"not_after": f.clock.Now().Add(48 * time.Hour).Format(time.RFC3339), "mode": "token",
+		"recipient": map[string]string{"email": "ana.recipient@example.org"}}).body["token"].(map[string]any)["text"].(string)
+	f.sync("van-1")
+	m, err := f.srv.deliveries.Manifest(ctx, f.realm, "van-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body, _ := artifact.Verify(m, artifact.Keys{f.srv.signer.Public}, artifact.Expect{Type: courierproto.ManifestType})
+	man, _ := courierproto.DecodeManifest(body)
+	claim := func(id, mode string) courierproto.Receipt {
+		return courierproto.Receipt{Realm: f.realm, Delivery: id, Version: 1, Device: "van-1", Mode: mode, Time: f.clock.Now(),
+			Manifest: 1, LogSeq: 1, LogHash: bytes.Repeat([]byte{7}, 32)}
+	}
+	wrong := claim("h", "hash")
+	g := "1234567"
+	g += "0" + string(deliverycode.CheckDigit(g+"0"))
+	if g == code {
+		t.Skip("improbable")
+	}
+	if wrong.Sealed, err = courierproto.SealCode(man.Keys.Seal, wrong.Binding(), g); err != nil {
+		t.Fatal(err)
+	}
+	stolen := claim("tk", "token")
+	stolen.Token = other
+	for name, r := range map[string]courierproto.Receipt{"hash, no code": claim("h", "hash"), "hash, wrong code": wrong,
+		"token, none": claim("tk", "token"), "token of another delivery": stolen} {
+		acks := f.upload("van-1", f.forgeReceipt("van-1", r))
+		if len(acks) != 1 || acks[0].Status != courierproto.AckRefused {
+			t.Errorf("%s: %+v, want refused", name, acks)
+		}
+	}
+	for _, id := range []string{"h", "tk"} {
+		if st := f.state(id); st == "delivered" {
+			t.Fatalf("%s delivered on the device's word", id)
+		}
+	}
+	// The real check at the door still delivers.
+	if _, err := f.devs["van-1"].CheckDelivery(ctx, offline.DeliveryAttempt{Delivery: "h", Code: code}); err != nil {
+		t.Fatal(err)
+	}
+	if rep := f.sync("van-1"); acksOf(rep)["h"] != courierproto.AckDelivered {
+		t.Fatalf("the real receipt: %+v", rep.Receipts)
 	}
 }

@@ -45,7 +45,7 @@ type fuzzServer struct {
 	tokens map[string]string // user → token id, for path parameters
 }
 
-func newFuzzServer(f *testing.F) *fuzzServer {
+func newFuzzServer(f testing.TB) *fuzzServer {
 	old := pin.Cost
 	pin.Cost.Time, pin.Cost.MemoryKiB, pin.Cost.Threads = 1, 8, 1
 	f.Cleanup(func() { pin.Cost = old })

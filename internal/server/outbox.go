@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/outpost-auth/outpost/internal/delivery"
 	"github.com/outpost-auth/outpost/internal/outbox"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +53,8 @@ func (s *Server) newOutbox(cfg Config) *outbox.Service {
 	cfg.Registry.MustRegister(counter)
 	ob := &outbox.Service{Store: obs, Deliveries: s.deliveries, Master: cfg.Master, Channels: cfg.Notify, Policy: cfg.Outbox,
 		WebhookTimeout: cfg.WebhookTimeout, Now: cfg.Now, Log: cfg.Logger,
-		Observe: func(kind, result string) { counter.WithLabelValues(kind, result).Inc() }}
+		Observe: func(kind, result string) { counter.WithLabelValues(kind, result).Inc() },
+		Token:   func(_ context.Context, d delivery.Delivery) (string, error) { return s.deliveries.TokenText(d) }}
 	s.deliveries.Outbox = ob
 	return ob
 }

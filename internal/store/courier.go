@@ -48,6 +48,9 @@ type StateMove struct {
 	From, To    string
 	CodeVersion uint32
 	Entry       eventlog.Entry
+	// Msgs are the outbox messages of the move (its shipper event), written
+	// when it is applied.
+	Msgs []OutboxMessage
 }
 
 // DeliveryProof is a delivery's proof: the device's receipt as received
@@ -69,6 +72,9 @@ type ProofWrite struct {
 	FromVersion uint32
 	Proof       DeliveryProof
 	Entry       eventlog.Entry
+	// Msgs are the outbox messages of the change (its shipper event),
+	// written when the write is applied.
+	Msgs []OutboxMessage
 }
 
 // CourierStore stores what courier devices are given and what they prove.
@@ -164,6 +170,11 @@ func (s *sqlStore) RecordManifest(ctx context.Context, realm, device string, at 
 	if err := first(checkID("realm ID", realm), checkID("device ID", device)); err != nil {
 		return 0, nil, err
 	}
+	for _, m := range moves {
+		if err := checkOutbox(m.Msgs); err != nil {
+			return 0, nil, err
+		}
+	}
 	defer s.chainLock()()
 	var serial int64
 	var applied []string
@@ -189,6 +200,9 @@ func (s *sqlStore) RecordManifest(ctx context.Context, realm, device string, at 
 				return err
 			}
 			if n > 0 {
+				if err := insertOutbox(ctx, q, m.Msgs); err != nil {
+					return err
+				}
 				applied = append(applied, m.ID)
 				entries = append(entries, m.Entry)
 			}
@@ -230,7 +244,7 @@ func (s *sqlStore) GetManifested(ctx context.Context, realm, id string, version 
 func (s *sqlStore) DeliverWithProofs(ctx context.Context, ws []ProofWrite) ([]error, error) {
 	for _, w := range ws {
 		d, p := w.Delivery, w.Proof
-		if err := first(checkDelivery(d), checkID("device ID", p.Device)); err != nil {
+		if err := first(checkDelivery(d), checkID("device ID", p.Device), checkOutbox(w.Msgs)); err != nil {
 			return nil, err
 		}
 		if p.Realm != d.Realm || p.ID != d.ID || len(p.Receipt) == 0 || len(p.Receipt) > MaxReceiptLen || len(p.Countersign) == 0 || len(p.Countersign) > MaxReceiptLen {
@@ -276,6 +290,9 @@ func (s *sqlStore) DeliverWithProofs(ctx context.Context, ws []ProofWrite) ([]er
 				}
 				results[i] = fmt.Errorf("%w: delivery %q in realm %q changed since it was read", ErrConflict, d.ID, d.Realm)
 				continue
+			}
+			if err := insertOutbox(ctx, q, w.Msgs); err != nil {
+				return err
 			}
 			entries = append(entries, w.Entry)
 		}
