@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
-	"github.com/outpost-auth/outpost/internal/codecheck"
 	"github.com/outpost-auth/outpost/internal/courierproto"
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/eventlog"
@@ -16,14 +15,15 @@ import (
 	"github.com/outpost-auth/outpost/internal/store"
 )
 
-// Confirming a code at the server (docs/deliveries.md, "Online confirm" and
-// "Fingerprint mode"): Confirm when the courier is online, ConfirmSealed for
-// a code the courier's device sealed offline and uploads at sync. Both apply
-// the same rules, in this order:
+// Confirming a code at the server (docs/deliveries.md, "Online confirm"):
+// Confirm when the courier is online (an issuer's call, or the device's
+// signed confirm). A code the courier's device sealed offline comes back in
+// a receipt at sync and is checked by the receipt path (courier.go,
+// openSealed) with the same attempt counter. The rules, in this order:
 //
 //  1. a typo (deliverycode.ErrTypo) or a malformed code costs nothing;
-//  2. the delivery must be assigned to the device, at the code version the
-//     caller names (ConfirmSealed), in a state that may become delivered;
+//  2. the delivery must be assigned to the device, in a state that may
+//     become delivered;
 //  3. one attempt is counted (store.DeliveryAttemptStore), at most
 //     AttemptLimit per code version, BEFORE the code is compared, so that
 //     guesses sent in parallel cannot outrun the limit;
@@ -32,38 +32,23 @@ import (
 //     audited); a wrong code is audited, and the attempt that reaches the
 //     limit makes the delivery failed (reassign it: a new code version
 //     starts a new count).
-//
-// A wrong sealed code is a fraud incident: it passed the fingerprint on the
-// device (or the device never checked it), so the courier's device holds a
-// code that is not the recipient's.
 
 // DefaultAttemptLimit is the codes one code version may be tried with,
 // online and on the courier's device alike (the manifest's attempt limit).
 const DefaultAttemptLimit = courierproto.DefaultAttempts
 
-// SealedWindow bounds how far back the time a device states for a sealed
-// code (ConfirmSealed's at) is believed: a device syncs at least this often.
-const SealedWindow = 48 * time.Hour
-
-// The outcomes of Confirm and ConfirmSealed, for callers to branch on. The
+// The outcomes of Confirm, for callers to branch on. The
 // state errors wrap ErrState too.
 var (
 	// ErrWrongCode: the code is well-formed but not the delivery's; one
 	// attempt was used (the message says how many are left).
 	ErrWrongCode = errors.New("wrong delivery code")
-	// ErrFraud: a sealed code from the courier's device is wrong (wraps
-	// ErrWrongCode); audited as an incident.
-	ErrFraud = fmt.Errorf("%w: a sealed code from the courier's device is not the recipient's (fraud incident)", ErrWrongCode)
 	// ErrAttempts: the attempt limit of this code version is used up; the
 	// delivery is failed.
 	ErrAttempts = errors.New("no attempts left for this delivery code")
 	// ErrWrongDevice: the delivery is not assigned to this device, or not
 	// at this code version on it (it was reassigned).
 	ErrWrongDevice = errors.New("delivery is not assigned to this device")
-	// ErrSealed: the sealed code does not open for this delivery, version
-	// and device under the realm's key (garbage, tampered, or sealed for
-	// another); audited as an incident.
-	ErrSealed = errors.New("sealed delivery code does not open")
 	// ErrDelivered: the delivery is delivered already (a used code).
 	ErrDelivered = fmt.Errorf("%w: the delivery is delivered already", ErrState)
 	// ErrExpired: the delivery expired before the code was confirmed.
@@ -73,13 +58,8 @@ var (
 // Outcome is what a successful confirm did.
 type Outcome struct {
 	Delivery Delivery
-	// Attempt is which attempt of the code version this was (1-based); 0
-	// when Already.
+	// Attempt is which attempt of the code version this was (1-based).
 	Attempt int
-	// Already: ConfirmSealed found the delivery delivered already by this
-	// device at this version with this very code (an upload sent again);
-	// nothing changed.
-	Already bool
 }
 
 func (s *Service) attemptLimit() int {
@@ -115,46 +95,6 @@ func (s *Service) Confirm(ctx context.Context, realm, id, code, device, actor st
 	return s.confirm(ctx, d, code, device, "online", actor, now, now)
 }
 
-// ConfirmSealed confirms a code that device sealed for version of realm's
-// delivery id (codecheck.Seal to PublicKeys(realm).Seal) at time at (the
-// device's word, believed within SealedWindow before now), by the rules
-// above: it opens it with the realm's key and checks it as Confirm does. A
-// wrong code is ErrFraud, audited as an incident, and the delivery is not
-// delivered. A version or device other than the delivery's current ones is
-// ErrWrongDevice (an incident: the device confirms what it no longer
-// holds); a blob that does not open is ErrSealed (an incident). Sending the
-// same sealed code again after it delivered the delivery answers
-// Outcome.Already with no error, so a repeated upload is harmless.
-func (s *Service) ConfirmSealed(ctx context.Context, realm, id string, version int, device string, sealed []byte, at time.Time, actor string) (Outcome, error) {
-	d, err := s.Store.GetDelivery(ctx, realm, id)
-	if err != nil {
-		return Outcome{}, err
-	}
-	now := s.now()
-	switch {
-	case d.Device != device:
-		return Outcome{}, s.refuse(ctx, audit.DeliveryIncident, "wrong_device", actor, d, device, now,
-			fmt.Errorf("%w: device %q sent a code for delivery %q, which is assigned to another device", ErrWrongDevice, ident.Clip(device), ident.Clip(id)))
-	case version != int(d.CodeVersion):
-		return Outcome{}, s.refuse(ctx, audit.DeliveryIncident, "stale_version", actor, d, device, now,
-			fmt.Errorf("%w: a code for version %d of delivery %q, whose code is at version %d (reassigned since)", ErrWrongDevice, version, ident.Clip(id), d.CodeVersion))
-	}
-	code, err := s.openSealed(d, codecheck.Binding{Realm: realm, Delivery: id, Version: version, Device: device}, sealed)
-	switch {
-	case code == "" && errors.Is(err, errSealedWrong):
-		return Outcome{}, s.refuse(ctx, audit.DeliveryIncident, "bad_seal", actor, d, device, now,
-			fmt.Errorf("%w: %w", ErrSealed, errors.Unwrap(err)))
-	case code == "" && err != nil:
-		return Outcome{}, err
-	case err == nil && State(d.State) == Delivered:
-		return Outcome{Delivery: view(d, now), Already: true}, nil
-	}
-	if at.After(now) || now.Sub(at) > SealedWindow {
-		at = now // a time the server cannot believe: judge by its own
-	}
-	return s.confirm(ctx, d, code, device, "sealed", actor, at, now)
-}
-
 // confirm is rules 2 to 4 for d, assigned to device, and canonical code;
 // the state is judged at at (now for online confirms).
 func (s *Service) confirm(ctx context.Context, d store.Delivery, code, device, via, actor string, at, now time.Time) (Outcome, error) {
@@ -181,7 +121,7 @@ func (s *Service) confirm(ctx context.Context, d store.Delivery, code, device, v
 	if !taken {
 		// The attempt that reached the limit failed the delivery if it was
 		// wrong; this one must not (a right code may be committing).
-		if out, ok, err := s.deliveredMeanwhile(ctx, d, code, via, now); ok {
+		if out, ok, err := s.deliveredMeanwhile(ctx, d); ok {
 			return out, err
 		}
 		return Outcome{}, fmt.Errorf("%w: all %d attempts at delivery %q's code are used: reassign it to issue a new code", ErrAttempts, limit, ident.Clip(d.ID))
@@ -198,7 +138,7 @@ func (s *Service) confirm(ctx context.Context, d store.Delivery, code, device, v
 	if err := s.Store.UpdateDelivery(ctx, d, from, d.CodeVersion, s.confirmEntry(audit.DeliveryDeliver, actor, d, device, via, now,
 		map[string]any{"attempt": n, "at": at.UTC().Format(time.RFC3339Nano)}), msgs...); err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			if out, ok, err := s.deliveredMeanwhile(ctx, d, code, via, now); ok {
+			if out, ok, err := s.deliveredMeanwhile(ctx, d); ok {
 				return out, err
 			}
 		}
@@ -208,28 +148,19 @@ func (s *Service) confirm(ctx context.Context, d store.Delivery, code, device, v
 }
 
 // deliveredMeanwhile reports (ok) whether another request delivered d at
-// its code version since it was read, and what to answer then: for the
-// same sealed code (an upload applied twice at once) Already, as when it
-// is sent again later; otherwise ErrDelivered.
-func (s *Service) deliveredMeanwhile(ctx context.Context, d store.Delivery, code, via string, now time.Time) (Outcome, bool, error) {
+// its code version since it was read: the answer is then ErrDelivered.
+func (s *Service) deliveredMeanwhile(ctx context.Context, d store.Delivery) (Outcome, bool, error) {
 	cur, err := s.Store.GetDelivery(ctx, d.Realm, d.ID)
 	if err != nil || State(cur.State) != Delivered || cur.CodeVersion != d.CodeVersion {
 		return Outcome{}, false, nil
 	}
-	if via == "sealed" && s.codeMatches(cur, code) {
-		return Outcome{Delivery: view(cur, now), Already: true}, true, nil
-	}
 	return Outcome{}, true, fmt.Errorf("%w (delivery %q): the code was used", ErrDelivered, ident.Clip(d.ID))
 }
 
-// wrong records the wrong code of attempt n (an incident when it came
-// sealed from the device), fails the delivery at the limit, and returns the
-// error to answer.
+// wrong records the wrong code of attempt n, fails the delivery at the
+// limit, and returns the error to answer.
 func (s *Service) wrong(ctx context.Context, d store.Delivery, actor, device, via string, n, limit int, now time.Time) error {
 	kind, extra, base := audit.DeliveryWrongCode, map[string]any{"attempt": n, "limit": limit}, ErrWrongCode
-	if via == "sealed" {
-		kind, extra["incident"], base = audit.DeliveryIncident, "fraud", ErrFraud
-	}
 	if err := s.appendAudit(ctx, s.confirmEntry(kind, actor, d, device, via, now, extra)); err != nil {
 		return err
 	}

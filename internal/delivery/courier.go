@@ -396,7 +396,7 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 			return refuse(r, IncidentFraud, "the receipt carries no valid token for this delivery, version and device")
 		}
 	} else {
-		// The sealed code is checked as ConfirmSealed checks one: one
+		// The sealed code is checked as Confirm checks a code: one
 		// attempt of the code version's limit is taken first, so that a
 		// courier holding the device key cannot sign receipts with guess
 		// after guess (the fingerprint leaves tens of thousands of
@@ -448,8 +448,8 @@ func (s *Service) receipt(ctx context.Context, c *receiptRun, dev store.Device, 
 // errSealedWrong: the sealed code does not open, or is not the delivery's code.
 var errSealedWrong = errors.New("the sealed code is not the delivery's code")
 
-// openSealed is the one check of a sealed code (a fingerprint-mode
-// receipt's, and ConfirmSealed's): it opens sealed, bound to b, with the
+// openSealed is the one check of a sealed code (in a hash- or fingerprint-mode
+// receipt): it opens sealed, bound to b, with the
 // realm's seal key and returns the code; errSealedWrong (wrapping the
 // reason) when it does not open or is not d's current code.
 func (s *Service) openSealed(d store.Delivery, b codecheck.Binding, sealed []byte) (string, error) {
