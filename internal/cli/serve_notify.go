@@ -37,7 +37,7 @@ func (f *notifyFlags) register(c *cobra.Command) {
 	fl.StringVar(&f.smtpHello, "smtp-hello", "localhost", "name this server gives in EHLO")
 	fl.StringVar(&f.smsURL, "sms-url", "", "SMS gateway webhook that texts delivery codes to phone recipients (JSON POST, signed)")
 	fl.StringVar(&f.smsSecretFile, "sms-secret-file", "", "file holding the secret SMS gateway requests are signed with (required with --sms-url)")
-	fl.StringVar(&f.linkBase, "token-link-base", "", "URL a delivery token is appended to, for the link in token mails")
+	fl.StringVar(&f.linkBase, "token-link-base", "", "URL a delivery token is appended to, for the link in token mails and SMS")
 	fl.DurationVar(&f.interval, "outbox-interval", 2*time.Second, "how often the outbox worker looks for due messages")
 	fl.IntVar(&f.policy.MaxAttempts, "outbox-max-attempts", outbox.DefaultPolicy.MaxAttempts, "attempts before a message is dead")
 	fl.DurationVar(&f.policy.MaxAge, "outbox-max-age", outbox.DefaultPolicy.MaxAge, "age after which a message that is still failing is dead")
@@ -87,7 +87,7 @@ func (f *notifyFlags) config() (notify.Channels, error) {
 		if secret = trimNewline(secret); len(secret) < outbox.MinWebhookKey {
 			return ch, usageError{fmt.Errorf("--sms-secret-file: the secret must be at least %d bytes", outbox.MinWebhookKey)}
 		}
-		ch.Phone = &notify.SMSWebhook{URL: f.smsURL, Secret: secret, Timeout: f.webhookTimeout}
+		ch.Phone = &notify.SMSWebhook{URL: f.smsURL, Secret: secret, Timeout: f.webhookTimeout, LinkBase: f.linkBase}
 	}
 	return ch, nil
 }

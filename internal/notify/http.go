@@ -28,6 +28,10 @@ type SMSWebhook struct {
 	Timeout time.Duration
 	// Now is the clock of the signature's time; nil is clock.System.
 	Now func() time.Time
+	// LinkBase is prefixed to a token-mode delivery's token to make the
+	// link the SMS carries (a page that shows its QR code); "" sends the
+	// token text itself.
+	LinkBase string
 }
 
 // SMSRequest is the JSON body an SMS gateway receives.
@@ -43,7 +47,7 @@ func (s *SMSWebhook) Notify(ctx context.Context, m Message) error {
 	if m.Phone == "" {
 		return fmt.Errorf("%w: the SMS webhook sends to phone numbers only", ErrNoChannel)
 	}
-	body, err := json.Marshal(SMSRequest{ID: m.ID, To: m.Phone, Text: SMSText(m)})
+	body, err := json.Marshal(SMSRequest{ID: m.ID, To: m.Phone, Text: SMSText(m, s.LinkBase)})
 	if err != nil {
 		return err
 	}

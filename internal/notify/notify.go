@@ -111,8 +111,14 @@ func Text(m Message, linkBase string) string {
 	return b.String()
 }
 
-// SMSText is the short text of an SMS.
-func SMSText(m Message) string {
-	return fmt.Sprintf("Delivery %s: your code is %s. Tell it to the courier at your door only. Valid until %s.",
+// SMSText is the short text of an SMS; for a token-mode delivery it also
+// carries the token, as a link (linkBase + token) or as its text, so that
+// the courier's device can scan or read it.
+func SMSText(m Message, linkBase string) string {
+	t := fmt.Sprintf("Delivery %s: your code is %s. Tell it to the courier at your door only. Valid until %s.",
 		m.Delivery, Grouped(m.Code), m.NotAfter.UTC().Format("2006-01-02 15:04 MST"))
+	if m.Token != "" {
+		t += " Or show the courier: " + linkBase + m.Token
+	}
+	return t
 }

@@ -161,3 +161,19 @@ func TestPostSignedNoRedirect(t *testing.T) {
 		t.Fatalf("the redirect was followed %d times", hits.Load())
 	}
 }
+
+// TestSMSText: an SMS carries the code, and in token mode the token — as
+// a link when a link base is set — so a phone recipient can show it.
+func TestSMSText(t *testing.T) {
+	m := Message{Delivery: "p1", Code: "123456789", NotAfter: time.Date(2031, 1, 2, 3, 4, 0, 0, time.UTC)}
+	if s := SMSText(m, "https://s.example/t/"); !strings.Contains(s, "123 456 789") || strings.Contains(s, "show the courier") {
+		t.Fatalf("code mode: %q", s)
+	}
+	m.Token = "ODT1:ABC"
+	if s := SMSText(m, "https://s.example/t/"); !strings.Contains(s, "https://s.example/t/ODT1:ABC") {
+		t.Fatalf("token mode with a link: %q", s)
+	}
+	if s := SMSText(m, ""); !strings.Contains(s, "show the courier: ODT1:ABC") {
+		t.Fatalf("token mode without a link: %q", s)
+	}
+}

@@ -24,6 +24,7 @@ func (s *Server) wireCourier(cfg Config) {
 		return
 	}
 	svc := s.deliveries
+	svc.AttemptLimit = cfg.DeliveryAttempts // one limit: the device's, online confirms' and receipts'
 	svc.Courier = &delivery.Courier{Store: cs, Devices: ss, Signer: s.signer, MaxAge: cfg.ManifestMaxAge, Attempts: cfg.DeliveryAttempts, Costs: cfg.DeliveryCosts,
 		Audit: func(ctx context.Context, e eventlog.Entry) error {
 			_, err := cfg.Store.AppendAudit(ctx, e)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/deliverycode"
 	"github.com/outpost-auth/outpost/internal/devicelog"
 	"github.com/outpost-auth/outpost/internal/keys"
+	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/syncproto"
 	"github.com/outpost-auth/outpost/offline"
@@ -508,5 +510,27 @@ func TestCourierReceiptWithoutProof(t *testing.T) {
 	}
 	if rep := f.sync("van-1"); acksOf(rep)["h"] != courierproto.AckDelivered {
 		t.Fatalf("the real receipt: %+v", rep.Receipts)
+	}
+}
+
+// TestOneAttemptLimit: --delivery-attempts is the one limit: the device's
+// (in the manifest) and the server's (online confirms and receipts).
+func TestOneAttemptLimit(t *testing.T) {
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "o.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m, err := keys.GenerateMaster()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Store: st, Master: m, Policy: online.DefaultPolicy, DeliveryAttempts: 3, DeliveryCosts: courierproto.TestCosts,
+		Logger: slog.New(slog.NewJSONHandler(&logBuf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.deliveries.AttemptLimit != 3 || s.deliveries.Courier == nil || s.deliveries.Courier.Attempts != 3 {
+		t.Fatalf("server limit %d, device limit %+v", s.deliveries.AttemptLimit, s.deliveries.Courier)
 	}
 }
