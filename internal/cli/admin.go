@@ -67,8 +67,11 @@ func apiErr(err error) error {
 	switch {
 	case ae.Status == 429:
 		return withCode(ExitLocked, err)
-	case ae.Code == "invalid_code" || ae.Code == "replayed" || ae.Code == "malformed_code":
+	case ae.Code == "invalid_code" || ae.Code == "replayed" || ae.Code == "malformed_code",
+		ae.Code == "wrong_code" || ae.Code == "already_delivered" || ae.Code == "expired": // delivery confirm
 		return withCode(ExitRefused, err)
+	case ae.Code == "attempts_exhausted":
+		return withCode(ExitLocked, err)
 	}
 	return err
 }

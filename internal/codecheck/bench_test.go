@@ -12,7 +12,7 @@ import (
 //	go test -run '^$' -bench . -benchtime 3x ./internal/codecheck
 //
 // (hash mode at its defaults costs seconds an operation). The figures are in
-// docs/deliveries.md.
+// docs/BENCHMARKS.md.
 
 func benchRaw(b *testing.B, p Params) {
 	salt := make([]byte, SaltSize)

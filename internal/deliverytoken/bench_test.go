@@ -6,7 +6,7 @@ import "testing"
 //
 //	go test -run '^$' -bench . ./internal/deliverytoken
 //
-// for verifications per second (figures in docs/deliveries.md).
+// for verifications per second (figures in docs/BENCHMARKS.md).
 
 func BenchmarkVerify(b *testing.B) {
 	text, err := Sign(priv, claims)

@@ -96,9 +96,9 @@ func TestAdminDeliveryConfirm(t *testing.T) {
 	}{
 		{"typo", string(typo), "van-7", 1, "typo"},
 		{"another device", c, "van-9", 1, "wrong_device"},
-		{"wrong code", wrong, "van-7", 1, "1 of 5 attempts used"},
+		{"wrong code", wrong, "van-7", 3, "1 of 5 attempts used"}, // exit 3: refused
 		{"right code, grouped", c[:4] + " " + c[4:], "van-7", 0, "delivered"},
-		{"used code", c, "van-7", 1, "already_delivered"},
+		{"used code", c, "van-7", 3, "already_delivered"},
 	}
 	for _, st := range steps {
 		out, e, code := confirm(st.code, st.device)
