@@ -182,23 +182,16 @@ func (s *sqlStore) ListVouches(ctx context.Context, realm, after string, limit i
 
 func (s *sqlStore) RosterTx(ctx context.Context, fn func(tx RosterTx) error) error {
 	defer s.chainLock()()
-	var abortErr error
-	err := inTx(ctx, s.e, isAuditRace, func(q querier) error {
-		abortErr = nil
+	return s.abortableTx(ctx, func(q querier, abort func(error) error) error {
 		tx := &rosterTx{ctx: ctx, s: s, q: q}
 		if err := fn(tx); err != nil {
 			if tx.failed || tx.raced {
 				return err // the database's own failure, or a lost race to retry
 			}
-			abortErr = err
-			return errAbort
+			return abort(err)
 		}
 		return nil
 	})
-	if errors.Is(err, errAbort) {
-		return abortErr
-	}
-	return err
 }
 
 // Roster gives a sync's transaction the roster's operations.

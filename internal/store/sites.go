@@ -279,6 +279,23 @@ func (s *sqlStore) chainLock() func() {
 // that inTx does not retry it. The caller's error is returned instead.
 var errAbort = fmt.Errorf("%w: transaction aborted by its caller", ErrInvalid)
 
+// abortableTx runs body in one transaction (inTx, retried on a lost audit
+// race). body ends the transaction with abort(err) for an error of the
+// caller's own (a rule, not the database): the transaction rolls back and
+// abortableTx returns err itself. Any other error of body fails (or, for an
+// audit race, retries) the transaction as inTx does.
+func (s *sqlStore) abortableTx(ctx context.Context, body func(q querier, abort func(error) error) error) error {
+	var abortErr error
+	err := inTx(ctx, s.e, isAuditRace, func(q querier) error {
+		abortErr = nil
+		return body(q, func(err error) error { abortErr = err; return errAbort })
+	})
+	if errors.Is(err, errAbort) {
+		return abortErr
+	}
+	return err
+}
+
 func (s *sqlStore) SiteScopeTx(ctx context.Context, realm, id string, create *SiteScope, fn func(tx SiteTx) error) error {
 	if create != nil {
 		c := *create
@@ -289,9 +306,7 @@ func (s *sqlStore) SiteScopeTx(ctx context.Context, realm, id string, create *Si
 		create = &c
 	}
 	defer s.chainLock()()
-	var abortErr error
-	err := inTx(ctx, s.e, isAuditRace, func(q querier) error {
-		abortErr = nil
+	return s.abortableTx(ctx, func(q querier, abort func(error) error) error {
 		tx := &siteTx{ctx: ctx, s: s, q: q}
 		if create != nil {
 			n, err := q.exec(ctx, `INSERT INTO site_scopes (`+siteScopeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -310,11 +325,10 @@ func (s *sqlStore) SiteScopeTx(ctx context.Context, realm, id string, create *Si
 		sc, err := loadSiteScope(ctx, s, q, realm, id)
 		if err != nil {
 			if errors.Is(err, ErrNotFound) {
-				abortErr = err
 				if create != nil { // the id exists, in another realm
-					abortErr = fmt.Errorf("%w: scope id %q is taken by another realm; choose another id", ErrExists, id)
+					err = fmt.Errorf("%w: scope id %q is taken by another realm; choose another id", ErrExists, id)
 				}
-				return errAbort
+				return abort(err)
 			}
 			return err
 		}
@@ -323,15 +337,10 @@ func (s *sqlStore) SiteScopeTx(ctx context.Context, realm, id string, create *Si
 			if tx.failed || tx.raced {
 				return err // the database's own failure, or a lost race to retry
 			}
-			abortErr = err
-			return errAbort
+			return abort(err)
 		}
 		return nil
 	})
-	if errors.Is(err, errAbort) {
-		return abortErr
-	}
-	return err
 }
 
 type siteTx struct {
@@ -471,9 +480,8 @@ func (s *sqlStore) ImportSiteScopes(ctx context.Context, realm string, recs []Si
 	}
 	defer s.chainLock()()
 	var imported []string
-	var abortErr error
-	err := inTx(ctx, s.e, isAuditRace, func(q querier) error {
-		imported, abortErr = nil, nil
+	err := s.abortableTx(ctx, func(q querier, abort func(error) error) error {
+		imported = nil
 		for _, rec := range recs {
 			sc := rec.Scope
 			n, err := q.exec(ctx, `INSERT INTO site_scopes (`+siteScopeColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -489,8 +497,7 @@ func (s *sqlStore) ImportSiteScopes(ctx context.Context, realm string, recs []Si
 				}
 				if have.Realm != realm || !have.CreatedAt.Equal(fromMicros(micros(sc.CreatedAt))) || have.MaxIssued != sc.MaxIssued ||
 					have.PackageSerial != sc.PackageSerial || have.RevocationSerial != sc.RevocationSerial {
-					abortErr = fmt.Errorf("%w: scope %q is already stored with other values (created, changed since, or in another realm); nothing was imported", ErrExists, sc.ID)
-					return errAbort
+					return abort(fmt.Errorf("%w: scope %q is already stored with other values (created, changed since, or in another realm); nothing was imported", ErrExists, sc.ID))
 				}
 				continue // imported before
 			}
@@ -520,9 +527,6 @@ func (s *sqlStore) ImportSiteScopes(ctx context.Context, realm string, recs []Si
 		_, err := appendAuditIn(ctx, s, q, []eventlog.Entry{e})
 		return err
 	})
-	if errors.Is(err, errAbort) {
-		return nil, abortErr
-	}
 	if err != nil {
 		return nil, err
 	}
