@@ -27,7 +27,7 @@ import (
 
 type acceptOp struct {
 	realm, user, id string
-	used            int64
+	used, version   int64
 	in, out         eventlog.Entry
 	replayed        bool
 }
@@ -53,19 +53,13 @@ func (s *sqlStore) closePGAcceptor() {
 	}
 }
 
-func (s *sqlStore) acceptPG(ctx context.Context, realm, user, id string, used int64, e eventlog.Entry) (eventlog.Entry, error) {
-	op := &acceptOp{realm: realm, user: user, id: id, used: used, in: e}
+func (s *sqlStore) acceptPG(ctx context.Context, realm, user, id string, used, version int64, e eventlog.Entry) (eventlog.Entry, error) {
+	op := &acceptOp{realm: realm, user: user, id: id, used: used, version: version, in: e}
 	if err := s.pgAcceptor().do(ctx, op); err != nil {
 		return eventlog.Entry{}, err
 	}
 	if op.replayed {
-		// Not advanced: tell a missing token from a used value.
-		var one int64
-		err := s.e.reader().queryRow(ctx, `SELECT 1 FROM tokens WHERE realm = $1 AND user_id = $2 AND id = $3`, realm, user, id).Scan(&one)
-		if err != nil {
-			return eventlog.Entry{}, s.noRows(err, "token %q of user %q in realm %q", id, user, realm)
-		}
-		return eventlog.Entry{}, ErrReplayed
+		return eventlog.Entry{}, s.notAccepted(ctx, s.e.reader(), realm, user, id, version)
 	}
 	return op.out, nil
 }
@@ -98,8 +92,7 @@ func (s *sqlStore) acceptBatchPG(batch []*pending[*acceptOp]) {
 func acceptTx(ctx context.Context, tx pgx.Tx, order []*pending[*acceptOp]) error {
 	b := &pgx.Batch{}
 	for _, p := range order {
-		b.Queue(`UPDATE tokens SET last_used = $1, used = TRUE WHERE realm = $2 AND user_id = $3 AND id = $4 AND (used = FALSE OR last_used < $1)`,
-			p.req.used, p.req.realm, p.req.user, p.req.id)
+		b.Queue(acceptUpdate, p.req.used, p.req.realm, p.req.user, p.req.id, p.req.version)
 	}
 	br := tx.SendBatch(ctx, b)
 	for _, p := range order {
