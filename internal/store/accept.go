@@ -33,35 +33,73 @@ func (s *sqlStore) AcceptCode(ctx context.Context, realm, user, id string, used,
 	}
 	var out eventlog.Entry
 	err := s.e.write(ctx, func(q querier) error {
-		n, err := q.exec(ctx, acceptUpdate, used, realm, user, id, version)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return s.notAccepted(ctx, q, realm, user, id, version)
-		}
-		// Next needs only the head's sequence number and hash.
-		var prev *eventlog.Entry
-		var head eventlog.Entry
-		var seq int64
-		switch err := q.queryRow(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &head.Hash); {
-		case err == nil:
-			head.Seq = uint64(seq)
-			prev = &head
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		}
-		if out, err = eventlog.Next(prev, e, nil); err != nil {
-			return err
-		}
-		_, err = q.exec(ctx, auditInsert(1), int64(out.Seq), out.Time.UnixMicro(), out.Kind, out.Actor, out.Subject,
-			nullBytes(out.Data), out.Prev, out.Hash)
+		var err error
+		out, err = s.acceptSQLite(ctx, q, realm, user, id, used, version, e)
 		return err
 	})
 	if err != nil {
 		return eventlog.Entry{}, classify(s.e, err)
 	}
 	return out, nil
+}
+
+// acceptSQLite is AcceptCode's write in SQLite's writer batch (q).
+func (s *sqlStore) acceptSQLite(ctx context.Context, q querier, realm, user, id string, used, version int64, e eventlog.Entry) (eventlog.Entry, error) {
+	n, err := q.exec(ctx, acceptUpdate, used, realm, user, id, version)
+	if err != nil {
+		return eventlog.Entry{}, err
+	}
+	if n == 0 {
+		return eventlog.Entry{}, s.notAccepted(ctx, q, realm, user, id, version)
+	}
+	// Chain on from the batch's head when an acceptance of this batch wrote
+	// it; else, or when another writer took the next number since, from the
+	// head read now. Next needs only its sequence number and hash.
+	head := &batchHead{}
+	if bq, ok := q.(batchQuerier); ok {
+		head = bq.head
+	}
+	for attempt := 0; ; attempt++ {
+		if !head.ok {
+			if err := readHead(ctx, q, head); err != nil {
+				return eventlog.Entry{}, err
+			}
+		}
+		var prev *eventlog.Entry
+		if head.seq > 0 {
+			prev = &eventlog.Entry{Seq: head.seq, Hash: head.hash}
+		}
+		out, err := eventlog.Next(prev, e, nil)
+		if err != nil {
+			return eventlog.Entry{}, err
+		}
+		_, err = q.exec(ctx, auditInsert(1), int64(out.Seq), out.Time.UnixMicro(), out.Kind, out.Actor, out.Subject,
+			nullBytes(out.Data), out.Prev, out.Hash)
+		if errors.Is(classify(s.e, err), ErrExists) && attempt == 0 {
+			head.ok = false // the number was taken: read the head again
+			continue
+		}
+		if err != nil {
+			return eventlog.Entry{}, err
+		}
+		head.ok, head.seq, head.hash = true, out.Seq, out.Hash
+		return out, nil
+	}
+}
+
+// readHead reads the audit log's newest entry's sequence number and hash
+// into h (0 and nil for an empty log).
+func readHead(ctx context.Context, q querier, h *batchHead) error {
+	var seq int64
+	var hash []byte
+	switch err := q.queryRow(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash); {
+	case errors.Is(err, sql.ErrNoRows):
+		seq, hash = 0, nil
+	case err != nil:
+		return err
+	}
+	h.ok, h.seq, h.hash = true, uint64(seq), hash
+	return nil
 }
 
 // acceptUpdate is AdvanceToken's conditional UPDATE with AcceptCode's

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/outpost-auth/outpost/internal/eventlog"
@@ -53,6 +54,35 @@ func testAcceptCode(t *testing.T, st store.Store) {
 	must(t, err)
 	if len(es) != 2 {
 		t.Fatalf("%d audit entries, want 2 (one per acceptance, none for refusals)", len(es))
+	}
+	if i, err := eventlog.VerifyChain(nil, es, nil); err != nil {
+		t.Fatalf("audit chain broken at %d: %v", i, err)
+	}
+	// Acceptances and other appends interleaved in the same batches: the
+	// acceptances chain on from the batch's head in memory, and every other
+	// append moves the head under them.
+	seed(t, st, "r1", "mixed")
+	for i := range n {
+		must(t, st.CreateToken(ctx, totp("r1", "mixed", fmt.Sprintf("m%d", i))))
+	}
+	parallel(2*n, func(i int) {
+		if i%2 == 0 {
+			_, errs[i/2] = st.AcceptCode(ctx, "r1", "mixed", fmt.Sprintf("m%d", i/2), 1, -1, entry)
+			return
+		}
+		if _, err := st.AppendAudit(ctx, eventlog.Entry{Time: when, Kind: "admin.test", Actor: "api:test", Subject: "mixed"}); err != nil {
+			t.Error(err)
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("acceptance %d beside appends: %v", i, err)
+		}
+	}
+	es, err = st.ListAudit(ctx, 0, 1000)
+	must(t, err)
+	if len(es) != 2+2*n {
+		t.Fatalf("%d audit entries, want %d", len(es), 2+2*n)
 	}
 	if i, err := eventlog.VerifyChain(nil, es, nil); err != nil {
 		t.Fatalf("audit chain broken at %d: %v", i, err)
