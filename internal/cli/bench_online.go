@@ -64,6 +64,9 @@ process would run), and prints each rate beside verify's alone at that count
 			if childEntries > 0 {
 				return e.benchBundleChild(c.Context(), childEntries)
 			}
+			if err := cfg.Check(); err != nil {
+				return usageError{err}
+			}
 			if cfg.DuringBundle {
 				cfg.ChildArgs = []string{"bench", "online", "--bundle-child-entries"}
 			}

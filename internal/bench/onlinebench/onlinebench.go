@@ -126,6 +126,20 @@ type Config struct {
 	ChildArgs     []string
 }
 
+// Check reports a Config that cannot run: fewer than one user, a client
+// count below one or no duration.
+func (c Config) Check() error {
+	if c.Users < 1 || c.Duration <= 0 {
+		return fmt.Errorf("onlinebench: give at least 1 user and a positive duration (--users, --duration)")
+	}
+	for _, n := range c.Concurrency {
+		if n < 1 {
+			return fmt.Errorf("onlinebench: client count %d: give counts of at least 1, such as --concurrency 1,16,128", n)
+		}
+	}
+	return nil
+}
+
 // Handlers of a Result.
 const (
 	HandlerNoop   = "noop"
@@ -244,13 +258,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 // run measures the targets on st, opened on dsn: at each client count the
 // baseline, the plain verifier, then verify.
 func run(ctx context.Context, st store.Store, dsn string, cfg Config, progress io.Writer) ([]Result, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
 	if len(cfg.Concurrency) == 0 {
 		cfg.Concurrency = DefaultConcurrency
-	}
-	for _, c := range cfg.Concurrency {
-		if c < 1 {
-			return nil, fmt.Errorf("client count %d: give counts of at least 1, such as --concurrency 1,16,128", c)
-		}
 	}
 	f, err := newFixture(ctx, st, cfg.Users, slices.Max(cfg.Concurrency), progress)
 	if err != nil {

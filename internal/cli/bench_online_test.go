@@ -1,0 +1,43 @@
+package cli_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestBenchOnlineQuick runs 'outpost bench online' small, on SQLite, with a
+// list of client counts: JSON has noop, plain and verify at each count
+// without errors, and the table has the new columns; a count of 0 is
+// refused with what to give instead.
+func TestBenchOnlineQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("benchmark")
+	}
+	r := mustRun(t, nil, "bench", "online", "--users", "4", "--concurrency", "1,2", "--duration", "100ms", "--json")
+	var rs []struct {
+		Handler string   `json:"handler"`
+		Clients int      `json:"clients"`
+		Errors  int      `json:"errors"`
+		Rate    float64  `json:"per_second"`
+		Bytes   *float64 `json:"bytes_per_request"`
+		VsPlain float64  `json:"vs_plain"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &rs); err != nil || len(rs) != 6 {
+		t.Fatalf("bench online --json: %v\n%s", err, r)
+	}
+	for i, x := range rs {
+		want := []string{"noop", "plain", "verify"}[i%3]
+		if x.Handler != want || x.Clients != []int{1, 2}[i/3] || x.Errors != 0 || x.Rate <= 0 || (want == "verify") != (x.VsPlain > 0) {
+			t.Errorf("result %d: %+v", i, x)
+		}
+	}
+	r = mustRun(t, nil, "bench", "online", "--users", "2", "--concurrency", "1", "--duration", "50ms")
+	if !strings.Contains(r.stdout, "B/req") || !strings.Contains(r.stdout, "vs plain") || !strings.Contains(r.stdout, "B vs plain") {
+		t.Errorf("table without the new columns:\n%s", r.stdout)
+	}
+	r = expectCode(t, 2, nil, "bench", "online", "--concurrency", "0")
+	if !strings.Contains(r.stderr, "--concurrency 1,16,128") {
+		t.Errorf("count 0: %s", r)
+	}
+}
