@@ -48,7 +48,7 @@ baseline's), vs plain (verify's rate over plain's) and B vs plain (verify's
 bytes per request over plain's). --json prints every field.
 
 It runs on SQLite and, with --postgres (or $OUTPOST_BENCH_POSTGRES_DSN), on
-PostgreSQL, each in a fresh file or scratch schema. Keep --users at least
+PostgreSQL, each in a fresh file or scratch schema. --users must be at least
 the highest client count: each client owns its own users.
 
 With --during-bundle it then drives verify again, at the highest client

@@ -8,8 +8,8 @@ import (
 
 // TestBenchOnlineQuick runs 'outpost bench online' small, on SQLite, with a
 // list of client counts: JSON has noop, plain and verify at each count
-// without errors, and the table has the new columns; a count of 0 is
-// refused with what to give instead.
+// without errors, and the table has the new columns; a count of 0 and
+// fewer users than clients are usage errors that say what to give.
 func TestBenchOnlineQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("benchmark")
@@ -36,8 +36,12 @@ func TestBenchOnlineQuick(t *testing.T) {
 	if !strings.Contains(r.stdout, "B/req") || !strings.Contains(r.stdout, "vs plain") || !strings.Contains(r.stdout, "B vs plain") {
 		t.Errorf("table without the new columns:\n%s", r.stdout)
 	}
-	r = expectCode(t, 2, nil, "bench", "online", "--concurrency", "0")
-	if !strings.Contains(r.stderr, "--concurrency 1,16,128") {
-		t.Errorf("count 0: %s", r)
+	for _, tc := range []struct{ args, want string }{
+		{"--concurrency 0", "--concurrency 1,16,128"},
+		{"--users 10 --concurrency 1,16", "--users at least the highest client count"},
+	} {
+		if r := expectCode(t, 2, nil, append([]string{"bench", "online"}, strings.Fields(tc.args)...)...); !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%s: %s", tc.args, r)
+		}
 	}
 }

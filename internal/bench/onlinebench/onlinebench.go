@@ -126,16 +126,24 @@ type Config struct {
 	ChildArgs     []string
 }
 
-// Check reports a Config that cannot run: fewer than one user, a client
-// count below one or no duration.
+// Check reports a Config that cannot run: a client count below one, fewer
+// users than the highest client count (each client owns its users, so
+// fewer would leave clients idle), or no duration.
 func (c Config) Check() error {
-	if c.Users < 1 || c.Duration <= 0 {
-		return fmt.Errorf("onlinebench: give at least 1 user and a positive duration (--users, --duration)")
+	counts := c.Concurrency
+	if len(counts) == 0 {
+		counts = DefaultConcurrency
 	}
-	for _, n := range c.Concurrency {
+	for _, n := range counts {
 		if n < 1 {
 			return fmt.Errorf("onlinebench: client count %d: give counts of at least 1, such as --concurrency 1,16,128", n)
 		}
+	}
+	if m := slices.Max(counts); c.Users < m {
+		return fmt.Errorf("onlinebench: %d users for %d clients: give --users at least the highest client count", c.Users, m)
+	}
+	if c.Duration <= 0 {
+		return fmt.Errorf("onlinebench: give a positive --duration")
 	}
 	return nil
 }
