@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -39,6 +40,14 @@ import (
 // never touched). done closes the store and removes the file or drops the
 // schema.
 func OpenStore(ctx context.Context, dsn, prefix string) (st store.Store, done func(), err error) {
+	st, _, done, err = OpenStoreDSN(ctx, dsn, prefix)
+	return st, done, err
+}
+
+// OpenStoreDSN is OpenStore that also returns what the store was opened on
+// (the SQLite file's path or the scratch schema's DSN), for a benchmark
+// that puts tables of its own beside the store's.
+func OpenStoreDSN(ctx context.Context, dsn, prefix string) (st store.Store, opened string, done func(), err error) {
 	var cleanup []func()
 	done = func() {
 		for _, f := range slices.Backward(cleanup) {
@@ -53,24 +62,24 @@ func OpenStore(ctx context.Context, dsn, prefix string) (st store.Store, done fu
 	if dsn == "" {
 		dir, err := os.MkdirTemp("", prefix+"-")
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
 		dsn = filepath.Join(dir, "outpost.db")
 	} else if IsPostgres(dsn) {
 		scratch, drop, err := store.ScratchSchema(ctx, dsn, prefix)
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		cleanup = append(cleanup, func() { _ = drop() })
 		dsn = scratch
 	}
 	st, err = store.Open(ctx, dsn)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	cleanup = append(cleanup, func() { st.Close() })
-	return st, done, nil
+	return st, dsn, done, nil
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL database.
@@ -85,6 +94,24 @@ func Parallel(n int, fn func(i int)) {
 		wg.Go(func() { fn(i) })
 	}
 	wg.Wait()
+}
+
+// WriteBytes returns the bytes this process has caused to be written to
+// storage so far (write_bytes of /proc/self/io: Linux, counted when a page
+// of a file is first dirtied, so fsync'd rewrites count again), and false
+// where the counter cannot be read.
+func WriteBytes() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 // Percentiles sorts lat and returns its 50th and 99th percentiles (zero
