@@ -190,9 +190,9 @@ func (c *countingStore) AdvanceToken(ctx context.Context, realm, user, id string
 	return c.Store.AdvanceToken(ctx, realm, user, id, used)
 }
 
-func (c *countingStore) AcceptCode(ctx context.Context, realm, user, id string, used int64, e eventlog.Entry) (eventlog.Entry, error) {
+func (c *countingStore) AcceptCode(ctx context.Context, realm, user, id string, used, version int64, e eventlog.Entry) (eventlog.Entry, error) {
 	c.calls.Add(1)
-	return c.Store.AcceptCode(ctx, realm, user, id, used, e)
+	return c.Store.AcceptCode(ctx, realm, user, id, used, version, e)
 }
 
 func (c *countingStore) AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.Entry, error) {
