@@ -22,7 +22,10 @@ import (
 // has shipped (Open refuses a database whose recorded checksum of an applied
 // migration differs from the file's). Write each in the SQL all three
 // databases accept: CREATE TABLE / CREATE INDEX / ALTER TABLE ADD COLUMN,
-// BIGINT, TEXT, BOOLEAN, BYTEA, no triggers, no functions.
+// BIGINT, TEXT, BOOLEAN, BYTEA, no triggers, no functions. A file whose
+// first line is "-- engine: NAME" (sqlite or postgres) runs only on that
+// engine and is recorded as applied, without running, on the others: for a
+// physical layout one engine needs (SQLite's rowid), never for the model.
 //
 // Applying is safe when several replicas start at once: a migration's first
 // statement claims its version in schema_migrations with
@@ -40,6 +43,7 @@ type migration struct {
 	name    string
 	sql     string
 	sum     []byte // SHA-256 of the file
+	engine  string // "": every engine
 }
 
 // migrations parses the embedded files; a naming mistake is a programming
@@ -62,7 +66,14 @@ func migrations() ([]migration, error) {
 			return nil, err
 		}
 		sum := sha256.Sum256(body)
-		ms = append(ms, migration{version: v, name: name, sql: string(body), sum: sum[:]})
+		m := migration{version: v, name: name, sql: string(body), sum: sum[:]}
+		if first, _, _ := strings.Cut(m.sql, "\n"); strings.HasPrefix(first, "-- engine:") {
+			m.engine = strings.TrimSpace(strings.TrimPrefix(first, "-- engine:"))
+			if m.engine != "sqlite" && m.engine != "postgres" {
+				return nil, fmt.Errorf("store: migration file %s: engine %q: want sqlite or postgres", name, m.engine)
+			}
+		}
+		ms = append(ms, m)
 	}
 	return ms, nil
 }
@@ -124,6 +135,9 @@ func migrate(ctx context.Context, e engine, now func() time.Time) error {
 				m.version, m.name, m.sum, now().UnixMicro())
 			if err != nil || n == 0 { // n == 0: another replica applied it
 				return err
+			}
+			if m.engine != "" && m.engine != e.name() {
+				return nil // another engine's layout: recorded, nothing to run
 			}
 			_, err = q.exec(ctx, m.sql)
 			return err

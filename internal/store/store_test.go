@@ -256,3 +256,55 @@ func TestSQLiteBackup(t *testing.T) {
 		t.Errorf("backup's audit chain broken at %d: %v", i, err)
 	}
 }
+
+// TestSQLiteAuditRowid: migration 0015 turns a SQLite audit_log whose seq
+// was a column beside the rowid (0001's layout) into one whose seq is the
+// rowid, keeping every entry and the chain; on PostgreSQL it is recorded
+// and not run.
+func TestSQLiteAuditRowid(t *testing.T) {
+	path := storetest.SQLitePath(t)
+	st, err := store.Open(ctx, path)
+	must(t, err)
+	for i := range 5 {
+		_, err := st.AppendAudit(ctx, eventlog.Entry{Time: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), Kind: "k", Actor: "a", Subject: fmt.Sprint(i)})
+		must(t, err)
+	}
+	must(t, st.Close())
+	autoindexes := func() int {
+		db, err := sqlitedb.Open(path)
+		must(t, err)
+		defer db.Close()
+		var n int
+		must(t, db.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_log' AND name LIKE 'sqlite_autoindex_%'`).Scan(&n))
+		return n
+	}
+	if n := autoindexes(); n != 0 {
+		t.Fatalf("a new database's audit_log has %d automatic indexes: seq is not the rowid", n)
+	}
+	// Back to 0001's layout, as a database made before 0015 has it.
+	rawExec(t, "sqlite", path, `CREATE TABLE old (seq BIGINT NOT NULL PRIMARY KEY, at_us BIGINT NOT NULL, kind TEXT NOT NULL, actor TEXT NOT NULL,
+		subject TEXT NOT NULL, data BYTEA, prev BYTEA NOT NULL, hash BYTEA NOT NULL);
+		INSERT INTO old SELECT * FROM audit_log; DROP TABLE audit_log; ALTER TABLE old RENAME TO audit_log;
+		CREATE INDEX audit_log_kind_subject ON audit_log (kind, subject, seq);
+		DELETE FROM schema_migrations WHERE version = 15`)
+	if n := autoindexes(); n != 1 {
+		t.Fatalf("the old layout has %d automatic indexes, want 1", n)
+	}
+	st = storetest.Open(t, path)
+	if n := autoindexes(); n != 0 {
+		t.Fatalf("after 0015 audit_log has %d automatic indexes, want 0", n)
+	}
+	_, err = st.AppendAudit(ctx, eventlog.Entry{Time: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), Kind: "k", Actor: "a", Subject: "after"})
+	must(t, err)
+	es, err := st.ListAudit(ctx, 0, 100)
+	must(t, err)
+	if len(es) != 6 {
+		t.Fatalf("%d entries after the migration, want 6", len(es))
+	}
+	if i, err := eventlog.VerifyChain(nil, es, nil); err != nil {
+		t.Fatalf("chain broken at %d after the migration: %v", i, err)
+	}
+	if found, err := st.(store.SyncStore).FindAudit(ctx, "k", "3", 0, 10); err != nil || len(found) != 1 {
+		t.Fatalf("FindAudit after the migration: %v, %v", found, err)
+	}
+}
