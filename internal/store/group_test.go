@@ -19,7 +19,7 @@ func TestCommitterBatches(t *testing.T) {
 	release := make(chan struct{})
 	c := newCommitter(func(batch []*pending[int]) {
 		if batches.Add(1) == 1 {
-			<-release // hold the first batch so that the others queue up
+			<-release // hold the first batch (its caller's, alone) so that the others queue up
 		}
 		total.Add(int64(len(batch)))
 		for _, p := range batch {
@@ -40,7 +40,7 @@ func TestCommitterBatches(t *testing.T) {
 	for i := 1; i < n; i++ {
 		wg.Go(func() { errs[i] = c.do(context.Background(), i) })
 	}
-	for len(c.queue) < n-1 {
+	for len(c.queue) < n-2 { // the loop holds one, waiting for the first to finish
 		time.Sleep(time.Millisecond)
 	}
 	close(release)
@@ -67,15 +67,17 @@ func TestCommitterContextAndClose(t *testing.T) {
 			applied <- p.req
 		}
 	})
-	go c.do(context.Background(), 0) // occupies the loop
+	go c.do(context.Background(), 0) // applied alone by its caller: the loop waits
 	<-started
 
-	// A request whose context ends while queued is answered with its error and never applied.
+	// A request whose context ends while queued (or held by the loop,
+	// waiting for the batch in progress) is answered with its error and
+	// never applied.
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- c.do(ctx, 1) }()
-	for len(c.queue) == 0 {
-		time.Sleep(time.Millisecond)
+	for deadline := time.Now().Add(time.Second); len(c.queue) == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond) // until the loop has it (the queue empties again) or a second passed
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
