@@ -52,7 +52,7 @@ func contention(ctx context.Context, f *fixture, cfg Config, alone Result, progr
 		werr := make(chan error, 1)
 		go func() { werr <- placeWork(wctx, place, cfg, &done) }()
 		time.Sleep(500 * time.Millisecond) // let the work reach every worker first
-		r := load(ctx, f, targets[1], cfg)
+		r := f.load(ctx, targets[1], cfg.Concurrency, cfg.Duration)
 		cancel()
 		if err := <-werr; err != nil && !errors.Is(err, context.Canceled) {
 			return nil, fmt.Errorf("bundle work (%s): %w", place, err)

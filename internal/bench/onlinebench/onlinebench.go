@@ -97,23 +97,19 @@ const BaselineCode = "abcdef"
 // whether an answer is the expected one.
 type target struct {
 	name string
-	body func(u *benchUser, p otp.Params) []byte
+	body func(u *User, p otp.Params) []byte
 	ok   func(status int, body []byte) bool
 }
 
 var targets = []target{
 	{name: "noop",
-		body: func(u *benchUser, _ otp.Params) []byte { return verifyBody(u.id, BaselineCode) },
+		body: func(u *User, _ otp.Params) []byte { return verifyBody(u.ID, BaselineCode) },
 		ok: func(status int, body []byte) bool {
 			return status == http.StatusBadRequest && bytes.Contains(body, []byte(`"malformed_code"`))
 		}},
 	{name: "verify",
-		body: func(u *benchUser, p otp.Params) []byte {
-			u.counter++
-			code, _ := p.CodeAt(u.seed, u.counter)
-			return verifyBody(u.id, code)
-		},
-		ok: func(status int, _ []byte) bool { return status == http.StatusOK }},
+		body: func(u *User, p otp.Params) []byte { return verifyBody(u.ID, u.Next(p)) },
+		ok:   func(status int, _ []byte) bool { return status == http.StatusOK }},
 }
 
 func verifyBody(user, code string) []byte {
@@ -144,7 +140,7 @@ func run(ctx context.Context, st store.Store, cfg Config, progress io.Writer) ([
 			return nil, err
 		}
 		fmt.Fprintf(progress, "running %s for %s with %d clients...\n", t.name, cfg.Duration, cfg.Concurrency)
-		r := load(ctx, f, t, cfg)
+		r := f.load(ctx, t, cfg.Concurrency, cfg.Duration)
 		r.Engine, r.Handler = st.Engine(), t.name
 		out = append(out, r)
 		if t.name != "noop" {
@@ -173,18 +169,44 @@ func run(ctx context.Context, st store.Store, cfg Config, progress io.Writer) ([
 
 // fixture is a server on loopback with enrolled users and a verifier client.
 type fixture struct {
-	hs     *http.Server
-	client *http.Client
-	url    string // of POST /v1/verify
-	token  string // the verifier's API token
-	users  []benchUser
-	params otp.Params
+	hs *http.Server
+	Driver
 }
 
-type benchUser struct {
-	id      string
-	seed    []byte
-	counter uint64
+// TokenParams are the parameters of the users' tokens: HOTP, so that every
+// request can carry a fresh valid code.
+var TokenParams = otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}
+
+// User is an enrolled user of the benchmark: its token's seed and the last
+// counter a code was made for.
+type User struct {
+	ID      string
+	Seed    []byte
+	Counter uint64
+}
+
+// Next advances u's counter and returns the code for it.
+func (u *User) Next(p otp.Params) string {
+	u.Counter++
+	code, _ := p.CodeAt(u.Seed, u.Counter)
+	return code
+}
+
+// Driver is a verifier client with users: it sends their codes to
+// POST /v1/verify of one server or several (a round robin).
+type Driver struct {
+	Client *http.Client
+	// URLs are the servers' POST /v1/verify; worker w's k-th request goes
+	// to URLs[(w+k) mod len(URLs)].
+	URLs   []string
+	Token  string // the verifier's API token
+	Users  []User
+	Params otp.Params
+}
+
+// NewClient is the HTTP client of a Driver with concurrency workers.
+func NewClient(concurrency int) *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2, MaxConnsPerHost: 0}}
 }
 
 // newFixture starts a server on st, enrols n users with an HOTP token each
@@ -194,36 +216,19 @@ func newFixture(ctx context.Context, st store.Store, n, concurrency int, progres
 	if err != nil {
 		return nil, err
 	}
-	pol := online.DefaultPolicy
-	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	srv, admin, users, err := Prepare(ctx, st, m, n, progress)
 	if err != nil {
-		return nil, err
-	}
-	admin, err := srv.Bootstrap(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if admin == "" {
-		return nil, fmt.Errorf("the benchmark needs an empty database; %s was bootstrapped before", st.Engine())
-	}
-	f := &fixture{params: otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}}
-	// Tokens are enrolled by a service of the bench's own on the same store
-	// and master key: the server derives the same seeds when it verifies.
-	svc := &online.Service{Store: st, Seeds: online.NewSeeds(m), Policy: pol, Audit: &audit.Log{Store: st}}
-	fmt.Fprintf(progress, "enrolling %d users on %s...\n", n, st.Engine())
-	if f.users, err = enrol(ctx, st, svc, n, f.params); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	f.hs = &http.Server{Handler: srv.Handler()}
+	f := &fixture{hs: &http.Server{Handler: srv.Handler()}}
 	go f.hs.Serve(ln)
 	base := "http://" + ln.Addr().String()
-	f.url = base + "/v1/verify"
-	f.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2, MaxConnsPerHost: 0}}
-	if f.token, err = createVerifier(ctx, f.client, base, admin); err != nil {
+	f.Driver = Driver{Client: NewClient(concurrency), URLs: []string{base + "/v1/verify"}, Users: users, Params: TokenParams}
+	if f.Token, err = CreateVerifier(ctx, f.Client, base, admin); err != nil {
 		f.close()
 		return nil, err
 	}
@@ -232,10 +237,37 @@ func newFixture(ctx context.Context, st store.Store, n, concurrency int, progres
 
 func (f *fixture) close() { f.hs.Close() }
 
+// Prepare bootstraps st, which must be empty, with master key m and enrols
+// n users with an active TokenParams token each, through a service of the
+// benchmark's own on the same store and key (a server with m derives the
+// same seeds when it verifies). It returns a server on st (not serving),
+// the bootstrap admin API token and the users.
+func Prepare(ctx context.Context, st store.Store, m *keys.Master, n int, progress io.Writer) (*server.Server, string, []User, error) {
+	pol := online.DefaultPolicy
+	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	admin, err := srv.Bootstrap(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if admin == "" {
+		return nil, "", nil, fmt.Errorf("the benchmark needs an empty database; %s was bootstrapped before", st.Engine())
+	}
+	svc := &online.Service{Store: st, Seeds: online.NewSeeds(m), Policy: pol, Audit: &audit.Log{Store: st}}
+	fmt.Fprintf(progress, "enrolling %d users on %s...\n", n, st.Engine())
+	users, err := enrol(ctx, st, svc, n, TokenParams)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return srv, admin, users, nil
+}
+
 // enrol creates n users with an active HOTP token each.
-func enrol(ctx context.Context, st store.Store, svc *online.Service, n int, p otp.Params) ([]benchUser, error) {
+func enrol(ctx context.Context, st store.Store, svc *online.Service, n int, p otp.Params) ([]User, error) {
 	run := fmt.Sprintf("b%d", time.Now().UnixNano()%1e6)
-	users := make([]benchUser, n)
+	users := make([]User, n)
 	for i := range users {
 		id := fmt.Sprintf("%s-u%06d", run, i)
 		if err := st.CreateUser(ctx, store.User{Realm: server.DefaultRealm, ID: id, CreatedAt: time.Now()}); err != nil {
@@ -248,12 +280,14 @@ func enrol(ctx context.Context, st store.Store, svc *online.Service, n int, p ot
 		if err := st.SetTokenStatus(ctx, server.DefaultRealm, id, t.ID, store.TokenActive); err != nil {
 			return nil, err
 		}
-		users[i] = benchUser{id: id, seed: seed}
+		users[i] = User{ID: id, Seed: seed}
 	}
 	return users, nil
 }
 
-func createVerifier(ctx context.Context, c *http.Client, base, admin string) (string, error) {
+// CreateVerifier creates an API client with the verifier scope through the
+// server at base, with the admin API token admin, and returns its token.
+func CreateVerifier(ctx context.Context, c *http.Client, base, admin string) (string, error) {
 	body, _ := json.Marshal(map[string]any{"name": "bench-verifier", "scopes": []string{"verifier"}})
 	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/api-clients", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+admin)
@@ -286,9 +320,39 @@ func auditHead(ctx context.Context, st store.Store) (uint64, error) {
 	}
 }
 
-// load runs cfg.Concurrency workers against t for cfg.Duration; worker w
-// owns users w, w+C, w+2C, ... so that no two workers race on one token.
-func load(ctx context.Context, f *fixture, t target, cfg Config) Result {
+// Post sends one verification of code for user to url and returns the
+// answer's status and body.
+func (d *Driver) Post(ctx context.Context, url, user, code string) (int, []byte, error) {
+	return d.post(ctx, url, verifyBody(user, code))
+}
+
+func (d *Driver) post(ctx context.Context, url string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+d.Token)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := d.Client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	rb, err := io.ReadAll(res.Body)
+	return res.StatusCode, rb, err
+}
+
+// Verify drives verifications of fresh valid codes with concurrency
+// workers for d; the answer expected is 200.
+func (d *Driver) Verify(ctx context.Context, concurrency int, dur time.Duration) Result {
+	r := d.load(ctx, targets[1], concurrency, dur)
+	r.Handler = targets[1].name
+	return r
+}
+
+// load runs concurrency workers against t for dur; worker w owns users w,
+// w+C, w+2C, ... so that no two workers race on one token.
+func (d *Driver) load(ctx context.Context, t target, concurrency int, dur time.Duration) Result {
 	var n, errs atomic.Int64
 	var firstErr atomic.Value
 	fail := func(msg string) {
@@ -296,30 +360,25 @@ func load(ctx context.Context, f *fixture, t target, cfg Config) Result {
 			firstErr.Store(msg)
 		}
 	}
-	lat := make([][]time.Duration, cfg.Concurrency)
-	deadline := time.Now().Add(cfg.Duration)
+	lat := make([][]time.Duration, concurrency)
+	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < min(cfg.Concurrency, len(f.users)); w++ {
+	for w := 0; w < min(concurrency, len(d.Users)); w++ {
 		wg.Go(func() {
-			for i := w; time.Now().Before(deadline) && ctx.Err() == nil; i += cfg.Concurrency {
-				if i >= len(f.users) {
+			for i, k := w, w; time.Now().Before(deadline) && ctx.Err() == nil; i, k = i+concurrency, k+1 {
+				if i >= len(d.Users) {
 					i = w
 				}
-				req, _ := http.NewRequestWithContext(ctx, "POST", f.url, bytes.NewReader(t.body(&f.users[i], f.params)))
-				req.Header.Set("Authorization", "Bearer "+f.token)
-				req.Header.Set("Content-Type", "application/json")
 				t0 := time.Now()
-				res, err := f.client.Do(req)
+				status, rb, err := d.post(ctx, d.URLs[k%len(d.URLs)], t.body(&d.Users[i], d.Params))
 				if err != nil {
 					fail(err.Error())
 					continue
 				}
-				rb, _ := io.ReadAll(res.Body)
-				res.Body.Close()
 				lat[w] = append(lat[w], time.Since(t0))
-				if !t.ok(res.StatusCode, rb) {
-					fail(fmt.Sprintf("%d %s", res.StatusCode, bytes.TrimSpace(rb)))
+				if !t.ok(status, rb) {
+					fail(fmt.Sprintf("%d %s", status, bytes.TrimSpace(rb)))
 				}
 				n.Add(1)
 			}

@@ -113,13 +113,13 @@ func TestBaselineTouchesNoStore(t *testing.T) {
 	defer f.close()
 	cfg := Config{Concurrency: 4, Duration: 100 * time.Millisecond}
 	cs.calls.Store(0)
-	if r := load(ctx, f, targets[0], cfg); r.Requests == 0 || r.Errors != 0 {
+	if r := f.load(ctx, targets[0], cfg.Concurrency, cfg.Duration); r.Requests == 0 || r.Errors != 0 {
 		t.Fatalf("baseline: %+v", r)
 	}
 	if n := cs.calls.Load(); n != 0 {
 		t.Fatalf("the baseline made %d store calls of a verification", n)
 	}
-	if r := load(ctx, f, targets[1], cfg); r.Requests == 0 || r.Errors != 0 {
+	if r := f.load(ctx, targets[1], cfg.Concurrency, cfg.Duration); r.Requests == 0 || r.Errors != 0 {
 		t.Fatalf("verify: %+v", r)
 	}
 	if cs.calls.Load() == 0 {
