@@ -39,38 +39,46 @@ import (
 // never touched). done closes the store and removes the file or drops the
 // schema.
 func OpenStore(ctx context.Context, dsn, prefix string) (st store.Store, done func(), err error) {
+	st, _, done, err = OpenStoreDSN(ctx, dsn, prefix)
+	return st, done, err
+}
+
+// OpenStoreDSN is OpenStore that also returns the DSN of the store it
+// opened (the SQLite file's path, or dsn with the scratch schema as its
+// search_path), for processes the benchmark starts on the same store.
+func OpenStoreDSN(ctx context.Context, dsn, prefix string) (st store.Store, opened string, done func(), err error) {
 	var cleanup []func()
-	done = func() {
+	undo := func() {
 		for _, f := range slices.Backward(cleanup) {
 			f()
 		}
 	}
-	defer func() {
+	defer func() { // not done: an error return has set done to nil
 		if err != nil {
-			done()
+			undo()
 		}
 	}()
 	if dsn == "" {
 		dir, err := os.MkdirTemp("", prefix+"-")
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
 		dsn = filepath.Join(dir, "outpost.db")
 	} else if IsPostgres(dsn) {
 		scratch, drop, err := store.ScratchSchema(ctx, dsn, prefix)
 		if err != nil {
-			return nil, nil, err
+			return nil, "", nil, err
 		}
 		cleanup = append(cleanup, func() { _ = drop() })
 		dsn = scratch
 	}
 	st, err = store.Open(ctx, dsn)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	cleanup = append(cleanup, func() { st.Close() })
-	return st, done, nil
+	return st, dsn, undo, nil
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL database.
