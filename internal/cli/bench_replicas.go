@@ -50,6 +50,12 @@ violation is printed and the command exits 1.`,
 				return usageError{errors.New("give --postgres postgres://... (or $OUTPOST_BENCH_POSTGRES_DSN): replicas share one PostgreSQL database")}
 			}
 			rs, err := replicabench.Run(c.Context(), cfg, e.stderr)
+			switch {
+			case errors.Is(err, replicabench.ErrConfig):
+				return usageError{err}
+			case len(rs) == 0:
+				return err
+			}
 			if asJSON {
 				if perr := e.printJSON(rs); perr != nil {
 					return perr

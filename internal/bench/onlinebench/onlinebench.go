@@ -68,16 +68,8 @@ type Config struct {
 type Result struct {
 	Engine string `json:"engine"`
 	// Handler is "noop" (the baseline) or "verify".
-	Handler  string `json:"handler"`
-	Requests int64  `json:"requests"`
-	// Errors are answers other than the expected one (200 for verify, 400
-	// malformed_code for the baseline) and failed requests.
-	Errors int64         `json:"errors"`
-	Rate   float64       `json:"per_second"`
-	P50    time.Duration `json:"p50_ns"`
-	P99    time.Duration `json:"p99_ns"`
-	// FirstError is the first unexpected answer, for diagnosis.
-	FirstError string `json:"first_error,omitempty"`
+	Handler string `json:"handler"`
+	Rates
 	// Beside is the bundle work running meanwhile (Place*; "" for none),
 	// BundleEntries how many of its entries were computed during the run
 	// (0 when not seen: the separate process), VsAlone the rate over
@@ -86,6 +78,19 @@ type Result struct {
 	BundleEntries int64   `json:"bundle_entries,omitempty"`
 	VsAlone       float64 `json:"vs_alone,omitempty"`
 	Load          string  `json:"load,omitempty"`
+}
+
+// Rates are what a load run measured.
+type Rates struct {
+	Requests int64 `json:"requests"`
+	// Errors are answers other than the expected one (200 for verify, 400
+	// malformed_code for the baseline) and failed requests.
+	Errors int64         `json:"errors"`
+	Rate   float64       `json:"per_second"`
+	P50    time.Duration `json:"p50_ns"`
+	P99    time.Duration `json:"p99_ns"`
+	// FirstError is the first unexpected answer, for diagnosis.
+	FirstError string `json:"first_error,omitempty"`
 }
 
 // BaselineCode is the baseline's code: six characters, as many as the
@@ -344,10 +349,8 @@ func (d *Driver) post(ctx context.Context, url string, body []byte) (int, []byte
 
 // Verify drives verifications of fresh valid codes with concurrency
 // workers for d; the answer expected is 200.
-func (d *Driver) Verify(ctx context.Context, concurrency int, dur time.Duration) Result {
-	r := d.load(ctx, targets[1], concurrency, dur)
-	r.Handler = targets[1].name
-	return r
+func (d *Driver) Verify(ctx context.Context, concurrency int, dur time.Duration) Rates {
+	return d.load(ctx, targets[1], concurrency, dur).Rates
 }
 
 // load runs concurrency workers against t for dur; worker w owns users w,
@@ -390,7 +393,7 @@ func (d *Driver) load(ctx context.Context, t target, concurrency int, dur time.D
 	for _, l := range lat {
 		all = append(all, l...)
 	}
-	r := Result{Requests: n.Load(), Errors: errs.Load(), Rate: float64(n.Load()) / el.Seconds()}
+	r := Result{Rates: Rates{Requests: n.Load(), Errors: errs.Load(), Rate: float64(n.Load()) / el.Seconds()}}
 	if fe, ok := firstErr.Load().(string); ok {
 		r.FirstError = fe
 	}

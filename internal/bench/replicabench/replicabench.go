@@ -37,7 +37,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -72,18 +71,16 @@ const DefaultRaceUsers = 200
 // step with the audit log, or a broken audit chain.
 var ErrNotOnceOnly = errors.New("the once-only guarantee was violated")
 
+// ErrConfig: the Config cannot be run (wrapped with what to change).
+var ErrConfig = errors.New("replicabench: bad configuration")
+
 // Result of one replica count.
 type Result struct {
-	Replicas int   `json:"replicas"`
-	Clients  int   `json:"clients"`
-	Requests int64 `json:"requests"`
-	// Errors are answers other than 200 and failed requests; FirstError is
-	// the first of them.
-	Errors     int64         `json:"errors"`
-	FirstError string        `json:"first_error,omitempty"`
-	Rate       float64       `json:"per_second"`
-	P50        time.Duration `json:"p50_ns"`
-	P99        time.Duration `json:"p99_ns"`
+	Replicas int `json:"replicas"`
+	Clients  int `json:"clients"`
+	// Rates are the client's: requests, errors (answers other than 200
+	// and failed requests), verify/s, p50 and p99.
+	onlinebench.Rates
 	// VsOne is Rate over the one-replica run's (0 when none ran).
 	VsOne float64 `json:"vs_one_replica,omitempty"`
 	// CPU seconds per 1,000 requests during the run: of all replica
@@ -158,18 +155,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 // and enrols the users.
 func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness, done func(), err error) {
 	if !bench.IsPostgres(cfg.DSN) {
-		return nil, nil, errors.New("replicas share one PostgreSQL database: give --postgres postgres://... (or $OUTPOST_BENCH_POSTGRES_DSN)")
+		return nil, nil, fmt.Errorf("%w: replicas share one PostgreSQL database: give --postgres postgres://... (or $OUTPOST_BENCH_POSTGRES_DSN)", ErrConfig)
 	}
 	if len(cfg.Replicas) == 0 {
 		cfg.Replicas = []int{1, 2, 3}
 	}
 	for _, n := range cfg.Replicas {
 		if n < 1 {
-			return nil, nil, fmt.Errorf("replica count %d: give 1 or more", n)
+			return nil, nil, fmt.Errorf("%w: replica count %d: give 1 or more", ErrConfig, n)
 		}
 	}
 	if cfg.Users < 1 || cfg.Concurrency < 1 || cfg.Duration <= 0 {
-		return nil, nil, errors.New("users, concurrency and duration must be positive")
+		return nil, nil, fmt.Errorf("%w: users, concurrency and duration must be positive", ErrConfig)
 	}
 	if cfg.RaceUsers <= 0 {
 		cfg.RaceUsers = DefaultRaceUsers
@@ -180,15 +177,10 @@ func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness
 			return nil, nil, fmt.Errorf("finding the outpost binary the replicas run: %w", err)
 		}
 	}
-	var cleanup []func()
-	undo := func() {
-		for _, f := range slices.Backward(cleanup) {
-			f()
-		}
-	}
-	defer func() { // not done: an error return has set done to nil
+	var undo bench.Undo
+	defer func() {
 		if err != nil {
-			undo()
+			undo.Run()
 		}
 	}()
 	h = &harness{cfg: cfg, progress: progress, exact: true}
@@ -196,12 +188,12 @@ func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness
 	if err != nil {
 		return nil, nil, err
 	}
-	cleanup = append(cleanup, closeStore)
+	undo.Add(closeStore)
 	h.st, h.dsn = st, dsn
 	if h.dir, err = os.MkdirTemp("", "outpost-replicas-"); err != nil {
 		return nil, nil, err
 	}
-	cleanup = append(cleanup, func() { os.RemoveAll(h.dir) })
+	undo.Add(func() { os.RemoveAll(h.dir) })
 	// One master key for every replica; unsealed, so that no replica spends
 	// an argon2id unsealing it (the directory is removed at the end).
 	keyDir := filepath.Join(h.dir, "key")
@@ -221,8 +213,8 @@ func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness
 	if h.conn, err = pgx.Connect(ctx, dsn); err != nil {
 		return nil, nil, fmt.Errorf("connecting to PostgreSQL for its statistics: %w", err)
 	}
-	cleanup = append(cleanup, func() { h.conn.Close(context.Background()) })
-	return h, undo, nil
+	undo.Add(func() { h.conn.Close(context.Background()) })
+	return h, undo.Run, nil
 }
 
 // start starts n replicas and points the client at them; the first start
@@ -272,8 +264,7 @@ func (h *harness) run(ctx context.Context, n int) (res Result, err error) {
 	if err != nil {
 		return Result{}, err
 	}
-	res = Result{Replicas: n, Clients: h.cfg.Concurrency, Requests: r.Requests, Errors: r.Errors, FirstError: r.FirstError,
-		Rate: r.Rate, P50: r.P50, P99: r.P99, Load: bench.LoadAvg()}
+	res = Result{Replicas: n, Clients: h.cfg.Concurrency, Rates: r, Load: bench.LoadAvg()}
 	if r.Requests > 0 {
 		per1k := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(r.Requests) }
 		perVerify := func(a, b int64) float64 { return float64(b-a) / float64(r.Requests) }
