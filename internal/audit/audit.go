@@ -84,10 +84,12 @@ func (l *Log) Record(ctx context.Context, kind, actor, subject string, data any)
 
 // Accept records that token t accepted the code at step or counter used, as
 // one durable step with its verify.ok entry (store.AcceptCode). It returns
-// store.ErrReplayed when the value was already used.
-func (l *Log) Accept(ctx context.Context, t store.Token, used int64, actor string) error {
+// store.ErrReplayed when the value was already used, and store.ErrStale
+// when version (the user's, as read; < 0 for no check) is no longer the
+// user's.
+func (l *Log) Accept(ctx context.Context, t store.Token, used, version int64, actor string) error {
 	data, _ := json.Marshal(map[string]any{"token": t.ID, "matched": used})
-	_, err := l.Store.AcceptCode(ctx, t.Realm, t.UserID, t.ID, used, eventlog.Entry{Time: clock.Or(l.Now)(), Kind: VerifyOK, Actor: actor, Subject: t.UserID, Data: data})
+	_, err := l.Store.AcceptCode(ctx, t.Realm, t.UserID, t.ID, used, version, eventlog.Entry{Time: clock.Or(l.Now)(), Kind: VerifyOK, Actor: actor, Subject: t.UserID, Data: data})
 	return err
 }
 

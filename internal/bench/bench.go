@@ -28,6 +28,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -47,7 +48,8 @@ func OpenStore(ctx context.Context, dsn, prefix string) (st store.Store, done fu
 
 // OpenStoreDSN is OpenStore that also returns the DSN of the store it
 // opened (the SQLite file's path, or dsn with the scratch schema as its
-// search_path), for processes the benchmark starts on the same store.
+// search_path), for processes the benchmark starts on the same store and
+// for a benchmark that puts tables of its own beside the store's.
 func OpenStoreDSN(ctx context.Context, dsn, prefix string) (st store.Store, opened string, done func(), err error) {
 	var undo Undo
 	defer func() {
@@ -104,6 +106,24 @@ func Parallel(n int, fn func(i int)) {
 		wg.Go(func() { fn(i) })
 	}
 	wg.Wait()
+}
+
+// WriteBytes returns the bytes this process has caused to be written to
+// storage so far (write_bytes of /proc/self/io: Linux, counted when a page
+// of a file is first dirtied, so fsync'd rewrites count again), and false
+// where the counter cannot be read.
+func WriteBytes() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0, false
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
 }
 
 // Percentiles sorts lat and returns its 50th and 99th percentiles (zero

@@ -22,27 +22,50 @@ func (e *env) benchOnlineCmd() *cobra.Command {
 	var childEntries int
 	c := &cobra.Command{
 		Use:   "online [--postgres DSN]",
-		Short: "Online verifications per second over loopback HTTP, next to a no-op handler",
+		Short: "Online verifications per second over loopback HTTP, beside a no-op handler and a plain verifier",
 		Long: `Start a server on 127.0.0.1 with a fresh store, enrol --users users with HOTP
-tokens, and drive POST /v1/verify with --concurrency clients for --duration,
-every request a new valid code whose acceptance is committed before the
-answer. First, in the same run, the same clients drive the no-op baseline:
-the same requests to /v1/verify with a code that is not digits, which the
-server authenticates, decodes and refuses (400) before any store work.
-Prints requests/s, p50 and p99 latency and verify's share of the no-op
-rate, for SQLite and, with --postgres (or $OUTPOST_BENCH_POSTGRES_DSN), for
-PostgreSQL. Use an empty database or schema: the benchmark bootstraps it.
-With --during-bundle it then drives verify again while a bundle of
---bundle-entries (default a 1-day 30 s TOTP bundle, 2,880 entries, at the
-default argon2id profile) computes: on every core (the server before the
-bundle pool), through a pool of --bundle-workers (outpost serve's), and in a
-separate process at niceness 10 (as a bundle worker process would run), and
-prints each rate beside verify's alone (target >= 0.9).`,
-		Example: "  outpost bench online --duration 10s --postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable&search_path=bench'",
+tokens, and at each client count of --concurrency (default 1,16,128) drive,
+for --duration each and in this order:
+
+  noop    the same requests to POST /v1/verify with a code that is not
+          digits, which the server authenticates, decodes and refuses (400)
+          before any store work (the run fails if the audit log grows);
+  plain   a plain verifier written in the benchmark, on its own listener:
+          bearer key, pquerna/otp's HOTP check in the look-ahead window and
+          ONE conditional UPDATE of a table of its own in the same database
+          (same driver, WAL + synchronous=FULL on SQLite); no audit, no
+          lockout, no per-user serialisation (internal/bench/onlinebench);
+  verify  POST /v1/verify with each user's next valid code, accepted and
+          audited durably before the answer.
+
+Every request of plain and verify is a new valid code. For each run it
+prints requests, errors, requests/s, p50 and p99 latency, bytes written per
+request (B/req: SQLite, this process's write_bytes from /proc/self/io, the
+load generator writing nothing; PostgreSQL, the server's WAL bytes from
+pg_current_wal_lsn, other databases' writes included; "-" where not
+readable) and the ratios at the same client count: vs no-op (rate over the
+baseline's), vs plain (verify's rate over plain's) and B vs plain (verify's
+bytes per request over plain's). --json prints every field.
+
+It runs on SQLite and, with --postgres (or $OUTPOST_BENCH_POSTGRES_DSN), on
+PostgreSQL, each in a fresh file or scratch schema. --users must be at least
+the highest client count: each client owns its own users.
+
+With --during-bundle it then drives verify again, at the highest client
+count, while a bundle of --bundle-entries (default a 1-day 30 s TOTP bundle,
+2,880 entries, at the default argon2id profile) computes: on every core (the
+server before the bundle pool), through a pool of --bundle-workers (outpost
+serve's), and in a separate process at niceness 10 (as a bundle worker
+process would run), and prints each rate beside verify's alone at that count
+(target >= 0.9).`,
+		Example: "  outpost bench online --duration 8s --users 4000 --concurrency 1,16,128 --postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if childEntries > 0 {
 				return e.benchBundleChild(c.Context(), childEntries)
+			}
+			if err := cfg.Check(); err != nil {
+				return usageError{err}
 			}
 			if cfg.DuringBundle {
 				cfg.ChildArgs = []string{"bench", "online", "--bundle-child-entries"}
@@ -66,30 +89,29 @@ prints each rate beside verify's alone (target >= 0.9).`,
 				return e.printJSON(all)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "engine\thandler\trequests\terrors\treq/s\tp50\tp99\tvs no-op\t")
-			var noop float64
+			fmt.Fprintln(tw, "engine\tclients\thandler\trequests\terrors\treq/s\tp50\tp99\tB/req\tvs no-op\tvs plain\tB vs plain\t")
 			for _, r := range all {
-				if r.Handler == "noop" {
-					noop = r.Rate
-				}
-				ratio := "-"
-				if r.Handler != "noop" && noop > 0 {
-					ratio = fmt.Sprintf("%.0f%%", 100*r.Rate/noop)
-				}
 				handler := r.Handler
 				if r.Beside != "" {
 					handler += " + bundle (" + r.Beside + ")"
-					ratio = fmt.Sprintf("%.2fx alone, load %s", r.VsAlone, r.Load)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t\n", r.Engine, handler, r.Requests, r.Errors, r.Rate,
-					r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), ratio)
+				bytes := "-"
+				if r.BytesPerRequest != nil {
+					bytes = fmt.Sprintf("%.0f", *r.BytesPerRequest)
+				}
+				vsNoop := ratio(r.VsNoop, "%.0f%%", 100)
+				if r.Beside != "" {
+					vsNoop = fmt.Sprintf("%.2fx alone, load %s", r.VsAlone, r.Load)
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Engine, r.Clients, handler, r.Requests, r.Errors, r.Rate,
+					r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), bytes, vsNoop, ratio(r.VsPlain, "%.2fx", 1), ratio(r.BytesVsPlain, "%.2fx", 1))
 			}
 			return tw.Flush()
 		},
 	}
 	c.Flags().StringVar(&pg, "postgres", "", "also run on this PostgreSQL DSN (else $OUTPOST_BENCH_POSTGRES_DSN)")
 	c.Flags().IntVar(&cfg.Users, "users", 2000, "distinct users")
-	c.Flags().IntVar(&cfg.Concurrency, "concurrency", 32, "concurrent clients")
+	c.Flags().IntSliceVar(&cfg.Concurrency, "concurrency", onlinebench.DefaultConcurrency, "concurrent clients: a count or a comma-separated list, each handler runs at each")
 	c.Flags().DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to drive each handler")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	c.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to FILE (go tool pprof)")
@@ -101,6 +123,14 @@ prints each rate beside verify's alone (target >= 0.9).`,
 	c.Flags().IntVar(&childEntries, "bundle-child-entries", 0, "internal: compute a bundle of N entries at niceness 10")
 	_ = c.Flags().MarkHidden("bundle-child-entries")
 	return c
+}
+
+// ratio formats v times scale with format, or "-" for 0 (not measured).
+func ratio(v float64, format string, scale float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v*scale)
 }
 
 // benchDSNs lists the stores a benchmark runs on: a fresh SQLite file ("")

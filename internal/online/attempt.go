@@ -32,22 +32,35 @@ func (f *failure) Error() string { return "online: failed attempt (" + f.reason 
 // the answer. Verify, Login, Confirm, Resync and CheckPIN all go through it,
 // so that none is a way around the lockout.
 func (s *Service) guard(ctx context.Context, realm, user, actor string, fn func(u store.User, ts []store.Token, now time.Time) (Result, error)) (Result, error) {
-	return s.guardOr(ctx, realm, user, actor, fn, nil)
+	return s.guardOr(ctx, realm, user, actor, fn, nil, nil)
 }
 
 // guardOr is guard with unknown, when set, answering for a user that does
 // not exist, under the same lock (Verify and Login: see unknownUser); guard
-// answers errUnknownUser.
+// answers errUnknownUser. With quick set and the user's rows in the row
+// cache, quick runs first on the cached rows and answers when it says done
+// (it may only accept: see rowCache); else, or when it does not, fn
+// decides from a fresh read.
 func (s *Service) guardOr(ctx context.Context, realm, user, actor string, fn func(u store.User, ts []store.Token, now time.Time) (Result, error),
-	unknown func(now time.Time) error) (Result, error) {
+	unknown func(now time.Time) error, quick func(u store.User, ts []store.Token, now time.Time) (Result, bool, error)) (Result, error) {
 	unlock, err := s.locks.lock(ctx, realm, user)
 	if err != nil {
 		return Result{}, err
 	}
 	defer unlock()
 	now := s.now()
+	rows := s.rowCache()
+	if quick != nil {
+		if u, ts, ok := rows.get(realm, user); ok {
+			if res, done, err := quick(u, ts, now); done {
+				return res, err
+			}
+			rows.drop(realm, user)
+		}
+	}
 	u, ts, err := s.Store.GetUserTokens(ctx, realm, user)
 	if errors.Is(err, store.ErrNotFound) {
+		rows.drop(realm, user)
 		if unknown != nil {
 			return Result{}, unknown(now)
 		}
@@ -56,12 +69,14 @@ func (s *Service) guardOr(ctx context.Context, realm, user, actor string, fn fun
 	if err != nil {
 		return Result{}, err
 	}
+	rows.put(u, ts)
 	if lock, locked := s.Policy.Locked(u.Failures, u.LastFailure, now); locked {
 		return Result{}, &LockedError{lock}
 	}
 	res, err := fn(u, ts, now)
 	var f *failure
 	if errors.As(err, &f) {
+		rows.drop(realm, user) // the failure moves the user's version
 		return res, s.fail(ctx, u, actor, now, f)
 	}
 	return res, err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
@@ -59,15 +60,33 @@ type Service struct {
 	// key for this process). See FlushUnknown.
 	UnknownInterval time.Duration
 	UnknownKey      []byte
+	// RowCacheSize bounds how many users' rows Verify keeps in memory so
+	// that a right code needs no read (0: DefaultRowCacheSize; negative:
+	// no cache). See rowCache for why a cache can never accept what the
+	// store would refuse.
+	RowCacheSize int
 
 	locks        userLocks
 	pins         pinGate
 	unknown      unknownUsers
 	unknownFails unknownFailures
 	pad          writePad
+	rowsOnce     sync.Once
+	rows         *rowCache
 }
 
 func (s *Service) now() time.Time { return clock.Or(s.Now)() }
+
+func (s *Service) rowCache() *rowCache {
+	s.rowsOnce.Do(func() {
+		n := s.RowCacheSize
+		if n == 0 {
+			n = DefaultRowCacheSize
+		}
+		s.rows = newRowCache(n)
+	})
+	return s.rows
+}
 
 // Result is a successful verification.
 type Result struct {
@@ -133,7 +152,32 @@ func (s *Service) verify(ctx context.Context, realm, user, code, pinCode, actor 
 		return s.check(ctx, u, ts, code, pinCode, actor, now, o)
 	}, func(now time.Time) error {
 		return s.unknownUser(ctx, realm, user, pinCode, actor, now)
+	}, func(u store.User, ts []store.Token, now time.Time) (Result, bool, error) {
+		return s.quick(ctx, u, ts, code, actor, now, o)
 	})
+}
+
+// quick is verify's decision from cached rows (rowCache): it answers only
+// a success, for a user without a PIN or failures whose code matches a
+// fresh value, accepted under the cached version. Anything else — no
+// match, a replay, ErrStale, a token or user gone — is left to check on a
+// fresh read (done false), which then counts and audits what it must.
+func (s *Service) quick(ctx context.Context, u store.User, ts []store.Token, code, actor string, now time.Time, o verifyOpts) (Result, bool, error) {
+	if o.requirePIN || o.prepare != nil || u.PINHash != nil || u.Failures != 0 {
+		return Result{}, false, nil
+	}
+	fresh, _, err := s.candidates(ts, code, now)
+	if err != nil || len(fresh) == 0 {
+		return Result{}, false, nil
+	}
+	res, lost, err := s.accept(ctx, u, fresh, actor, nil, u.Version)
+	switch {
+	case errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound) || (err == nil && lost != nil):
+		return Result{}, false, nil
+	case err != nil:
+		return Result{}, true, err
+	}
+	return res, true, nil
 }
 
 // candidate is a token and the step or counter a code matched.
@@ -161,7 +205,7 @@ func (s *Service) check(ctx context.Context, u store.User, ts []store.Token, cod
 		pinOK = pinOK || ok
 	}
 	if len(fresh) > 0 && pinOK {
-		res, lost, err := s.accept(ctx, u, fresh, actor, o.prepare)
+		res, lost, err := s.accept(ctx, u, fresh, actor, o.prepare, -1)
 		if err != nil || lost == nil {
 			return res, err
 		}
@@ -205,8 +249,10 @@ func (s *Service) candidates(ts []store.Token, code string, now time.Time) (fres
 
 // accept spends the first fresh match it can, with its verify.ok entry
 // (store.AcceptCode), after prepare (when set) agreed. When another replica
-// spent every one first, it returns the last such match as lost.
-func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, actor string, prepare func(store.Token) error) (Result, *candidate, error) {
+// spent every one first, it returns the last such match as lost. With
+// version >= 0 the user's version must still be that (else
+// store.ErrStale, nothing spent).
+func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, actor string, prepare func(store.Token) error, version int64) (Result, *candidate, error) {
 	var lost *candidate
 	for i, c := range fresh {
 		if prepare != nil {
@@ -214,13 +260,15 @@ func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, a
 				return Result{}, nil, err
 			}
 		}
-		if err := s.Audit.Accept(ctx, c.t, int64(c.m), actor); errors.Is(err, store.ErrReplayed) {
+		if err := s.Audit.Accept(ctx, c.t, int64(c.m), version, actor); errors.Is(err, store.ErrReplayed) {
 			lost = &fresh[i]
 			continue
 		} else if err != nil {
 			return Result{}, nil, err
 		}
+		s.rowCache().used(u.Realm, u.ID, u.Version, c.t.ID, c.m)
 		if u.Failures > 0 {
+			s.rowCache().drop(u.Realm, u.ID) // the reset moves the version
 			if err := s.Store.ResetFailures(ctx, u.Realm, u.ID); err != nil {
 				return Result{}, nil, err
 			}

@@ -198,3 +198,80 @@ func TestAuditBatchSizes(t *testing.T) {
 		t.Fatalf("chain broken at %d: %v", i, err)
 	}
 }
+
+// TestAcceptChainsOnInOneBatch: SQLite acceptances in one writer batch chain
+// on from the head the previous one wrote, and re-read it when another
+// write of the batch appended meanwhile (its number is taken); writes of a
+// batch of one run without a savepoint and roll back alone.
+func TestAcceptChainsOnInOneBatch(t *testing.T) {
+	ctx := context.Background()
+	e, err := openSQLite(filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSQLStore(e)
+	defer s.Close()
+	must := func(t *testing.T, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := migrate(ctx, e, time.Now); err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.CreateRealm(ctx, Realm{ID: "r", Name: "r"}))
+	must(t, s.CreateUser(ctx, User{Realm: "r", ID: "u"}))
+	for _, id := range []string{"a", "b", "c"} {
+		must(t, s.CreateToken(ctx, Token{Realm: "r", UserID: "u", ID: id, Type: "hotp", Algorithm: "SHA1", Digits: 6, SeedMode: SeedDerived, Status: TokenActive}))
+	}
+	entry := eventlog.Entry{Time: time.Now(), Kind: "verify.ok", Subject: "u"}
+	accept := func(id string) func(q querier) error {
+		return func(q querier) error { _, err := s.acceptSQLite(ctx, q, "r", "u", id, 1, -1, entry); return err }
+	}
+	other := func(q querier) error { // another writer appending in the same batch
+		h := &batchHead{}
+		if err := readHead(ctx, q, h); err != nil {
+			return err
+		}
+		out, err := eventlog.Next(&eventlog.Entry{Seq: h.seq, Hash: h.hash}, eventlog.Entry{Time: time.Now(), Kind: "admin.x", Subject: "u"}, nil)
+		if err != nil {
+			return err
+		}
+		_, err = q.exec(ctx, auditInsert(1), int64(out.Seq), out.Time.UnixMicro(), out.Kind, out.Actor, out.Subject, nil, out.Prev, out.Hash)
+		return err
+	}
+	if _, err := s.AppendAudit(ctx, eventlog.Entry{Time: time.Now(), Kind: "first", Subject: "u"}); err != nil {
+		t.Fatal(err)
+	}
+	fns := []func(q querier) error{accept("a"), other, accept("b"), accept("a") /* replayed */, accept("c")}
+	batch := make([]*pending[func(q querier) error], len(fns))
+	for i, fn := range fns {
+		batch[i] = &pending[func(q querier) error]{ctx: ctx, req: fn}
+	}
+	e.applyWrites(batch)
+	for i, p := range batch {
+		if want := i == 3; errors.Is(p.err, ErrReplayed) != want || (!want && p.err != nil) {
+			t.Fatalf("write %d: %v", i, p.err)
+		}
+	}
+	// A batch of one: a replay rolls back alone, an acceptance commits.
+	for _, c := range []struct {
+		id      string
+		wantErr error
+	}{{"a", ErrReplayed}, {"nope", ErrNotFound}} {
+		one := []*pending[func(q querier) error]{{ctx: ctx, req: accept(c.id)}}
+		e.applyWrites(one)
+		if !errors.Is(one[0].err, c.wantErr) {
+			t.Fatalf("batch of one, token %s: %v, want %v", c.id, one[0].err, c.wantErr)
+		}
+	}
+	all, err := s.ListAudit(ctx, 0, MaxListLimit)
+	must(t, err)
+	if len(all) != 5 {
+		t.Fatalf("%d entries, want 5 (first, a, other, b, c)", len(all))
+	}
+	if i, err := eventlog.VerifyChain(nil, all, nil); err != nil {
+		t.Fatalf("chain broken at %d: %v", i, err)
+	}
+}

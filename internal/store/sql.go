@@ -135,12 +135,17 @@ func (s *sqlStore) GetRealm(ctx context.Context, id string) (Realm, error) {
 
 // --- users
 
-const userColumns = `realm, id, display_name, pin_hash, failures, last_failure_us, created_us`
+// userColumns are the columns CreateUser writes; userSelect adds the
+// version the store keeps.
+const (
+	userColumns = `realm, id, display_name, pin_hash, failures, last_failure_us, created_us`
+	userSelect  = userColumns + `, version`
+)
 
 func scanUser(r row) (User, error) {
 	var u User
 	var failures, lastFailure, created int64
-	if err := r.Scan(&u.Realm, &u.ID, &u.DisplayName, &u.PINHash, &failures, &lastFailure, &created); err != nil {
+	if err := r.Scan(&u.Realm, &u.ID, &u.DisplayName, &u.PINHash, &failures, &lastFailure, &created, &u.Version); err != nil {
 		return User{}, err
 	}
 	u.Failures, u.LastFailure, u.CreatedAt = int(failures), fromMicros(lastFailure), fromMicros(created)
@@ -163,7 +168,7 @@ func (s *sqlStore) CreateUser(ctx context.Context, u User) error {
 }
 
 func (s *sqlStore) GetUser(ctx context.Context, realm, id string) (User, error) {
-	u, err := scanUser(s.e.reader().queryRow(ctx, `SELECT `+userColumns+` FROM users WHERE realm = $1 AND id = $2`, realm, id))
+	u, err := scanUser(s.e.reader().queryRow(ctx, `SELECT `+userSelect+` FROM users WHERE realm = $1 AND id = $2`, realm, id))
 	if err != nil {
 		return User{}, s.noRows(err, "user %q in realm %q", id, realm)
 	}
@@ -174,7 +179,7 @@ func (s *sqlStore) ListUsers(ctx context.Context, realm, after string, limit int
 	if err := checkLimit(limit); err != nil {
 		return nil, err
 	}
-	rs, err := s.e.reader().query(ctx, `SELECT `+userColumns+` FROM users WHERE realm = $1 AND id > $2 ORDER BY id LIMIT $3`,
+	rs, err := s.e.reader().query(ctx, `SELECT `+userSelect+` FROM users WHERE realm = $1 AND id > $2 ORDER BY id LIMIT $3`,
 		realm, after, int64(limit))
 	return collect(s, rs, err, scanUser)
 }
@@ -193,13 +198,13 @@ func (s *sqlStore) SetPINHash(ctx context.Context, realm, id string, hash []byte
 	if err := checkBlob("PIN hash", hash); err != nil {
 		return err
 	}
-	n, err := s.exec(ctx, `UPDATE users SET pin_hash = $1 WHERE realm = $2 AND id = $3`, nullBytes(hash), realm, id)
+	n, err := s.exec(ctx, `UPDATE users SET pin_hash = $1, version = version + 1 WHERE realm = $2 AND id = $3`, nullBytes(hash), realm, id)
 	return s.mustChange(n, err, "user %q in realm %q", id, realm)
 }
 
 func (s *sqlStore) RecordFailure(ctx context.Context, realm, id string, now time.Time) (int, error) {
 	var n int64
-	err := s.execReturning(ctx, []any{&n}, `UPDATE users SET failures = failures + 1, last_failure_us = $1 WHERE realm = $2 AND id = $3 RETURNING failures`,
+	err := s.execReturning(ctx, []any{&n}, `UPDATE users SET failures = failures + 1, last_failure_us = $1, version = version + 1 WHERE realm = $2 AND id = $3 RETURNING failures`,
 		micros(now), realm, id)
 	if err != nil {
 		return 0, s.noRows(err, "user %q in realm %q", id, realm)
@@ -208,7 +213,7 @@ func (s *sqlStore) RecordFailure(ctx context.Context, realm, id string, now time
 }
 
 func (s *sqlStore) ResetFailures(ctx context.Context, realm, id string) error {
-	n, err := s.exec(ctx, `UPDATE users SET failures = 0 WHERE realm = $1 AND id = $2`, realm, id)
+	n, err := s.exec(ctx, `UPDATE users SET failures = 0, version = version + 1 WHERE realm = $1 AND id = $2`, realm, id)
 	return s.mustChange(n, err, "user %q in realm %q", id, realm)
 }
 
@@ -231,7 +236,7 @@ func (s *sqlStore) CreateToken(ctx context.Context, t Token) error {
 	if err := checkToken(&t); err != nil {
 		return err
 	}
-	_, err := s.exec(ctx, `INSERT INTO tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+	err := s.tokenChange(ctx, t.Realm, t.UserID, t.ID, `INSERT INTO tokens (`+tokenColumns+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		t.Realm, t.UserID, t.ID, t.Type, t.Algorithm, int64(t.Digits), int64(t.Period), t.SeedMode, int64(t.Epoch),
 		nullBytes(t.SeedCiphertext), t.Status, t.LastUsed, t.Used, s.stamp(t.CreatedAt))
 	switch err = classify(s.e, err); {
@@ -257,16 +262,32 @@ func (s *sqlStore) ListTokens(ctx context.Context, realm, user string) ([]Token,
 }
 
 func (s *sqlStore) DeleteToken(ctx context.Context, realm, user, id string) error {
-	n, err := s.exec(ctx, `DELETE FROM tokens WHERE realm = $1 AND user_id = $2 AND id = $3`, realm, user, id)
-	return s.mustChange(n, err, "token %q of user %q in realm %q", id, user, realm)
+	return s.tokenChange(ctx, realm, user, id, `DELETE FROM tokens WHERE realm = $1 AND user_id = $2 AND id = $3`, realm, user, id)
 }
 
 func (s *sqlStore) SetTokenStatus(ctx context.Context, realm, user, id, status string) error {
 	if err := checkStatus(status); err != nil {
 		return err
 	}
-	n, err := s.exec(ctx, `UPDATE tokens SET status = $1 WHERE realm = $2 AND user_id = $3 AND id = $4`, status, realm, user, id)
-	return s.mustChange(n, err, "token %q of user %q in realm %q", id, user, realm)
+	return s.tokenChange(ctx, realm, user, id, `UPDATE tokens SET status = $1 WHERE realm = $2 AND user_id = $3 AND id = $4`, status, realm, user, id)
+}
+
+// tokenChange runs stmt, a change to token id of user in realm that
+// verification reads, and moves the user's Version in the same
+// transaction. ErrNotFound when stmt changed no row; the statement's
+// own errors come back classified for the caller to name.
+func (s *sqlStore) tokenChange(ctx context.Context, realm, user, id, stmt string, args ...any) error {
+	return inTx(ctx, s.e, isConflict, func(q querier) error {
+		n, err := q.exec(ctx, stmt, args...)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return fmt.Errorf("%w: token %q of user %q in realm %q", ErrNotFound, id, user, realm)
+		}
+		_, err = q.exec(ctx, `UPDATE users SET version = version + 1 WHERE realm = $1 AND id = $2`, realm, user)
+		return err
+	})
 }
 
 // AdvanceToken is the replay rule: one conditional UPDATE, which the

@@ -78,7 +78,8 @@ func (e *sqliteEngine) transact(ctx context.Context, fn func(q querier) error) e
 // the transaction, so the whole batch is rolled back and every caller in it
 // gets the error. Statements run under the batch's context, not the
 // callers': interrupting one statement would roll back the whole
-// transaction.
+// transaction. A batch of one write (one client at a time) needs no
+// savepoint: its transaction is its own, rolled back when it fails.
 func (e *sqliteEngine) applyWrites(batch []*pending[func(q querier) error]) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -93,7 +94,19 @@ func (e *sqliteEngine) applyWrites(batch []*pending[func(q querier) error]) {
 		failAll(err)
 		return
 	}
-	q := batchQuerier{sqlQuerier{cache: e.w, tx: t}, ctx}
+	q := batchQuerier{sqlQuerier{cache: e.w, tx: t}, ctx, &batchHead{}}
+	if len(batch) == 1 {
+		p := batch[0]
+		if p.err = classify(e, p.req(q)); p.err != nil {
+			_ = t.Rollback()
+			return
+		}
+		if err := t.Commit(); err != nil {
+			failAll(err)
+		}
+		e.w.prepareMissed(ctx)
+		return
+	}
 	for _, p := range batch {
 		if _, err := t.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 			_ = t.Rollback()
@@ -125,10 +138,24 @@ func (e *sqliteEngine) applyWrites(batch []*pending[func(q querier) error]) {
 	e.w.prepareMissed(ctx)
 }
 
-// batchQuerier runs statements under the batch's context.
+// batchQuerier runs statements under the batch's context. head is the
+// audit log's newest entry as the batch's acceptances last wrote it
+// (AcceptCode), so that they chain on from memory.
 type batchQuerier struct {
-	q   sqlQuerier
-	ctx context.Context
+	q    sqlQuerier
+	ctx  context.Context
+	head *batchHead
+}
+
+// batchHead is the newest audit entry's sequence number and hash, when
+// known (ok). Only acceptances set it, after their INSERT; any other writer
+// in the batch that appends makes it older than the log, which the next
+// acceptance's INSERT finds out (the sequence number is taken) and
+// re-reads: see AcceptCode.
+type batchHead struct {
+	ok   bool
+	seq  uint64
+	hash []byte
 }
 
 func (b batchQuerier) exec(_ context.Context, s string, args ...any) (int64, error) {

@@ -48,6 +48,9 @@ var (
 	ErrExists   = errors.New("store: already exists")
 	// ErrReplayed: AdvanceToken was offered a step/counter not above the last used one.
 	ErrReplayed = errors.New("store: code already used")
+	// ErrStale: AcceptCode was given a user version that is no longer the
+	// user's: read the user again and decide again.
+	ErrStale = errors.New("store: the user changed since it was read")
 	// ErrConflict: a concurrent writer changed the row; the caller may retry.
 	ErrConflict = errors.New("store: concurrent update")
 	// ErrInvalid: a record or argument fails the store's own checks (an
@@ -86,6 +89,11 @@ type User struct {
 	Failures    int
 	LastFailure time.Time
 	CreatedAt   time.Time
+	// Version changes, in the same transaction, with everything online
+	// verification reads of the user and its tokens (failures, PIN, a
+	// token's creation, status or removal), except a token's last used
+	// value. Set by the store; ignored by CreateUser.
+	Version int64
 }
 
 // Token states.
@@ -194,8 +202,11 @@ type Store interface {
 	// checked against the realms: "" may stand for a client of no one realm.
 	// AcceptCode is AdvanceToken and then AppendAudit(e), committed so that
 	// the audit entry is never lost when the acceptance is kept. Errors are
-	// AdvanceToken's; e is appended only on success.
-	AcceptCode(ctx context.Context, realm, user, id string, used int64, e eventlog.Entry) (eventlog.Entry, error)
+	// AdvanceToken's; e is appended only on success. With version >= 0 the
+	// user's Version must still be version, checked in the same conditional
+	// UPDATE: ErrStale when it is not (or the user is gone), and nothing is
+	// written; a negative version checks nothing.
+	AcceptCode(ctx context.Context, realm, user, id string, used, version int64, e eventlog.Entry) (eventlog.Entry, error)
 
 	CreateAPIClient(ctx context.Context, c APIClient) error
 	// GetAPIClientByHash finds the client whose TokenHash equals hash.

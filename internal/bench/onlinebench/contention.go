@@ -38,26 +38,27 @@ const (
 )
 
 // contention measures verify beside bundle work in each placement: after
-// the ordinary targets, one verify run per placement while a bundle of
-// cfg.BundleEntries computes, cancelled when the run ends.
+// the ordinary targets, one verify run per placement at alone's client
+// count while a bundle of cfg.BundleEntries computes, cancelled when the
+// run ends.
 func contention(ctx context.Context, f *fixture, cfg Config, alone Result, progress io.Writer) ([]Result, error) {
 	var out []Result
 	for _, place := range []string{PlaceAllCores, PlacePool, PlaceProcess} {
 		if place == PlaceProcess && len(cfg.ChildArgs) == 0 {
 			continue
 		}
-		fmt.Fprintf(progress, "running verify beside a %d-entry bundle (%s) for %s...\n", cfg.BundleEntries, place, cfg.Duration)
+		fmt.Fprintf(progress, "running verify beside a %d-entry bundle (%s) for %s with %d clients...\n", cfg.BundleEntries, place, cfg.Duration, alone.Clients)
 		wctx, cancel := context.WithCancel(ctx)
 		var done atomic.Int64
 		werr := make(chan error, 1)
 		go func() { werr <- placeWork(wctx, place, cfg, &done) }()
 		time.Sleep(500 * time.Millisecond) // let the work reach every worker first
-		r := f.load(ctx, targets[1], cfg.Concurrency, cfg.Duration)
+		r := f.measure(ctx, f.verify(), alone.Clients, cfg.Duration)
 		cancel()
 		if err := <-werr; err != nil && !errors.Is(err, context.Canceled) {
 			return nil, fmt.Errorf("bundle work (%s): %w", place, err)
 		}
-		r.Engine, r.Handler, r.Beside = alone.Engine, "verify", place
+		r.Beside = place
 		r.BundleEntries = done.Load()
 		if alone.Rate > 0 {
 			r.VsAlone = r.Rate / alone.Rate

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AdvanceTokenSameValue", testAdvanceSameValue},
 		{"AdvanceTokenIncreasing", testAdvanceIncreasing},
 		{"AcceptCode", testAcceptCode},
+		{"AcceptVersion", testAcceptVersion},
 		{"GetUserTokens", testGetUserTokens},
 		{"APIClients", testAPIClients},
 		{"Audit", testAudit},
