@@ -4,6 +4,8 @@
 // benchmark needs:
 //
 //   - onlinebench: online verification over loopback HTTP (`bench online`);
+//   - replicabench: several `outpost serve` processes on one PostgreSQL
+//     database, driven round-robin, once-only checked (`bench replicas`);
 //   - syncbench: device log ingestion and a full sync round (`bench sync`);
 //   - offlinebench: bundle generation and offline verification against raw
 //     argon2id (`bench offline`);
@@ -44,19 +46,15 @@ func OpenStore(ctx context.Context, dsn, prefix string) (st store.Store, done fu
 	return st, done, err
 }
 
-// OpenStoreDSN is OpenStore that also returns what the store was opened on
-// (the SQLite file's path or the scratch schema's DSN), for a benchmark
-// that puts tables of its own beside the store's.
+// OpenStoreDSN is OpenStore that also returns the DSN of the store it
+// opened (the SQLite file's path, or dsn with the scratch schema as its
+// search_path), for processes the benchmark starts on the same store and
+// for a benchmark that puts tables of its own beside the store's.
 func OpenStoreDSN(ctx context.Context, dsn, prefix string) (st store.Store, opened string, done func(), err error) {
-	var cleanup []func()
-	done = func() {
-		for _, f := range slices.Backward(cleanup) {
-			f()
-		}
-	}
+	var undo Undo
 	defer func() {
 		if err != nil {
-			done()
+			undo.Run()
 		}
 	}()
 	if dsn == "" {
@@ -64,22 +62,36 @@ func OpenStoreDSN(ctx context.Context, dsn, prefix string) (st store.Store, open
 		if err != nil {
 			return nil, "", nil, err
 		}
-		cleanup = append(cleanup, func() { os.RemoveAll(dir) })
+		undo.Add(func() { os.RemoveAll(dir) })
 		dsn = filepath.Join(dir, "outpost.db")
 	} else if IsPostgres(dsn) {
 		scratch, drop, err := store.ScratchSchema(ctx, dsn, prefix)
 		if err != nil {
 			return nil, "", nil, err
 		}
-		cleanup = append(cleanup, func() { _ = drop() })
+		undo.Add(func() { _ = drop() })
 		dsn = scratch
 	}
 	st, err = store.Open(ctx, dsn)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	cleanup = append(cleanup, func() { st.Close() })
-	return st, dsn, done, nil
+	undo.Add(func() { st.Close() })
+	return st, dsn, undo.Run, nil
+}
+
+// Undo is what a benchmark has set up so far, undone last first by Run:
+// on an error half-way, or when the caller is done.
+type Undo []func()
+
+// Add appends the undoing of one step.
+func (u *Undo) Add(f func()) { *u = append(*u, f) }
+
+// Run undoes every step, the last added first.
+func (u Undo) Run() {
+	for _, f := range slices.Backward(u) {
+		f()
+	}
 }
 
 // IsPostgres reports whether dsn names a PostgreSQL database.

@@ -155,6 +155,7 @@ same run (a no-op handler, raw argon2id, the raw OTP engine) and report ratios,
 because shared machines are noisy. Record results in docs/BENCHMARKS.md.`, Example: "  outpost bench --help"}
 	bench.AddCommand(e.benchOnlineCmd(), e.benchOfflineCmd(), e.benchSyncCmd(), e.benchSiteCmd(), e.benchDeliveriesCmd())
 	bench.AddCommand(e.benchNotifyCmd())
+	bench.AddCommand(e.benchReplicasCmd())   // serve replicas on one PostgreSQL: bench_replicas.go
 	bench.AddCommand(e.benchOnboardingCmd()) // device onboarding, vouch ingest included: bench_onboarding.go
 	root.AddCommand(e.versionCmd(), e.initCmd(), e.keysCmd(), e.otpCmd(), e.serveCmd(), e.auditCmd(),
 		e.offlineCmd(), e.fieldCmd(), e.siteCmd(), newDeviceCmd(), admin, bench, e.courierCmd(), e.deliveryCmd())

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/outpost-auth/outpost/internal/cli"
+	"github.com/outpost-auth/outpost/internal/proctest"
 )
 
 // outpostBin is the path of the binary TestMain built; testRoot is a
@@ -35,17 +36,8 @@ func buildAndRun(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	testRoot = dir
-	gomod, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "go env GOMOD:", err)
-		return 1
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	outpostBin = filepath.Join(dir, "outpost")
-	build := exec.Command("go", "build", "-o", outpostBin, "./cmd/outpost")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building outpost: %v\n%s", err, out)
+	if outpostBin, err = proctest.BuildOutpost(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	return m.Run()

@@ -14,6 +14,12 @@
 // verify beside bundle work (contention.go) at the highest client count,
 // against verify alone at that count.
 //
+// The load generator is shared with replicabench ('outpost bench
+// replicas'): Prepare enrols the users, CreateVerifier makes the API
+// token, and a Driver sends the codes, round-robin when it has several
+// servers' URLs (Driver.Verify); Run's handlers go through the same
+// Driver.load.
+//
 // # The baseline ("noop")
 //
 // The server has no route for benchmarks. The baseline is a request to
@@ -162,16 +168,8 @@ type Result struct {
 	// verifier) or HandlerVerify (Outpost's).
 	Handler string `json:"handler"`
 	// Clients is the number of concurrent clients.
-	Clients  int   `json:"clients"`
-	Requests int64 `json:"requests"`
-	// Errors are answers other than the expected one (200 for verify and
-	// plain, 400 malformed_code for the baseline) and failed requests.
-	Errors int64         `json:"errors"`
-	Rate   float64       `json:"per_second"`
-	P50    time.Duration `json:"p50_ns"`
-	P99    time.Duration `json:"p99_ns"`
-	// FirstError is the first unexpected answer, for diagnosis.
-	FirstError string `json:"first_error,omitempty"`
+	Clients int `json:"clients"`
+	Rates
 	// BytesPerRequest is what the engine wrote during the run divided by
 	// its requests (see the package comment), nil when not measurable;
 	// BytesSource says how it was counted (BytesProcIO, BytesPGWAL).
@@ -194,6 +192,19 @@ type Result struct {
 	Load          string  `json:"load,omitempty"`
 }
 
+// Rates are what a load run measured.
+type Rates struct {
+	Requests int64 `json:"requests"`
+	// Errors are answers other than the expected one (200 for verify and
+	// plain, 400 malformed_code for the baseline) and failed requests.
+	Errors int64         `json:"errors"`
+	Rate   float64       `json:"per_second"`
+	P50    time.Duration `json:"p50_ns"`
+	P99    time.Duration `json:"p99_ns"`
+	// FirstError is the first unexpected answer, for diagnosis.
+	FirstError string `json:"first_error,omitempty"`
+}
+
 // Result.BytesSource values.
 const (
 	// BytesProcIO is write_bytes of /proc/self/io (SQLite).
@@ -207,45 +218,39 @@ const (
 // lookup (see the package comment).
 const BaselineCode = "abcdef"
 
-// target is one measured handler: where requests go with which key, the
-// body of user u's next request and whether an answer is the expected one.
+// target is one measured handler: where requests go (worker w's k-th
+// request to urls[(w+k) mod len(urls)]) with which key, the body of user
+// u's next request and whether an answer is the expected one.
 type target struct {
-	name     string
-	url, key string
-	body     func(u *benchUser, p otp.Params) []byte
-	ok       func(status int, body []byte) bool
+	name string
+	urls []string
+	key  string
+	body func(u *User, p otp.Params) []byte
+	ok   func(status int, body []byte) bool
 }
 
 func okStatus(status int, _ []byte) bool { return status == http.StatusOK }
 
 // noop is the baseline: Outpost's verify with a malformed code.
-func (f *fixture) noop() target {
-	return target{name: HandlerNoop, url: f.url, key: f.token,
-		body: func(u *benchUser, _ otp.Params) []byte { return verifyBody(u.id, BaselineCode) },
+func (d *Driver) noop() target {
+	return target{name: HandlerNoop, urls: d.URLs, key: d.Token,
+		body: func(u *User, _ otp.Params) []byte { return verifyBody(u.ID, BaselineCode) },
 		ok: func(status int, body []byte) bool {
 			return status == http.StatusBadRequest && bytes.Contains(body, []byte(`"malformed_code"`))
 		}}
 }
 
 // verify is Outpost's verify with each user's next code.
-func (f *fixture) verify() target {
-	return target{name: HandlerVerify, url: f.url, key: f.token, ok: okStatus,
-		body: func(u *benchUser, p otp.Params) []byte {
-			u.counter++
-			code, _ := p.CodeAt(u.seed, u.counter)
-			return verifyBody(u.id, code)
-		}}
+func (d *Driver) verify() target {
+	return target{name: HandlerVerify, urls: d.URLs, key: d.Token, ok: okStatus,
+		body: func(u *User, p otp.Params) []byte { return verifyBody(u.ID, u.Next(p)) }}
 }
 
 // plain is the plain verifier with each user's next code of its own
 // counter.
 func (f *fixture) plain() target {
-	return target{name: HandlerPlain, url: f.pv.url, key: f.pv.key, ok: okStatus,
-		body: func(u *benchUser, p otp.Params) []byte {
-			u.plainCounter++
-			code, _ := p.CodeAt(u.seed, u.plainCounter)
-			return verifyBody(u.id, code)
-		}}
+	return target{name: HandlerPlain, urls: []string{f.pv.url}, key: f.pv.key, ok: okStatus,
+		body: func(u *User, p otp.Params) []byte { return verifyBody(u.ID, u.next(p, &u.plainCounter)) }}
 }
 
 func verifyBody(user, code string) []byte {
@@ -340,7 +345,7 @@ func compare(noop Result, plain, verify *Result) {
 // the bytes written per request.
 func (f *fixture) measure(ctx context.Context, t target, clients int, d time.Duration) Result {
 	w0, ok0 := f.pv.db.written(ctx)
-	r := load(ctx, f, t, clients, d)
+	r := Result{Rates: f.load(ctx, t, clients, d)}
 	w1, ok1 := f.pv.db.written(ctx)
 	if ok0 && ok1 && r.Requests > 0 {
 		b := float64(w1-w0) / float64(r.Requests)
@@ -359,21 +364,49 @@ func (f *fixture) measure(ctx context.Context, t target, clients int, d time.Dur
 type fixture struct {
 	engine string
 	hs     *http.Server
-	client *http.Client
-	url    string // of POST /v1/verify
-	token  string // the verifier's API token
-	users  []benchUser
-	params otp.Params
-	pv     *plainVerifier
+	Driver
+	pv *plainVerifier
 }
 
-// benchUser is a user as the load generator sees it: its seed and the last
-// counter it sent to Outpost and to the plain verifier.
-type benchUser struct {
-	id           string
-	seed         []byte
-	counter      uint64
+// TokenParams are the parameters of the users' tokens: HOTP, so that every
+// request can carry a fresh valid code.
+var TokenParams = otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}
+
+// User is an enrolled user of the benchmark: its token's seed and the last
+// counter a code was made for, for Outpost and (bench online) for the
+// plain verifier, which keeps counters of its own.
+type User struct {
+	ID           string
+	Seed         []byte
+	Counter      uint64
 	plainCounter uint64
+}
+
+// Next advances u's counter and returns the code for it.
+func (u *User) Next(p otp.Params) string { return u.next(p, &u.Counter) }
+
+// next advances counter, one of u's, and returns u's code for it.
+func (u *User) next(p otp.Params, counter *uint64) string {
+	*counter++
+	code, _ := p.CodeAt(u.Seed, *counter)
+	return code
+}
+
+// Driver is a verifier client with users: it sends their codes to
+// POST /v1/verify of one server or several (a round robin).
+type Driver struct {
+	Client *http.Client
+	// URLs are the servers' POST /v1/verify; worker w's k-th request goes
+	// to URLs[(w+k) mod len(URLs)].
+	URLs   []string
+	Token  string // the verifier's API token
+	Users  []User
+	Params otp.Params
+}
+
+// NewClient is the HTTP client of a Driver with concurrency workers.
+func NewClient(concurrency int) *http.Client {
+	return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2, MaxConnsPerHost: 0}}
 }
 
 // newFixture starts a server on st, enrols n users with an HOTP token each
@@ -383,36 +416,19 @@ func newFixture(ctx context.Context, st store.Store, n, concurrency int, progres
 	if err != nil {
 		return nil, err
 	}
-	pol := online.DefaultPolicy
-	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	srv, admin, users, err := Prepare(ctx, st, m, n, progress)
 	if err != nil {
-		return nil, err
-	}
-	admin, err := srv.Bootstrap(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if admin == "" {
-		return nil, fmt.Errorf("the benchmark needs an empty database; %s was bootstrapped before", st.Engine())
-	}
-	f := &fixture{engine: st.Engine(), params: otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}}
-	// Tokens are enrolled by a service of the bench's own on the same store
-	// and master key: the server derives the same seeds when it verifies.
-	svc := &online.Service{Store: st, Seeds: online.NewSeeds(m), Policy: pol, Audit: &audit.Log{Store: st}}
-	fmt.Fprintf(progress, "enrolling %d users on %s...\n", n, st.Engine())
-	if f.users, err = enrol(ctx, st, svc, n, f.params); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	f.hs = &http.Server{Handler: srv.Handler()}
+	f := &fixture{engine: st.Engine(), hs: &http.Server{Handler: srv.Handler()}}
 	go f.hs.Serve(ln)
 	base := "http://" + ln.Addr().String()
-	f.url = base + "/v1/verify"
-	f.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency * 2, MaxConnsPerHost: 0}}
-	if f.token, err = createVerifier(ctx, f.client, base, admin); err != nil {
+	f.Driver = Driver{Client: NewClient(concurrency), URLs: []string{base + "/v1/verify"}, Users: users, Params: TokenParams}
+	if f.Token, err = CreateVerifier(ctx, f.Client, base, admin); err != nil {
 		f.close()
 		return nil, err
 	}
@@ -422,7 +438,7 @@ func newFixture(ctx context.Context, st store.Store, n, concurrency int, progres
 // startPlain starts the plain verifier on the database dsn names (the
 // store's) for the fixture's users, with Outpost's look-ahead.
 func (f *fixture) startPlain(ctx context.Context, dsn string) error {
-	pv, err := startPlain(ctx, dsn, f.users, online.DefaultPolicy.HOTPLookahead)
+	pv, err := startPlain(ctx, dsn, f.Users, online.DefaultPolicy.HOTPLookahead)
 	if err != nil {
 		return err
 	}
@@ -437,10 +453,37 @@ func (f *fixture) close() {
 	}
 }
 
+// Prepare bootstraps st, which must be empty, with master key m and enrols
+// n users with an active TokenParams token each, through a service of the
+// benchmark's own on the same store and key (a server with m derives the
+// same seeds when it verifies). It returns a server on st (not serving),
+// the bootstrap admin API token and the users.
+func Prepare(ctx context.Context, st store.Store, m *keys.Master, n int, progress io.Writer) (*server.Server, string, []User, error) {
+	pol := online.DefaultPolicy
+	srv, err := server.New(server.Config{Store: st, Master: m, Policy: pol, Logger: slog.New(slog.NewJSONHandler(io.Discard, nil))})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	admin, err := srv.Bootstrap(ctx)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if admin == "" {
+		return nil, "", nil, fmt.Errorf("the benchmark needs an empty database; %s was bootstrapped before", st.Engine())
+	}
+	svc := &online.Service{Store: st, Seeds: online.NewSeeds(m), Policy: pol, Audit: &audit.Log{Store: st}}
+	fmt.Fprintf(progress, "enrolling %d users on %s...\n", n, st.Engine())
+	users, err := enrol(ctx, st, svc, n, TokenParams)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return srv, admin, users, nil
+}
+
 // enrol creates n users with an active HOTP token each.
-func enrol(ctx context.Context, st store.Store, svc *online.Service, n int, p otp.Params) ([]benchUser, error) {
+func enrol(ctx context.Context, st store.Store, svc *online.Service, n int, p otp.Params) ([]User, error) {
 	run := fmt.Sprintf("b%d", time.Now().UnixNano()%1e6)
-	users := make([]benchUser, n)
+	users := make([]User, n)
 	for i := range users {
 		id := fmt.Sprintf("%s-u%06d", run, i)
 		if err := st.CreateUser(ctx, store.User{Realm: server.DefaultRealm, ID: id, CreatedAt: time.Now()}); err != nil {
@@ -453,12 +496,14 @@ func enrol(ctx context.Context, st store.Store, svc *online.Service, n int, p ot
 		if err := st.SetTokenStatus(ctx, server.DefaultRealm, id, t.ID, store.TokenActive); err != nil {
 			return nil, err
 		}
-		users[i] = benchUser{id: id, seed: seed}
+		users[i] = User{ID: id, Seed: seed}
 	}
 	return users, nil
 }
 
-func createVerifier(ctx context.Context, c *http.Client, base, admin string) (string, error) {
+// CreateVerifier creates an API client with the verifier scope through the
+// server at base, with the admin API token admin, and returns its token.
+func CreateVerifier(ctx context.Context, c *http.Client, base, admin string) (string, error) {
 	body, _ := json.Marshal(map[string]any{"name": "bench-verifier", "scopes": []string{"verifier"}})
 	req, _ := http.NewRequestWithContext(ctx, "POST", base+"/v1/api-clients", bytes.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+admin)
@@ -491,9 +536,40 @@ func auditHead(ctx context.Context, st store.Store) (uint64, error) {
 	}
 }
 
-// load runs clients workers against t for d; worker w owns users w, w+C,
-// w+2C, ... so that no two workers race on one token.
-func load(ctx context.Context, f *fixture, t target, clients int, d time.Duration) Result {
+// Post sends one verification of code for user to url and returns the
+// answer's status and body.
+func (d *Driver) Post(ctx context.Context, url, user, code string) (int, []byte, error) {
+	return post(ctx, d.Client, url, d.Token, verifyBody(user, code))
+}
+
+// post sends body to url with API key key and returns the answer's status
+// and body.
+func post(ctx context.Context, c *http.Client, url, key string, body []byte) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer res.Body.Close()
+	rb, err := io.ReadAll(res.Body)
+	return res.StatusCode, rb, err
+}
+
+// Verify drives verifications of fresh valid codes with clients workers
+// for dur; the answer expected is 200.
+func (d *Driver) Verify(ctx context.Context, clients int, dur time.Duration) Rates {
+	return d.load(ctx, d.verify(), clients, dur)
+}
+
+// load runs clients workers against t for dur; worker w owns users w,
+// w+C, w+2C, ... so that no two workers race on one token, and sends its
+// k-th request to t.urls[(w+k) mod len(t.urls)].
+func (d *Driver) load(ctx context.Context, t target, clients int, dur time.Duration) Rates {
 	var n, errs atomic.Int64
 	var firstErr atomic.Value
 	fail := func(msg string) {
@@ -502,29 +578,24 @@ func load(ctx context.Context, f *fixture, t target, clients int, d time.Duratio
 		}
 	}
 	lat := make([][]time.Duration, clients)
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(dur)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < min(clients, len(f.users)); w++ {
+	for w := 0; w < min(clients, len(d.Users)); w++ {
 		wg.Go(func() {
-			for i := w; time.Now().Before(deadline) && ctx.Err() == nil; i += clients {
-				if i >= len(f.users) {
+			for i, k := w, w; time.Now().Before(deadline) && ctx.Err() == nil; i, k = i+clients, k+1 {
+				if i >= len(d.Users) {
 					i = w
 				}
-				req, _ := http.NewRequestWithContext(ctx, "POST", t.url, bytes.NewReader(t.body(&f.users[i], f.params)))
-				req.Header.Set("Authorization", "Bearer "+t.key)
-				req.Header.Set("Content-Type", "application/json")
 				t0 := time.Now()
-				res, err := f.client.Do(req)
+				status, rb, err := post(ctx, d.Client, t.urls[k%len(t.urls)], t.key, t.body(&d.Users[i], d.Params))
 				if err != nil {
 					fail(err.Error())
 					continue
 				}
-				rb, _ := io.ReadAll(res.Body)
-				res.Body.Close()
 				lat[w] = append(lat[w], time.Since(t0))
-				if !t.ok(res.StatusCode, rb) {
-					fail(fmt.Sprintf("%d %s", res.StatusCode, bytes.TrimSpace(rb)))
+				if !t.ok(status, rb) {
+					fail(fmt.Sprintf("%d %s", status, bytes.TrimSpace(rb)))
 				}
 				n.Add(1)
 			}
@@ -536,7 +607,7 @@ func load(ctx context.Context, f *fixture, t target, clients int, d time.Duratio
 	for _, l := range lat {
 		all = append(all, l...)
 	}
-	r := Result{Requests: n.Load(), Errors: errs.Load(), Rate: float64(n.Load()) / el.Seconds()}
+	r := Rates{Requests: n.Load(), Errors: errs.Load(), Rate: float64(n.Load()) / el.Seconds()}
 	if fe, ok := firstErr.Load().(string); ok {
 		r.FirstError = fe
 	}

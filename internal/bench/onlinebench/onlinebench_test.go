@@ -106,7 +106,7 @@ func TestPlainRefusesReplay(t *testing.T) {
 		t.Run(e.Name, func(t *testing.T) {
 			ctx := context.Background()
 			seed := []byte("12345678901234567890")
-			users := []benchUser{{id: "alice", seed: seed}, {id: "bob", seed: seed}}
+			users := []User{{ID: "alice", Seed: seed}, {ID: "bob", Seed: seed}}
 			pv, err := startPlain(ctx, e.DSN(t), users, 10)
 			if err != nil {
 				t.Fatal(err)
@@ -216,13 +216,13 @@ func TestBaselineTouchesNoStore(t *testing.T) {
 	}
 	defer f.close()
 	cs.calls.Store(0)
-	if r := load(ctx, f, f.noop(), 4, 100*time.Millisecond); r.Requests == 0 || r.Errors != 0 {
+	if r := f.load(ctx, f.noop(), 4, 100*time.Millisecond); r.Requests == 0 || r.Errors != 0 {
 		t.Fatalf("baseline: %+v", r)
 	}
 	if n := cs.calls.Load(); n != 0 {
 		t.Fatalf("the baseline made %d store calls of a verification", n)
 	}
-	if r := load(ctx, f, f.verify(), 4, 100*time.Millisecond); r.Requests == 0 || r.Errors != 0 {
+	if r := f.load(ctx, f.verify(), 4, 100*time.Millisecond); r.Requests == 0 || r.Errors != 0 {
 		t.Fatalf("verify: %+v", r)
 	}
 	if cs.calls.Load() == 0 {

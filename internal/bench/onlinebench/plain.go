@@ -65,12 +65,12 @@ var plainOpts = hotp.ValidateOpts{Digits: pqotp.DigitsSix, Algorithm: pqotp.Algo
 // or a PostgreSQL DSN) with a row at counter 0 for each of users, and
 // serves the plain verifier on 127.0.0.1 with a look-ahead of ahead
 // counters.
-func startPlain(ctx context.Context, dsn string, users []benchUser, ahead int) (*plainVerifier, error) {
+func startPlain(ctx context.Context, dsn string, users []User, ahead int) (*plainVerifier, error) {
 	var db plainDB
 	var err error
 	ids := make([]string, len(users))
 	for i, u := range users {
-		ids[i] = u.id
+		ids[i] = u.ID
 	}
 	if bench.IsPostgres(dsn) {
 		db, err = openPlainPG(ctx, dsn, ids)
@@ -84,7 +84,7 @@ func startPlain(ctx context.Context, dsn string, users []benchUser, ahead int) (
 	_, _ = rand.Read(k[:])
 	pv := &plainVerifier{key: hex.EncodeToString(k[:]), users: make(map[string]*plainUser, len(users)), db: db, ahead: uint64(ahead)}
 	for _, u := range users {
-		pv.users[u.id] = &plainUser{secret: base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(u.seed)}
+		pv.users[u.ID] = &plainUser{secret: base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(u.Seed)}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

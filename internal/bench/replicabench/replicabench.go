@@ -1,0 +1,308 @@
+// Package replicabench measures online verification scaled out over
+// several `outpost serve` processes on one PostgreSQL database
+// ('outpost bench replicas', issue 13 part 5), and checks after each run
+// that no code was accepted twice.
+//
+// Run prepares one scratch schema (dropped at the end), enrols users with
+// HOTP tokens there (onlinebench.Prepare: every request a fresh valid code,
+// every acceptance a durable conditional write), and for each replica
+// count N in Config.Replicas:
+//
+//  1. starts N real `outpost serve` processes of this binary on loopback
+//     ports (ServeArgs), each with its own data directory holding a copy of
+//     one master key, all on the scratch schema, and waits for their
+//     --ready-file;
+//  2. drives them for Config.Duration with Config.Concurrency workers of
+//     one round-robin client (onlinebench.Driver: worker w's k-th request
+//     goes to replica (w+k) mod N; workers own disjoint users), the same
+//     client count for every N, and measures verify/s, p50, p99 and
+//     errors; meanwhile it samples the CPU time of the replicas, of the
+//     PostgreSQL server's processes and of itself (the client), and
+//     PostgreSQL's committed transactions, to say where the cores went;
+//  3. checks the once-only guarantee (Check): a fresh code of each of
+//     Config.RaceUsers users sent to every replica at once must be accepted
+//     by exactly one, and sent again to every replica by none; then the
+//     whole database: no (user, token, counter) in two verify.ok entries,
+//     each token's last used counter the highest accepted, as many entries
+//     as 200s seen, and the audit chain intact (auditcheck.VerifyStore);
+//  4. stops the replicas with SIGTERM.
+//
+// A violation ends Run with ErrNotOnceOnly, after the results so far.
+package replicabench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/outpost-auth/outpost/internal/apiclient"
+	"github.com/outpost-auth/outpost/internal/bench"
+	"github.com/outpost-auth/outpost/internal/bench/onlinebench"
+	"github.com/outpost-auth/outpost/internal/datadir"
+	"github.com/outpost-auth/outpost/internal/store"
+)
+
+// Config of a benchmark.
+type Config struct {
+	// DSN names the PostgreSQL database; the benchmark works in a scratch
+	// schema of it, dropped afterwards.
+	DSN string
+	// Replicas are the replica counts measured, in order (default 1, 2, 3).
+	Replicas    []int
+	Users       int
+	Concurrency int
+	Duration    time.Duration
+	// RaceUsers is how many users the once-only race takes after each run
+	// (default DefaultRaceUsers, at most Users).
+	RaceUsers int
+	// Exe is the outpost binary the replicas run (default this one).
+	Exe string
+}
+
+// DefaultRaceUsers is Config.RaceUsers's default.
+const DefaultRaceUsers = 200
+
+// ErrNotOnceOnly: a check found a code accepted twice, a counter out of
+// step with the audit log, or a broken audit chain.
+var ErrNotOnceOnly = errors.New("the once-only guarantee was violated")
+
+// ErrConfig: the Config cannot be run (wrapped with what to change).
+var ErrConfig = errors.New("replicabench: bad configuration")
+
+// Result of one replica count.
+type Result struct {
+	Replicas int `json:"replicas"`
+	Clients  int `json:"clients"`
+	// Rates are the client's: requests, errors (answers other than 200
+	// and failed requests), verify/s, p50 and p99.
+	onlinebench.Rates
+	// VsOne is Rate over the one-replica run's (0 when none ran).
+	VsOne float64 `json:"vs_one_replica,omitempty"`
+	// CPU seconds per 1,000 requests during the run: of all replica
+	// processes together, of the PostgreSQL server's processes (when it
+	// runs on this machine: PostgresLocal), and of the load generator.
+	ReplicaCPU    float64 `json:"replica_cpu_s_per_1k"`
+	PostgresCPU   float64 `json:"postgres_cpu_s_per_1k"`
+	PostgresLocal bool    `json:"postgres_local"`
+	ClientCPU     float64 `json:"client_cpu_s_per_1k"`
+	// Per request, PostgreSQL's counters during the run (pgStats):
+	// transactions committed in the database (read statements' included)
+	// and rolled back (a replica's batch of acceptances that lost the audit
+	// sequence number to another replica's rolls back and is retried; a
+	// replayed code's failure is recorded in its own), and the server's WAL
+	// flushes to disk (below 1 when commits are grouped) and WAL bytes.
+	CommitsPerVerify   float64 `json:"commits_per_verify"`
+	RollbacksPerVerify float64 `json:"rollbacks_per_verify"`
+	WALSyncsPerVerify  float64 `json:"wal_syncs_per_verify"`
+	WALBytesPerVerify  float64 `json:"wal_bytes_per_verify"`
+	// Load is the 1-minute load average after the run.
+	Load string `json:"load"`
+	// OnceOnly is the check after the run.
+	OnceOnly Check `json:"once_only"`
+}
+
+// harness is the prepared database, its users and the client.
+type harness struct {
+	cfg      Config
+	progress io.Writer
+	st       store.Store
+	dsn      string    // of the scratch schema, for the replicas
+	conn     *pgx.Conn // for pg_stat_database
+	dir      string    // the replicas' data directories
+	key      []byte    // master.key, copied into each
+	admin    string    // the bootstrap admin API token
+	d        *onlinebench.Driver
+	accepted int64 // 200s the client saw, all runs so far
+	exact    bool  // every request of every run got an answer
+}
+
+// Run measures each replica count of cfg in turn; see the package comment.
+func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) {
+	h, done, err := newHarness(ctx, cfg, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var out []Result
+	for _, n := range h.cfg.Replicas {
+		r, err := h.run(ctx, n)
+		if err != nil {
+			return out, fmt.Errorf("%d replicas: %w", n, err)
+		}
+		out = append(out, r)
+		if !r.OnceOnly.Clean() {
+			return out, fmt.Errorf("%w with %d replicas: %d races not won by exactly one replica, %d replays accepted, %d counters accepted twice in the audit log, %d tokens out of step with it, %d of %d acceptances audited, audit chain ok: %v",
+				ErrNotOnceOnly, n, r.OnceOnly.RaceViolations, r.OnceOnly.ReplayAccepted, r.OnceOnly.Duplicates, r.OnceOnly.CounterMismatches,
+				r.OnceOnly.Audited, r.OnceOnly.ClientAccepted, r.OnceOnly.Chain.OK)
+		}
+	}
+	for i := range out {
+		for _, one := range out {
+			if one.Replicas == 1 && one.Rate > 0 {
+				out[i].VsOne = out[i].Rate / one.Rate
+			}
+		}
+	}
+	return out, nil
+}
+
+// newHarness validates cfg, makes the scratch schema and the master key,
+// and enrols the users.
+func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness, done func(), err error) {
+	if !bench.IsPostgres(cfg.DSN) {
+		return nil, nil, fmt.Errorf("%w: replicas share one PostgreSQL database: give --postgres postgres://... (or $OUTPOST_BENCH_POSTGRES_DSN)", ErrConfig)
+	}
+	if len(cfg.Replicas) == 0 {
+		cfg.Replicas = []int{1, 2, 3}
+	}
+	for _, n := range cfg.Replicas {
+		if n < 1 {
+			return nil, nil, fmt.Errorf("%w: replica count %d: give 1 or more", ErrConfig, n)
+		}
+	}
+	if cfg.Users < 1 || cfg.Concurrency < 1 || cfg.Duration <= 0 {
+		return nil, nil, fmt.Errorf("%w: users, concurrency and duration must be positive", ErrConfig)
+	}
+	if cfg.RaceUsers <= 0 {
+		cfg.RaceUsers = DefaultRaceUsers
+	}
+	cfg.RaceUsers = min(cfg.RaceUsers, cfg.Users)
+	if cfg.Exe == "" {
+		if cfg.Exe, err = os.Executable(); err != nil {
+			return nil, nil, fmt.Errorf("finding the outpost binary the replicas run: %w", err)
+		}
+	}
+	var undo bench.Undo
+	defer func() {
+		if err != nil {
+			undo.Run()
+		}
+	}()
+	h = &harness{cfg: cfg, progress: progress, exact: true}
+	st, dsn, closeStore, err := bench.OpenStoreDSN(ctx, cfg.DSN, "outpost_replicas")
+	if err != nil {
+		return nil, nil, err
+	}
+	undo.Add(closeStore)
+	h.st, h.dsn = st, dsn
+	if h.dir, err = os.MkdirTemp("", "outpost-replicas-"); err != nil {
+		return nil, nil, err
+	}
+	undo.Add(func() { os.RemoveAll(h.dir) })
+	// One master key for every replica; unsealed, so that no replica spends
+	// an argon2id unsealing it (the directory is removed at the end).
+	keyDir := filepath.Join(h.dir, "key")
+	m, err := datadir.Init(keyDir, nil, true, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.key, err = os.ReadFile(filepath.Join(keyDir, datadir.MasterKeyFile)); err != nil {
+		return nil, nil, err
+	}
+	_, admin, users, err := onlinebench.Prepare(ctx, st, m, cfg.Users, progress)
+	if err != nil {
+		return nil, nil, err
+	}
+	h.admin = admin
+	h.d = &onlinebench.Driver{Client: onlinebench.NewClient(cfg.Concurrency), Users: users, Params: onlinebench.TokenParams}
+	if h.conn, err = pgx.Connect(ctx, dsn); err != nil {
+		return nil, nil, fmt.Errorf("connecting to PostgreSQL for its statistics: %w", err)
+	}
+	undo.Add(func() { h.conn.Close(context.Background()) })
+	return h, undo.Run, nil
+}
+
+// start starts n replicas and points the client at them; the first start
+// creates the client's verifier API token.
+func (h *harness) start(ctx context.Context, n int) ([]*replica, error) {
+	fmt.Fprintf(h.progress, "starting %d replicas of %s...\n", n, h.cfg.Exe)
+	rs, err := startReplicas(ctx, h.cfg.Exe, h.dir, h.dsn, h.key, n)
+	if err != nil {
+		return nil, err
+	}
+	h.d.URLs = nil
+	for _, r := range rs {
+		h.d.URLs = append(h.d.URLs, r.url+"/v1/verify")
+	}
+	if h.d.Token == "" {
+		if h.d.Token, err = onlinebench.CreateVerifier(ctx, h.d.Client, rs[0].url, h.admin); err != nil {
+			_ = stopReplicas(rs)
+			return nil, err
+		}
+	}
+	return rs, nil
+}
+
+// run measures n replicas, checks the once-only guarantee and stops them.
+func (h *harness) run(ctx context.Context, n int) (res Result, err error) {
+	rs, err := h.start(ctx, n)
+	if err != nil {
+		return Result{}, err
+	}
+	defer func() {
+		fmt.Fprintf(h.progress, "stopping %d replicas...\n", n)
+		if serr := stopReplicas(rs); err == nil && serr != nil {
+			err = serr
+		}
+	}()
+	time.Sleep(statsDelay) // the replicas' start-up transactions reach the statistics
+	pg0, err := readPGStats(ctx, h.conn)
+	if err != nil {
+		return Result{}, err
+	}
+	fmt.Fprintf(h.progress, "driving %d replicas round-robin with %d clients for %s...\n", n, h.cfg.Concurrency, h.cfg.Duration)
+	cpu0 := sampleCPU(rs)
+	r := h.d.Verify(ctx, h.cfg.Concurrency, h.cfg.Duration)
+	cpu1 := sampleCPU(rs)
+	time.Sleep(statsDelay)
+	pg1, err := readPGStats(ctx, h.conn)
+	if err != nil {
+		return Result{}, err
+	}
+	res = Result{Replicas: n, Clients: h.cfg.Concurrency, Rates: r, Load: bench.LoadAvg()}
+	if r.Requests > 0 {
+		per1k := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(r.Requests) }
+		perVerify := func(a, b int64) float64 { return float64(b-a) / float64(r.Requests) }
+		rep, pg, cl, local := cpuUsed(cpu0, cpu1)
+		res.ReplicaCPU, res.PostgresCPU, res.ClientCPU, res.PostgresLocal = per1k(rep), per1k(pg), per1k(cl), local
+		res.CommitsPerVerify, res.RollbacksPerVerify = perVerify(pg0.commits, pg1.commits), perVerify(pg0.rollbacks, pg1.rollbacks)
+		res.WALSyncsPerVerify, res.WALBytesPerVerify = perVerify(pg0.walSyncs, pg1.walSyncs), perVerify(pg0.walBytes, pg1.walBytes)
+	}
+	if r.Errors == 0 {
+		h.accepted += r.Requests
+	} else {
+		h.exact = false
+	}
+	res.OnceOnly, err = h.check(ctx, rs)
+	return res, err
+}
+
+// check runs the once-only race and replay on rs and checks the database.
+func (h *harness) check(ctx context.Context, rs []*replica) (Check, error) {
+	c := Check{}
+	admin, err := apiclient.New(rs[0].url, h.admin, "")
+	if err != nil {
+		return c, err
+	}
+	users := h.d.Users[:h.cfg.RaceUsers]
+	fmt.Fprintf(h.progress, "once-only: racing a fresh code of %d users on all %d replicas, then replaying it...\n", len(users), len(rs))
+	won, err := race(ctx, h.d, users, h.d.URLs, admin, &c)
+	h.accepted += won
+	if err != nil {
+		return c, err
+	}
+	fmt.Fprintf(h.progress, "once-only: checking the audit log and %d tokens...\n", len(h.d.Users))
+	if err := checkStore(ctx, h.st, h.d.Users, &c); err != nil {
+		return c, err
+	}
+	c.ClientAccepted, c.ClientExact = h.accepted, h.exact
+	if c.ClientExact && c.ClientAccepted != c.Audited {
+		c.problem("the client saw %d codes accepted, the audit log holds %d verify.ok entries", c.ClientAccepted, c.Audited)
+	}
+	return c, nil
+}
