@@ -36,9 +36,9 @@ type committer[T any] struct {
 	// applying its own request alone (do).
 	applying sync.Mutex
 	queue    chan *pending[T]
-	stop    chan struct{}
-	stopped sync.WaitGroup
-	once    sync.Once
+	stop     chan struct{}
+	stopped  sync.WaitGroup
+	once     sync.Once
 	// apply handles a batch, setting err on each request that failed.
 	apply func(batch []*pending[T])
 }
