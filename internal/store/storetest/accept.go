@@ -87,6 +87,30 @@ func testAcceptCode(t *testing.T, st store.Store) {
 	if i, err := eventlog.VerifyChain(nil, es, nil); err != nil {
 		t.Fatalf("audit chain broken at %d: %v", i, err)
 	}
+	// One client at a time (on PostgreSQL, acceptances in one statement on
+	// the head last seen), with other appends moving the head now and then.
+	must(t, st.CreateToken(ctx, totp("r1", "mixed", "seq")))
+	const m = 60
+	for i := range m {
+		if i%7 == 3 {
+			_, err := st.AppendAudit(ctx, eventlog.Entry{Time: when, Kind: "admin.test", Actor: "api:test", Subject: "mixed"})
+			must(t, err)
+		}
+		if _, err := st.AcceptCode(ctx, "r1", "mixed", "seq", int64(i), -1, entry); err != nil {
+			t.Fatalf("sequential acceptance %d: %v", i, err)
+		}
+		if _, err := st.AcceptCode(ctx, "r1", "mixed", "seq", int64(i), -1, entry); !errors.Is(err, store.ErrReplayed) {
+			t.Fatalf("sequential acceptance %d again: %v, want ErrReplayed", i, err)
+		}
+	}
+	es, err = st.ListAudit(ctx, 0, 1000)
+	must(t, err)
+	if want := 2 + 2*n + m + (m+3)/7; len(es) != want {
+		t.Fatalf("%d audit entries, want %d", len(es), want)
+	}
+	if i, err := eventlog.VerifyChain(nil, es, nil); err != nil {
+		t.Fatalf("audit chain broken at %d: %v", i, err)
+	}
 }
 
 // testGetUserTokens: the joined read agrees with GetUser and ListTokens.
