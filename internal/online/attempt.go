@@ -79,6 +79,9 @@ func (s *Service) guardOr(ctx context.Context, realm, user, actor string, fn fun
 		rows.drop(realm, user) // the failure moves the user's version
 		return res, s.fail(ctx, u, actor, now, f)
 	}
+	if quick == nil {
+		rows.drop(realm, user) // Confirm, Resync: fn may have changed what was read
+	}
 	return res, err
 }
 

@@ -29,6 +29,11 @@ const DefaultRowCacheSize = 65536
 // (AcceptCode does not move the Version): the conditional UPDATE still
 // accepts a value at most once, and a lagging entry only costs a fresh read.
 //
+// This replica's own changes (SetPIN, Enrol, Confirm, ResetLockout,
+// deletions) drop the entry too, so that its next verification reads
+// instead of meeting ErrStale; that is economy, not the guarantee: the
+// version is.
+//
 // Entries hold what a read returns (seeds only as ciphertext, or not at
 // all when derived). Size is bounded: when full, an arbitrary entry goes.
 type rowCache struct {

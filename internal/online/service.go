@@ -324,6 +324,7 @@ func (s *Service) match(t store.Token, code string, now time.Time, look int, bac
 
 // ResetLockout clears a user's failure counter (an admin action).
 func (s *Service) ResetLockout(ctx context.Context, realm, user, actor string) error {
+	s.rowCache().drop(realm, user)
 	if err := s.Store.ResetFailures(ctx, realm, user); err != nil {
 		return err
 	}
@@ -358,6 +359,7 @@ func (s *Service) Enrol(ctx context.Context, realm, user string, p otp.Params, s
 	if err != nil {
 		return store.Token{}, nil, err
 	}
+	s.rowCache().drop(realm, user)
 	if err := s.Store.CreateToken(ctx, t); err != nil {
 		return store.Token{}, nil, err
 	}
@@ -475,6 +477,7 @@ func (s *Service) SetPIN(ctx context.Context, realm, user, p, actor string) erro
 	if err != nil {
 		return err
 	}
+	s.rowCache().drop(realm, user)
 	if err := s.Store.SetPINHash(ctx, realm, user, h); err != nil {
 		return err
 	}

@@ -33,6 +33,7 @@ func (s *Service) CreateUser(ctx context.Context, realm, id, displayName, actor 
 // DeleteUser deletes user id of realm with all their tokens, audited
 // (user.delete); store.ErrNotFound when there is none.
 func (s *Service) DeleteUser(ctx context.Context, realm, id, actor string) error {
+	s.rowCache().drop(realm, id)
 	if err := s.Store.DeleteUser(ctx, realm, id); err != nil {
 		return err
 	}
@@ -42,6 +43,7 @@ func (s *Service) DeleteUser(ctx context.Context, realm, id, actor string) error
 // DeleteToken deletes a token of user, audited (token.delete);
 // store.ErrNotFound when there is none.
 func (s *Service) DeleteToken(ctx context.Context, realm, user, tokenID, actor string) error {
+	s.rowCache().drop(realm, user)
 	if err := s.Store.DeleteToken(ctx, realm, user, tokenID); err != nil {
 		return err
 	}

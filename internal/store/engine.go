@@ -75,7 +75,7 @@ var errForeignKey = errors.New("store: referenced record does not exist")
 // expected reports whether err is an answer about the data (a duplicate, a
 // missing row, a bad record) rather than a failure of the database.
 func expected(err error) bool {
-	for _, sentinel := range []error{ErrExists, ErrNotFound, ErrReplayed, ErrInvalid, errForeignKey, sql.ErrNoRows} {
+	for _, sentinel := range []error{ErrExists, ErrNotFound, ErrReplayed, ErrStale, ErrInvalid, errForeignKey, sql.ErrNoRows} {
 		if errors.Is(err, sentinel) {
 			return true
 		}

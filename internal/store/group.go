@@ -62,8 +62,8 @@ func (c *committer[T]) do(ctx context.Context, req T) error {
 		default:
 		}
 		if alone {
+			defer c.applying.Unlock() // also when apply panics: the next write must not wait for ever
 			c.apply([]*pending[T]{p})
-			c.applying.Unlock()
 			return p.err
 		}
 		c.applying.Unlock()

@@ -257,6 +257,22 @@ func TestAcceptChainsOnInOneBatch(t *testing.T) {
 			t.Fatalf("write %d: %v", i, p.err)
 		}
 	}
+	// A stale acceptance (another replica moved the user's version) fails
+	// alone: the failure counted beside it in the same batch stays.
+	must(t, s.CreateUser(ctx, User{Realm: "r", ID: "v"}))
+	stale := func(q querier) error { _, err := s.acceptSQLite(ctx, q, "r", "u", "b", 2, 99, entry); return err }
+	count := func(q querier) error {
+		_, err := q.exec(ctx, `UPDATE users SET failures = failures + 1, version = version + 1 WHERE realm = 'r' AND id = 'v'`)
+		return err
+	}
+	mixed := []*pending[func(q querier) error]{{ctx: ctx, req: stale}, {ctx: ctx, req: count}}
+	e.applyWrites(mixed)
+	if !errors.Is(mixed[0].err, ErrStale) || mixed[1].err != nil {
+		t.Fatalf("stale acceptance beside a failure count: %v, %v", mixed[0].err, mixed[1].err)
+	}
+	if v, err := s.GetUser(ctx, "r", "v"); err != nil || v.Failures != 1 {
+		t.Fatalf("the failure counted beside a stale acceptance: %+v, %v", v, err)
+	}
 	// A batch of one: a replay rolls back alone, an acceptance commits.
 	for _, c := range []struct {
 		id      string
@@ -275,5 +291,31 @@ func TestAcceptChainsOnInOneBatch(t *testing.T) {
 	}
 	if i, err := eventlog.VerifyChain(nil, all, nil); err != nil {
 		t.Fatalf("chain broken at %d: %v", i, err)
+	}
+}
+
+// TestCommitterPanicAlone: a write that panics while its caller applies it
+// alone propagates the panic to that caller and does not hold up the next.
+func TestCommitterPanicAlone(t *testing.T) {
+	c := newCommitter(func(batch []*pending[int]) {
+		for _, p := range batch {
+			if p.req == 1 {
+				panic("write 1")
+			}
+		}
+	})
+	defer c.close()
+	func() {
+		defer func() {
+			if r := recover(); r != "write 1" {
+				t.Errorf("recovered %v, want the write's panic", r)
+			}
+		}()
+		_ = c.do(context.Background(), 1)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.do(ctx, 2); err != nil {
+		t.Fatalf("the write after a panic: %v", err)
 	}
 }

@@ -94,6 +94,12 @@ func (e *sqliteEngine) applyWrites(batch []*pending[func(q querier) error]) {
 		failAll(err)
 		return
 	}
+	defer func() { // a write that panics must not leave the write lock held
+		if r := recover(); r != nil {
+			_ = t.Rollback()
+			panic(r)
+		}
+	}()
 	q := batchQuerier{sqlQuerier{cache: e.w, tx: t}, ctx, &batchHead{}}
 	if len(batch) == 1 {
 		p := batch[0]
