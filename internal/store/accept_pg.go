@@ -73,23 +73,6 @@ func (s *sqlStore) acceptBatchPG(batch []*pending[*acceptOp]) {
 	slices.SortStableFunc(order, func(a, b *pending[*acceptOp]) int {
 		return cmp.Or(cmp.Compare(a.req.realm, b.req.realm), cmp.Compare(a.req.user, b.req.user), cmp.Compare(a.req.id, b.req.id))
 	})
-	head := s.pgHead()
-	if len(order) == 1 && head.ok && head.seq > 0 && head.skip == 0 {
-		ok, err := acceptOne(ctx, pe.pool, order[0].req, head)
-		if ok || (err != nil && !isAuditRace(classify(s.e, err))) {
-			order[0].err = classify(s.e, err)
-			if err != nil {
-				head.ok = false
-			}
-			return
-		}
-		// Not accepted in one statement (a replay, a stale version, or the
-		// head moved: another replica appends too): the transaction below
-		// decides and tells which, and the next batches skip the attempt.
-		head.skip = pgSkipAfterMiss
-	} else if head.skip > 0 {
-		head.skip--
-	}
 	var err error
 	for attempt := 0; attempt < maxTxAttempts; attempt++ {
 		if attempt > 0 {
@@ -97,64 +80,14 @@ func (s *sqlStore) acceptBatchPG(batch []*pending[*acceptOp]) {
 				break
 			}
 		}
-		err = classify(s.e, acceptTx(ctx, pe.pool, order, head))
+		err = classify(s.e, acceptTx(ctx, pe.pool, order))
 		if err == nil || !isAuditRace(err) {
 			break
 		}
 	}
-	if err != nil {
-		head.ok = false
-	}
 	for _, p := range batch {
 		p.err = err
 	}
-}
-
-// pgSkipAfterMiss is how many batches go straight to the transaction
-// after a one-statement attempt missed: with several replicas appending,
-// the head this one saw is often old, and each miss costs a round trip.
-const pgSkipAfterMiss = 16
-
-// pgHeads holds each store's audit head as its acceptances last wrote or
-// read it (used and changed only by its acceptor's batches, one at a time).
-var pgHeads sync.Map // *sqlStore → *batchHead
-
-func (s *sqlStore) pgHead() *batchHead {
-	h, _ := pgHeads.LoadOrStore(s, &batchHead{})
-	return h.(*batchHead)
-}
-
-// acceptOneSQL is an acceptance in one statement, for a batch of one (one
-// client at a time): the conditional UPDATE of acceptUpdate, which also
-// requires the audit log's head to be the one this replica last saw
-// ($6 its sequence number, $7 its hash: the entry is there and none after
-// it), and the INSERT of the entry chained on that head, in one statement
-// and so one implicit transaction: both or neither. When the UPDATE
-// changes nothing, nothing is inserted, and the caller cannot tell a
-// replay from a moved head: it decides again in a transaction.
-const acceptOneSQL = `WITH u AS (
-	UPDATE tokens SET last_used = $1, used = TRUE WHERE realm = $2 AND user_id = $3 AND id = $4 AND (used = FALSE OR last_used < $1)
-		AND ($5 < 0 OR EXISTS (SELECT 1 FROM users WHERE realm = $2 AND id = $3 AND version = $5))
-		AND EXISTS (SELECT 1 FROM audit_log WHERE seq = $6 AND hash = $7)
-		AND NOT EXISTS (SELECT 1 FROM audit_log WHERE seq > $6)
-	RETURNING 1)
-INSERT INTO audit_log (` + auditColumns + `) SELECT $8, $9, $10, $11, $12, $13, $14, $15 FROM u`
-
-// acceptOne tries op in one round trip (acceptOneSQL) on head, and
-// reports whether it was accepted; head moves to the new entry when it was.
-func acceptOne(ctx context.Context, pool *pgxpool.Pool, op *acceptOp, head *batchHead) (bool, error) {
-	out, err := eventlog.Next(&eventlog.Entry{Seq: head.seq, Hash: head.hash}, op.in, nil)
-	if err != nil {
-		return false, err
-	}
-	tag, err := pool.Exec(ctx, acceptOneSQL, op.used, op.realm, op.user, op.id, op.version, int64(head.seq), head.hash,
-		int64(out.Seq), out.Time.UnixMicro(), out.Kind, out.Actor, out.Subject, nullBytes(out.Data), out.Prev, out.Hash)
-	if err != nil || tag.RowsAffected() != 1 {
-		return false, err
-	}
-	op.out = out
-	head.seq, head.hash = out.Seq, out.Hash
-	return true, nil
 }
 
 // acceptTx is one attempt at a batch in two round trips: BEGIN, the
@@ -163,9 +96,7 @@ func acceptOne(ctx context.Context, pool *pgxpool.Pool, op *acceptOp, head *batc
 // trip each on BEGIN, the head and COMMIT: at one client, most of the
 // acceptance's time.) On any error the transaction is rolled back before
 // the connection goes back to the pool.
-//
-// On success head is the newest entry: the last written, or the one read.
-func acceptTx(ctx context.Context, pool *pgxpool.Pool, order []*pending[*acceptOp], head *batchHead) (err error) {
+func acceptTx(ctx context.Context, pool *pgxpool.Pool, order []*pending[*acceptOp]) (err error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -196,12 +127,12 @@ func acceptTx(ctx context.Context, pool *pgxpool.Pool, order []*pending[*acceptO
 		p.req.replayed = tag.RowsAffected() == 0
 	}
 	var prev *eventlog.Entry
-	var last eventlog.Entry
+	var head eventlog.Entry
 	var seq int64
-	switch err := br.QueryRow().Scan(&seq, &last.Hash); {
+	switch err := br.QueryRow().Scan(&seq, &head.Hash); {
 	case err == nil:
-		last.Seq = uint64(seq)
-		prev = &last
+		head.Seq = uint64(seq)
+		prev = &head
 	case !errors.Is(err, pgx.ErrNoRows):
 		br.Close()
 		return err
@@ -232,12 +163,5 @@ func acceptTx(ctx context.Context, pool *pgxpool.Pool, order []*pending[*acceptO
 		rows = rows[8*n:]
 	}
 	b.Queue("COMMIT")
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return err
-	}
-	head.ok, head.seq, head.hash = prev != nil, 0, nil
-	if prev != nil {
-		head.seq, head.hash = prev.Seq, prev.Hash
-	}
-	return nil
+	return conn.SendBatch(ctx, b).Close()
 }

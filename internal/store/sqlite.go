@@ -162,9 +162,6 @@ type batchHead struct {
 	ok   bool
 	seq  uint64
 	hash []byte
-	// skip counts PostgreSQL batches of one to take the transaction
-	// rather than try the one-statement acceptance (accept_pg.go).
-	skip int
 }
 
 func (b batchQuerier) exec(_ context.Context, s string, args ...any) (int64, error) {
