@@ -279,6 +279,11 @@ func (h *harness) run(ctx context.Context, n int) (res Result, err error) {
 		h.exact = false
 	}
 	res.OnceOnly, err = h.check(ctx, rs)
+	if r.Errors > 0 || !res.OnceOnly.Clean() {
+		for _, rp := range rs { // before stop: the logs go with the replicas' directories
+			fmt.Fprintf(h.progress, "replica %s: server errors in its log:\n%s", rp.url, serverErrors(rp.logs, 10))
+		}
+	}
 	return res, err
 }
 

@@ -134,3 +134,25 @@ func tail(path string) string {
 	}
 	return string(b)
 }
+
+// serverErrors returns up to max lines of the log at path that record a
+// server error (level ERROR, or an answer with a 5xx status), for a run
+// whose requests failed.
+func serverErrors(path string, max int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log: " + err.Error() + ")\n"
+	}
+	var out strings.Builder
+	n := 0
+	for line := range strings.Lines(string(b)) {
+		if n < max && (strings.Contains(line, `"level":"ERROR"`) || strings.Contains(line, `"status":5`)) {
+			out.WriteString(line)
+			n++
+		}
+	}
+	if n == 0 {
+		return "(none)\n"
+	}
+	return out.String()
+}
