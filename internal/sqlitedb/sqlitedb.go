@@ -16,7 +16,10 @@ import (
 	"net/url"
 	"os"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"time"
+
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Open opens (creating if needed) the SQLite database at path. A new file is
@@ -28,19 +31,39 @@ func Open(path string) (*sql.DB, error) {
 		return nil, err
 	}
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(ON)"} {
+	// busy_timeout first, for everything after it. The switch to WAL needs
+	// the file to itself and SQLite runs no busy handler for it: two
+	// processes opening a new file at once (TestMigrations opens six) can
+	// meet SQLITE_BUSY there whatever the timeout, so open retries that.
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: opening %s: %w", path, err)
-	}
-	if err := db.Ping(); err != nil {
+	dsn := "file:" + path + "?" + q.Encode()
+	for attempt := 1; ; attempt++ {
+		db, err := sql.Open("sqlite", dsn)
+		if err != nil {
+			return nil, fmt.Errorf("sqlite: opening %s: %w", path, err)
+		}
+		err = db.Ping()
+		if err == nil {
+			return db, nil
+		}
 		db.Close()
-		return nil, fmt.Errorf("sqlite: opening %s: %w (is the directory writable, and the file an Outpost database?)", path, err)
+		if !busy(err) || attempt == maxOpenAttempts {
+			return nil, fmt.Errorf("sqlite: opening %s: %w (is the directory writable, and the file an Outpost database?)", path, err)
+		}
+		time.Sleep(time.Duration(min(attempt, 10)) * 10 * time.Millisecond) // about 10 s in all
 	}
-	return db, nil
+}
+
+// maxOpenAttempts bounds Open's retries of a busy first connection.
+const maxOpenAttempts = 100
+
+// busy reports whether err is SQLite's SQLITE_BUSY (or an extended code of it).
+func busy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_BUSY
 }
 
 // FileMode is the mode of every Outpost SQLite file.

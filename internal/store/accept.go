@@ -87,12 +87,16 @@ func (s *sqlStore) acceptSQLite(ctx context.Context, q querier, realm, user, id 
 	}
 }
 
+// headQuery reads the audit log's newest entry's sequence number and hash:
+// all an acceptance needs to chain on (eventlog.Next).
+const headQuery = `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`
+
 // readHead reads the audit log's newest entry's sequence number and hash
 // into h (0 and nil for an empty log).
 func readHead(ctx context.Context, q querier, h *batchHead) error {
 	var seq int64
 	var hash []byte
-	switch err := q.queryRow(ctx, `SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &hash); {
+	switch err := q.queryRow(ctx, headQuery).Scan(&seq, &hash); {
 	case errors.Is(err, sql.ErrNoRows):
 		seq, hash = 0, nil
 	case err != nil:

@@ -112,7 +112,7 @@ func acceptTx(ctx context.Context, pool *pgxpool.Pool, order []*pending[*acceptO
 	for _, p := range order {
 		b.Queue(acceptUpdate, p.req.used, p.req.realm, p.req.user, p.req.id, p.req.version)
 	}
-	b.Queue(`SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1`)
+	b.Queue(headQuery)
 	br := conn.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		br.Close()

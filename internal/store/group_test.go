@@ -319,3 +319,22 @@ func TestCommitterPanicAlone(t *testing.T) {
 		t.Fatalf("the write after a panic: %v", err)
 	}
 }
+
+func TestMigrationEngine(t *testing.T) {
+	for _, c := range []struct {
+		sql, want string
+		bad       bool
+	}{
+		{"CREATE TABLE t (a TEXT);", "", false},
+		{"-- 0001: a comment\nCREATE TABLE t (a TEXT);", "", false},
+		{"-- engine: sqlite\nCREATE TABLE t (a TEXT);", "sqlite", false},
+		{"-- engine:postgres\n", "postgres", false},
+		{"-- engine: oracle\nCREATE TABLE t (a TEXT);", "", true},
+		{"-- engine:\n", "", true},
+	} {
+		got, err := migrationEngine(c.sql)
+		if got != c.want || (err != nil) != c.bad {
+			t.Errorf("migrationEngine(%q) = %q, %v", c.sql, got, err)
+		}
+	}
+}

@@ -67,15 +67,27 @@ func migrations() ([]migration, error) {
 		}
 		sum := sha256.Sum256(body)
 		m := migration{version: v, name: name, sql: string(body), sum: sum[:]}
-		if first, _, _ := strings.Cut(m.sql, "\n"); strings.HasPrefix(first, "-- engine:") {
-			m.engine = strings.TrimSpace(strings.TrimPrefix(first, "-- engine:"))
-			if m.engine != "sqlite" && m.engine != "postgres" {
-				return nil, fmt.Errorf("store: migration file %s: engine %q: want sqlite or postgres", name, m.engine)
-			}
+		if m.engine, err = migrationEngine(m.sql); err != nil {
+			return nil, fmt.Errorf("store: migration file %s: %w", name, err)
 		}
 		ms = append(ms, m)
 	}
 	return ms, nil
+}
+
+// migrationEngine is the engine a migration's first line restricts it to
+// ("-- engine: sqlite" or "-- engine: postgres"), or "" for every engine.
+func migrationEngine(sql string) (string, error) {
+	first, _, _ := strings.Cut(sql, "\n")
+	name, ok := strings.CutPrefix(first, "-- engine:")
+	if !ok {
+		return "", nil
+	}
+	switch name = strings.TrimSpace(name); name {
+	case "sqlite", "postgres":
+		return name, nil
+	}
+	return "", fmt.Errorf("engine %q on its first line: want sqlite or postgres", name)
 }
 
 const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
