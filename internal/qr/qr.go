@@ -22,8 +22,12 @@
 package qr
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"unicode/utf8"
 
 	qrcode "github.com/skip2/go-qrcode"
@@ -40,9 +44,13 @@ const MaxPNGSize = 4096
 const DefaultPNGSize = 256
 
 // PNG returns a PNG of content, size pixels square (DefaultPNGSize when
-// size is 0), at medium error correction. If size is too small for the
-// code's modules, the image is larger than asked. Sizes above MaxPNGSize or
-// below 0 are an error.
+// size is 0), at medium error correction. Every module is drawn as the same
+// whole number of pixels, centred, with the rest of the image white: readers
+// estimate the module size from the finder patterns, and modules of 6 and 7
+// pixels side by side (a 41-module code in 320 px) make ZXing-based readers
+// miscount the grid. If size is too small for one pixel per module, the
+// image is larger than asked. Sizes above MaxPNGSize or below 0 are an
+// error.
 func PNG(content string, size int) ([]byte, error) {
 	if size == 0 {
 		size = DefaultPNGSize
@@ -54,7 +62,29 @@ func PNG(content string, size int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return q.PNG(size)
+	modules := q.Bitmap() // with its quiet zone
+	scale := max(size/len(modules), 1)
+	size = max(size, len(modules))
+	img := image.NewPaletted(image.Rect(0, 0, size, size), color.Palette{color.White, color.Black})
+	off := (size - len(modules)*scale) / 2
+	for y, row := range modules {
+		for x, dark := range row {
+			if !dark {
+				continue
+			}
+			for dy := range scale {
+				p := img.PixOffset(off+x*scale, off+y*scale+dy)
+				for dx := range scale {
+					img.Pix[p+dx] = 1
+				}
+			}
+		}
+	}
+	var b bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestCompression}).Encode(&b, img); err != nil {
+		return nil, fmt.Errorf("qr: encoding the PNG: %w", err)
+	}
+	return b.Bytes(), nil
 }
 
 // Terminal returns content as a QR code drawn with Unicode half blocks (two

@@ -68,6 +68,46 @@ func TestPNG(t *testing.T) {
 	}
 }
 
+// TestPNGWholeModules: at every size each module is the same whole number
+// of pixels, so a reader's estimate of the module size from a finder
+// pattern holds across the code. The top-left finder pattern's first row is
+// 7 dark modules: its run of dark pixels is 7 × the scale, and the image is
+// the size asked for.
+func TestPNGWholeModules(t *testing.T) {
+	uri := testURI(t)
+	for _, size := range []int{0, 200, 256, 300, 320, 333, 512} {
+		b, err := qr.PNG(uri, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img := decodePNG(t, b)
+		want := size
+		if size == 0 {
+			want = qr.DefaultPNGSize
+		}
+		if img.Bounds().Dx() != want || img.Bounds().Dy() != want {
+			t.Fatalf("%d px: image is %v", size, img.Bounds().Size())
+		}
+		dark := func(x, y int) bool { r, _, _, _ := img.At(x, y).RGBA(); return r < 0x8000 }
+		// The first dark pixel on the diagonal is the finder's corner.
+		c := 0
+		for c < want && !dark(c, c) {
+			c++
+		}
+		run := 0
+		for c+run < want && dark(c+run, c) {
+			run++
+		}
+		col := 0
+		for c+col < want && dark(c, c+col) {
+			col++
+		}
+		if run%7 != 0 || col != run {
+			t.Errorf("%d px: the finder's top row is %d px and its left column %d px, not 7 whole modules", size, run, col)
+		}
+	}
+}
+
 func TestBounds(t *testing.T) {
 	tests := []struct {
 		name    string
