@@ -148,7 +148,7 @@ func TestDecodeManyTokens(t *testing.T) {
 		"ODT1:200SJE200B8E0001005006VCD.E6B6/E9A5GKQB$VQ$6F35OXOMW6EEN8YTFP$M-C1FHK:K0SHJM1G*EOSYAA01:KDZ9UEEB+LPX998.QYG3N FH%U$+7-DJ:K4.20LH540",
 	}
 	rng := rand.New(rand.NewPCG(11, 150))
-	n := 300
+	n := 150
 	if testing.Short() {
 		n = 30
 	}
