@@ -283,6 +283,11 @@ func (h *harness) run(ctx context.Context, n int) (res Result, err error) {
 		for _, rp := range rs { // before stop: the logs go with the replicas' directories
 			fmt.Fprintf(h.progress, "replica %s: server errors in its log:\n%s", rp.url, serverErrors(rp.logs, 10))
 		}
+		if dir, kerr := keepLogs(rs); kerr != nil {
+			fmt.Fprintf(h.progress, "keeping the replicas' logs: %v\n", kerr)
+		} else {
+			fmt.Fprintf(h.progress, "the replicas' whole logs are kept in %s\n", dir)
+		}
 	}
 	return res, err
 }

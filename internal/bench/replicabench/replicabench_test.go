@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +164,37 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	}
 	if c.Duplicates != 1 || c.CounterMismatches != 1 || len(c.Problems) != 2 || c.Clean() {
 		t.Fatalf("forged entries not caught: %+v", c)
+	}
+}
+
+// TestKeepLogs: a failed run's replica logs are copied out of the
+// directories that are removed (which hold the master key), one file per
+// replica, readable by the user only.
+func TestKeepLogs(t *testing.T) {
+	var rs []*replica
+	for i := range 2 {
+		p := filepath.Join(t.TempDir(), "serve.log")
+		if err := os.WriteFile(p, []byte(fmt.Sprintf(`{"level":"ERROR","msg":"replica %d"}`+"\n", i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rs = append(rs, &replica{logs: p})
+	}
+	dir, err := keepLogs(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	for i := range rs {
+		p := filepath.Join(dir, fmt.Sprintf("replica-%d.log", i))
+		b, err := os.ReadFile(p)
+		if err != nil || !strings.Contains(string(b), fmt.Sprintf("replica %d", i)) {
+			t.Fatalf("%s: %q, %v", p, b, err)
+		}
+		if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v", p, fi.Mode())
+		}
+	}
+	if _, err := keepLogs([]*replica{{logs: filepath.Join(t.TempDir(), "missing")}}); err == nil {
+		t.Error("a missing log copied without error")
 	}
 }

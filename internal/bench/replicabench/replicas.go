@@ -122,6 +122,27 @@ func stopReplicas(rs []*replica) error {
 	return errors.Join(errs...)
 }
 
+// keepLogs copies the log of each replica of rs into a new directory that
+// outlives the run (the replicas' own directories, which hold the master
+// key, are removed), for a run whose requests failed, and returns its path.
+func keepLogs(rs []*replica) (string, error) {
+	dir, err := os.MkdirTemp("", "outpost-replicas-logs-")
+	if err != nil {
+		return "", err
+	}
+	for i, r := range rs {
+		b, err := os.ReadFile(r.logs)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("replica-%d.log", i)), b, 0o600)
+		}
+		if err != nil {
+			os.RemoveAll(dir)
+			return "", err
+		}
+	}
+	return dir, nil
+}
+
 // tail is the end of the log file at path, for an error message.
 func tail(path string) string {
 	b, err := os.ReadFile(path)
