@@ -202,7 +202,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, scopes []str
 	if err != nil || !apitoken.Equal(c.TokenHash, hash) || c.Disabled {
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.log.Error("api client lookup failed", "error", err.Error())
-			return store.APIClient{}, errorf(http.StatusServiceUnavailable, "unavailable", "the database is not answering")
+			return store.APIClient{}, errUnavailable()
 		}
 		return store.APIClient{}, errorf(http.StatusUnauthorized, "unauthenticated", "the API token is unknown or disabled")
 	}
@@ -216,6 +216,13 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, scopes []str
 	}
 	_ = s.audit.Record(ctx, audit.AuthDenied, "api:"+c.ID, r.URL.Path, map[string]any{"need": scopes})
 	return store.APIClient{}, errorf(http.StatusForbidden, "forbidden", "this API client lacks the %s scope", strings.Join(scopes, " or "))
+}
+
+// errUnavailable answers a request the database could not serve (it
+// refused or lost the connection): 503, nothing decided, retry in a second.
+func errUnavailable() *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: 1,
+		message: "the database is not answering; nothing was decided, retry shortly"}
 }
 
 func (s *Server) toAPIError(err error, rid string) *apiError {
@@ -232,6 +239,11 @@ func (s *Server) toAPIError(err error, rid string) *apiError {
 		return errorf(http.StatusBadRequest, "invalid_request", "a value is out of range or malformed")
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the request was cancelled or timed out")
+	case errors.Is(err, store.ErrUnavailable):
+		// Nothing was decided: the client may retry. The cause (server
+		// down, at max_connections) is for the operator's log.
+		s.log.Error("database unavailable", "request_id", rid, "error", err.Error())
+		return errUnavailable()
 	}
 	s.log.Error("internal error", "request_id", rid, "error", err.Error())
 	return errorf(http.StatusInternalServerError, "internal", "internal error (request %s); the server log has details", rid)

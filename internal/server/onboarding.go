@@ -186,7 +186,7 @@ func (s *Server) authDevice(ctx context.Context, r *http.Request, mode mtlsMode)
 			return enrol.Identity{}, e
 		}
 		s.log.Error("device authentication failed", "error", err.Error())
-		return enrol.Identity{}, errorf(http.StatusServiceUnavailable, "unavailable", "the database is not answering")
+		return enrol.Identity{}, errUnavailable()
 	}
 	return id, nil
 }

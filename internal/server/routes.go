@@ -38,7 +38,7 @@ func (s *Server) routeTable() []route {
 		}},
 		{method: "GET", pattern: "/readyz", raw: func(w http.ResponseWriter, r *http.Request) {
 			if err := s.cfg.Store.Ping(r.Context()); err != nil {
-				writeError(w, errorf(http.StatusServiceUnavailable, "unavailable", "the database is not answering"))
+				writeError(w, errUnavailable())
 				return
 			}
 			writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "engine": s.cfg.Store.Engine()})

@@ -60,7 +60,7 @@ type engine interface {
 // classify is engine.classify for errors that may already be classified (an
 // error from inside a transaction passes through it twice).
 func classify(e engine, err error) error {
-	for _, sentinel := range []error{ErrExists, ErrNotFound, ErrConflict, ErrReplayed, ErrInvalid, errForeignKey} {
+	for _, sentinel := range []error{ErrExists, ErrNotFound, ErrConflict, ErrReplayed, ErrInvalid, ErrUnavailable, errForeignKey} {
 		if errors.Is(err, sentinel) {
 			return err
 		}

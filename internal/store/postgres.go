@@ -50,7 +50,7 @@ func openPostgres(ctx context.Context, dsn string) (*pgEngine, error) {
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: connecting to %s:%d/%s: %w (is the server running and the DSN right?)",
-			cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, err)
+			cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database, (&pgEngine{}).classify(err))
 	}
 	return &pgEngine{pool: pool}, nil
 }
@@ -79,12 +79,29 @@ const (
 	pgForeignKeyViolation  = "23503"
 	pgSerializationFailure = "40001"
 	pgDeadlockDetected     = "40P01"
+	pgTooManyConnections   = "53300"
+	pgAdminShutdown        = "57P01"
+	pgCrashShutdown        = "57P02"
+	pgCannotConnectNow     = "57P03" // starting up or in recovery
 )
 
 func (e *pgEngine) classify(err error) error {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
+		var ce *pgconn.ConnectError
+		if errors.As(err, &ce) { // no answer: refused, unreachable, timed out
+			return fmt.Errorf("%w (%w)", ErrUnavailable, err)
+		}
 		return err
+	}
+	// A server's answer, on a connection or refusing one. A wrong password
+	// or database name (classes 28, 3D) is a configuration error, not this.
+	switch pe.Code {
+	case pgTooManyConnections, pgAdminShutdown, pgCrashShutdown, pgCannotConnectNow:
+		return fmt.Errorf("%w (%w)", ErrUnavailable, err)
+	}
+	if strings.HasPrefix(pe.Code, "08") { // class 08: connection exception
+		return fmt.Errorf("%w (%w)", ErrUnavailable, err)
 	}
 	switch pe.Code {
 	case pgUniqueViolation, pgDuplicateTable, pgDuplicateObject:

@@ -58,6 +58,11 @@ var (
 	// page limit out of range). Servers map it to 400; it never reaches the
 	// database.
 	ErrInvalid = errors.New("store: invalid record")
+	// ErrUnavailable: the database refused or lost the connection (a
+	// PostgreSQL server down, restarting or at max_connections). Nothing
+	// was decided; servers answer 503 and the caller may retry. Size
+	// pool_max_conns × replicas below the server's max_connections.
+	ErrUnavailable = errors.New("store: the database is not answering")
 )
 
 // Limits the store checks before touching the database. IDs and names

@@ -1,0 +1,48 @@
+package server
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/outpost-auth/outpost/internal/store/storetest"
+)
+
+// TestDatabaseUnavailable: while PostgreSQL refuses the server's
+// connections (at max_connections, restarting), a verification is answered
+// 503 "unavailable" with Retry-After, not 500, and spends nothing: the same
+// code verifies once the database accepts connections again. The log names
+// the cause for the operator, without the code.
+func TestDatabaseUnavailable(t *testing.T) {
+	pg := storetest.RefusablePostgres(t)
+	f := newFixture(t, pg.DSN)
+	verifier := f.client("verifier")
+	uri := f.enrol("alice", map[string]any{"type": "hotp"})
+	code := f.codeAt(uri, 1)
+	// The verifier's API token is looked up (and cached) before the outage,
+	// so that the refusal meets the verification itself.
+	f.mustCall(401, verifier, "POST", "/v1/verify", map[string]string{"user": "nobody", "code": "000000"})
+	mark := len(logBuf.String())
+
+	pg.Refuse(true)
+	for range 2 {
+		r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "alice", "code": code})
+		if r.status != 503 || r.errCode() != "unavailable" || r.header.Get("Retry-After") != "1" {
+			t.Fatalf("while refused: %d %s Retry-After=%q", r.status, r.raw, r.header.Get("Retry-After"))
+		}
+	}
+	logs := logBuf.String()[mark:]
+	if !strings.Contains(logs, "database unavailable") || !strings.Contains(logs, "SQLSTATE") {
+		t.Errorf("the log does not name the cause:\n%s", logs)
+	}
+	if strings.Contains(logs, code) {
+		t.Errorf("the log holds the code")
+	}
+
+	pg.Refuse(false)
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "alice", "code": code}); r.status != 200 {
+		t.Fatalf("after: %d %s", r.status, r.raw)
+	}
+	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "alice", "code": code}); r.status != 401 {
+		t.Fatalf("replay after: %d %s", r.status, r.raw)
+	}
+}

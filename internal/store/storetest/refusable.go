@@ -1,0 +1,83 @@
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net/url"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Refusable is a PostgreSQL scratch schema reached as a role of its own,
+// whose connections a test can cut and refuse, as a server at
+// max_connections, shutting down or restarting does.
+type Refusable struct {
+	// DSN names the schema as the role (no superuser: PostgreSQL applies
+	// connection limits to it), with a pool of at most 4 connections.
+	DSN string
+	// AdminDSN names the same schema as the superuser of PostgresEnv,
+	// which is never refused.
+	AdminDSN string
+	t        testing.TB
+	role     string
+	su       *pgx.Conn
+}
+
+// RefusablePostgres makes a Refusable on a fresh scratch schema
+// (PostgresDSN: it skips the test when PostgresEnv is unset); the role is
+// dropped when the test ends.
+func RefusablePostgres(t testing.TB) *Refusable {
+	t.Helper()
+	admin := PostgresDSN(t)
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	schema := u.Query().Get("search_path")
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	r := &Refusable{AdminDSN: admin, t: t, role: "outpost_refusable_" + hex.EncodeToString(b[:])}
+	if r.su, err = pgx.Connect(context.Background(), admin); err != nil {
+		t.Fatal(err)
+	}
+	role := pgx.Identifier{r.role}.Sanitize()
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = r.su.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", r.role)
+		_, _ = r.su.Exec(ctx, "DROP OWNED BY "+role) // before PostgresDSN's cleanup drops the schema
+		_, _ = r.su.Exec(ctx, "DROP ROLE "+role)
+		r.su.Close(ctx)
+	})
+	r.exec("CREATE ROLE " + role + " LOGIN")
+	r.exec("GRANT ALL ON SCHEMA " + pgx.Identifier{schema}.Sanitize() + " TO " + role)
+	u.User = url.User(r.role)
+	q := u.Query()
+	q.Set("pool_max_conns", "4")
+	u.RawQuery = q.Encode()
+	r.DSN = u.String()
+	return r
+}
+
+// Refuse cuts the role's connections and refuses new ones (SQLSTATE 53300,
+// as at max_connections) when on is set, and accepts them again otherwise.
+func (r *Refusable) Refuse(on bool) {
+	r.t.Helper()
+	role := pgx.Identifier{r.role}.Sanitize()
+	if !on {
+		r.exec("ALTER ROLE " + role + " CONNECTION LIMIT -1")
+		return
+	}
+	r.exec("ALTER ROLE " + role + " CONNECTION LIMIT 0")
+	if _, err := r.su.Exec(context.Background(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", r.role); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *Refusable) exec(q string) {
+	r.t.Helper()
+	if _, err := r.su.Exec(context.Background(), q); err != nil {
+		r.t.Fatalf("%s: %v", q, err)
+	}
+}
