@@ -175,9 +175,18 @@ func (s *Service) quick(ctx context.Context, u store.User, ts []store.Token, cod
 	case errors.Is(err, store.ErrStale) || errors.Is(err, store.ErrNotFound) || (err == nil && lost != nil):
 		return Result{}, false, nil
 	case err != nil:
+		s.paceFailure(ctx)
 		return Result{}, true, err
 	}
 	return res, true, nil
+}
+
+// paceFailure spends the argon2id check a failure spends, for a right code
+// whose acceptance then failed (the database refused the write): the
+// error answer (503) must take a wrong code's time, or its speed would
+// tell a right code from a wrong one that was not counted either.
+func (s *Service) paceFailure(ctx context.Context) {
+	_, _ = s.pinMatches(ctx, nil, "")
 }
 
 // candidate is a token and the step or counter a code matched.
@@ -206,6 +215,9 @@ func (s *Service) check(ctx context.Context, u store.User, ts []store.Token, cod
 	}
 	if len(fresh) > 0 && pinOK {
 		res, lost, err := s.accept(ctx, u, fresh, actor, o.prepare, -1)
+		if err != nil && u.PINHash == nil && !o.requirePIN {
+			s.paceFailure(ctx) // skipped above for a user without a PIN
+		}
 		if err != nil || lost == nil {
 			return res, err
 		}

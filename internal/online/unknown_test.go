@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,15 +17,28 @@ import (
 	"github.com/outpost-auth/outpost/internal/pin"
 	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/store/storetest"
+	"github.com/outpost-auth/outpost/otp"
 )
 
 var ctx = context.Background()
 
-// failingAppends fails the next n audit appends.
+// failingAppends fails the next n audit appends, and every acceptance
+// with acceptErr while it is set.
 type failingAppends struct {
 	store.Store
-	mu sync.Mutex
-	n  int
+	mu        sync.Mutex
+	n         int
+	acceptErr error
+}
+
+func (f *failingAppends) AcceptCode(ctx context.Context, realm, user, id string, used, version int64, e eventlog.Entry) (eventlog.Entry, error) {
+	f.mu.Lock()
+	err := f.acceptErr
+	f.mu.Unlock()
+	if err != nil {
+		return eventlog.Entry{}, err
+	}
+	return f.Store.AcceptCode(ctx, realm, user, id, used, version, e)
 }
 
 func (f *failingAppends) AppendAudit(ctx context.Context, e eventlog.Entry) (eventlog.Entry, error) {
@@ -168,5 +182,55 @@ func TestUnknownTallyMemoryBounded(t *testing.T) {
 		if len(tl.Users) != maxUnknownSample || len(tl.Actors) != maxUnknownActors {
 			t.Fatalf("%s: %d names, %d actors", r, len(tl.Users), len(tl.Actors))
 		}
+	}
+}
+
+// TestRefusedAcceptancePaced: when the database refuses a right code's
+// acceptance (store.ErrUnavailable: the server answers 503), the answer
+// takes the argon2id check a wrong code's answer takes, on the cached
+// path and on the fresh one, so that its speed does not tell a right code
+// from a wrong one (neither was counted); and the code is not spent.
+func TestRefusedAcceptancePaced(t *testing.T) {
+	s, _, fs := newTestService(t, storetest.SQLitePath(t))
+	var checks atomic.Int64
+	s.CheckPINHash = func(h []byte, p string) bool { checks.Add(1); return pin.Check(h, p) }
+	tok, seed, err := s.Enrol(ctx, "r1", "known", otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}, "", actor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := func(n uint64) string {
+		c, err := otp.Params{Type: otp.TypeHOTP, Algorithm: otp.SHA1, Digits: 6}.CodeAt(seed, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	if err := s.Store.SetTokenStatus(ctx, "r1", "known", tok.ID, store.TokenActive); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Verify(ctx, "r1", "known", code(0), "", actor); err != nil { // warms the row cache
+		t.Fatal(err)
+	}
+	refused := fmt.Errorf("%w (too many clients)", store.ErrUnavailable)
+	fs.mu.Lock()
+	fs.acceptErr = refused
+	fs.mu.Unlock()
+	for _, path := range []string{"cached", "fresh"} {
+		if path == "fresh" {
+			s.rowCache().drop("r1", "known")
+		}
+		before := checks.Load()
+		if _, err := s.Verify(ctx, "r1", "known", code(1), "", actor); !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("%s: %v, want ErrUnavailable", path, err)
+		}
+		if n := checks.Load() - before; n != 1 {
+			t.Errorf("%s: %d argon2id checks for a refused right code, want 1 (a failure's)", path, n)
+		}
+	}
+	fs.mu.Lock()
+	fs.acceptErr = nil
+	fs.mu.Unlock()
+	if _, err := s.Verify(ctx, "r1", "known", code(1), "", actor); err != nil {
+		t.Fatalf("after: %v (the refused code was spent?)", err)
 	}
 }
