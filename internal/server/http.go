@@ -219,10 +219,12 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, scopes []str
 }
 
 // errUnavailable answers a request the database could not serve (it
-// refused or lost the connection): 503, nothing decided, retry in a second.
+// refused or lost the connection): 503, retry in a second. Nothing was
+// accepted; a code may have been spent (its acceptance committed, a later
+// write refused), so a retry refused as replayed needs the next code.
 func errUnavailable() *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: 1,
-		message: "the database is not answering; nothing was decided, retry shortly"}
+		message: "the database is not answering; retry shortly (if the retry says the code was used, use the next one)"}
 }
 
 func (s *Server) toAPIError(err error, rid string) *apiError {

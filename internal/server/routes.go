@@ -475,6 +475,8 @@ func (s *Server) verifyError(err error) error {
 	case errors.Is(err, online.ErrMalformedCode):
 		s.metrics.verify.WithLabelValues("malformed_code").Inc()
 		return errorf(http.StatusBadRequest, "malformed_code", "the code must be the digits the authenticator shows (6 to 10 digits)")
+	case errors.Is(err, store.ErrUnavailable):
+		s.metrics.verify.WithLabelValues("unavailable").Inc() // toAPIError answers and logs it
 	}
 	return err
 }

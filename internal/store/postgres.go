@@ -100,7 +100,8 @@ func (e *pgEngine) classify(err error) error {
 	case pgTooManyConnections, pgAdminShutdown, pgCrashShutdown, pgCannotConnectNow:
 		return fmt.Errorf("%w (%w)", ErrUnavailable, err)
 	}
-	if strings.HasPrefix(pe.Code, "08") { // class 08: connection exception
+	switch pe.Code { // class 08, but not 08P01 protocol_violation: a bug, not an outage
+	case "08000", "08001", "08003", "08004", "08006":
 		return fmt.Errorf("%w (%w)", ErrUnavailable, err)
 	}
 	switch pe.Code {

@@ -59,8 +59,9 @@ var (
 	// database.
 	ErrInvalid = errors.New("store: invalid record")
 	// ErrUnavailable: the database refused or lost the connection (a
-	// PostgreSQL server down, restarting or at max_connections). Nothing
-	// was decided; servers answer 503 and the caller may retry. Size
+	// PostgreSQL server down, restarting or at max_connections). The
+	// operation was not done, though earlier steps of a request may have
+	// been; servers answer 503 and the caller may retry. Size
 	// pool_max_conns × replicas below the server's max_connections.
 	ErrUnavailable = errors.New("store: the database is not answering")
 )

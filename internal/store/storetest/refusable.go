@@ -43,11 +43,17 @@ func RefusablePostgres(t testing.TB) *Refusable {
 		t.Fatal(err)
 	}
 	role := pgx.Identifier{r.role}.Sanitize()
-	t.Cleanup(func() {
+	t.Cleanup(func() { // roles are cluster-wide: one left behind outlives the test run
 		ctx := context.Background()
-		_, _ = r.su.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", r.role)
-		_, _ = r.su.Exec(ctx, "DROP OWNED BY "+role) // before PostgresDSN's cleanup drops the schema
-		_, _ = r.su.Exec(ctx, "DROP ROLE "+role)
+		for _, q := range []string{terminate, "DROP OWNED BY " + role, "DROP ROLE " + role} { // before PostgresDSN drops the schema
+			args := []any{}
+			if q == terminate {
+				args = append(args, r.role)
+			}
+			if _, err := r.su.Exec(ctx, q, args...); err != nil {
+				t.Errorf("removing test role %s: %s: %v", r.role, q, err)
+			}
+		}
 		r.su.Close(ctx)
 	})
 	r.exec("CREATE ROLE " + role + " LOGIN")
@@ -70,10 +76,13 @@ func (r *Refusable) Refuse(on bool) {
 		return
 	}
 	r.exec("ALTER ROLE " + role + " CONNECTION LIMIT 0")
-	if _, err := r.su.Exec(context.Background(), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1", r.role); err != nil {
+	if _, err := r.su.Exec(context.Background(), terminate, r.role); err != nil {
 		r.t.Fatal(err)
 	}
 }
+
+// terminate ends a role's sessions ($1), waiting up to 5 s for each to exit.
+const terminate = "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = $1"
 
 func (r *Refusable) exec(q string) {
 	r.t.Helper()
