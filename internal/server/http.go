@@ -242,8 +242,8 @@ func (s *Server) toAPIError(err error, rid string) *apiError {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return errorf(http.StatusServiceUnavailable, "unavailable", "the request was cancelled or timed out")
 	case errors.Is(err, store.ErrUnavailable):
-		// Nothing was decided: the client may retry. The cause (server
-		// down, at max_connections) is for the operator's log.
+		// The client may retry (errUnavailable says how). The cause
+		// (server down, at max_connections) is for the operator's log.
 		s.log.Error("database unavailable", "request_id", rid, "error", err.Error())
 		return errUnavailable()
 	}

@@ -97,14 +97,9 @@ func (e *pgEngine) classify(err error) error {
 	// A server's answer, on a connection or refusing one. A wrong password
 	// or database name (classes 28, 3D) is a configuration error, not this.
 	switch pe.Code {
-	case pgTooManyConnections, pgAdminShutdown, pgCrashShutdown, pgCannotConnectNow:
+	case pgTooManyConnections, pgAdminShutdown, pgCrashShutdown, pgCannotConnectNow,
+		"08000", "08001", "08003", "08004", "08006": // class 08, but not 08P01 protocol_violation: a bug, not an outage
 		return fmt.Errorf("%w (%w)", ErrUnavailable, err)
-	}
-	switch pe.Code { // class 08, but not 08P01 protocol_violation: a bug, not an outage
-	case "08000", "08001", "08003", "08004", "08006":
-		return fmt.Errorf("%w (%w)", ErrUnavailable, err)
-	}
-	switch pe.Code {
 	case pgUniqueViolation, pgDuplicateTable, pgDuplicateObject:
 		return fmt.Errorf("%w (%w)", ErrExists, err)
 	case pgForeignKeyViolation:
