@@ -21,10 +21,6 @@ func ScratchSchema(ctx context.Context, dsn, prefix string) (string, func() erro
 	if !isPostgresDSN(dsn) {
 		return "", nil, errors.New("store: a scratch schema needs a postgres:// DSN")
 	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return "", nil, errors.New("store: the PostgreSQL DSN does not parse")
-	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	schema := prefix + "_" + hex.EncodeToString(b[:])
@@ -44,13 +40,28 @@ func ScratchSchema(ctx context.Context, dsn, prefix string) (string, func() erro
 	if err := exec(ctx, "CREATE SCHEMA "+pgx.Identifier{schema}.Sanitize()); err != nil {
 		return "", nil, fmt.Errorf("store: creating scratch schema: %w", err)
 	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
+	scratch, err := WithDSNParam(dsn, "search_path", schema)
+	if err != nil {
+		return "", nil, err
+	}
 	drop := func() error { // its own context: the caller's may be over by the time it runs
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		return exec(dctx, "DROP SCHEMA "+pgx.Identifier{schema}.Sanitize()+" CASCADE")
 	}
-	return u.String(), drop, nil
+	return scratch, drop, nil
+}
+
+// WithDSNParam returns the postgres:// URL dsn with its query parameter
+// key set to value (a connection parameter such as search_path or
+// application_name), replacing any value it had.
+func WithDSNParam(dsn, key, value string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil || !isPostgresDSN(dsn) {
+		return "", errors.New("store: the PostgreSQL DSN does not parse: give a postgres:// URL")
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }

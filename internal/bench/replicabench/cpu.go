@@ -93,8 +93,8 @@ type pgStats struct {
 	walSyncs, walBytes int64
 }
 
-// readPGStats reads the counters. Each backend reports its statistics at
-// most once a second, so callers wait statsDelay after the work they count.
+// readPGStats reads the counters. A backend reports its statistics late
+// (harness.pgStats waits for the benchmark's to exit first).
 func readPGStats(ctx context.Context, conn *pgx.Conn) (pgStats, error) {
 	var s pgStats
 	err := conn.QueryRow(ctx, `SELECT d.xact_commit, d.xact_rollback, w.wal_sync, w.wal_bytes::bigint
@@ -104,7 +104,3 @@ func readPGStats(ctx context.Context, conn *pgx.Conn) (pgStats, error) {
 	}
 	return s, nil
 }
-
-// statsDelay is how long a PostgreSQL backend may keep its statistics
-// before it reports them (PGSTAT_MIN_INTERVAL, 1 s), plus a margin.
-const statsDelay = 1200 * time.Millisecond

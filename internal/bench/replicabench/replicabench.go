@@ -32,6 +32,7 @@ package replicabench
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -110,9 +111,9 @@ type Result struct {
 type harness struct {
 	cfg      Config
 	progress io.Writer
-	st       store.Store
-	dsn      string    // of the scratch schema, for the replicas
-	conn     *pgx.Conn // for pg_stat_database
+	dsn      string    // of the scratch schema, for the replicas and the checks
+	app      string    // the application_name of every connection on dsn
+	conn     *pgx.Conn // for pg_stat_database and pg_stat_activity
 	dir      string    // the replicas' data directories
 	key      []byte    // master.key, copied into each
 	admin    string    // the bootstrap admin API token
@@ -184,12 +185,19 @@ func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness
 		}
 	}()
 	h = &harness{cfg: cfg, progress: progress, exact: true}
-	st, dsn, closeStore, err := bench.OpenStoreDSN(ctx, cfg.DSN, "outpost_replicas")
+	// Every connection of the replicas and of the harness's store carries
+	// one application_name, by which quiesce finds them.
+	h.app = "outpost-replicabench-" + rand.Text()[:12]
+	dsn, err := store.WithDSNParam(cfg.DSN, "application_name", h.app)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	scratch, drop, err := store.ScratchSchema(ctx, dsn, "outpost_replicas")
 	if err != nil {
 		return nil, nil, err
 	}
-	undo.Add(closeStore)
-	h.st, h.dsn = st, dsn
+	undo.Add(func() { _ = drop() })
+	h.dsn = scratch
 	if h.dir, err = os.MkdirTemp("", "outpost-replicas-"); err != nil {
 		return nil, nil, err
 	}
@@ -204,13 +212,18 @@ func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness
 	if h.key, err = os.ReadFile(filepath.Join(keyDir, datadir.MasterKeyFile)); err != nil {
 		return nil, nil, err
 	}
-	_, admin, users, err := onlinebench.Prepare(ctx, st, m, cfg.Users, progress)
+	var admin string
+	var users []onlinebench.User
+	err = h.withStore(ctx, func(st store.Store) (err error) {
+		_, admin, users, err = onlinebench.Prepare(ctx, st, m, cfg.Users, progress)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}
 	h.admin = admin
 	h.d = &onlinebench.Driver{Client: onlinebench.NewClient(cfg.Concurrency), Users: users, Params: onlinebench.TokenParams}
-	if h.conn, err = pgx.Connect(ctx, dsn); err != nil {
+	if h.conn, err = pgx.Connect(ctx, h.dsn); err != nil {
 		return nil, nil, fmt.Errorf("connecting to PostgreSQL for its statistics: %w", err)
 	}
 	undo.Add(func() { h.conn.Close(context.Background()) })
@@ -239,19 +252,18 @@ func (h *harness) start(ctx context.Context, n int) ([]*replica, error) {
 }
 
 // run measures n replicas, checks the once-only guarantee and stops them.
+//
+// PostgreSQL's counters are read while no connection of the benchmark is
+// open (quiesce): a backend reports its statistics at most once a second
+// and, once idle, only after 10 s (PGSTAT_IDLE_INTERVAL), but always when
+// it exits. So the counted window holds the replicas' start and stop with
+// the drive, and the check runs on the replicas started again.
 func (h *harness) run(ctx context.Context, n int) (res Result, err error) {
-	rs, err := h.start(ctx, n)
+	pg0, err := h.pgStats(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	defer func() {
-		fmt.Fprintf(h.progress, "stopping %d replicas...\n", n)
-		if serr := stopReplicas(rs); err == nil && serr != nil {
-			err = serr
-		}
-	}()
-	time.Sleep(statsDelay) // the replicas' start-up transactions reach the statistics
-	pg0, err := readPGStats(ctx, h.conn)
+	rs, err := h.start(ctx, n)
 	if err != nil {
 		return Result{}, err
 	}
@@ -259,11 +271,21 @@ func (h *harness) run(ctx context.Context, n int) (res Result, err error) {
 	cpu0 := sampleCPU(rs)
 	r := h.d.Verify(ctx, h.cfg.Concurrency, h.cfg.Duration)
 	cpu1 := sampleCPU(rs)
-	time.Sleep(statsDelay)
-	pg1, err := readPGStats(ctx, h.conn)
+	if err := h.stop(rs); err != nil {
+		return Result{}, err
+	}
+	pg1, err := h.pgStats(ctx)
 	if err != nil {
 		return Result{}, err
 	}
+	if rs, err = h.start(ctx, n); err != nil {
+		return Result{}, err
+	}
+	defer func() {
+		if serr := h.stop(rs); err == nil && serr != nil {
+			err = serr
+		}
+	}()
 	res = Result{Replicas: n, Clients: h.cfg.Concurrency, Rates: r, Load: bench.LoadAvg()}
 	if r.Requests > 0 {
 		per1k := func(d time.Duration) float64 { return d.Seconds() * 1000 / float64(r.Requests) }
@@ -307,7 +329,7 @@ func (h *harness) check(ctx context.Context, rs []*replica) (Check, error) {
 		return c, err
 	}
 	fmt.Fprintf(h.progress, "once-only: checking the audit log and %d tokens...\n", len(h.d.Users))
-	if err := checkStore(ctx, h.st, h.d.Users, &c); err != nil {
+	if err := h.withStore(ctx, func(st store.Store) error { return checkStore(ctx, st, h.d.Users, &c) }); err != nil {
 		return c, err
 	}
 	c.ClientAccepted, c.ClientExact = h.accepted, h.exact
@@ -316,3 +338,44 @@ func (h *harness) check(ctx context.Context, rs []*replica) (Check, error) {
 	}
 	return c, nil
 }
+
+// stop stops the replicas rs.
+func (h *harness) stop(rs []*replica) error {
+	fmt.Fprintf(h.progress, "stopping %d replicas...\n", len(rs))
+	return stopReplicas(rs)
+}
+
+// withStore opens the scratch schema for f and closes it after, so that no
+// connection of the harness stays open between runs holding statistics it
+// has not reported.
+func (h *harness) withStore(ctx context.Context, f func(store.Store) error) error {
+	st, err := store.Open(ctx, h.dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return f(st)
+}
+
+// pgStats waits until every connection of the benchmark but h.conn has
+// closed (its backend reports its statistics as it exits) and reads
+// PostgreSQL's counters.
+func (h *harness) pgStats(ctx context.Context) (pgStats, error) {
+	for deadline := time.Now().Add(quiesceWait); ; time.Sleep(20 * time.Millisecond) {
+		var open int
+		err := h.conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND pid <> pg_backend_pid()`, h.app).Scan(&open)
+		if err != nil {
+			return pgStats{}, fmt.Errorf("reading pg_stat_activity: %w", err)
+		}
+		if open == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return pgStats{}, fmt.Errorf("%d PostgreSQL connections of the benchmark (application_name %s) still open %s after its processes stopped", open, h.app, quiesceWait)
+		}
+	}
+	return readPGStats(ctx, h.conn)
+}
+
+// quiesceWait bounds pgStats's wait for the backends to exit.
+const quiesceWait = 30 * time.Second

@@ -15,6 +15,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/eventlog"
 	"github.com/outpost-auth/outpost/internal/proctest"
 	"github.com/outpost-auth/outpost/internal/server"
+	"github.com/outpost-auth/outpost/internal/store"
 	"github.com/outpost-auth/outpost/internal/store/storetest"
 )
 
@@ -136,8 +137,13 @@ func TestReplayAcrossReplicas(t *testing.T) {
 			}
 		}
 	}
+	st, err := store.Open(ctx, h.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
 	var c Check
-	if err := checkStore(ctx, h.st, h.d.Users, &c); err != nil {
+	if err := checkStore(ctx, st, h.d.Users, &c); err != nil {
 		t.Fatal(err)
 	}
 	if c.Audited != 2 || c.Duplicates != 0 || c.CounterMismatches != 0 || !c.Chain.OK {
@@ -147,19 +153,19 @@ func TestReplayAcrossReplicas(t *testing.T) {
 	// The check itself is not vacuous: a second entry for counter 3 is a
 	// duplicate, and one for counter 99 leaves the token's counter (3)
 	// below the highest accepted.
-	_, toks, err := h.st.GetUserTokens(ctx, server.DefaultRealm, u.ID)
+	_, toks, err := st.GetUserTokens(ctx, server.DefaultRealm, u.ID)
 	if err != nil || len(toks) != 1 {
 		t.Fatal(toks, err)
 	}
 	for _, matched := range []int{3, 99} {
 		e := eventlog.Entry{Time: time.Now(), Kind: audit.VerifyOK, Actor: "test", Subject: u.ID,
 			Data: []byte(fmt.Sprintf(`{"token":%q,"matched":%d}`, toks[0].ID, matched))}
-		if _, err := h.st.AppendAudit(ctx, e); err != nil {
+		if _, err := st.AppendAudit(ctx, e); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c = Check{}
-	if err := checkStore(ctx, h.st, h.d.Users, &c); err != nil {
+	if err := checkStore(ctx, st, h.d.Users, &c); err != nil {
 		t.Fatal(err)
 	}
 	if c.Duplicates != 1 || c.CounterMismatches != 1 || len(c.Problems) != 2 || c.Clean() {
