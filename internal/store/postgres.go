@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -89,7 +92,7 @@ func (e *pgEngine) classify(err error) error {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		var ce *pgconn.ConnectError
-		if errors.As(err, &ce) { // no answer: refused, unreachable, timed out
+		if errors.As(err, &ce) || connectionLost(err) { // no answer: refused, unreachable, cut
 			return fmt.Errorf("%w (%w)", ErrUnavailable, err)
 		}
 		return err
@@ -108,6 +111,20 @@ func (e *pgEngine) classify(err error) error {
 		return fmt.Errorf("%w (%w)", ErrConflict, err)
 	}
 	return err
+}
+
+// connectionLost reports whether err is a connection that ended in the
+// middle of a request without an answer: pgx's io.ErrUnexpectedEOF (it
+// turns the end of the stream into that), a reset or broken pipe, or a
+// connection already closed. A partition, a failover or a crashed backend
+// does this; whether a write sent before it committed is unknown.
+func connectionLost(err error) bool {
+	for _, lost := range []error{io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.EPIPE, syscall.ETIMEDOUT, net.ErrClosed} {
+		if errors.Is(err, lost) {
+			return true
+		}
+	}
+	return false
 }
 
 // pgRunner is what *pgxpool.Pool and pgx.Tx have in common.

@@ -59,10 +59,12 @@ var (
 	// database.
 	ErrInvalid = errors.New("store: invalid record")
 	// ErrUnavailable: the database refused or lost the connection (a
-	// PostgreSQL server down, restarting or at max_connections). The
-	// operation was not done, though earlier steps of a request may have
-	// been; servers answer 503 and the caller may retry. Size
-	// pool_max_conns × replicas below the server's max_connections.
+	// PostgreSQL server down, restarting or at max_connections, or a
+	// connection cut in the middle of a request). A refused operation was
+	// not done; one whose connection was lost while it committed may have
+	// been, and earlier steps of a request may have been. Servers answer
+	// 503 and the caller may retry. Size pool_max_conns × replicas below
+	// the server's max_connections.
 	ErrUnavailable = errors.New("store: the database is not answering")
 )
 

@@ -57,3 +57,25 @@ func TestPostgresMisconfigured(t *testing.T) {
 		t.Fatalf("unknown role: %v, want a configuration error", err)
 	}
 }
+
+// TestPostgresConnectionLost: a connection lost in the middle of a query
+// (no answer, just EOF: a partition, a failover, a crashed backend) is
+// ErrUnavailable too, for reads and writes, and the store recovers.
+func TestPostgresConnectionLost(t *testing.T) {
+	pg := storetest.CuttablePostgres(t, storetest.PostgresDSN(t))
+	st := storetest.Open(t, pg.DSN)
+	if err := st.CreateRealm(ctx, store.Realm{ID: "r1", Name: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	pg.Cut(true)
+	if _, err := st.GetRealm(ctx, "r1"); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("read on a lost connection: %v, want ErrUnavailable", err)
+	}
+	if err := st.CreateRealm(ctx, store.Realm{ID: "r2", Name: "r2"}); !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("write on a lost connection: %v, want ErrUnavailable", err)
+	}
+	pg.Cut(false)
+	if _, err := st.GetRealm(ctx, "r1"); err != nil {
+		t.Fatalf("after: %v", err)
+	}
+}
