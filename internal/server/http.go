@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/apitoken"
@@ -219,9 +221,10 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request, scopes []str
 }
 
 // errUnavailable answers a request the database could not serve (it
-// refused or lost the connection): 503, retry in a second. Nothing was
-// accepted; a code may have been spent (its acceptance committed, a later
-// write refused), so a retry refused as replayed needs the next code.
+// refused or lost the connection): 503, retry in a second. A code may have
+// been spent (its acceptance committed before a later write was refused,
+// or before the connection was lost), so a retry refused as replayed needs
+// the next code.
 func errUnavailable() *apiError {
 	return &apiError{status: http.StatusServiceUnavailable, code: "unavailable", retryAfter: 1,
 		message: "the database is not answering; retry shortly (if the retry says the code was used, use the next one)"}
@@ -244,11 +247,34 @@ func (s *Server) toAPIError(err error, rid string) *apiError {
 	case errors.Is(err, store.ErrUnavailable):
 		// The client may retry (errUnavailable says how). The cause
 		// (server down, at max_connections) is for the operator's log.
-		s.log.Error("database unavailable", "request_id", rid, "error", err.Error())
+		s.outage.log(s.log, s.cfg.Now(), rid, err)
 		return errUnavailable()
 	}
 	s.log.Error("internal error", "request_id", rid, "error", err.Error())
 	return errorf(http.StatusInternalServerError, "internal", "internal error (request %s); the server log has details", rid)
+}
+
+// outageLog logs the database's refusals at most once a second, the first
+// of each second with how many it left out before it: an outage meets every
+// request, and thousands of lines a second would flood the log and its
+// disk. The verify metric still counts each (`unavailable`).
+type outageLog struct {
+	mu      sync.Mutex
+	last    time.Time
+	skipped int
+}
+
+func (o *outageLog) log(l *slog.Logger, now time.Time, rid string, err error) {
+	o.mu.Lock()
+	if !o.last.IsZero() && now.Sub(o.last) < time.Second && now.Sub(o.last) >= 0 {
+		o.skipped++
+		o.mu.Unlock()
+		return
+	}
+	skipped := o.skipped
+	o.last, o.skipped = now, 0
+	o.mu.Unlock()
+	l.Error("database unavailable", "request_id", rid, "error", err.Error(), "not_logged_before", skipped)
 }
 
 // typedBody is a raw body of another content type than JSON.

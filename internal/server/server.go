@@ -147,6 +147,8 @@ type Server struct {
 	registry *prometheus.Registry
 	routes   []route
 	auth     authCache
+	// outage rate-limits the log of the database's refusals (http.go).
+	outage outageLog
 
 	// The services the handlers call (see New).
 	clients *apitoken.Clients

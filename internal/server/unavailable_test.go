@@ -3,6 +3,7 @@ package server
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-auth/outpost/internal/store/storetest"
 )
@@ -24,15 +25,30 @@ func TestDatabaseUnavailable(t *testing.T) {
 	mark := len(logBuf.String())
 
 	pg.Refuse(true)
-	for range 2 {
+	refused := func() {
+		t.Helper()
 		r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "alice", "code": code})
 		if r.status != 503 || r.errCode() != "unavailable" || r.header.Get("Retry-After") != "1" {
 			t.Fatalf("while refused: %d %s Retry-After=%q", r.status, r.raw, r.header.Get("Retry-After"))
 		}
 	}
+	for range 3 {
+		refused()
+	}
 	logs := logBuf.String()[mark:]
 	if !strings.Contains(logs, "database unavailable") || !strings.Contains(logs, "SQLSTATE") {
 		t.Errorf("the log does not name the cause:\n%s", logs)
+	}
+	// One line a second, however many requests meet the outage; the next
+	// second's says how many were left out.
+	if n := strings.Count(logs, "database unavailable"); n != 1 {
+		t.Errorf("%d log lines for 3 refusals within a second, want 1:\n%s", n, logs)
+	}
+	f.clock.Add(time.Second)
+	refused()
+	logs = logBuf.String()[mark:]
+	if n := strings.Count(logs, "database unavailable"); n != 2 || !strings.Contains(logs, `"not_logged_before":2`) {
+		t.Errorf("a second later: %d log lines, want 2, the second saying 2 were not logged:\n%s", n, logs)
 	}
 	if strings.Contains(logs, code) {
 		t.Errorf("the log holds the code")
