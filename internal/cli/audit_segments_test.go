@@ -112,3 +112,23 @@ func TestServeRetentionFlags(t *testing.T) {
 	expectCode(t, cli.ExitUsage, nil, "audit", "prune", "--server", "http://127.0.0.1:1", "--token-file", "x")
 	expectCode(t, cli.ExitUsage, nil, "audit", "prune", "--older-than", "3 weeks", "--server", "http://127.0.0.1:1", "--token-file", "x")
 }
+
+// TestBundleShareFlag: a --bundle-share outside (0, 1] is a usage error of
+// serve and worker, before anything is initialised, that says what to give.
+func TestBundleShareFlag(t *testing.T) {
+	for _, cmd := range [][]string{
+		{"serve", "--dev-insecure-unsealed", "--plaintext", "--listen", "127.0.0.1:0"},
+		{"worker"},
+	} {
+		for _, share := range []string{"0", "-0.5", "1.01", "NaN"} {
+			dir := filepath.Join(t.TempDir(), "data")
+			r := expectCode(t, cli.ExitUsage, nil, append(append([]string{}, cmd...), "--data", dir, "--bundle-share", share)...)
+			if !strings.Contains(r.stderr, "--bundle-share") || !strings.Contains(r.stderr, "above 0 and at most 1") {
+				t.Errorf("%s --bundle-share %s: %s", cmd[0], share, r)
+			}
+			if _, err := os.Stat(dir); err == nil {
+				t.Errorf("%s --bundle-share %s: the data directory was initialised anyway", cmd[0], share)
+			}
+		}
+	}
+}

@@ -56,19 +56,26 @@ count, while a bundle of --bundle-entries (default a 1-day 30 s TOTP bundle,
 2,880 entries, at the default argon2id profile) computes: on every core (the
 server before the bundle pool), through a pool of --bundle-workers (outpost
 serve's), and in a separate process at niceness 10 (as a bundle worker
-process would run), and prints each rate beside verify's alone at that count
-(target >= 0.9).`,
+process would run), the last two at --bundle-share of each worker's time.
+Each such run follows a run of verify alone, and its rate is printed over
+that one's (target >= 0.9): verify's rate drifts from run to run by more
+than a fraction of a core of bundle work moves it.`,
 		Example: "  outpost bench online --duration 8s --users 4000 --concurrency 1,16,128 --postgres 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if childEntries > 0 {
-				return e.benchBundleChild(c.Context(), childEntries)
+				return e.benchBundleChild(c.Context(), childEntries, cfg.BundleShare)
 			}
 			if err := cfg.Check(); err != nil {
 				return usageError{err}
 			}
+			if err := workpool.CheckShare(cfg.BundleShare); err != nil { // 0 is Config's unset, not a flag's value
+				return usageError{fmt.Errorf("--bundle-share: %w", err)}
+			}
 			if cfg.DuringBundle {
-				cfg.ChildArgs = []string{"bench", "online", "--bundle-child-entries"}
+				cfg.ChildArgs = func(entries int, share float64) []string {
+					return []string{"bench", "online", "--bundle-share", fmt.Sprint(share), "--bundle-child-entries", fmt.Sprint(entries)}
+				}
 			}
 			dsns := benchDSNs(pg)
 			stop, err := startCPUProfile(cpuProfile)
@@ -92,7 +99,9 @@ process would run), and prints each rate beside verify's alone at that count
 			fmt.Fprintln(tw, "engine\tclients\thandler\trequests\terrors\treq/s\tp50\tp99\tB/req\tvs no-op\tvs plain\tB vs plain\t")
 			for _, r := range all {
 				handler := r.Handler
-				if r.Beside != "" {
+				if r.Beside != "" && r.BundleShare > 0 && r.BundleShare < 1 {
+					handler += fmt.Sprintf(" + bundle (%s, share %g)", r.Beside, r.BundleShare)
+				} else if r.Beside != "" {
 					handler += " + bundle (" + r.Beside + ")"
 				}
 				bytes := "-"
@@ -101,7 +110,10 @@ process would run), and prints each rate beside verify's alone at that count
 				}
 				vsNoop := ratio(r.VsNoop, "%.0f%%", 100)
 				if r.Beside != "" {
-					vsNoop = fmt.Sprintf("%.2fx alone, load %s", r.VsAlone, r.Load)
+					vsNoop = fmt.Sprintf("%.2fx alone (%.0f/s just before), load %s", r.VsAlone, r.AloneRate, r.Load)
+					if r.BundleEntries > 0 {
+						vsNoop = fmt.Sprintf("%.2fx alone (%.0f/s just before), %d entries, load %s", r.VsAlone, r.AloneRate, r.BundleEntries, r.Load)
+					}
 				}
 				fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Engine, r.Clients, handler, r.Requests, r.Errors, r.Rate,
 					r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), bytes, vsNoop, ratio(r.VsPlain, "%.2fx", 1), ratio(r.BytesVsPlain, "%.2fx", 1))
@@ -118,6 +130,7 @@ process would run), and prints each rate beside verify's alone at that count
 	c.Flags().BoolVar(&cfg.DuringBundle, "during-bundle", false, "also drive verify beside bundle work: all cores, the bundle pool, a separate niced process")
 	c.Flags().IntVar(&cfg.BundleEntries, "bundle-entries", onlinebench.DayEntries, "entries of the bundle computed beside verify (--during-bundle)")
 	c.Flags().IntVar(&cfg.BundleWorkers, "bundle-workers", workpool.DefaultWorkers(), "workers of the bundle pool (--during-bundle; as outpost serve --bundle-workers)")
+	c.Flags().Float64Var(&cfg.BundleShare, "bundle-share", 1, "fraction of each bundle worker's time it computes, of the pool and the separate process (--during-bundle; as outpost serve --bundle-share)")
 	// --bundle-child-entries runs the separate bundle process: the
 	// benchmark re-runs this command with it.
 	c.Flags().IntVar(&childEntries, "bundle-child-entries", 0, "internal: compute a bundle of N entries at niceness 10")
@@ -164,10 +177,13 @@ func startCPUProfile(path string) (stop func(), err error) {
 
 // benchBundleChild is the separate bundle process of --during-bundle: it
 // lowers its priority (workpool.Nice; at normal priority if refused) and
-// computes a bundle on every core until done or killed.
-func (e *env) benchBundleChild(ctx context.Context, entries int) error {
+// computes a bundle on every core, each at share of its time, until done
+// or killed.
+func (e *env) benchBundleChild(ctx context.Context, entries int, share float64) error {
 	if _, err := workpool.Nice(onlinebench.BundleWorkNice); err != nil {
 		fmt.Fprintf(e.stderr, "bundle process at normal priority: %v\n", err)
 	}
-	return onlinebench.BundleWork(ctx, entries, runtime.NumCPU(), nil, nil)
+	p := workpool.New(workpool.Config{Workers: runtime.NumCPU(), Share: share})
+	defer p.Close()
+	return onlinebench.BundleWork(ctx, entries, p.Workers(), p, nil)
 }

@@ -19,6 +19,7 @@ import (
 // (internal/workpool, docs/server.md "Bundle work").
 type bundlePoolFlags struct {
 	workers, memoryMiB, queue int
+	share                     float64
 }
 
 func (f *bundlePoolFlags) register(c *cobra.Command) {
@@ -26,6 +27,7 @@ func (f *bundlePoolFlags) register(c *cobra.Command) {
 	fl.IntVar(&f.workers, "bundle-workers", workpool.DefaultWorkers(), "argon2id evaluations of bundles and refills at once (default: half the cores, at least 1); 0 computes none here: jobs wait for 'outpost worker'")
 	fl.IntVar(&f.memoryMiB, "bundle-memory", 0, "MiB of argon2id memory bundle work may hold at once (default: --bundle-workers × the bundle KDF's memory)")
 	fl.IntVar(&f.queue, "bundle-queue", workpool.DefaultQueue, "bundles queued or computing at once; beyond it a bundle request is answered 503 busy")
+	fl.Float64Var(&f.share, "bundle-share", 1, "fraction of its time each bundle worker computes, above 0 and at most 1: below 1 it rests between argon2id evaluations, so that bundle work takes less than a core beside verification and bundles take 1/share as long")
 }
 
 // pool starts the bundle pool the flags describe (nil for --bundle-workers
@@ -39,6 +41,9 @@ func (f bundlePoolFlags) pool() (*workpool.Pool, error) {
 	case f.queue < 1:
 		return nil, usageError{fmt.Errorf("--bundle-queue %d: give at least 1", f.queue)}
 	}
+	if err := workpool.CheckShare(f.share); err != nil {
+		return nil, usageError{fmt.Errorf("--bundle-share: %w", err)}
+	}
 	if f.workers == 0 {
 		return nil, nil
 	}
@@ -46,7 +51,7 @@ func (f bundlePoolFlags) pool() (*workpool.Pool, error) {
 	if mem == 0 {
 		mem = int64(f.workers) * int64(cost.Default.MemoryKiB)
 	}
-	return workpool.New(workpool.Config{Workers: f.workers, MemoryKiB: mem, Queue: f.queue}), nil
+	return workpool.New(workpool.Config{Workers: f.workers, MemoryKiB: mem, Queue: f.queue, Share: f.share}), nil
 }
 
 // workerOwner names this process as the owner of the bundle jobs it

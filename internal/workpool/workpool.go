@@ -22,9 +22,13 @@ package workpool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/outpost-auth/outpost/internal/clock"
 )
 
 // ErrBusy: the pool's queue is full; retry later.
@@ -46,6 +50,24 @@ type Config struct {
 	MemoryKiB int64
 	// Queue is the most bundles admitted at once (0: DefaultQueue).
 	Queue int
+	// Share is the fraction of its time each worker computes, in (0, 1]
+	// (0: 1, all of it). Below 1 a worker rests after each computation,
+	// for as long as the computation took × (1−Share)/Share, before it takes
+	// the next: the pool then uses about Workers × Share cores, and the
+	// memory bus and caches about that share of the time. It is the knob
+	// for less than one core of bundle work beside verification; bundles
+	// take 1/Share as long.
+	Share float64
+	// Now measures computations for Share's rests (nil: the system clock).
+	Now func() time.Time
+}
+
+// CheckShare reports a Config.Share a caller should not pass: outside (0, 1].
+func CheckShare(share float64) error {
+	if !(share > 0 && share <= 1) {
+		return fmt.Errorf("workpool: share %v: give a fraction of each worker's time above 0 and at most 1, such as 0.25", share)
+	}
+	return nil
 }
 
 // DefaultWorkers is max(1, NumCPU/2): half the cores for bundle work, the
@@ -83,6 +105,10 @@ func New(cfg Config) *Pool {
 	if cfg.Queue <= 0 {
 		cfg.Queue = DefaultQueue
 	}
+	if !(cfg.Share > 0 && cfg.Share < 1) { // NaN, 0 or 1 and above: no rest
+		cfg.Share = 1
+	}
+	cfg.Now = clock.Or(cfg.Now)
 	p := &Pool{cfg: cfg, tasks: make(chan task), admit: make(chan struct{}, cfg.Queue), stop: make(chan struct{})}
 	p.memFree = sync.NewCond(&p.mu)
 	for range cfg.Workers {
@@ -102,17 +128,50 @@ func (p *Pool) work() {
 					break
 				}
 			}
+			start := p.cfg.Now()
 			t.fn()
+			took := p.cfg.Now().Sub(start)
 			p.running.Add(-1)
 			close(t.done)
+			if !p.rest(took) {
+				return
+			}
 		case <-p.stop:
 			return
 		}
 	}
 }
 
+// Rest is how long a worker rests after a computation that took took, by
+// Config.Share.
+func (p *Pool) Rest(took time.Duration) time.Duration {
+	if p.cfg.Share >= 1 || took <= 0 {
+		return 0
+	}
+	return time.Duration(float64(took) * (1 - p.cfg.Share) / p.cfg.Share)
+}
+
+// rest waits Rest(took), and reports false when the pool closed meanwhile.
+func (p *Pool) rest(took time.Duration) bool {
+	d := p.Rest(took)
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.stop:
+		return false
+	}
+}
+
 // Workers is the most computations the pool runs at once.
 func (p *Pool) Workers() int { return p.cfg.Workers }
+
+// Share is the fraction of its time each worker computes (Config.Share).
+func (p *Pool) Share() float64 { return p.cfg.Share }
 
 // Admit reserves a place for one bundle; call release when it is done. It
 // returns ErrBusy at once when Config.Queue bundles are admitted.

@@ -3,6 +3,7 @@ package workpool
 import (
 	"context"
 	"errors"
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -141,4 +142,62 @@ func TestNice(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// TestShareRest: below Share 1 a worker rests took × (1−Share)/Share after
+// each computation; Share 1, 0 or out of range means no rest.
+func TestShareRest(t *testing.T) {
+	for _, tc := range []struct {
+		share float64
+		took  time.Duration
+		want  time.Duration
+	}{
+		{1, time.Second, 0},
+		{0, time.Second, 0},
+		{-0.5, time.Second, 0},
+		{2, time.Second, 0},
+		{math.NaN(), time.Second, 0},
+		{0.5, 80 * time.Millisecond, 80 * time.Millisecond},
+		{0.25, 80 * time.Millisecond, 240 * time.Millisecond},
+		{0.1, 50 * time.Millisecond, 450 * time.Millisecond},
+		{0.25, 0, 0},
+	} {
+		p := New(Config{Workers: 1, Share: tc.share})
+		got := p.Rest(tc.took)
+		p.Close()
+		if d := got - tc.want; d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("share %v, took %v: rest %v, want %v", tc.share, tc.took, got, tc.want)
+		}
+	}
+}
+
+// TestShareRests: the worker does rest between computations (measured on
+// its clock, here one that says the first computation took 1 s), and Close
+// does not wait out a rest.
+func TestShareRests(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	took := func(d time.Duration) func() {
+		return func() { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	}
+	p := New(Config{Workers: 1, Share: 0.5, Now: clock})
+	if err := p.Do(context.Background(), 0, took(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := p.Do(context.Background(), 0, took(time.Hour)); err != nil { // then rests an hour
+		t.Fatal(err)
+	}
+	// The rest began as the first Do returned, a little before start.
+	if waited := time.Since(start); waited < 500*time.Millisecond {
+		t.Errorf("the second computation started %v after the first, want a rest of 1s", waited)
+	}
+	closed := make(chan struct{})
+	go func() { p.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for the worker's rest")
+	}
 }

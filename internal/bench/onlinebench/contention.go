@@ -38,15 +38,20 @@ const (
 )
 
 // contention measures verify beside bundle work in each placement: after
-// the ordinary targets, one verify run per placement at alone's client
-// count while a bundle of cfg.BundleEntries computes, cancelled when the
-// run ends.
+// the ordinary targets, per placement at alone's client count, one verify
+// run alone and right after it one while a bundle of cfg.BundleEntries
+// computes, cancelled when the run ends. The ratio is over the run just
+// before: verify's rate alone drifts by ±15 % from run to run on a shared
+// 2-core machine (the database grows, the host's neighbours come and go),
+// more than the effect of a fraction of a core of bundle work.
 func contention(ctx context.Context, f *fixture, cfg Config, alone Result, progress io.Writer) ([]Result, error) {
 	var out []Result
 	for _, place := range []string{PlaceAllCores, PlacePool, PlaceProcess} {
-		if place == PlaceProcess && len(cfg.ChildArgs) == 0 {
+		if place == PlaceProcess && cfg.ChildArgs == nil {
 			continue
 		}
+		fmt.Fprintf(progress, "running verify alone for %s with %d clients, before the %s placement...\n", cfg.Duration, alone.Clients, place)
+		before := f.measure(ctx, f.verify(), alone.Clients, cfg.Duration)
 		fmt.Fprintf(progress, "running verify beside a %d-entry bundle (%s) for %s with %d clients...\n", cfg.BundleEntries, place, cfg.Duration, alone.Clients)
 		wctx, cancel := context.WithCancel(ctx)
 		var done atomic.Int64
@@ -59,9 +64,13 @@ func contention(ctx context.Context, f *fixture, cfg Config, alone Result, progr
 			return nil, fmt.Errorf("bundle work (%s): %w", place, err)
 		}
 		r.Beside = place
+		if place != PlaceAllCores {
+			r.BundleShare = share(cfg)
+		}
 		r.BundleEntries = done.Load()
-		if alone.Rate > 0 {
-			r.VsAlone = r.Rate / alone.Rate
+		r.AloneRate = before.Rate
+		if before.Rate > 0 {
+			r.VsAlone = r.Rate / before.Rate
 		}
 		r.Load = bench.LoadAvg()
 		out = append(out, r)
@@ -77,7 +86,7 @@ func placeWork(ctx context.Context, place string, cfg Config, done *atomic.Int64
 	case PlaceAllCores:
 		return BundleWork(ctx, cfg.BundleEntries, runtime.NumCPU(), nil, done)
 	case PlacePool:
-		p := workpool.New(workpool.Config{Workers: cfg.BundleWorkers})
+		p := workpool.New(workpool.Config{Workers: cfg.BundleWorkers, Share: cfg.BundleShare})
 		defer p.Close()
 		return BundleWork(ctx, cfg.BundleEntries, p.Workers(), p, done)
 	}
@@ -85,18 +94,26 @@ func placeWork(ctx context.Context, place string, cfg Config, done *atomic.Int64
 	if err != nil {
 		return err
 	}
-	args := append(append([]string{}, cfg.ChildArgs...), fmt.Sprint(cfg.BundleEntries))
-	cmd := exec.CommandContext(ctx, exe, args...)
+	cmd := exec.CommandContext(ctx, exe, cfg.ChildArgs(cfg.BundleEntries, share(cfg))...)
 	if err := cmd.Run(); err != nil && ctx.Err() == nil {
 		return err
 	}
 	return ctx.Err()
 }
 
+// share is cfg.BundleShare, 1 when unset.
+func share(cfg Config) float64 {
+	if cfg.BundleShare == 0 {
+		return 1
+	}
+	return cfg.BundleShare
+}
+
 // BundleWork issues one bundle of entries 30 s TOTP steps at the default
 // argon2id profile, with a fresh seed and key, on workers goroutines
 // (through pool when not nil), counting entries done. The separate process
-// of --during-bundle runs it after Nice.
+// of --during-bundle runs it after Nice, through a pool of every core at
+// its share.
 func BundleWork(ctx context.Context, entries, workers int, pool *workpool.Pool, done *atomic.Int64) error {
 	seed := make([]byte, 20)
 	if _, err := rand.Read(seed); err != nil {

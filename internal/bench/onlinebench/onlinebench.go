@@ -104,6 +104,7 @@ import (
 	"github.com/outpost-auth/outpost/internal/online"
 	"github.com/outpost-auth/outpost/internal/server"
 	"github.com/outpost-auth/outpost/internal/store"
+	"github.com/outpost-auth/outpost/internal/workpool"
 	"github.com/outpost-auth/outpost/otp"
 )
 
@@ -124,12 +125,14 @@ type Config struct {
 	// the highest client count: a bundle of BundleEntries (0: DayEntries)
 	// on every core, through a pool of BundleWorkers (0:
 	// workpool.DefaultWorkers()), and, with ChildArgs (this binary's
-	// arguments that run BundleWork niced, given the entries as a last
-	// argument), in a separate process.
+	// arguments that run BundleWork niced, for a number of entries and a
+	// share), in a separate process. BundleShare (0: 1) is the pool's and
+	// the process's workpool.Config.Share.
 	DuringBundle  bool
 	BundleEntries int
 	BundleWorkers int
-	ChildArgs     []string
+	BundleShare   float64
+	ChildArgs     func(entries int, share float64) []string
 }
 
 // Check reports a Config that cannot run: a client count below one, fewer
@@ -150,6 +153,11 @@ func (c Config) Check() error {
 	}
 	if c.Duration <= 0 {
 		return fmt.Errorf("onlinebench: give a positive --duration")
+	}
+	if c.BundleShare != 0 {
+		if err := workpool.CheckShare(c.BundleShare); err != nil {
+			return fmt.Errorf("onlinebench: --bundle-share: %w", err)
+		}
 	}
 	return nil
 }
@@ -183,11 +191,14 @@ type Result struct {
 	BytesVsPlain float64 `json:"bytes_vs_plain,omitempty"`
 	// Beside is the bundle work running meanwhile (Place*; "" for none),
 	// BundleEntries how many of its entries were computed during the run
-	// (0 when not seen: the separate process), VsAlone the rate over
-	// verify's alone at the same client count, Load the 1-minute load
-	// average after the run.
+	// (0 when not seen: the separate process), AloneRate verify's rate in
+	// the run alone just before and VsAlone the rate over it, Load the
+	// 1-minute load average after the run.
+	// BundleShare is the pool's or the process's Config.Share (1: no rest).
 	Beside        string  `json:"beside_bundle,omitempty"`
+	BundleShare   float64 `json:"bundle_share,omitempty"`
 	BundleEntries int64   `json:"bundle_entries,omitempty"`
+	AloneRate     float64 `json:"alone_per_second,omitempty"`
 	VsAlone       float64 `json:"vs_alone,omitempty"`
 	Load          string  `json:"load,omitempty"`
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -76,14 +77,15 @@ func TestRunQuick(t *testing.T) {
 
 // TestDuringBundle runs verify beside a small bundle on every core and in
 // the pool (the separate process needs the outpost binary) at the highest
-// client count: each run reports its placement, its ratio to verify alone
-// and the load average.
+// client count: each run reports its placement, verify's rate alone just
+// before it and its ratio to that, and the load average; the pool's run
+// reports its share.
 func TestDuringBundle(t *testing.T) {
 	if testing.Short() {
 		t.Skip("benchmark")
 	}
 	rs, err := Run(context.Background(), Config{Users: 8, Concurrency: []int{4, 2}, Duration: 200 * time.Millisecond,
-		DuringBundle: true, BundleEntries: 40, BundleWorkers: 1}, io.Discard)
+		DuringBundle: true, BundleEntries: 40, BundleWorkers: 1, BundleShare: 0.5}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,9 +93,13 @@ func TestDuringBundle(t *testing.T) {
 		t.Fatalf("results %+v", rs)
 	}
 	for _, r := range rs[6:] {
-		if r.Handler != HandlerVerify || r.Clients != 4 || r.Requests == 0 || r.Errors != 0 || r.VsAlone <= 0 || r.Load == "" {
+		if r.Handler != HandlerVerify || r.Clients != 4 || r.Requests == 0 || r.Errors != 0 || r.AloneRate <= 0 || r.Load == "" ||
+			math.Abs(r.VsAlone-r.Rate/r.AloneRate) > 1e-9 {
 			t.Errorf("%s: %+v", r.Beside, r)
 		}
+	}
+	if rs[6].BundleShare != 0 || rs[7].BundleShare != 0.5 {
+		t.Errorf("shares: all cores %v, pool %v; want none and 0.5", rs[6].BundleShare, rs[7].BundleShare)
 	}
 }
 
