@@ -140,11 +140,7 @@ func (s *Service) WorkOne(ctx context.Context, owner string) (ok bool, err error
 	if err != nil || !ok {
 		return false, err
 	}
-	timeout := s.JobTimeout
-	if timeout <= 0 {
-		timeout = DefaultJobTimeout
-	}
-	jctx, cancel := context.WithTimeout(ctx, timeout)
+	jctx, cancel := context.WithTimeout(ctx, s.jobTimeout())
 	defer cancel()
 	out, werr := s.runDurable(jctx, cancel, owner, j, lease)
 	if ctx.Err() != nil {

@@ -174,8 +174,9 @@ type Service struct {
 	// --bundle-workers 0`, beside an `outpost worker`): Start enqueues
 	// durable jobs; Issue, Login and Refill are refused with ErrBusy.
 	EnqueueOnly bool
-	// JobTimeout bounds a job's work (0: DefaultJobTimeout); a job past it
-	// is cancelled and reports failed.
+	// JobTimeout bounds a job's work (0: DefaultJobTimeout), divided by
+	// the Pool's share of its workers' time when below 1; a job past it is
+	// cancelled and reports failed.
 	JobTimeout time.Duration
 
 	once       sync.Once

@@ -17,6 +17,19 @@ const MaxJobs = 8
 // DefaultJobTimeout bounds a job's work when Service.JobTimeout is 0.
 const DefaultJobTimeout = 2 * time.Hour
 
+// jobTimeout is JobTimeout (0: DefaultJobTimeout) over the pool's share:
+// a pool that computes a quarter of the time takes four times as long.
+func (s *Service) jobTimeout() time.Duration {
+	t := s.JobTimeout
+	if t <= 0 {
+		t = DefaultJobTimeout
+	}
+	if s.Pool != nil && s.Pool.Share() < 1 {
+		t = time.Duration(float64(t) / s.Pool.Share())
+	}
+	return t
+}
+
 // jobRetention is how long a finished job is kept for its caller to collect.
 const jobRetention = time.Hour
 
@@ -168,10 +181,7 @@ func (js *jobs) start(s *Service, realm string, run func(context.Context, func(i
 	}
 	js.m[id] = j
 	js.mu.Unlock()
-	timeout := s.JobTimeout
-	if timeout <= 0 {
-		timeout = DefaultJobTimeout
-	}
+	timeout := s.jobTimeout()
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
