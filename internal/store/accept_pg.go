@@ -80,7 +80,7 @@ func (s *sqlStore) acceptBatchPG(batch []*pending[*acceptOp]) {
 				break
 			}
 		}
-		err = classify(s.e, acceptTx(ctx, pe.pool, order))
+		err = classify(s.e, lost(acceptTx(ctx, pe.pool, order)))
 		if err == nil || !isAuditRace(err) {
 			break
 		}

@@ -71,7 +71,12 @@ func (e *pgEngine) write(ctx context.Context, fn func(q querier) error) error {
 }
 
 func (e *pgEngine) transact(ctx context.Context, fn func(q querier) error) error {
-	return pgx.BeginFunc(ctx, e.pool, func(t pgx.Tx) error { return fn(pgQuerier{t}) })
+	var fnErr error
+	err := pgx.BeginFunc(ctx, e.pool, func(t pgx.Tx) error { fnErr = fn(pgQuerier{t}); return fnErr })
+	if err != nil && fnErr == nil {
+		return lost(err) // BEGIN's or COMMIT's: pgx's own
+	}
+	return err
 }
 
 // SQLSTATE codes classify maps.
@@ -92,10 +97,10 @@ func (e *pgEngine) classify(err error) error {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		var ce *pgconn.ConnectError
-		if errors.As(err, &ce) || connectionLost(err) { // no answer: refused, unreachable, cut
+		if errors.As(err, &ce) { // no answer: refused, unreachable, timed out
 			return fmt.Errorf("%w (%w)", ErrUnavailable, err)
 		}
-		return err
+		return err // a connection lost mid-request was marked where pgx returned it (lost)
 	}
 	// A server's answer, on a connection or refusing one. A wrong password
 	// or database name (classes 28, 3D) is a configuration error, not this.
@@ -113,18 +118,25 @@ func (e *pgEngine) classify(err error) error {
 	return err
 }
 
-// connectionLost reports whether err is a connection that ended in the
-// middle of a request without an answer: pgx's io.ErrUnexpectedEOF (it
-// turns the end of the stream into that), a reset or broken pipe, or a
-// connection already closed. A partition, a failover or a crashed backend
-// does this; whether a write sent before it committed is unknown.
-func connectionLost(err error) bool {
-	for _, lost := range []error{io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.EPIPE, syscall.ETIMEDOUT, net.ErrClosed} {
-		if errors.Is(err, lost) {
-			return true
+// lost marks err, returned by a pgx call, as ErrUnavailable when it is a
+// connection that ended in the middle of a request without an answer:
+// pgx's io.ErrUnexpectedEOF (it turns the end of the stream into that), a
+// reset or broken pipe, or a connection already closed. A partition, a
+// failover or a crashed backend does this; whether a write sent before it
+// committed is unknown. It is applied where pgx answers (pgQuerier, its
+// rows, BEGIN and COMMIT, the acceptance batch), never to what a caller's
+// callback returns inside a transaction, whose io.ErrUnexpectedEOF may be
+// a truncated input of its own.
+func lost(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	for _, cut := range []error{io.ErrUnexpectedEOF, syscall.ECONNRESET, syscall.EPIPE, syscall.ETIMEDOUT, net.ErrClosed} {
+		if errors.Is(err, cut) {
+			return fmt.Errorf("%w (%w)", ErrUnavailable, err)
 		}
 	}
-	return false
+	return err
 }
 
 // pgRunner is what *pgxpool.Pool and pgx.Tx have in common.
@@ -139,13 +151,27 @@ type pgQuerier struct{ db pgRunner }
 
 func (q pgQuerier) exec(ctx context.Context, s string, args ...any) (int64, error) {
 	tag, err := q.db.Exec(ctx, s, args...)
-	return tag.RowsAffected(), err
+	return tag.RowsAffected(), lost(err)
 }
 
 func (q pgQuerier) query(ctx context.Context, s string, args ...any) (rows, error) {
-	return q.db.Query(ctx, s, args...)
+	r, err := q.db.Query(ctx, s, args...)
+	if err != nil {
+		return nil, lost(err)
+	}
+	return pgRows{r}, nil
 }
 
 func (q pgQuerier) queryRow(ctx context.Context, s string, args ...any) row {
-	return q.db.QueryRow(ctx, s, args...)
+	return pgRow{q.db.QueryRow(ctx, s, args...)}
 }
+
+// pgRows and pgRow mark a lost connection in pgx's results (lost).
+type pgRows struct{ pgx.Rows }
+
+func (r pgRows) Scan(dest ...any) error { return lost(r.Rows.Scan(dest...)) }
+func (r pgRows) Err() error             { return lost(r.Rows.Err()) }
+
+type pgRow struct{ pgx.Row }
+
+func (r pgRow) Scan(dest ...any) error { return lost(r.Row.Scan(dest...)) }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -258,6 +259,12 @@ func testSyncRollback(t *testing.T, st store.Store, ss store.SyncStore) {
 	})
 	if !errors.Is(err, boom) {
 		t.Fatalf("SyncDevice = %v, want fn's error", err)
+	}
+	// A caller's own io.ErrUnexpectedEOF (a truncated input) is its error,
+	// not a connection the database lost (store.ErrUnavailable, a 503).
+	err = ss.SyncDevice(ctx, "r1", "dev-1", when, func(store.SyncTx) error { return fmt.Errorf("reading the upload: %w", io.ErrUnexpectedEOF) })
+	if !errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("SyncDevice with fn's io.ErrUnexpectedEOF = %v, want that error and not ErrUnavailable", err)
 	}
 	tok, err := st.GetToken(ctx, "r1", "alice", "h1")
 	must(t, err)
