@@ -120,10 +120,10 @@ func TestBundleShareFlag(t *testing.T) {
 		{"serve", "--dev-insecure-unsealed", "--plaintext", "--listen", "127.0.0.1:0"},
 		{"worker"},
 	} {
-		for _, share := range []string{"0", "-0.5", "1.01", "NaN"} {
+		for _, share := range []string{"0", "0.001", "-0.5", "1.01", "NaN"} {
 			dir := filepath.Join(t.TempDir(), "data")
 			r := expectCode(t, cli.ExitUsage, nil, append(append([]string{}, cmd...), "--data", dir, "--bundle-share", share)...)
-			if !strings.Contains(r.stderr, "--bundle-share") || !strings.Contains(r.stderr, "above 0 and at most 1") {
+			if !strings.Contains(r.stderr, "--bundle-share") || !strings.Contains(r.stderr, "from 0.01 to 1") {
 				t.Errorf("%s --bundle-share %s: %s", cmd[0], share, r)
 			}
 			if _, err := os.Stat(dir); err == nil {

@@ -39,8 +39,8 @@ func TestBenchOnlineQuick(t *testing.T) {
 	for _, tc := range []struct{ args, want string }{
 		{"--concurrency 0", "--concurrency 1,16,128"},
 		{"--users 10 --concurrency 1,16", "--users at least the highest client count"},
-		{"--during-bundle --bundle-share 0", "above 0 and at most 1"},
-		{"--during-bundle --bundle-share 1.5", "above 0 and at most 1"},
+		{"--during-bundle --bundle-share 0", "from 0.01 to 1"},
+		{"--during-bundle --bundle-share 1.5", "from 0.01 to 1"},
 	} {
 		if r := expectCode(t, 2, nil, append([]string{"bench", "online"}, strings.Fields(tc.args)...)...); !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%s: %s", tc.args, r)

@@ -27,7 +27,7 @@ func (f *bundlePoolFlags) register(c *cobra.Command) {
 	fl.IntVar(&f.workers, "bundle-workers", workpool.DefaultWorkers(), "argon2id evaluations of bundles and refills at once (default: half the cores, at least 1); 0 computes none here: jobs wait for 'outpost worker'")
 	fl.IntVar(&f.memoryMiB, "bundle-memory", 0, "MiB of argon2id memory bundle work may hold at once (default: --bundle-workers × the bundle KDF's memory)")
 	fl.IntVar(&f.queue, "bundle-queue", workpool.DefaultQueue, "bundles queued or computing at once; beyond it a bundle request is answered 503 busy")
-	fl.Float64Var(&f.share, "bundle-share", 1, "fraction of its time each bundle worker computes, above 0 and at most 1: below 1 it rests between argon2id evaluations, so that bundle work takes less than a core beside verification and bundles take 1/share as long")
+	fl.Float64Var(&f.share, "bundle-share", 1, "fraction of its time each bundle worker computes, from 0.01 to 1: below 1 it rests between argon2id evaluations, so that bundle work takes less than a core beside verification and bundles take 1/share as long")
 }
 
 // pool starts the bundle pool the flags describe (nil for --bundle-workers

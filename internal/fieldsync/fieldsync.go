@@ -88,6 +88,10 @@ type Service struct {
 	// lockout, floor and audit rules as every other bundle. Its error is
 	// shown to the device as the reason for no refill.
 	Refill func(ctx context.Context, need RefillNeed) ([]byte, error)
+	// RefillTimeout bounds one refill's work (0: DefaultRefillTimeout); a
+	// server whose bundle pool works a share of the time scales it
+	// (issuance.Service.ForShare).
+	RefillTimeout time.Duration
 	// RefillBelow: refill when fewer than this fraction of a bundle's
 	// entries remain (0 means DefaultRefillBelow).
 	RefillBelow float64

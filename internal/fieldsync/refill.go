@@ -76,8 +76,9 @@ const DefaultRefillWait = 10 * time.Second
 // maxRefillJobs bounds the refills computing (or failed, until reported) at once.
 const maxRefillJobs = 64
 
-// refillJobTimeout bounds one refill's background work.
-const refillJobTimeout = 30 * time.Minute
+// DefaultRefillTimeout bounds one refill's background work when
+// Service.RefillTimeout is 0.
+const DefaultRefillTimeout = 30 * time.Minute
 
 // refillKey names a refill: the token on the device and the bundle it replaces.
 type refillKey struct {
@@ -299,7 +300,11 @@ func (r *refillRun) job(ctx context.Context, key refillKey, need RefillNeed) (*r
 // any later sync (on any replica) hands it out.
 func (s *Service) runRefill(ctx context.Context, key refillKey, need RefillNeed, j *refillJob) {
 	defer s.jobs.wg.Done()
-	ctx, cancel := context.WithTimeout(ctx, refillJobTimeout)
+	timeout := s.RefillTimeout
+	if timeout <= 0 {
+		timeout = DefaultRefillTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	data, err := s.issueRefill(ctx, key, need)
 	s.jobs.mu.Lock()

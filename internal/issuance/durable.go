@@ -136,6 +136,9 @@ func (s *Service) WorkOne(ctx context.Context, owner string) (ok bool, err error
 	if lease <= 0 {
 		lease = DefaultLease
 	}
+	// The lease is renewed as entries finish, and they finish 1/share
+	// times further apart.
+	lease = s.ForShare(lease)
 	j, ok, err := s.Durable.ClaimBundleJob(ctx, owner, s.now(), lease)
 	if err != nil || !ok {
 		return false, err

@@ -395,7 +395,10 @@ func bundleSecrets(in map[string]string) (map[string][]byte, error) {
 	return secrets, nil
 }
 
-// estimate is how long req takes to compute on this server, and its report.
+// estimate is how long req takes to compute on this server, and its
+// report: its CPU time over the pool's workers, over their share of the
+// time (SyncLimit, the answer's deadline and a job's estimated_seconds all
+// follow it).
 func (s *Service) estimate(req bundle.Request) (time.Duration, cost.Report) {
 	rep, _ := bundle.Plan(req)
 	cores := s.Cores
@@ -405,7 +408,18 @@ func (s *Service) estimate(req bundle.Request) (time.Duration, cost.Report) {
 	if cores <= 0 {
 		cores = runtime.NumCPU()
 	}
-	return time.Duration(rep.IssuerCPU / float64(cores) * float64(time.Second)), rep
+	return s.ForShare(time.Duration(rep.IssuerCPU / float64(cores) * float64(time.Second))), rep
+}
+
+// ForShare scales d, a duration of bundle work at a worker's whole time,
+// to the pool's share of it (workpool.Config.Share): a pool computing a
+// quarter of the time takes four times as long. Estimates, job timeouts,
+// job leases and sync refills' timeouts all go through it.
+func (s *Service) ForShare(d time.Duration) time.Duration {
+	if s.Pool == nil || s.Pool.Share() >= 1 {
+		return d
+	}
+	return time.Duration(float64(d) / s.Pool.Share())
 }
 
 // deviceHead returns the newest entry of device's log this server holds

@@ -24,10 +24,7 @@ func (s *Service) jobTimeout() time.Duration {
 	if t <= 0 {
 		t = DefaultJobTimeout
 	}
-	if s.Pool != nil && s.Pool.Share() < 1 {
-		t = time.Duration(float64(t) / s.Pool.Share())
-	}
-	return t
+	return s.ForShare(t)
 }
 
 // jobRetention is how long a finished job is kept for its caller to collect.

@@ -50,8 +50,8 @@ type Config struct {
 	MemoryKiB int64
 	// Queue is the most bundles admitted at once (0: DefaultQueue).
 	Queue int
-	// Share is the fraction of its time each worker computes, in (0, 1]
-	// (0: 1, all of it). Below 1 a worker rests after each computation,
+	// Share is the fraction of its time each worker computes, from
+	// MinShare (smaller is taken as MinShare) to 1 (0: 1, all of it). Below 1 a worker rests after each computation,
 	// for as long as the computation took × (1−Share)/Share, before it takes
 	// the next: the pool then uses about Workers × Share cores, and the
 	// memory bus and caches about that share of the time. It is the knob
@@ -62,10 +62,16 @@ type Config struct {
 	Now func() time.Time
 }
 
-// CheckShare reports a Config.Share a caller should not pass: outside (0, 1].
+// MinShare is the smallest Config.Share CheckShare accepts: at a hundredth
+// of its time a worker already takes 100 times as long (and timeouts and
+// leases scale with it).
+const MinShare = 0.01
+
+// CheckShare reports a Config.Share a caller should not pass: outside
+// [MinShare, 1].
 func CheckShare(share float64) error {
-	if !(share > 0 && share <= 1) {
-		return fmt.Errorf("workpool: share %v: give a fraction of each worker's time above 0 and at most 1, such as 0.25", share)
+	if !(share >= MinShare && share <= 1) {
+		return fmt.Errorf("workpool: share %v: give a fraction of each worker's time from %v to 1, such as 0.25", share, MinShare)
 	}
 	return nil
 }
@@ -105,8 +111,11 @@ func New(cfg Config) *Pool {
 	if cfg.Queue <= 0 {
 		cfg.Queue = DefaultQueue
 	}
-	if !(cfg.Share > 0 && cfg.Share < 1) { // NaN, 0 or 1 and above: no rest
+	switch {
+	case !(cfg.Share > 0 && cfg.Share < 1): // NaN, 0 or 1 and above: no rest
 		cfg.Share = 1
+	case cfg.Share < MinShare:
+		cfg.Share = MinShare
 	}
 	cfg.Now = clock.Or(cfg.Now)
 	p := &Pool{cfg: cfg, tasks: make(chan task), admit: make(chan struct{}, cfg.Queue), stop: make(chan struct{})}

@@ -161,6 +161,7 @@ func TestShareRest(t *testing.T) {
 		{0.25, 80 * time.Millisecond, 240 * time.Millisecond},
 		{0.1, 50 * time.Millisecond, 450 * time.Millisecond},
 		{0.25, 0, 0},
+		{1e-9, time.Millisecond, 99 * time.Millisecond}, // taken as MinShare
 	} {
 		p := New(Config{Workers: 1, Share: tc.share})
 		got := p.Rest(tc.took)
