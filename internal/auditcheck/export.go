@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/artifact"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/datadir"
 )
 
@@ -99,16 +100,8 @@ func (x *Exporter) prune() error {
 // are logged (a broken log at error level, every time) and retried at the
 // next tick.
 func (x *Exporter) Run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		x.runOnce(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	x.runOnce(ctx)
+	clock.Every(ctx, every, func() { x.runOnce(ctx) })
 }
 
 func (x *Exporter) runOnce(ctx context.Context) {

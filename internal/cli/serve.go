@@ -221,7 +221,7 @@ func (e *env) serve(ctx context.Context, f serveFlags) error {
 		}
 		defer ds.Close()
 	}
-	go srv.FlushUnknownEvery(sigCtx, 5*time.Second)
+	go srv.Housekeep(sigCtx, 5*time.Second)
 	stopOutbox := f.notify.start(sigCtx, srv, channels, logger)
 	defer stopOutbox()
 	select {

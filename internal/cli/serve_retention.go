@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/auditcheck"
+	"github.com/outpost-auth/outpost/internal/clock"
 	"github.com/outpost-auth/outpost/internal/server"
 	"github.com/spf13/cobra"
 )
@@ -64,26 +65,21 @@ func (f retentionFlags) start(ctx context.Context, srv *server.Server, logger *s
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(f.every)
-		defer t.Stop()
-		for {
-			ex, pr, err := a.Retain(ctx, f.age)
-			switch {
-			case ctx.Err() != nil:
-			case errors.Is(err, auditcheck.ErrBroken), errors.Is(err, auditcheck.ErrSegment):
-				logger.Error("audit retention stopped: the log or a segment does not verify", "error", err.Error())
-			case err != nil:
-				logger.Warn("audit retention failed", "error", err.Error())
-			case len(ex.Files) > 0 || pr.Segments > 0:
-				logger.Info("audit retention", "exported", ex.Entries, "files", len(ex.Files), "pruned", pr.Entries, "through", pr.Through)
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	retain := func() {
+		ex, pr, err := a.Retain(ctx, f.age)
+		switch {
+		case ctx.Err() != nil:
+		case errors.Is(err, auditcheck.ErrBroken), errors.Is(err, auditcheck.ErrSegment):
+			logger.Error("audit retention stopped: the log or a segment does not verify", "error", err.Error())
+		case err != nil:
+			logger.Warn("audit retention failed", "error", err.Error())
+		case len(ex.Files) > 0 || pr.Segments > 0:
+			logger.Info("audit retention", "exported", ex.Entries, "files", len(ex.Files), "pruned", pr.Entries, "through", pr.Through)
 		}
+	}
+	wg.Go(func() {
+		retain()
+		clock.Every(ctx, f.every, retain)
 	})
 	logger.Info("applying audit retention", "retain", f.retain, "dir", f.dir, "every", f.every.String())
 	return func() { cancel(); wg.Wait() }

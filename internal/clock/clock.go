@@ -34,6 +34,22 @@ func Or(now func() time.Time) func() time.Time {
 	return now
 }
 
+// Every calls fn every d, the first time d from now, until ctx ends. Like
+// Sleep it paces work and decides nothing: what is due is fn's clock's to
+// say.
+func Every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
+}
+
 // Sleep waits d, or until ctx ends (returning its error). A wait decides
 // nothing, so it runs on a timer rather than a clock: retries, backoff,
 // polling.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/outpost-auth/outpost/internal/audit"
+	"github.com/outpost-auth/outpost/internal/clock"
 )
 
 // DefaultUnknownInterval is how often the unknown-user tally is written.
@@ -175,14 +176,5 @@ func (s *Service) flushUnknownIfDue(ctx context.Context) {
 // too. The ticker only wakes it: whether an interval has passed is the
 // service's clock's to say.
 func (s *Service) FlushUnknownEvery(ctx context.Context, tick time.Duration) {
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_ = s.FlushUnknown(ctx, false)
-		}
-	}
+	clock.Every(ctx, tick, func() { _ = s.FlushUnknown(ctx, false) })
 }

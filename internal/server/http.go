@@ -257,7 +257,8 @@ func (s *Server) toAPIError(err error, rid string) *apiError {
 // outageLog logs the database's refusals at most once a second, the first
 // of each second with how many it left out before it: an outage meets every
 // request, and thousands of lines a second would flood the log and its
-// disk. The verify metric still counts each (`unavailable`).
+// disk. The verify metric still counts each (`unavailable`). flush, run
+// by Housekeep, logs the count left at the end of an outage.
 type outageLog struct {
 	mu      sync.Mutex
 	last    time.Time
@@ -275,6 +276,21 @@ func (o *outageLog) log(l *slog.Logger, now time.Time, rid string, err error) {
 	o.last, o.skipped = now, 0
 	o.mu.Unlock()
 	l.Error("database unavailable", "request_id", rid, "error", err.Error(), "not_logged_before", skipped)
+}
+
+// flush logs the refusals left out since the last line, once a second has
+// passed since it (no refusal since has been logged: the outage may be
+// over).
+func (o *outageLog) flush(l *slog.Logger, now time.Time) {
+	o.mu.Lock()
+	skipped := o.skipped
+	if skipped == 0 || now.Sub(o.last) < time.Second {
+		o.mu.Unlock()
+		return
+	}
+	o.skipped = 0
+	o.mu.Unlock()
+	l.Error("database unavailable", "not_logged_before", skipped)
 }
 
 // typedBody is a raw body of another content type than JSON.

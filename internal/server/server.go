@@ -229,7 +229,8 @@ func New(cfg Config) (*Server, error) {
 	s.roster = newRoster(cfg, cfg.Registry)
 	if ss, ok := cfg.Store.(store.SyncStore); ok {
 		s.field = &fieldsync.Service{Store: cfg.Store, Sync: ss, Audit: al, Signer: s.signer, Now: cfg.Now,
-			Incident: s.sync.incident, Refill: s.bundles.Refill, RefillWait: syncRefillWait}
+			Incident: s.sync.incident, Refill: s.bundles.Refill, RefillWait: syncRefillWait,
+			RefillTimeout: s.bundles.ForShare(fieldsync.DefaultRefillTimeout)}
 		s.bundles.Record = s.field
 		if s.roster != nil {
 			s.field.Entries = s.roster // vouches in a sync go to the roster, in the sync's transaction
@@ -283,11 +284,14 @@ func (s *Server) Handler() http.Handler { return s.root() }
 // Signer returns the artifact signing key (for handlers of offline work).
 func (s *Server) Signer() *keys.Signer { return s.signer }
 
-// FlushUnknownEvery writes the unknown-user tallies of verifications to the
-// audit log whenever they are due, checking every tick until ctx ends
-// (online.Service.FlushUnknownEvery): `outpost serve` runs it so that an
-// idle server writes them too.
-func (s *Server) FlushUnknownEvery(ctx context.Context, tick time.Duration) {
+// Housekeep runs the server's periodic work every tick until ctx ends:
+// it writes the unknown-user tallies of verifications to the audit log
+// whenever they are due (online.Service.FlushUnknownEvery), and logs how
+// many of the database's refusals were left out of the log since its last
+// such line (outageLog), so that the end of an outage is counted when it
+// ends. `outpost serve` runs it so that an idle server does both.
+func (s *Server) Housekeep(ctx context.Context, tick time.Duration) {
+	go clock.Every(ctx, tick, func() { s.outage.flush(s.log, s.cfg.Now()) })
 	s.svc.FlushUnknownEvery(ctx, tick)
 }
 

@@ -50,6 +50,20 @@ func TestDatabaseUnavailable(t *testing.T) {
 	if n := strings.Count(logs, "database unavailable"); n != 2 || !strings.Contains(logs, `"not_logged_before":2`) {
 		t.Errorf("a second later: %d log lines, want 2, the second saying 2 were not logged:\n%s", n, logs)
 	}
+	// The outage's last refusals are counted once it is over (Housekeep's
+	// flush), not with the next outage's first line.
+	refused()
+	f.srv.outage.flush(f.srv.log, f.clock.Now())
+	if n := strings.Count(logBuf.String()[mark:], "database unavailable"); n != 2 {
+		t.Errorf("flushed within the second: %d lines, want still 2", n)
+	}
+	f.clock.Add(time.Second)
+	f.srv.outage.flush(f.srv.log, f.clock.Now())
+	f.srv.outage.flush(f.srv.log, f.clock.Now())
+	logs = logBuf.String()[mark:]
+	if n := strings.Count(logs, "database unavailable"); n != 3 || !strings.Contains(logs, `"not_logged_before":1`) {
+		t.Errorf("after the outage: %d lines, want 3, the last saying 1 was not logged:\n%s", n, logs)
+	}
 	if strings.Contains(logs, code) {
 		t.Errorf("the log holds the code")
 	}
