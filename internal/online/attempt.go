@@ -90,7 +90,7 @@ func (s *Service) guardOr(ctx context.Context, realm, user, actor string, fn fun
 // How long the writes took feeds writePad.
 func (s *Service) fail(ctx context.Context, u store.User, actor string, now time.Time, f *failure) error {
 	start := time.Now() // for writePad only: a timing that decides nothing
-	if err := s.recordFailure(ctx, u, actor, now, f); err != nil {
+	if err := s.outage.wrote(s.recordFailure(ctx, u, actor, now, f)); err != nil {
 		return err
 	}
 	s.pad.observe(time.Since(start))

@@ -70,6 +70,7 @@ type Service struct {
 	pins         pinGate
 	unknown      unknownUsers
 	unknownFails unknownFailures
+	outage       writeOutage
 	pad          writePad
 	rowsOnce     sync.Once
 	rows         *rowCache
@@ -272,7 +273,7 @@ func (s *Service) accept(ctx context.Context, u store.User, fresh []candidate, a
 				return Result{}, nil, err
 			}
 		}
-		if err := s.Audit.Accept(ctx, c.t, int64(c.m), version, actor); errors.Is(err, store.ErrReplayed) {
+		if err := s.outage.wrote(s.Audit.Accept(ctx, c.t, int64(c.m), version, actor)); errors.Is(err, store.ErrReplayed) {
 			lost = &fresh[i]
 			continue
 		} else if err != nil {
@@ -303,8 +304,11 @@ func (s *Service) unknownUser(ctx context.Context, realm, user, pinCode, actor s
 	if _, err := s.pinMatches(ctx, nil, pinCode); err != nil {
 		return err
 	}
-	s.unknownFails.fail(realm, user, now)
 	s.tallyUnknown(realm, user, actor)
+	if s.outage.refused.Load() {
+		return errWritesRefused // as a known user's refused failure (outage.go)
+	}
+	s.unknownFails.fail(realm, user, now)
 	s.pad.wait(ctx)
 	return ErrInvalidCode
 }

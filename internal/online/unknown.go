@@ -157,7 +157,7 @@ func (s *Service) FlushUnknown(ctx context.Context, force bool) error {
 	now := s.now()
 	ts := s.unknown.take(now, s.unknownInterval(), force)
 	for i, t := range ts {
-		if err := s.Audit.Record(ctx, audit.VerifyUnknownUser, "outpost", t.Realm, t); err != nil {
+		if err := s.outage.wrote(s.Audit.Record(ctx, audit.VerifyUnknownUser, "outpost", t.Realm, t)); err != nil {
 			s.unknown.giveBack(ts[i:])
 			return err
 		}

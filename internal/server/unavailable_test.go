@@ -14,11 +14,7 @@ import (
 // code verifies once the database accepts connections again. The log names
 // the cause for the operator, without the code.
 func TestDatabaseUnavailable(t *testing.T) {
-	pg := storetest.RefusablePostgres(t)
-	f := newFixture(t, pg.DSN)
-	verifier := f.client("verifier")
-	uri := f.enrol("alice", map[string]any{"type": "hotp"})
-	code := f.codeAt(uri, 1)
+	pg, f, verifier, code := outageFixture(t)
 	// The verifier's API token is looked up (and cached) before the outage,
 	// so that the refusal meets the verification itself.
 	f.mustCall(401, verifier, "POST", "/v1/verify", map[string]string{"user": "nobody", "code": "000000"})
@@ -75,4 +71,53 @@ func TestDatabaseUnavailable(t *testing.T) {
 	if r := f.call(verifier, "POST", "/v1/verify", map[string]string{"user": "alice", "code": code}); r.status != 401 {
 		t.Fatalf("replay after: %d %s", r.status, r.raw)
 	}
+}
+
+// TestReadOnlyDatabaseHidesUsers: while PostgreSQL answers reads and
+// refuses writes (a standby after a failover: SQLSTATE 25006), a known
+// user's wrong code cannot be recorded and is answered 503; an unknown
+// user's, which writes nothing, is answered 503 too rather than 401, so
+// that the status does not tell which users exist. The right code is not
+// spent, and once a write succeeds again both are answered 401.
+func TestReadOnlyDatabaseHidesUsers(t *testing.T) {
+	pg, f, verifier, code := outageFixture(t)
+	verify := func(user, code string) resp {
+		t.Helper()
+		return f.call(verifier, "POST", "/v1/verify", map[string]string{"user": user, "code": code})
+	}
+	if r := verify("nobody", "000000"); r.status != 401 {
+		t.Fatalf("unknown user before: %d %s", r.status, r.raw)
+	}
+
+	pg.ReadOnly(true, f.st)
+	for _, tc := range []struct{ who, user, code string }{
+		{"known user, wrong code", "alice", "000000"},
+		{"unknown user", "nobody", "000000"},
+		{"known user, right code", "alice", code},
+		{"another unknown user", "nobody2", "123456"},
+	} {
+		if r := verify(tc.user, tc.code); r.status != 503 || r.errCode() != "unavailable" {
+			t.Errorf("%s while writes are refused: %d %s", tc.who, r.status, r.raw)
+		}
+	}
+
+	pg.ReadOnly(false, f.st)
+	if r := verify("alice", code); r.status != 200 {
+		t.Fatalf("the right code after: %d %s", r.status, r.raw)
+	}
+	for _, user := range []string{"alice", "nobody"} {
+		if r := verify(user, "000000"); r.status != 401 {
+			t.Errorf("%s's wrong code after: %d %s", user, r.status, r.raw)
+		}
+	}
+}
+
+// outageFixture is a server on a Refusable PostgreSQL schema, a verifier's
+// API token, and alice's first HOTP code, not yet used.
+func outageFixture(t *testing.T) (*storetest.Refusable, *fixture, string, string) {
+	pg := storetest.RefusablePostgres(t)
+	f := newFixture(t, pg.DSN)
+	verifier := f.client("verifier")
+	uri := f.enrol("alice", map[string]any{"type": "hotp"})
+	return pg, f, verifier, f.codeAt(uri, 1)
 }

@@ -91,6 +91,9 @@ const (
 	pgAdminShutdown        = "57P01"
 	pgCrashShutdown        = "57P02"
 	pgCannotConnectNow     = "57P03" // starting up or in recovery
+	pgReadOnlyTransaction  = "25006" // a write on a standby: a failover not followed yet
+	pgDiskFull             = "53100"
+	pgOutOfMemory          = "53200"
 )
 
 func (e *pgEngine) classify(err error) error {
@@ -105,7 +108,7 @@ func (e *pgEngine) classify(err error) error {
 	// A server's answer, on a connection or refusing one. A wrong password
 	// or database name (classes 28, 3D) is a configuration error, not this.
 	switch pe.Code {
-	case pgTooManyConnections, pgAdminShutdown, pgCrashShutdown, pgCannotConnectNow,
+	case pgTooManyConnections, pgAdminShutdown, pgCrashShutdown, pgCannotConnectNow, pgReadOnlyTransaction, pgDiskFull, pgOutOfMemory,
 		"08000", "08001", "08003", "08004", "08006": // class 08, but not 08P01 protocol_violation: a bug, not an outage
 		return fmt.Errorf("%w (%w)", ErrUnavailable, err)
 	case pgUniqueViolation, pgDuplicateTable, pgDuplicateObject:

@@ -60,7 +60,9 @@ var (
 	ErrInvalid = errors.New("store: invalid record")
 	// ErrUnavailable: the database refused or lost the connection (a
 	// PostgreSQL server down, restarting or at max_connections, or a
-	// connection cut in the middle of a request). A refused operation was
+	// connection cut in the middle of a request), or refused a write it
+	// cannot take now (a standby's read-only transaction after a failover,
+	// a full disk, out of memory). A refused operation was
 	// not done; one whose connection was lost while it committed may have
 	// been, and earlier steps of a request may have been. Servers answer
 	// 503 and the caller may retry. Size pool_max_conns × replicas below

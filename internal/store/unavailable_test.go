@@ -3,6 +3,7 @@ package store_test
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/outpost-auth/outpost/internal/store"
@@ -77,5 +78,23 @@ func TestPostgresConnectionLost(t *testing.T) {
 	pg.Cut(false)
 	if _, err := st.GetRealm(ctx, "r1"); err != nil {
 		t.Fatalf("after: %v", err)
+	}
+}
+
+// TestPostgresReadOnly: a server that answers reads and refuses writes (a
+// standby after a failover: SQLSTATE 25006) gives ErrUnavailable for the
+// writes, which servers answer 503 to retry, not 500; reads go on.
+func TestPostgresReadOnly(t *testing.T) {
+	pg := storetest.RefusablePostgres(t)
+	st := storetest.Open(t, pg.DSN)
+	if err := st.CreateRealm(ctx, store.Realm{ID: "r1", Name: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	pg.ReadOnly(true, st)
+	if _, err := st.GetRealm(ctx, "r1"); err != nil {
+		t.Fatalf("read on a read-only server: %v", err)
+	}
+	if err := st.CreateRealm(ctx, store.Realm{ID: "r2", Name: "r2"}); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "25006") {
+		t.Fatalf("write on a read-only server: %v, want ErrUnavailable (25006)", err)
 	}
 }

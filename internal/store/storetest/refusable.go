@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/outpost-auth/outpost/internal/store"
 )
 
 // Refusable is a PostgreSQL scratch schema reached as a role of its own,
@@ -79,6 +81,31 @@ func (r *Refusable) Refuse(on bool) {
 	if _, err := r.su.Exec(context.Background(), terminate, r.role); err != nil {
 		r.t.Fatal(err)
 	}
+}
+
+// ReadOnly makes the role's sessions read-only (default_transaction_read_only,
+// as on a standby: a write fails with SQLSTATE 25006) when on is set, and
+// writable again otherwise. Its open sessions are ended so that the next
+// ones take the setting, and st, a store on DSN, is read until its pool has
+// dropped the ended ones (each fails once).
+func (r *Refusable) ReadOnly(on bool, st store.Store) {
+	r.t.Helper()
+	role := pgx.Identifier{r.role}.Sanitize()
+	if on {
+		r.exec("ALTER ROLE " + role + " SET default_transaction_read_only = on")
+	} else {
+		r.exec("ALTER ROLE " + role + " RESET default_transaction_read_only")
+	}
+	if _, err := r.su.Exec(context.Background(), terminate, r.role); err != nil {
+		r.t.Fatal(err)
+	}
+	var err error
+	for range 20 {
+		if _, err = st.GetRealm(context.Background(), "storetest-probe"); err == nil || errors.Is(err, store.ErrNotFound) {
+			return // the database answered
+		}
+	}
+	r.t.Fatalf("reads after the switch (read-only %v): %v", on, err)
 }
 
 // terminate ends a role's sessions ($1), waiting up to 5 s for each to exit.
