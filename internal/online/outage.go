@@ -13,28 +13,32 @@ import (
 // reads and refuses writes — a failover onto a standby, a full disk — the
 // first is answered 503 (store.ErrUnavailable: its failure could not be
 // written) and the second would be 401: which users exist would show in
-// the status. So the service remembers that a verification's write was
-// refused, until one succeeds, and meanwhile answers an unknown user's
-// failure with the same 503, not counting it (the known user's is not
-// counted either). The tally of unknown users is still kept; its periodic
-// write (FlushUnknown) is one of the writes that ends the state when the
-// database takes writes again.
+// the status. So the service remembers that one of its writes was refused,
+// until one succeeds. Meanwhile an unknown user's failure writes too, as a
+// known user's does: the unknown-user tally, at once (FlushUnknown). If
+// the database refuses it, the answer is the same 503 and nothing is
+// counted; if it takes it, the state ends and the answer is 401. So the
+// state ends with the first write after the outage, and a state set by a
+// passing cause (one lost connection) costs one tally entry.
 //
-// What remains: in an outage, names tried before the first refused write
-// are answered 401 as before, and the state is per process, as the
-// unknown-user counts are (docs/server.md).
+// What remains (docs/server.md): names tried before the outage's first
+// refused write are answered 401, each process has its own state, and on a
+// full disk a known user's failure count may commit while its audit entry
+// does not, so that known users reach the lockout (429) and unknown users
+// do not: the count and its entry are two writes, not one transaction.
 type writeOutage struct {
 	refused atomic.Bool
 }
 
 // wrote notes the outcome of one of a verification's writes and returns
-// err: refused (store.ErrUnavailable) starts the state; done, or answered
-// by the database (a replay, a stale version: it took the statement) ends it.
+// err: refused (store.ErrUnavailable) starts the state, done ends it. A
+// refusal answered by the database (a replay, a stale version) says
+// nothing: on a full disk an UPDATE that changes no row still commits.
 func (o *writeOutage) wrote(err error) error {
 	switch {
 	case errors.Is(err, store.ErrUnavailable):
 		o.refused.Store(true)
-	case err == nil, errors.Is(err, store.ErrReplayed), errors.Is(err, store.ErrStale):
+	case err == nil:
 		o.refused.Store(false)
 	}
 	return err

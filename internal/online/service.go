@@ -306,7 +306,15 @@ func (s *Service) unknownUser(ctx context.Context, realm, user, pinCode, actor s
 	}
 	s.tallyUnknown(realm, user, actor)
 	if s.outage.refused.Load() {
-		return errWritesRefused // as a known user's refused failure (outage.go)
+		// A write was refused lately: write now, as a known user's failure
+		// would, and answer as it would be answered (outage.go). The
+		// tally is that write; it replaces writePad's wait.
+		_ = s.FlushUnknown(ctx, true)
+		if s.outage.refused.Load() {
+			return errWritesRefused
+		}
+		s.unknownFails.fail(realm, user, now)
+		return ErrInvalidCode
 	}
 	s.unknownFails.fail(realm, user, now)
 	s.pad.wait(ctx)

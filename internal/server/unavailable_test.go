@@ -77,8 +77,10 @@ func TestDatabaseUnavailable(t *testing.T) {
 // refuses writes (a standby after a failover: SQLSTATE 25006), a known
 // user's wrong code cannot be recorded and is answered 503; an unknown
 // user's, which writes nothing, is answered 503 too rather than 401, so
-// that the status does not tell which users exist. The right code is not
-// spent, and once a write succeeds again both are answered 401.
+// that the status does not tell which users exist (it writes the unknown
+// users' tally instead, which is refused as well). Once the database takes
+// writes again the first unknown user's tally ends that state: 401 at
+// once. The right code was not spent.
 func TestReadOnlyDatabaseHidesUsers(t *testing.T) {
 	pg, f, verifier, code := outageFixture(t)
 	verify := func(user, code string) resp {
@@ -102,6 +104,9 @@ func TestReadOnlyDatabaseHidesUsers(t *testing.T) {
 	}
 
 	pg.ReadOnly(false, f.st)
+	if r := verify("nobody", "000000"); r.status != 401 {
+		t.Errorf("the first unknown user after: %d %s", r.status, r.raw)
+	}
 	if r := verify("alice", code); r.status != 200 {
 		t.Fatalf("the right code after: %d %s", r.status, r.raw)
 	}
