@@ -51,12 +51,13 @@ type Config struct {
 	// Queue is the most bundles admitted at once (0: DefaultQueue).
 	Queue int
 	// Share is the fraction of its time each worker computes, from
-	// MinShare (smaller is taken as MinShare) to 1 (0: 1, all of it). Below 1 a worker rests after each computation,
-	// for as long as the computation took × (1−Share)/Share, before it takes
-	// the next: the pool then uses about Workers × Share cores, and the
-	// memory bus and caches about that share of the time. It is the knob
-	// for less than one core of bundle work beside verification; bundles
-	// take 1/Share as long.
+	// MinShare (smaller is taken as MinShare) to 1 (0: 1, all of it).
+	// Below 1 a worker rests after each computation, for as long as the
+	// computation took × (1−Share)/Share, before it takes the next: the
+	// pool then uses about Workers × Share cores, and the memory bus and
+	// caches about that share of the time. It is the knob for less than
+	// one core of bundle work beside verification; bundles take 1/Share
+	// as long.
 	Share float64
 	// Now measures computations for Share's rests (nil: the system clock).
 	Now func() time.Time

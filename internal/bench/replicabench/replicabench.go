@@ -186,7 +186,7 @@ func newHarness(ctx context.Context, cfg Config, progress io.Writer) (h *harness
 	}()
 	h = &harness{cfg: cfg, progress: progress, exact: true}
 	// Every connection of the replicas and of the harness's store carries
-	// one application_name, by which quiesce finds them.
+	// one application_name, by which pgStats finds them.
 	h.app = "outpost-replicabench-" + rand.Text()[:12]
 	dsn, err := store.WithDSNParam(cfg.DSN, "application_name", h.app)
 	if err != nil {
@@ -254,7 +254,7 @@ func (h *harness) start(ctx context.Context, n int) ([]*replica, error) {
 // run measures n replicas, checks the once-only guarantee and stops them.
 //
 // PostgreSQL's counters are read while no connection of the benchmark is
-// open (quiesce): a backend reports its statistics at most once a second
+// open (pgStats): a backend reports its statistics at most once a second
 // and, once idle, only after 10 s (PGSTAT_IDLE_INTERVAL), but always when
 // it exits. So the counted window holds the replicas' start and stop with
 // the drive, and the check runs on the replicas started again.
