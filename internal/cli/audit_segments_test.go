@@ -113,7 +113,7 @@ func TestServeRetentionFlags(t *testing.T) {
 	expectCode(t, cli.ExitUsage, nil, "audit", "prune", "--older-than", "3 weeks", "--server", "http://127.0.0.1:1", "--token-file", "x")
 }
 
-// TestBundleShareFlag: a --bundle-share outside (0, 1] is a usage error of
+// TestBundleShareFlag: a --bundle-share outside [0.01, 1] is a usage error of
 // serve and worker, before anything is initialised, that says what to give.
 func TestBundleShareFlag(t *testing.T) {
 	for _, cmd := range [][]string{
